@@ -1,0 +1,230 @@
+"""Utility nodes that need no torch: primitives, arithmetic, string formatting and text outputs.
+
+They make the engine usable and testable on its own, and serve as primitives in diffusion graphs
+(one seed feeding several samplers, a prompt built from parts).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any, Literal
+
+from .context import NodeError
+from .node import Hidden, Link, Node, NodeInputs, NodeResult, Output, Widget
+from .paths import resolve_inside
+
+CATEGORY = "utils"
+
+
+class PrimitiveInt(Node):
+    """An integer constant."""
+
+    CATEGORY = "utils/primitive"
+
+    class Inputs(NodeInputs):
+        value: int = Widget(0)
+
+    OUTPUTS = (Output("INT", "INT"),)
+
+    def execute(self, inputs, ctx):
+        return (inputs.value,)
+
+
+class PrimitiveFloat(Node):
+    """A floating-point constant."""
+
+    CATEGORY = "utils/primitive"
+
+    class Inputs(NodeInputs):
+        value: float = Widget(0.0, step=0.01)
+
+    OUTPUTS = (Output("FLOAT", "FLOAT"),)
+
+    def execute(self, inputs, ctx):
+        return (inputs.value,)
+
+
+class PrimitiveString(Node):
+    """A text constant."""
+
+    CATEGORY = "utils/primitive"
+
+    class Inputs(NodeInputs):
+        value: str = Widget("", multiline=True)
+
+    OUTPUTS = (Output("STRING", "STRING"),)
+
+    def execute(self, inputs, ctx):
+        return (inputs.value,)
+
+
+class PrimitiveBoolean(Node):
+    """A boolean constant."""
+
+    CATEGORY = "utils/primitive"
+
+    class Inputs(NodeInputs):
+        value: bool = Widget(False)
+
+    OUTPUTS = (Output("BOOLEAN", "BOOLEAN"),)
+
+    def execute(self, inputs, ctx):
+        return (inputs.value,)
+
+
+class RandomInt(Node):
+    """A fresh random integer on every run (never cached), e.g. a new seed each time."""
+
+    CATEGORY = "utils/primitive"
+    NOT_CACHED = True
+
+    class Inputs(NodeInputs):
+        min: int = Widget(0)
+        max: int = Widget(2**32 - 1)
+
+    OUTPUTS = (Output("INT", "INT"),)
+
+    def execute(self, inputs, ctx):
+        if inputs.max < inputs.min:
+            raise NodeError(f"max ({inputs.max}) is smaller than min ({inputs.min})")
+        return (random.randint(inputs.min, inputs.max),)
+
+
+_INT_OPS = {
+    "add": lambda a, b: a + b,
+    "subtract": lambda a, b: a - b,
+    "multiply": lambda a, b: a * b,
+    "divide": lambda a, b: a // b,
+    "modulo": lambda a, b: a % b,
+    "min": min,
+    "max": max,
+}
+_FLOAT_OPS = {**_INT_OPS, "divide": lambda a, b: a / b, "power": lambda a, b: a**b}
+
+
+class IntMath(Node):
+    """Integer arithmetic: a <op> b (divide is floor division)."""
+
+    CATEGORY = "utils/math"
+
+    class Inputs(NodeInputs):
+        a: int = Widget(0)
+        b: int = Widget(0)
+        op: Literal["add", "subtract", "multiply", "divide", "modulo", "min", "max"] = Widget("add")
+
+    OUTPUTS = (Output("INT", "INT"),)
+
+    def execute(self, inputs, ctx):
+        if inputs.op in ("divide", "modulo") and inputs.b == 0:
+            raise NodeError(f"cannot {inputs.op} by zero")
+        value = _INT_OPS[inputs.op](inputs.a, inputs.b)
+        if not -(2**63) <= value < 2**63:
+            raise NodeError(f"result {value} does not fit a 64-bit integer")
+        return (value,)
+
+
+class FloatMath(Node):
+    """Floating-point arithmetic: a <op> b."""
+
+    CATEGORY = "utils/math"
+
+    class Inputs(NodeInputs):
+        a: float = Widget(0.0, step=0.01)
+        b: float = Widget(0.0, step=0.01)
+        op: Literal["add", "subtract", "multiply", "divide", "modulo", "min", "max", "power"] = Widget("add")
+
+    OUTPUTS = (Output("FLOAT", "FLOAT"),)
+
+    def execute(self, inputs, ctx):
+        if inputs.op in ("divide", "modulo") and inputs.b == 0:
+            raise NodeError(f"cannot {inputs.op} by zero")
+        try:
+            value = float(_FLOAT_OPS[inputs.op](inputs.a, inputs.b))
+        except (OverflowError, ValueError, TypeError) as exc:
+            raise NodeError(f"{inputs.op}({inputs.a}, {inputs.b}) failed: {exc}") from None
+        if not math.isfinite(value):
+            raise NodeError(f"{inputs.op}({inputs.a}, {inputs.b}) is not a finite number")
+        return (value,)
+
+
+class StringFormat(Node):
+    """Fills {a}, {b}, {c} in a template: builds prompts and file names from parts."""
+
+    CATEGORY = "utils/string"
+
+    class Inputs(NodeInputs):
+        template: str = Widget("{a}", multiline=True)
+        a: str = Widget("", optional=True)
+        b: str = Widget("", optional=True)
+        c: str = Widget("", optional=True)
+
+    OUTPUTS = (Output("STRING", "STRING"),)
+
+    def execute(self, inputs, ctx):
+        fields = {k: "" if v is None else v for k, v in (("a", inputs.a), ("b", inputs.b), ("c", inputs.c))}
+        try:
+            return (inputs.template.format(**fields),)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise NodeError(f"template {inputs.template!r}: only {{a}}, {{b}} and {{c}} can be filled ({exc})") from None
+
+
+class ToString(Node):
+    """Any value as text."""
+
+    CATEGORY = "utils/string"
+
+    class Inputs(NodeInputs):
+        value: Any = Link("*")
+
+    OUTPUTS = (Output("STRING", "STRING"),)
+
+    def execute(self, inputs, ctx):
+        return (str(inputs.value),)
+
+
+class ShowValue(Node):
+    """Shows any value in the editor and on the terminal (an output node)."""
+
+    CATEGORY = "utils"
+    OUTPUT_NODE = True
+
+    class Inputs(NodeInputs):
+        value: Any = Link("*")
+
+    OUTPUTS = ()
+
+    def execute(self, inputs, ctx):
+        return NodeResult(ui={"text": [str(inputs.value)]})
+
+
+class SaveText(Node):
+    """Writes text to a file in the output folder (an output node)."""
+
+    CATEGORY = "utils"
+    OUTPUT_NODE = True
+
+    class Inputs(NodeInputs):
+        text: str = Widget("", multiline=True)
+        filename: str = Widget("result.txt")
+        unique_id: Any = Hidden("UNIQUE_ID")
+
+    OUTPUTS = ()
+
+    def execute(self, inputs, ctx):
+        try:
+            path = resolve_inside(ctx.paths.output, inputs.filename)
+        except ValueError as exc:
+            raise NodeError(f"filename: {exc}") from None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(inputs.text, encoding="utf-8")
+        rel = path.relative_to(ctx.paths.output)
+        return NodeResult(ui={"text": [inputs.text], "files": [{"filename": rel.name, "subfolder": str(rel.parent)
+                                                                if str(rel.parent) != "." else "", "type": "output"}]})
+
+
+def register(registry) -> None:
+    registry.register_all([
+        PrimitiveInt, PrimitiveFloat, PrimitiveString, PrimitiveBoolean, RandomInt,
+        IntMath, FloatMath, StringFormat, ToString, ShowValue, SaveText,
+    ])

@@ -1,0 +1,216 @@
+"""``graph-runtime``: run and validate workflow files headless, list nodes.
+
+Exit codes: 0 ok, 2 invalid workflow or arguments (errors printed, readable), 1 failed while running.
+More commands (serve, batch, schedulers) come from installed packages through the
+``graph_runtime.commands`` entry-point group, so the engine does not import the server or the models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from .executor import Executor, RunResult
+from .paths import RuntimePaths
+from .registry import NodeRegistry, default_registry
+from .validation import ValidationResult, WorkflowValidationError
+from .workflow import WorkflowFormatError, load_workflow_document
+
+COMMANDS_GROUP = "graph_runtime.commands"
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed without a traceback, exit 2."""
+
+
+def parse_assignment(text: str) -> tuple[str, str, Any]:
+    """``NODE_ID.INPUT=VALUE`` -> (node id, input, value); VALUE is JSON when it parses, else a string."""
+    key, sep, raw = text.partition("=")
+    node_id, dot, name = key.rpartition(".")
+    if not sep or not dot or not node_id or not name:
+        raise UsageError(f"--set {text!r}: expected NODE_ID.INPUT=VALUE, e.g. 3.seed=42")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return node_id, name, value
+
+
+def apply_assignments(document: dict, assignments: list[str]) -> None:
+    for text in assignments:
+        node_id, name, value = parse_assignment(text)
+        node = document.get(node_id)
+        if not isinstance(node, dict):
+            raise UsageError(f"--set {text!r}: the workflow has no node {node_id!r}")
+        node.setdefault("inputs", {})[name] = value
+
+
+def load_document(path: str, registry: NodeRegistry) -> dict:
+    """Read a workflow file; editor-saved (UI format) files are converted when a converter is installed."""
+    doc = load_workflow_document(path)
+    if isinstance(doc.get("nodes"), list) and "links" in doc:
+        from .ui_format import ui_to_api
+
+        return ui_to_api(doc, registry)
+    return doc
+
+
+def titles_of(document: dict) -> dict[str, str]:
+    out = {}
+    for nid, node in document.items():
+        if isinstance(node, dict):
+            meta = node.get("_meta") if isinstance(node.get("_meta"), dict) else {}
+            out[nid] = str(meta.get("title") or node.get("class_type") or "")
+    return out
+
+
+def print_validation(result: ValidationResult, path: str) -> None:
+    print(f"{path}: invalid workflow", file=sys.stderr)
+    for line in result.messages():
+        print(f"  - {line}", file=sys.stderr)
+
+
+def make_executor(args: argparse.Namespace, registry: NodeRegistry) -> Executor:
+    paths = RuntimePaths(output=getattr(args, "output_dir", None), input=getattr(args, "input_dir", None))
+    return Executor(registry, cache=getattr(args, "cache", "last"), paths=paths)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if getattr(args, "server", None):
+        from .remote import run_remote  # the websocket client, only needed for remote runs
+
+        return run_remote(args)
+    registry = default_registry()
+    document = load_document(args.file, registry)
+    apply_assignments(document, args.set or [])
+    executor = make_executor(args, registry)
+    from .progress import TerminalProgress
+
+    progress = TerminalProgress(titles_of(document), quiet=args.quiet)
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):  # first Ctrl-C stops the run cleanly, a second one kills
+        executor.interrupt()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = executor.run(document, targets=args.only or None, handlers=[progress])
+    except WorkflowValidationError as exc:
+        print_validation(exc.result, args.file)
+        return EXIT_INVALID
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    report(result, executor, args)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def report(result: RunResult, executor: Executor, args: argparse.Namespace) -> None:
+    if args.json:
+        print(json.dumps({"prompt_id": result.prompt_id, "status": result.status, "outputs": result.outputs,
+                          "executed": result.executed, "cached": result.cached, "error": result.error},
+                         default=str, indent=2))
+        return
+    for nid, ui in result.outputs.items():
+        for kind in ("images", "files"):
+            for item in ui.get(kind, []):
+                folder = executor.paths.folder(item.get("type", "output"))
+                print(Path(folder, item.get("subfolder", ""), item["filename"]))
+        for text in ui.get("text", []):
+            print(f"[{nid}] {text}")
+    if result.status == "error":
+        err = result.error or {}
+        print(f"error in node {err.get('node_id')} ({err.get('node_type')}): {err.get('exception_message')}",
+              file=sys.stderr)
+    elif result.status == "interrupted":
+        print("interrupted", file=sys.stderr)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    registry = default_registry()
+    document = load_document(args.file, registry)
+    apply_assignments(document, args.set or [])
+    result = Executor(registry).validate(document, targets=args.only or None)
+    if not result.ok:
+        print_validation(result, args.file)
+        return EXIT_INVALID
+    print(f"{args.file}: valid ({len(result.plan.order)} nodes to run)")
+    return EXIT_OK
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    registry = default_registry()
+    info = registry.object_info()
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return EXIT_OK
+    for name, entry in sorted(info.items(), key=lambda kv: (kv[1]["category"], kv[0])):
+        ins = ", ".join(list(entry["input"]["required"]) + [f"{n}?" for n in entry["input"]["optional"]])
+        outs = ", ".join(entry["output"]) or "-"
+        print(f"{entry['category']:<24} {name:<26} ({ins}) -> {outs}")
+    for pack, err in registry.load_errors.items():
+        print(f"warning: node pack {pack!r} failed to load: {err}", file=sys.stderr)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="graph-runtime", description="Run diffusion node-graph workflows.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details (and tracebacks) to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def workflow_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("file", help="workflow JSON (API format, or as saved by the editor)")
+        p.add_argument("--set", action="append", metavar="NODE.INPUT=VALUE", help="override an input (repeatable)")
+        p.add_argument("--only", action="append", metavar="NODE_ID", help="run only this output node (repeatable)")
+
+    p = sub.add_parser("run", help="run a workflow file")
+    workflow_args(p)
+    p.add_argument("--output-dir", help="where output nodes write (default ./output)")
+    p.add_argument("--input-dir", help="where LoadImage reads (default ./input)")
+    p.add_argument("--cache", default="last", help="cache policy: last, none, lru or lru:N")
+    p.add_argument("--server", metavar="URL", help="submit to a running server (ws://host:port) instead")
+    p.add_argument("--quiet", action="store_true", help="no per-node progress lines")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check a workflow file without running it")
+    workflow_args(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("nodes", help="list the installed nodes")
+    p.add_argument("--json", action="store_true", help="print /object_info JSON")
+    p.set_defaults(func=cmd_nodes)
+
+    for ep in entry_points(group=COMMANDS_GROUP):
+        try:
+            ep.load()(sub)
+        except Exception as exc:  # a broken add-on command must not break the others
+            logging.getLogger(__name__).warning("command %r failed to load: %s", ep.name, exc)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, WorkflowFormatError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""The executor: validates, then runs the needed nodes in topological order with a cross-run cache.
+
+A node's cache key is a hash of its class, its literal inputs, its fingerprint and its parents' keys (a
+Merkle key), computed once per node in topological order: bookkeeping is linear in the size of the graph.
+Changing the seed of a sampler changes its key and its descendants' keys only, so only they re-run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError as PydanticValidationError
+
+from . import events
+from .cache import CacheEntry, OutputCache, make_cache
+from .context import ExecutionContext, Interrupted, NodeError, Services
+from .node import Node, NodeResult
+from .paths import RuntimePaths
+from .registry import NodeRegistry
+from .validation import Plan, PlannedNode, ValidationResult, WorkflowValidationError, validate
+from .workflow import unwrap
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class RunResult:
+    prompt_id: str
+    status: str  # "success", "error" or "interrupted"
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # node id -> UI data (images, text)
+    values: dict[str, tuple] = field(default_factory=dict)  # node id -> output values of this run
+    executed: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+
+def _json_default(value: Any) -> Any:
+    return repr(value)
+
+
+def _has_fingerprint(cls: type[Node]) -> bool:
+    return cls.fingerprint.__func__ is not Node.fingerprint.__func__  # type: ignore[attr-defined]
+
+
+class Executor:
+    """Runs workflows against a registry. One run at a time; ``interrupt`` may be called from any thread."""
+
+    def __init__(
+        self,
+        registry: NodeRegistry,
+        *,
+        cache: str | OutputCache | None = "last",
+        paths: RuntimePaths | None = None,
+        services: Services | None = None,
+        handlers: Iterable[events.Handler] = (),
+    ) -> None:
+        self.registry = registry
+        self.cache = make_cache(cache)
+        self.paths = paths or RuntimePaths()
+        self.services = services or Services()
+        self.handlers = list(handlers)
+        self._cancel = threading.Event()
+        self._lock = threading.Lock()
+        self._current: str | None = None
+
+    # -- public API -----------------------------------------------------------------------------------------
+
+    def validate(self, workflow: Any, targets: Iterable[str] | None = None) -> ValidationResult:
+        return validate(_as_document(workflow), self.registry, targets)
+
+    def run(
+        self,
+        workflow: Any,
+        *,
+        targets: Iterable[str] | None = None,
+        prompt_id: str | None = None,
+        extra_data: dict[str, Any] | None = None,
+        handlers: Iterable[events.Handler] = (),
+    ) -> RunResult:
+        """Validate and run. Raises WorkflowValidationError if invalid; failures while running are in the result."""
+        document = _as_document(workflow)
+        checked = validate(document, self.registry, targets)
+        if not checked.ok:
+            raise WorkflowValidationError(checked)
+        with self._lock:
+            self._cancel.clear()
+            self._current = prompt_id = prompt_id or str(uuid.uuid4())
+            try:
+                return self._run(checked.plan, document, prompt_id, extra_data or {},
+                                 events.EventBus([*self.handlers, *handlers]))
+            finally:
+                self._current = None
+
+    def interrupt(self, prompt_id: str | None = None) -> bool:
+        """Stop the running prompt at its next check (all prompts, or only ``prompt_id``)."""
+        current = self._current
+        if current is None or (prompt_id is not None and prompt_id != current):
+            return False
+        self._cancel.set()
+        return True
+
+    @property
+    def running(self) -> str | None:
+        return self._current
+
+    # -- internals ------------------------------------------------------------------------------------------
+
+    def node_keys(self, plan: Plan, ctx_factory) -> dict[str, str]:
+        keys: dict[str, str] = {}
+        for nid in plan.order:
+            keys[nid] = self._key(plan.nodes[nid], keys, ctx_factory)
+        return keys
+
+    def _key(self, pn: PlannedNode, keys: dict[str, str], ctx_factory) -> str:
+        cls = pn.cls
+        if cls.NOT_CACHED:
+            return "uncached:" + uuid.uuid4().hex
+        fp = None
+        if _has_fingerprint(cls):
+            try:
+                fp = cls.fingerprint(pn.literals, ctx_factory(pn))
+            except Exception:
+                return "uncached:" + uuid.uuid4().hex  # let execute() report the real problem
+        payload = json.dumps(
+            [pn.class_type, sorted(pn.literals.items()),
+             sorted((name, keys[src], idx) for name, (src, idx) in pn.links.items()), fp],
+            default=_json_default, separators=(",", ":"),
+        )
+        return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
+
+    def _run(self, plan: Plan, document: dict, prompt_id: str, extra_data: dict, bus: events.EventBus) -> RunResult:
+        result = RunResult(prompt_id=prompt_id, status="success")
+        emit = bus.emit
+
+        def make_ctx(pn: PlannedNode) -> ExecutionContext:
+            return ExecutionContext(node_id=pn.id, class_type=pn.class_type, prompt_id=prompt_id, paths=self.paths,
+                                    services=self.services, emit=emit, cancel=self._cancel, extra_data=extra_data)
+
+        emit(events.EXECUTION_START, {"prompt_id": prompt_id, "timestamp": _now_ms()})
+        keys = self.node_keys(plan, make_ctx)
+        hits: dict[str, CacheEntry] = {}
+        for nid in plan.order:
+            entry = self.cache.get(keys[nid])
+            if entry is not None:
+                hits[nid] = entry
+        result.cached = [nid for nid in plan.order if nid in hits]
+        emit(events.EXECUTION_CACHED, {"nodes": result.cached, "prompt_id": prompt_id, "timestamp": _now_ms()})
+
+        values = result.values
+        used: set[str] = set()
+        for nid in plan.order:
+            pn = plan.nodes[nid]
+            entry = hits.get(nid)
+            if entry is not None:
+                values[nid] = entry.outputs
+                used.add(keys[nid])
+                if entry.ui is not None:
+                    result.outputs[nid] = entry.ui
+                    emit(events.EXECUTED, {"node": nid, "display_node": nid, "output": entry.ui,
+                                           "prompt_id": prompt_id})
+                continue
+            if self._cancel.is_set():
+                self._interrupted(result, pn, emit)
+                break
+            emit(events.EXECUTING, {"node": nid, "display_node": nid, "prompt_id": prompt_id})
+            kwargs = dict(pn.literals)
+            for name, (src, idx) in pn.links.items():
+                kwargs[name] = values[src][idx]
+            for spec in pn.cls.input_specs().values():
+                if spec.hidden:
+                    kwargs[spec.name] = _hidden_value(spec.hidden, document, extra_data, nid, prompt_id)
+            started = time.perf_counter()
+            try:
+                try:
+                    inputs = pn.cls.Inputs.model_validate(kwargs)
+                except PydanticValidationError as exc:
+                    raise NodeError(_linked_input_message(exc)) from None
+                out = pn.cls().execute(inputs, make_ctx(pn))
+                entry = _normalize(pn.cls, out)
+            except Interrupted:
+                self._interrupted(result, pn, emit)
+                break
+            except Exception as exc:
+                self._failed(result, pn, exc, kwargs, emit)
+                break
+            result.timings[nid] = time.perf_counter() - started
+            result.executed.append(nid)
+            values[nid] = entry.outputs
+            self.cache.put(keys[nid], entry)
+            used.add(keys[nid])
+            if entry.ui is not None:
+                result.outputs[nid] = entry.ui
+                emit(events.EXECUTED, {"node": nid, "display_node": nid, "output": entry.ui, "prompt_id": prompt_id})
+        self.cache.end_run(used)
+        if result.status == "success":
+            emit(events.EXECUTING, {"node": None, "display_node": None, "prompt_id": prompt_id})
+            emit(events.EXECUTION_SUCCESS, {"prompt_id": prompt_id, "timestamp": _now_ms()})
+        return result
+
+    def _interrupted(self, result: RunResult, pn: PlannedNode, emit) -> None:
+        result.status = "interrupted"
+        result.error = {"prompt_id": result.prompt_id, "node_id": pn.id, "node_type": pn.class_type,
+                        "executed": list(result.executed), "timestamp": _now_ms()}
+        emit(events.EXECUTION_INTERRUPTED, result.error)
+
+    def _failed(self, result: RunResult, pn: PlannedNode, exc: Exception, kwargs: dict, emit) -> None:
+        result.status = "error"
+        user_error = isinstance(exc, NodeError)
+        result.error = {
+            "prompt_id": result.prompt_id,
+            "node_id": pn.id,
+            "node_type": pn.class_type,
+            "executed": list(result.executed),
+            "exception_message": str(exc) or type(exc).__name__,
+            "exception_type": type(exc).__name__ if not user_error else "NodeError",
+            "traceback": [] if user_error else traceback.format_exception(exc),
+            "current_inputs": {k: _preview_value(v) for k, v in kwargs.items() if k not in ("prompt", "extra_pnginfo")},
+            "current_outputs": list(result.values),
+            "timestamp": _now_ms(),
+        }
+        emit(events.EXECUTION_ERROR, result.error)
+
+
+def _as_document(workflow: Any) -> Any:
+    if hasattr(workflow, "to_dict"):
+        return workflow.to_dict()
+    return unwrap(workflow)
+
+
+def _hidden_value(kind: str, document: dict, extra_data: dict, nid: str, prompt_id: str) -> Any:
+    if kind == "PROMPT":
+        return document
+    if kind == "EXTRA_PNGINFO":
+        return extra_data.get("extra_pnginfo")
+    if kind == "UNIQUE_ID":
+        return nid
+    if kind == "PROMPT_ID":
+        return prompt_id
+    return None
+
+
+def _normalize(cls: type[Node], out: Any) -> CacheEntry:
+    if isinstance(out, NodeResult):
+        outputs, ui = tuple(out.outputs), out.ui
+    elif isinstance(out, tuple | list):
+        outputs, ui = tuple(out), None
+    elif out is None and not cls.OUTPUTS:
+        outputs, ui = (), None
+    else:
+        raise TypeError(f"{cls.type_name}.execute must return a tuple or NodeResult, got {type(out).__name__}")
+    if len(outputs) != len(cls.OUTPUTS):
+        raise TypeError(f"{cls.type_name}.execute returned {len(outputs)} output(s), declares {len(cls.OUTPUTS)}")
+    return CacheEntry(outputs=outputs, ui=ui)
+
+
+def _linked_input_message(exc: PydanticValidationError) -> str:
+    parts = []
+    for e in exc.errors():
+        loc = ".".join(str(p) for p in e.get("loc", ()))
+        parts.append(f"input '{loc}': {e.get('msg')}")
+    return "a linked value is not valid here: " + "; ".join(parts)
+
+
+def _preview_value(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return f"{type(value).__name__}{tuple(shape)}"
+    text = repr(value)
+    return text if len(text) < 200 else text[:200] + "..."

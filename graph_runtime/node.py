@@ -1,0 +1,266 @@
+"""The node base class: a node declares its inputs and outputs once, and everything else is derived.
+
+A node is a class with a pydantic ``Inputs`` model (types, defaults, bounds, choices), a tuple of typed
+``OUTPUTS`` and one ``execute``. Validation, ``/object_info`` and the CLI's node listing all read the same
+declaration through :func:`input_specs` and :meth:`Node.describe`, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, ClassVar, Literal
+
+import annotated_types
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.fields import FieldInfo
+
+# Port types whose values are plain JSON literals (an editor shows them as widgets).
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+ANY = "*"
+INT_LIMIT = 2**63  # an INT without declared bounds must fit a signed 64-bit integer
+HIDDEN_KINDS = ("PROMPT", "EXTRA_PNGINFO", "UNIQUE_ID", "PROMPT_ID")
+
+
+class NodeInputs(BaseModel):
+    """Base of every node's input model: strict types, no NaN/Inf, runtime objects allowed for links."""
+
+    model_config = ConfigDict(
+        strict=True, allow_inf_nan=False, arbitrary_types_allowed=True, extra="forbid", frozen=True
+    )
+
+
+def Link(io_type: str, *, optional: bool = False, tooltip: str | None = None) -> Any:
+    """An input that only a link fills (MODEL, LATENT, ...). ``optional`` ones may stay unconnected (None)."""
+    extra = {"io_type": io_type, "optional": optional}
+    if tooltip:
+        extra["tooltip"] = tooltip
+    return Field(None if optional else ..., description=tooltip, json_schema_extra=extra)
+
+
+def Widget(
+    default: Any = ...,
+    *,
+    ge: float | None = None,
+    le: float | None = None,
+    step: float | None = None,
+    choices: Sequence[str] | Callable[[], Sequence[str]] | None = None,
+    multiline: bool | None = None,
+    optional: bool = False,
+    tooltip: str | None = None,
+    **ui: Any,
+) -> Any:
+    """A literal input (an editor widget) that may also be fed by a link of the same type.
+
+    ``choices`` makes a combo; a callable is evaluated when the node is described or validated, so lists of
+    files on disk stay current. Extra keyword arguments pass through to the editor (e.g. ``round=0.01``).
+    """
+    extra: dict[str, Any] = {"optional": optional, **ui}
+    if step is not None:
+        extra["step"] = step
+    if multiline is not None:
+        extra["multiline"] = multiline
+    if tooltip:
+        extra["tooltip"] = tooltip
+    if choices is not None:
+        extra["choices"] = choices
+    if optional and default is ...:
+        default = None
+    return Field(default, ge=ge, le=le, description=tooltip, json_schema_extra=extra)
+
+
+def Hidden(kind: Literal["PROMPT", "EXTRA_PNGINFO", "UNIQUE_ID", "PROMPT_ID"]) -> Any:
+    """An input the executor fills from the run itself (the whole prompt, PNG metadata, the node's id)."""
+    return Field(None, json_schema_extra={"hidden": kind})
+
+
+@dataclass(frozen=True)
+class Output:
+    """One typed, named output slot."""
+
+    type: str
+    name: str | None = None
+    tooltip: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.type
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What validation and the editor need to know about one declared input."""
+
+    name: str
+    io_type: str  # INT, FLOAT, STRING, BOOLEAN, COMBO or a link type such as MODEL
+    required: bool  # must appear in the workflow (no default)
+    optional: bool  # listed under "optional" (may be left unconnected)
+    hidden: str | None
+    default: Any
+    ge: float | None
+    le: float | None
+    gt: float | None
+    lt: float | None
+    choices: Sequence[str] | Callable[[], Sequence[str]] | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_widget(self) -> bool:
+        return self.io_type in WIDGET_TYPES
+
+    def choice_list(self) -> list[str]:
+        c = self.choices
+        return list(c() if callable(c) else c or [])
+
+
+@dataclass
+class NodeResult:
+    """What ``execute`` may return instead of a bare tuple: outputs plus data for the UI (images, text)."""
+
+    outputs: tuple = ()
+    ui: dict[str, Any] | None = None
+
+
+class Node:
+    """Base class of all nodes. Subclasses set ``Inputs``, ``OUTPUTS`` and implement ``execute``.
+
+    ``NOT_CACHED`` marks nodes whose result must never be reused (a random source); ``fingerprint`` lets a
+    node mix outside state (a file's mtime) into its cache key.
+    """
+
+    Inputs: ClassVar[type[NodeInputs]] = NodeInputs
+    OUTPUTS: ClassVar[tuple[Output, ...]] = ()
+    CATEGORY: ClassVar[str] = "utils"
+    DISPLAY_NAME: ClassVar[str | None] = None
+    OUTPUT_NODE: ClassVar[bool] = False
+    NOT_CACHED: ClassVar[bool] = False
+    DEPRECATED: ClassVar[bool] = False
+    # Set by the registry: the name workflows use in class_type.
+    type_name: ClassVar[str] = ""
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple | NodeResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def fingerprint(cls, literals: dict[str, Any], ctx: Any) -> Any:
+        """Outside state that should invalidate the cached result (None: nothing outside matters)."""
+        return None
+
+    @classmethod
+    def input_specs(cls) -> dict[str, InputSpec]:
+        return _input_specs(cls.Inputs)
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """The ComfyUI ``/object_info`` entry, derived from the declaration."""
+        required: dict[str, list] = {}
+        optional: dict[str, list] = {}
+        hidden: dict[str, str] = {}
+        for spec in cls.input_specs().values():
+            if spec.hidden:
+                hidden[spec.name] = spec.hidden
+                continue
+            (optional if spec.optional else required)[spec.name] = _describe_input(spec)
+        doc = (cls.__doc__ or "").strip()
+        name = cls.type_name or cls.__name__
+        return {
+            "input": {"required": required, "optional": optional, "hidden": hidden},
+            "input_order": {"required": list(required), "optional": list(optional)},
+            "output": [o.type for o in cls.OUTPUTS],
+            "output_is_list": [False for _ in cls.OUTPUTS],
+            "output_name": [o.label for o in cls.OUTPUTS],
+            "output_tooltips": [o.tooltip for o in cls.OUTPUTS],
+            "name": name,
+            "display_name": cls.DISPLAY_NAME or name,
+            "description": doc.split("\n\n")[0].replace("\n", " ") if doc else "",
+            "python_module": cls.__module__,
+            "category": cls.CATEGORY,
+            "output_node": cls.OUTPUT_NODE,
+            "deprecated": cls.DEPRECATED,
+        }
+
+
+def _describe_input(spec: InputSpec) -> list:
+    opts: dict[str, Any] = {}
+    if spec.default is not None and spec.default is not ...:
+        opts["default"] = spec.default
+    lo = spec.ge if spec.ge is not None else spec.gt
+    hi = spec.le if spec.le is not None else spec.lt
+    if lo is not None:
+        opts["min"] = lo
+    if hi is not None:
+        opts["max"] = hi
+    for k, v in spec.extra.items():
+        if k not in ("io_type", "optional", "choices", "hidden"):
+            opts[k] = v
+    if spec.io_type == "COMBO":
+        return [spec.choice_list(), opts]
+    if spec.io_type == "INT":
+        opts.setdefault("min", -INT_LIMIT)
+        opts.setdefault("max", INT_LIMIT - 1)
+    return [spec.io_type, opts] if opts else [spec.io_type]
+
+
+_PY_TO_IO = {bool: "BOOLEAN", int: "INT", float: "FLOAT", str: "STRING"}
+
+
+def _widget_type(annotation: Any) -> tuple[str | None, list[str] | None]:
+    """INT/FLOAT/STRING/BOOLEAN from a Python annotation, COMBO from a Literal; None if not a widget type."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _widget_type(typing.get_args(annotation)[0])
+    if origin is Literal:
+        return "COMBO", [str(a) for a in typing.get_args(annotation)]
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return _widget_type(args[0])
+        return None, None
+    return _PY_TO_IO.get(annotation), None
+
+
+@cache
+def _input_specs(model: type[BaseModel]) -> dict[str, InputSpec]:
+    specs = {}
+    for name, info in model.model_fields.items():
+        specs[name] = _spec_from_field(model, name, info)
+    return specs
+
+
+def _spec_from_field(model: type[BaseModel], name: str, info: FieldInfo) -> InputSpec:
+    extra = dict(info.json_schema_extra or {}) if isinstance(info.json_schema_extra, dict) else {}
+    bounds: dict[str, float | None] = {"ge": None, "le": None, "gt": None, "lt": None}
+    for m in info.metadata:
+        for kind, cls in (("ge", annotated_types.Ge), ("le", annotated_types.Le),
+                          ("gt", annotated_types.Gt), ("lt", annotated_types.Lt)):
+            if isinstance(m, cls):
+                bounds[kind] = getattr(m, kind)
+    hidden = extra.get("hidden")
+    choices = extra.get("choices")
+    io_type = extra.get("io_type")
+    if io_type is None:
+        io_type, literal_choices = _widget_type(info.annotation)
+        if choices is None:
+            choices = literal_choices
+        if choices is not None:
+            io_type = "COMBO"
+    if io_type is None and not hidden:
+        raise TypeError(
+            f"{model.__qualname__}.{name}: cannot tell the port type of {info.annotation!r}; "
+            "declare it with Link('TYPE') or use int/float/str/bool/Literal"
+        )
+    default = None if info.is_required() else info.default
+    return InputSpec(
+        name=name,
+        io_type=io_type or "",
+        required=info.is_required(),
+        optional=bool(extra.get("optional")),
+        hidden=hidden,
+        default=default,
+        choices=choices,
+        extra=extra,
+        **bounds,
+    )

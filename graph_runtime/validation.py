@@ -1,0 +1,345 @@
+"""Validation of a workflow before anything runs, collecting every error rather than the first.
+
+Errors come in ComfyUI's ``node_errors`` shape so that the editor highlights the right node and input:
+``{node_id: {"class_type", "dependent_outputs", "errors": [{"type", "message", "details", "extra_info"}]}}``.
+A valid workflow compiles into a :class:`Plan`: the nodes to run in topological order, with their literal
+inputs already checked and defaults filled, so the executor does no second pass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Annotated, Any
+
+import networkx as nx
+from pydantic import ConfigDict, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from .node import ANY, INT_LIMIT, InputSpec, Node
+from .registry import NodeRegistry
+from .workflow import link_parts
+
+_STRICT = ConfigDict(strict=True, allow_inf_nan=False, arbitrary_types_allowed=True)
+
+
+def error(type_: str, message: str, details: str = "", **extra_info: Any) -> dict[str, Any]:
+    return {"type": type_, "message": message, "details": details, "extra_info": extra_info}
+
+
+@dataclass
+class PlannedNode:
+    id: str
+    class_type: str
+    cls: type[Node]
+    literals: dict[str, Any]  # checked literal inputs, defaults filled in
+    links: dict[str, tuple[str, int]]  # input name -> (source id, output index)
+
+
+@dataclass
+class Plan:
+    nodes: dict[str, PlannedNode]
+    order: list[str]  # every node to run, parents before children
+    targets: list[str]
+
+
+@dataclass
+class ValidationResult:
+    error: dict[str, Any] | None = None
+    node_errors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    plan: Plan | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.node_errors
+
+    def to_comfy(self) -> dict[str, Any]:
+        """The body of ComfyUI's 400 answer to POST /prompt."""
+        return {"error": self.error, "node_errors": self.node_errors}
+
+    def messages(self) -> list[str]:
+        """One readable line per problem, for terminals."""
+        lines = []
+        if self.error and not self.node_errors:
+            lines.append(f"{self.error['message']}" + (f": {self.error['details']}" if self.error["details"] else ""))
+        for nid, entry in self.node_errors.items():
+            for e in entry["errors"]:
+                where = f"node {nid} ({entry['class_type']})"
+                inp = e["extra_info"].get("input_name")
+                if inp:
+                    where += f" input '{inp}'"
+                lines.append(f"{where}: {e['message']}" + (f" - {e['details']}" if e["details"] else ""))
+        return lines
+
+
+class WorkflowValidationError(Exception):
+    """Raised by the executor when a workflow does not validate; carries the full result."""
+
+    def __init__(self, result: ValidationResult):
+        self.result = result
+        super().__init__("\n".join(result.messages()) or "invalid workflow")
+
+
+def types_compatible(output_type: str, input_type: str) -> bool:
+    """ComfyUI's rule: equal, a wildcard on either side, or a match inside comma-separated unions."""
+    if output_type == input_type or ANY in (output_type, input_type):
+        return True
+    if input_type == "COMBO" and output_type in ("STRING", "COMBO"):
+        return True
+    outs, ins = set(output_type.split(",")), set(input_type.split(","))
+    return bool(outs & ins)
+
+
+@cache
+def _adapter(model: type, name: str) -> TypeAdapter:
+    info = model.model_fields[name]
+    return TypeAdapter(Annotated[info.annotation, info], config=_STRICT)
+
+
+def check_literal(cls: type[Node], spec: InputSpec, value: Any) -> tuple[Any, dict | None]:
+    """Validate one literal widget value; returns (coerced value, error or None)."""
+    name = spec.name
+    received = _short(value)
+    if spec.io_type == "COMBO":
+        if not isinstance(value, str):
+            return value, error("invalid_input_type", f"'{name}' expects one of a list of strings",
+                                f"got {type(value).__name__}", input_name=name, received_value=received)
+        choices = spec.choice_list()
+        if value not in choices:
+            shown = ", ".join(choices[:20]) + (" ..." if len(choices) > 20 else "")
+            return value, error("value_not_in_list", f"Value not in list: {name}: '{value}' not in [{shown}]",
+                                "", input_name=name, received_value=received, input_config=choices[:200])
+        return value, None
+    if spec.io_type == "INT" and isinstance(value, int) and not isinstance(value, bool):
+        lo = spec.ge if spec.ge is not None else -INT_LIMIT
+        hi = spec.le if spec.le is not None else INT_LIMIT - 1
+        if value < lo:
+            return value, error("value_smaller_than_min", f"Value {value} smaller than min of {lo}: {name}",
+                                "", input_name=name, received_value=received)
+        if value > hi:
+            return value, error("value_bigger_than_max", f"Value {value} bigger than max of {hi}: {name}",
+                                "", input_name=name, received_value=received)
+    if spec.io_type == "FLOAT" and isinstance(value, float) and not math.isfinite(value):
+        return value, error("invalid_input_type", f"'{name}' must be a finite number", f"got {value}",
+                            input_name=name, received_value=received)
+    try:
+        return _adapter(cls.Inputs, name).validate_python(value), None
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        kind = first.get("type", "")
+        ctx = first.get("ctx") or {}
+        if kind in ("greater_than_equal", "greater_than"):
+            bound = ctx.get("ge", ctx.get("gt"))
+            return value, error("value_smaller_than_min", f"Value {value} smaller than min of {bound}: {name}",
+                                "", input_name=name, received_value=received)
+        if kind in ("less_than_equal", "less_than"):
+            bound = ctx.get("le", ctx.get("lt"))
+            return value, error("value_bigger_than_max", f"Value {value} bigger than max of {bound}: {name}",
+                                "", input_name=name, received_value=received)
+        return value, error("invalid_input_type", f"'{name}' expects {spec.io_type}: {first.get('msg', kind)}",
+                            f"got {type(value).__name__} {received}", input_name=name, received_value=received)
+
+
+def _short(value: Any, limit: int = 200) -> Any:
+    """A JSON-safe, bounded echo of a received value (NaN and Inf become text, long values are cut)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+        return str(value)
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value if not isinstance(value, str) or len(value) <= limit else value[:limit] + "..."
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class _Collector:
+    def __init__(self, document: dict):
+        self.document = document
+        self.node_errors: dict[str, dict[str, Any]] = {}
+
+    def add(self, node_id: str, err: dict[str, Any]) -> None:
+        spec = self.document.get(node_id)
+        class_type = spec.get("class_type") if isinstance(spec, dict) else None
+        entry = self.node_errors.setdefault(
+            node_id, {"errors": [], "dependent_outputs": [], "class_type": class_type if isinstance(class_type, str) else None}
+        )
+        entry["errors"].append(err)
+
+
+def validate(document: Any, registry: NodeRegistry, targets: Iterable[str] | None = None) -> ValidationResult:
+    """Check a workflow (API format, unwrapped) against the registry; compile a Plan when it is valid."""
+    if not isinstance(document, dict):
+        return ValidationResult(error=error("invalid_prompt", "A workflow must be a JSON object of nodes",
+                                            f"got {type(document).__name__}"))
+    if not document:
+        return ValidationResult(error=error("prompt_no_outputs", "Prompt has no outputs", "the workflow is empty"))
+    out = _Collector(document)
+    classes: dict[str, type[Node]] = {}
+    for nid, spec in document.items():
+        if not isinstance(spec, dict):
+            out.add(nid, error("invalid_node", f"node {nid} must be an object with class_type and inputs",
+                               f"got {type(spec).__name__}"))
+            continue
+        ct = spec.get("class_type")
+        if not isinstance(ct, str):
+            out.add(nid, error("invalid_node", f"node {nid} has no class_type string", f"got {_short(ct)}"))
+            continue
+        if not isinstance(spec.get("inputs", {}), dict):
+            out.add(nid, error("invalid_node", f"node {nid}: inputs must be an object",
+                               f"got {type(spec.get('inputs')).__name__}"))
+            continue
+        cls = registry.get(ct)
+        if cls is None:
+            out.add(nid, error("missing_node_type", f"Node type '{ct}' is not known",
+                               "no installed node pack provides it", class_type=ct))
+            continue
+        classes[nid] = cls
+
+    # The dependency graph, from every link whose source exists (broken links are reported per node below).
+    graph = nx.DiGraph()
+    graph.add_nodes_from(document)
+    for nid in classes:
+        for value in document[nid].get("inputs", {}).values():
+            if isinstance(value, list):
+                parts = link_parts(value)
+                if parts and parts[0] in document:
+                    graph.add_edge(parts[0], nid)
+
+    top_error = None
+    partial = targets is not None
+    if partial:
+        targets = [str(t) for t in targets]
+        for t in targets:
+            if t not in document:
+                top_error = error("invalid_prompt", f"Requested output node {t} is not in the workflow", "",
+                                  node_id=t)
+        targets = [t for t in targets if t in document]
+    else:
+        targets = [nid for nid, cls in classes.items() if cls.OUTPUT_NODE]
+    if not targets and top_error is None:
+        top_error = error("prompt_no_outputs", "Prompt has no outputs",
+                          "add an output node (for example one that saves or shows a result)")
+    needed: set[str] = set(targets)
+    for t in targets:
+        needed |= nx.ancestors(graph, t)
+    # A full run checks every node, so the user sees every problem at once; a partial run checks only what it
+    # needs, so a half-built branch elsewhere does not block it.
+    checked = needed if partial else set(document)
+    sub = graph.subgraph(checked)
+
+    cyclic: set[str] = set()
+    for comp in nx.strongly_connected_components(sub):
+        if len(comp) > 1 or any(sub.has_edge(n, n) for n in comp):
+            members = sorted(comp, key=_id_sort_key)
+            cyclic |= comp
+            for n in members:
+                out.add(n, error("dependency_cycle", "Dependency cycle detected",
+                                 "nodes in the cycle: " + ", ".join(members), cycle=members))
+
+    plan_nodes: dict[str, PlannedNode] = {}
+    for nid in checked:
+        cls = classes.get(nid)
+        if cls is None:
+            continue
+        planned = _check_node(nid, cls, document, classes, out)
+        if planned is not None:
+            plan_nodes[nid] = planned
+
+    if out.node_errors:
+        out.node_errors = dict(sorted(out.node_errors.items(), key=lambda kv: _id_sort_key(kv[0])))
+        for nid, entry in out.node_errors.items():
+            if nid in graph:
+                down = nx.descendants(graph, nid) | {nid}
+                entry["dependent_outputs"] = [t for t in targets if t in down]
+        return ValidationResult(
+            error=top_error or error("prompt_outputs_failed_validation", "Prompt outputs failed validation",
+                                     f"{sum(len(e['errors']) for e in out.node_errors.values())} error(s)"),
+            node_errors=out.node_errors,
+        )
+    if top_error is not None:
+        return ValidationResult(error=top_error)
+    order = [n for n in nx.topological_sort(sub) if n in needed]
+    return ValidationResult(plan=Plan(nodes=plan_nodes, order=order, targets=targets))
+
+
+def _id_sort_key(nid: str) -> tuple:
+    return (0, int(nid), "") if nid.isdigit() else (1, 0, nid)
+
+
+def _check_node(nid: str, cls: type[Node], document: dict, classes: dict, out: _Collector) -> PlannedNode | None:
+    inputs: dict[str, Any] = document[nid].get("inputs", {})
+    specs = cls.input_specs()
+    literals: dict[str, Any] = {}
+    links: dict[str, tuple[str, int]] = {}
+    ok = True
+    for name in inputs:
+        if name not in specs or specs[name].hidden:
+            ok = False
+            out.add(nid, error("undeclared_input", f"'{name}' is not an input of {cls.type_name}",
+                               "declared inputs: " + ", ".join(n for n, s in specs.items() if not s.hidden),
+                               input_name=name))
+    for name, spec in specs.items():
+        if spec.hidden:
+            continue
+        if name not in inputs:
+            if spec.required:
+                ok = False
+                out.add(nid, error("required_input_missing", f"Required input is missing: {name}",
+                                   f"expects {spec.io_type}", input_name=name))
+            else:
+                literals[name] = spec.default
+            continue
+        value = inputs[name]
+        if isinstance(value, list):
+            parts = link_parts(value)
+            if parts is None:
+                ok = False
+                out.add(nid, error("bad_linked_input", f"Bad linked input '{name}': expected [source_node_id, output_index]",
+                                   f"got {_short(value)}", input_name=name, received_value=_short(value)))
+                continue
+            src, idx = parts
+            if src not in document:
+                ok = False
+                out.add(nid, error("link_to_missing_node", f"Input '{name}' links to node {src}, which does not exist",
+                                   "", input_name=name, linked_node=[src, idx]))
+                continue
+            src_cls = classes.get(src)
+            if src_cls is None:
+                ok = False  # the source's own error says why
+                continue
+            if not 0 <= idx < len(src_cls.OUTPUTS):
+                ok = False
+                out.add(nid, error("output_index_out_of_range",
+                                   f"Input '{name}' links to output {idx} of node {src} ({src_cls.type_name}), "
+                                   f"which has {len(src_cls.OUTPUTS)} output(s)", "", input_name=name,
+                                   linked_node=[src, idx]))
+                continue
+            out_type = src_cls.OUTPUTS[idx].type
+            if not types_compatible(out_type, spec.io_type):
+                ok = False
+                out.add(nid, error("return_type_mismatch",
+                                   f"Return type mismatch between linked nodes: {name}, received_type({out_type}) "
+                                   f"mismatch input_type({spec.io_type})", f"from node {src} output {idx}",
+                                   input_name=name, received_type=out_type, linked_node=[src, idx]))
+                continue
+            links[name] = (src, idx)
+            continue
+        if not spec.is_widget and spec.io_type != ANY:
+            ok = False
+            out.add(nid, error("invalid_input_type", f"'{name}' is a {spec.io_type} input and needs a link",
+                               f"got the literal {_short(value)}", input_name=name, received_value=_short(value)))
+            continue
+        if spec.io_type == ANY:
+            literals[name] = value
+            continue
+        coerced, err = check_literal(cls, spec, value)
+        if err is not None:
+            ok = False
+            out.add(nid, err)
+        else:
+            literals[name] = coerced
+    if not ok:
+        return None
+    return PlannedNode(id=nid, class_type=cls.type_name, cls=cls, literals=literals, links=links)

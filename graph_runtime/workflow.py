@@ -1,0 +1,104 @@
+"""The workflow format: ComfyUI's API format, as pydantic models.
+
+``{"<id>": {"class_type": ..., "inputs": {name: literal | [source_id, output_index]}, "_meta": {...}}}``,
+also accepted wrapped as ``{"prompt": {...}}`` the way clients POST it. Unknown keys are kept, so a file
+loaded and saved again is unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+MAX_WORKFLOW_BYTES = 32 * 1024 * 1024
+
+
+class WorkflowFormatError(ValueError):
+    """The document is not a workflow at all (not JSON, too large, not an object of nodes)."""
+
+
+class NodeSpec(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    class_type: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    meta: dict[str, Any] | None = Field(default=None, alias="_meta")
+
+    @property
+    def title(self) -> str | None:
+        return (self.meta or {}).get("title")
+
+
+class Workflow(RootModel[dict[str, NodeSpec]]):
+    """A workflow in API format: node id -> node."""
+
+    @property
+    def nodes(self) -> dict[str, NodeSpec]:
+        return self.root
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_unset=True)
+
+    def to_json(self, **kw: Any) -> str:
+        return json.dumps(self.to_dict(), **kw)
+
+
+def is_link(value: Any) -> bool:
+    """A list in an input position is always meant as a link; ``link_parts`` says whether it is well formed."""
+    return isinstance(value, list)
+
+
+def link_parts(value: list) -> tuple[str, int] | None:
+    """``[source_id, output_index]`` -> (id, index), or None when malformed (wrong length, index not an int)."""
+    if len(value) != 2:
+        return None
+    src, idx = value
+    if isinstance(src, bool) or not isinstance(src, str | int):
+        return None
+    if isinstance(idx, bool) or not isinstance(idx, int):
+        return None
+    return str(src), idx
+
+
+def unwrap(document: Any) -> Any:
+    """Accept both a bare API-format workflow and the ``{"prompt": {...}}`` envelope clients POST."""
+    if isinstance(document, dict) and isinstance(document.get("prompt"), dict) and "class_type" not in document:
+        return document["prompt"]
+    return document
+
+
+def read_json_file(path: str | os.PathLike, max_bytes: int = MAX_WORKFLOW_BYTES) -> Any:
+    """Read a JSON file, refusing oversized files before reading them into memory."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise WorkflowFormatError(f"cannot read {p}: {exc.strerror or exc}") from None
+    if size > max_bytes:
+        raise WorkflowFormatError(
+            f"{p} is {size / 1e6:.1f} MB; workflows larger than {max_bytes / 1e6:.0f} MB are refused"
+        )
+    try:
+        with p.open("rb") as fh:
+            return json.loads(fh.read())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WorkflowFormatError(f"{p} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise WorkflowFormatError(f"{p} nests too deeply to be a workflow") from None
+
+
+def load_workflow_document(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a workflow file (API format, possibly wrapped) into a plain dict, not yet validated."""
+    doc = unwrap(read_json_file(path))
+    if not isinstance(doc, dict):
+        raise WorkflowFormatError(f"{path}: a workflow is a JSON object of nodes, got {type(doc).__name__}")
+    return doc
+
+
+def parse_workflow(document: Any) -> Workflow:
+    """Strict parse into the pydantic model (raises pydantic.ValidationError); see validation for friendly errors."""
+    return Workflow.model_validate(unwrap(document))
