@@ -192,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     for ep in entry_points(group=COMMANDS_GROUP):
         try:
             ep.load()(sub)
+        except ModuleNotFoundError as exc:  # an optional part that is not installed
+            logging.getLogger(__name__).debug("command %r unavailable: %s", ep.name, exc)
         except Exception as exc:  # a broken add-on command must not break the others
             logging.getLogger(__name__).warning("command %r failed to load: %s", ep.name, exc)
     return parser
