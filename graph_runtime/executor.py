@@ -15,6 +15,7 @@ import traceback
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
@@ -136,11 +137,12 @@ class Executor:
                 fp = cls.fingerprint(pn.literals, ctx_factory(pn))
             except Exception:
                 return "uncached:" + uuid.uuid4().hex  # let execute() report the real problem
-        payload = json.dumps(
-            [pn.class_type, sorted(pn.literals.items()),
-             sorted((name, keys[src], idx) for name, (src, idx) in pn.links.items()), fp],
-            default=_json_default, separators=(",", ":"),
-        )
+        # repr of plain literals is exact and deterministic (floats round-trip); objects fall back to JSON.
+        payload = repr((pn.class_type, sorted(pn.literals.items()),
+                        sorted((name, keys[src], idx) for name, (src, idx) in pn.links.items()), fp))
+        if " at 0x" in payload:  # an object without a stable repr: use its JSON form instead
+            payload = json.dumps([pn.class_type, sorted(pn.literals.items()), fp], default=_json_default)
+            payload += repr(sorted((name, keys[src], idx) for name, (src, idx) in pn.links.items()))
         return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
 
     def _run(self, plan: Plan, document: dict, prompt_id: str, extra_data: dict, bus: events.EventBus) -> RunResult:
@@ -181,9 +183,8 @@ class Executor:
             kwargs = dict(pn.literals)
             for name, (src, idx) in pn.links.items():
                 kwargs[name] = values[src][idx]
-            for spec in pn.cls.input_specs().values():
-                if spec.hidden:
-                    kwargs[spec.name] = _hidden_value(spec.hidden, document, extra_data, nid, prompt_id)
+            for name, kind in _hidden_inputs(pn.cls):
+                kwargs[name] = _hidden_value(kind, document, extra_data, nid, prompt_id)
             started = time.perf_counter()
             try:
                 try:
@@ -240,6 +241,11 @@ def _as_document(workflow: Any) -> Any:
     if hasattr(workflow, "to_dict"):
         return workflow.to_dict()
     return unwrap(workflow)
+
+
+@cache
+def _hidden_inputs(cls: type[Node]) -> tuple[tuple[str, str], ...]:
+    return tuple((s.name, s.hidden) for s in cls.input_specs().values() if s.hidden)
 
 
 def _hidden_value(kind: str, document: dict, extra_data: dict, nid: str, prompt_id: str) -> Any:

@@ -101,29 +101,28 @@ def _adapter(model: type, name: str) -> TypeAdapter:
 def check_literal(cls: type[Node], spec: InputSpec, value: Any) -> tuple[Any, dict | None]:
     """Validate one literal widget value; returns (coerced value, error or None)."""
     name = spec.name
-    received = _short(value)
     if spec.io_type == "COMBO":
         if not isinstance(value, str):
             return value, error("invalid_input_type", f"'{name}' expects one of a list of strings",
-                                f"got {type(value).__name__}", input_name=name, received_value=received)
+                                f"got {type(value).__name__}", input_name=name, received_value=_short(value))
         choices = spec.choice_list()
         if value not in choices:
             shown = ", ".join(choices[:20]) + (" ..." if len(choices) > 20 else "")
             return value, error("value_not_in_list", f"Value not in list: {name}: '{value}' not in [{shown}]",
-                                "", input_name=name, received_value=received, input_config=choices[:200])
+                                "", input_name=name, received_value=_short(value), input_config=choices[:200])
         return value, None
     if spec.io_type == "INT" and isinstance(value, int) and not isinstance(value, bool):
         lo = spec.ge if spec.ge is not None else -INT_LIMIT
         hi = spec.le if spec.le is not None else INT_LIMIT - 1
         if value < lo:
             return value, error("value_smaller_than_min", f"Value {value} smaller than min of {lo}: {name}",
-                                "", input_name=name, received_value=received)
+                                "", input_name=name, received_value=_short(value))
         if value > hi:
             return value, error("value_bigger_than_max", f"Value {value} bigger than max of {hi}: {name}",
-                                "", input_name=name, received_value=received)
+                                "", input_name=name, received_value=_short(value))
     if spec.io_type == "FLOAT" and isinstance(value, float) and not math.isfinite(value):
         return value, error("invalid_input_type", f"'{name}' must be a finite number", f"got {value}",
-                            input_name=name, received_value=received)
+                            input_name=name, received_value=_short(value))
     try:
         return _adapter(cls.Inputs, name).validate_python(value), None
     except PydanticValidationError as exc:
@@ -133,13 +132,13 @@ def check_literal(cls: type[Node], spec: InputSpec, value: Any) -> tuple[Any, di
         if kind in ("greater_than_equal", "greater_than"):
             bound = ctx.get("ge", ctx.get("gt"))
             return value, error("value_smaller_than_min", f"Value {value} smaller than min of {bound}: {name}",
-                                "", input_name=name, received_value=received)
+                                "", input_name=name, received_value=_short(value))
         if kind in ("less_than_equal", "less_than"):
             bound = ctx.get("le", ctx.get("lt"))
             return value, error("value_bigger_than_max", f"Value {value} bigger than max of {bound}: {name}",
-                                "", input_name=name, received_value=received)
+                                "", input_name=name, received_value=_short(value))
         return value, error("invalid_input_type", f"'{name}' expects {spec.io_type}: {first.get('msg', kind)}",
-                            f"got {type(value).__name__} {received}", input_name=name, received_value=received)
+                            f"got {type(value).__name__} {_short(value)}", input_name=name, received_value=_short(value))
 
 
 def _short(value: Any, limit: int = 200) -> Any:
@@ -175,6 +174,8 @@ def validate(document: Any, registry: NodeRegistry, targets: Iterable[str] | Non
                                             f"got {type(document).__name__}"))
     if not document:
         return ValidationResult(error=error("prompt_no_outputs", "Prompt has no outputs", "the workflow is empty"))
+    if any(not isinstance(k, str) for k in document):
+        document = {str(k): v for k, v in document.items()}
     out = _Collector(document)
     classes: dict[str, type[Node]] = {}
     for nid, spec in document.items():
@@ -200,12 +201,14 @@ def validate(document: Any, registry: NodeRegistry, targets: Iterable[str] | Non
     # The dependency graph, from every link whose source exists (broken links are reported per node below).
     graph = nx.DiGraph()
     graph.add_nodes_from(document)
+    edges = []
     for nid in classes:
         for value in document[nid].get("inputs", {}).values():
             if isinstance(value, list):
                 parts = link_parts(value)
                 if parts and parts[0] in document:
-                    graph.add_edge(parts[0], nid)
+                    edges.append((parts[0], nid))
+    graph.add_edges_from(edges)
 
     top_error = None
     partial = targets is not None
@@ -221,22 +224,16 @@ def validate(document: Any, registry: NodeRegistry, targets: Iterable[str] | Non
     if not targets and top_error is None:
         top_error = error("prompt_no_outputs", "Prompt has no outputs",
                           "add an output node (for example one that saves or shows a result)")
-    needed: set[str] = set(targets)
-    for t in targets:
-        needed |= nx.ancestors(graph, t)
+    needed = _ancestors_and_self(graph, targets)
     # A full run checks every node, so the user sees every problem at once; a partial run checks only what it
     # needs, so a half-built branch elsewhere does not block it.
     checked = needed if partial else set(document)
-    sub = graph.subgraph(checked)
 
-    cyclic: set[str] = set()
-    for comp in nx.strongly_connected_components(sub):
-        if len(comp) > 1 or any(sub.has_edge(n, n) for n in comp):
-            members = sorted(comp, key=_id_sort_key)
-            cyclic |= comp
-            for n in members:
-                out.add(n, error("dependency_cycle", "Dependency cycle detected",
-                                 "nodes in the cycle: " + ", ".join(members), cycle=members))
+    try:
+        topo_order = list(nx.topological_sort(graph))
+    except nx.NetworkXUnfeasible:  # only now pay for finding which nodes form the cycles
+        topo_order = []
+        _report_cycles(graph, checked, out)
 
     plan_nodes: dict[str, PlannedNode] = {}
     for nid in checked:
@@ -249,10 +246,7 @@ def validate(document: Any, registry: NodeRegistry, targets: Iterable[str] | Non
 
     if out.node_errors:
         out.node_errors = dict(sorted(out.node_errors.items(), key=lambda kv: _id_sort_key(kv[0])))
-        for nid, entry in out.node_errors.items():
-            if nid in graph:
-                down = nx.descendants(graph, nid) | {nid}
-                entry["dependent_outputs"] = [t for t in targets if t in down]
+        _fill_dependent_outputs(graph, targets, out.node_errors)
         return ValidationResult(
             error=top_error or error("prompt_outputs_failed_validation", "Prompt outputs failed validation",
                                      f"{sum(len(e['errors']) for e in out.node_errors.values())} error(s)"),
@@ -260,29 +254,71 @@ def validate(document: Any, registry: NodeRegistry, targets: Iterable[str] | Non
         )
     if top_error is not None:
         return ValidationResult(error=top_error)
-    order = [n for n in nx.topological_sort(sub) if n in needed]
+    order = [n for n in topo_order if n in needed]
     return ValidationResult(plan=Plan(nodes=plan_nodes, order=order, targets=targets))
 
 
+def _report_cycles(graph: nx.DiGraph, checked: set[str], out: _Collector) -> None:
+    for comp in nx.strongly_connected_components(graph):
+        if len(comp) == 1:
+            (n,) = comp
+            if not graph.has_edge(n, n):
+                continue
+        if not comp <= checked:
+            continue  # a cycle is either wholly needed or not needed at all
+        members = sorted(comp, key=_id_sort_key)
+        for n in members:
+            out.add(n, error("dependency_cycle", "Dependency cycle detected",
+                             "nodes in the cycle: " + ", ".join(members), cycle=members))
+
+
+def _fill_dependent_outputs(graph: nx.DiGraph, targets: list[str], node_errors: dict, budget: int = 2_000_000) -> None:
+    """Which requested outputs each failing node blocks; bounded work, so huge broken graphs stay cheap."""
+    for t in targets:
+        for nid in _ancestors_and_self(graph, [t]):
+            if nid in node_errors:
+                node_errors[nid]["dependent_outputs"].append(t)
+        budget -= len(graph)
+        if budget < 0:
+            break
+
+
+def _ancestors_and_self(graph: nx.DiGraph, targets: list[str]) -> set[str]:
+    """Everything the targets depend on, in one walk (not one walk per target)."""
+    seen = set(targets)
+    stack = list(targets)
+    pred = graph.pred
+    while stack:
+        for parent in pred[stack.pop()]:
+            if parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    return seen
+
+
 def _id_sort_key(nid: str) -> tuple:
-    return (0, int(nid), "") if nid.isdigit() else (1, 0, nid)
+    nid = str(nid)
+    return (0, int(nid), "") if nid.isascii() and nid.isdecimal() else (1, 0, nid)
+
+
+@cache
+def _visible_specs(cls: type[Node]) -> dict[str, InputSpec]:
+    return {name: spec for name, spec in cls.input_specs().items() if not spec.hidden}
 
 
 def _check_node(nid: str, cls: type[Node], document: dict, classes: dict, out: _Collector) -> PlannedNode | None:
     inputs: dict[str, Any] = document[nid].get("inputs", {})
-    specs = cls.input_specs()
+    visible = _visible_specs(cls)
     literals: dict[str, Any] = {}
     links: dict[str, tuple[str, int]] = {}
     ok = True
-    for name in inputs:
-        if name not in specs or specs[name].hidden:
-            ok = False
-            out.add(nid, error("undeclared_input", f"'{name}' is not an input of {cls.type_name}",
-                               "declared inputs: " + ", ".join(n for n, s in specs.items() if not s.hidden),
-                               input_name=name))
-    for name, spec in specs.items():
-        if spec.hidden:
-            continue
+    if not inputs.keys() <= visible.keys():
+        for name in inputs:
+            if name not in visible:
+                ok = False
+                out.add(nid, error("undeclared_input", f"'{name}' is not an input of {cls.type_name}",
+                                   "declared inputs: " + ", ".join(visible), input_name=name))
+    for name, spec in visible.items():
         if name not in inputs:
             if spec.required:
                 ok = False

@@ -80,7 +80,7 @@ def read_json_file(path: str | os.PathLike, max_bytes: int = MAX_WORKFLOW_BYTES)
         raise WorkflowFormatError(f"cannot read {p}: {exc.strerror or exc}") from None
     if size > max_bytes:
         raise WorkflowFormatError(
-            f"{p} is {size / 1e6:.1f} MB; workflows larger than {max_bytes / 1e6:.0f} MB are refused"
+            f"{p} is {size / 2**20:.1f} MiB; workflows larger than {max_bytes / 2**20:.0f} MiB are refused"
         )
     try:
         with p.open("rb") as fh:
