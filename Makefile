@@ -1,0 +1,49 @@
+# Two commands for a new user:  `make demo` (set up, render an image)  and  `make test` (set up, run the tests).
+#
+# Set-up installs into the active virtual environment if there is one (so a CUDA torch you already have is kept),
+# else into ./.venv. torch is installed only when the environment has none: where no NVIDIA driver is present,
+# only a CPU build is accepted (torch==X+cpu: a local wheel, or the index given as TORCH_INDEX_URL), so a
+# machine without CUDA never downloads the multi-GB CUDA build; where a driver is present, the default build.
+
+PYTHON ?= python3
+ENV_DIR := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),$(CURDIR)/.venv)
+BIN := $(ENV_DIR)/bin
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX_URL ?=
+STAMP := $(ENV_DIR)/.graph-runtime-installed
+export HF_HUB_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: setup demo test lint bench clean-env
+
+setup: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(ENV_DIR)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	@if $(BIN)/python -c "import torch" 2>/dev/null; then \
+		echo "keeping the installed torch: $$($(BIN)/python -c 'import torch; print(torch.__version__)')"; \
+	else \
+		if command -v nvidia-smi >/dev/null 2>&1; then spec="torch==$(TORCH_VERSION)"; \
+		else spec="torch==$(TORCH_VERSION)+cpu"; fi; \
+		$(BIN)/python -m pip install "$$spec" $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL)); \
+	fi
+	$(BIN)/python -m pip install -e ".[test]"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/graph-runtime run workflows/arithmetic.json --output-dir output
+
+test: setup
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/python -m ruff check .
+
+bench: setup
+	$(BIN)/python bench/bench_engine.py
+
+clean-env:
+	rm -rf .venv
