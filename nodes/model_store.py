@@ -178,6 +178,8 @@ def _load(path: Path, device: torch.device, dtype: torch.dtype, name: str,
     scheduler_config = _read_json(config_folder / "scheduler" / "scheduler_config.json")
     for m in (unet, vae, text_encoder):  # already in ``dtype`` (torch_dtype above)
         m.to(device).eval().requires_grad_(False)
+        if device.type == "cpu":
+            _own_aligned_memory(m)
     return LoadedModel(
         model=ModelBundle(unet=unet, scheduler_config=scheduler_config,
                           prediction_type=scheduler_config.get("prediction_type", "epsilon"),
@@ -187,6 +189,18 @@ def _load(path: Path, device: torch.device, dtype: torch.dtype, name: str,
         vae=VAEBundle(vae=vae, scaling_factor=float(vae.config.scaling_factor), device=device, dtype=dtype,
                       name=name),
     )
+
+
+def _own_aligned_memory(module: torch.nn.Module) -> None:
+    """Copy CPU tensors that still point into the (memory-mapped) weights file into fresh, aligned memory.
+
+    CPU kernels take different vectorised paths for unaligned data, which changes results in the last bits:
+    without this, the same weights loaded from a folder and from a single file give slightly different
+    outputs. It also frees the model from the file (which may then change on disk).
+    """
+    for t in [*module.parameters(), *module.buffers()]:
+        if t.device.type == "cpu" and t.data_ptr() % 64:
+            t.data = t.data.clone()
 
 
 def pick_config_folder(path: Path, candidates: list[Path] | tuple[Path, ...]) -> Path:
