@@ -82,10 +82,10 @@ def load_image_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
                 size = frame.size
             elif frame.size != size:
                 continue
-            rgb = np.asarray(frame.convert("RGB"), dtype=np.float32) / 255.0
+            rgb = np.array(frame.convert("RGB"), dtype=np.float32) / 255.0
             frames.append(torch.from_numpy(rgb))
             if "A" in frame.getbands():
-                alpha = np.asarray(frame.getchannel("A"), dtype=np.float32) / 255.0
+                alpha = np.array(frame.getchannel("A"), dtype=np.float32) / 255.0
                 masks.append(1.0 - torch.from_numpy(alpha))
             else:
                 masks.append(torch.zeros(size[1], size[0], dtype=torch.float32))

@@ -21,7 +21,7 @@ EMBEDDED = ROOT / "models" / "tiny-shapes-sd"
 SD15_TOKENIZER = ROOT / "models" / "configs" / "stable-diffusion-v1-5" / "tokenizer"
 
 
-def _has_embedded() -> bool:
+def has_embedded() -> bool:
     return (EMBEDDED / "model_index.json").is_file() and any((EMBEDDED / "unet").glob("*.safetensors"))
 
 
@@ -60,7 +60,7 @@ def build_random_model(folder: Path) -> Path:
 def model_root() -> Path:
     """A models folder holding ``tiny-shapes-sd``: the repository's when the embedded model is there, else a
     temporary one with random weights (made once per test process)."""
-    if _has_embedded():
+    if has_embedded():
         return EMBEDDED.parent
     root = Path(tempfile.mkdtemp(prefix="graph-runtime-models-"))
     build_random_model(root / "tiny-shapes-sd")
