@@ -70,12 +70,17 @@ def model_root() -> Path:
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     root = model_root()
-    if root != EMBEDDED.parent:
-        os.environ["GRAPH_RUNTIME_MODELS"] = str(root)
+    if root == EMBEDDED.parent:
         yield root
-        shutil.rmtree(root, ignore_errors=True)
+        return
+    before = os.environ.get("GRAPH_RUNTIME_MODELS")
+    os.environ["GRAPH_RUNTIME_MODELS"] = str(root)
+    yield root
+    if before is None:
+        os.environ.pop("GRAPH_RUNTIME_MODELS", None)
     else:
-        yield root
+        os.environ["GRAPH_RUNTIME_MODELS"] = before
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

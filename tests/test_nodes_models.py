@@ -163,3 +163,18 @@ def test_object_info_shapes():
     assert info["PreviewImage"]["output_node"]
     li = info["LoadImage"]
     assert li["output"] == ["IMAGE", "MASK"] and li["input"]["required"]["image"][1]["image_upload"] is True
+
+
+def test_device_and_dtype_choice(monkeypatch):
+    from nodes import device as dev
+
+    assert dev.resolve_device("cpu") == CPU
+    assert dev.resolve_dtype("auto", CPU) == torch.float32
+    assert dev.resolve_dtype("auto", torch.device("cuda")) == torch.float16
+    assert dev.resolve_dtype("bf16", CPU) == torch.bfloat16
+    monkeypatch.setenv("GRAPH_RUNTIME_DTYPE", "bf16")
+    assert dev.resolve_dtype("auto", CPU) == torch.bfloat16
+    if not torch.cuda.is_available():
+        assert dev.default_device() == CPU
+        with pytest.raises(NodeError, match="CUDA is not available"):
+            dev.resolve_device("cuda")
