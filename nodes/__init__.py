@@ -2,5 +2,29 @@
 ``graph_runtime.nodes``)."""
 
 
+def _node_classes() -> list:
+    """Every built-in node class, in the order the editor lists them. Add new modules' nodes here."""
+    from .conditioning import TextEncode
+    from .images import LoadImage, PreviewImage, SaveImage
+    from .latents import EmptyLatent, VAEDecode, VAEEncode
+    from .models import LoadModel
+
+    return [
+        # loaders
+        LoadModel,
+        # conditioning
+        TextEncode,
+        # latents
+        EmptyLatent,
+        VAEEncode,
+        VAEDecode,
+        # images
+        LoadImage,
+        SaveImage,
+        PreviewImage,
+    ]
+
+
 def register(registry) -> None:
     """Add every built-in node to ``registry``."""
+    registry.register_all(_node_classes())

@@ -1,0 +1,206 @@
+"""Image nodes: LoadImage, SaveImage, PreviewImage.
+
+IMAGE is float32 ``[B, H, W, C]`` in 0..1 on the CPU and MASK float32 ``[B, H, W]`` (ComfyUI's conventions).
+Every file name from a workflow is confined to its folder with :func:`graph_runtime.resolve_inside`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import string
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
+
+from graph_runtime import (
+    Hidden,
+    Link,
+    Node,
+    NodeError,
+    NodeInputs,
+    NodeResult,
+    Output,
+    UnsafePathError,
+    Widget,
+    resolve_inside,
+)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+_input_folder: Path | None = None
+
+
+def set_input_folder(path: str | os.PathLike | None) -> None:
+    """Where LoadImage's list of choices comes from (the server sets its input folder here)."""
+    global _input_folder
+    _input_folder = Path(path).resolve() if path is not None else None
+
+
+def input_folder() -> Path:
+    """The folder listed by LoadImage: :func:`set_input_folder`, else ``GRAPH_RUNTIME_INPUT``, else ./input."""
+    if _input_folder is not None:
+        return _input_folder
+    return Path(os.environ.get("GRAPH_RUNTIME_INPUT") or "input").resolve()
+
+
+def list_input_images() -> list[str]:
+    folder = input_folder()
+    if not folder.is_dir():
+        return []
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def _resolve(base: Path, name: str, what: str) -> Path:
+    try:
+        return resolve_inside(base, name)
+    except UnsafePathError as exc:
+        raise NodeError(f"{what}: {exc}") from exc
+
+
+def load_image_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """IMAGE [F, H, W, 3] and MASK [F, H, W] (1 - alpha; zeros without alpha) for every frame of the size of
+    the first one."""
+    try:
+        img = Image.open(path)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise NodeError(f"image: cannot read {path.name}: {exc}") from exc
+    frames, masks, size = [], [], None
+    with img:
+        for frame in ImageSequence.Iterator(img):
+            frame = ImageOps.exif_transpose(frame)
+            if frame.mode == "I":
+                frame = frame.point(lambda v: v * (1 / 255))
+            if size is None:
+                size = frame.size
+            elif frame.size != size:
+                continue
+            rgb = np.array(frame.convert("RGB"), dtype=np.float32) / 255.0
+            frames.append(torch.from_numpy(rgb))
+            if "A" in frame.getbands():
+                alpha = np.array(frame.getchannel("A"), dtype=np.float32) / 255.0
+                masks.append(1.0 - torch.from_numpy(alpha))
+            else:
+                masks.append(torch.zeros(size[1], size[0], dtype=torch.float32))
+    return torch.stack(frames), torch.stack(masks)
+
+
+class LoadImage(Node):
+    """Load an image from the input folder; its alpha channel becomes the MASK (1 - alpha, as ComfyUI)."""
+
+    CATEGORY = "image"
+    DISPLAY_NAME = "Load Image"
+
+    class Inputs(NodeInputs):
+        image: str = Widget(choices=list_input_images, image_upload=True)
+
+    OUTPUTS = (Output("IMAGE", "IMAGE"), Output("MASK", "MASK"))
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        path = _resolve(ctx.paths.input, inputs.image, "image")
+        if not path.is_file():
+            raise NodeError(f"image: {inputs.image!r} not found in the input folder")
+        return load_image_file(path)
+
+    @classmethod
+    def fingerprint(cls, literals: dict, ctx: Any) -> Any:
+        try:
+            st = resolve_inside(ctx.paths.input, str(literals.get("image", ""))).stat()
+        except (OSError, ValueError):
+            return None
+        return f"{st.st_mtime_ns}:{st.st_size}"
+
+
+def _to_pil(image: torch.Tensor) -> Image.Image:
+    """One [H, W, C] image in 0..1 -> 8-bit PIL image (rounded, as diffusers' numpy_to_pil)."""
+    arr = (image.detach().float().cpu().clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    if arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    return Image.fromarray(arr)
+
+
+def _next_counter(folder: Path, filename: str) -> int:
+    pattern = re.compile(re.escape(filename) + r"_(\d+)_\.png$")
+    highest = 0
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if m := pattern.match(p.name):
+                highest = max(highest, int(m[1]))
+    return highest + 1
+
+
+def save_images(images: Any, base: Path, prefix: str, *, kind: str, prompt: Any = None,
+                extra_pnginfo: Any = None, compress_level: int = 4) -> list[dict]:
+    """Write a batch as ``{prefix}_{counter:05}_.png`` under ``base`` (prefix may name a sub-folder)."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise NodeError("images: expected an IMAGE tensor [batch, height, width, channels]")
+    if not prefix or not prefix.strip() or prefix.endswith(("/", "\\")):
+        raise NodeError(f"filename_prefix: {prefix!r} is not a usable file name prefix")
+    target = _resolve(base, prefix, "filename_prefix")
+    folder, filename = target.parent, target.name
+    folder.mkdir(parents=True, exist_ok=True)
+    subfolder = folder.relative_to(base.resolve()).as_posix()
+    subfolder = "" if subfolder == "." else subfolder
+    meta = PngInfo()
+    if prompt is not None:
+        meta.add_text("prompt", json.dumps(prompt))
+    if isinstance(extra_pnginfo, dict):
+        for key, value in extra_pnginfo.items():
+            meta.add_text(str(key), json.dumps(value))
+    counter = _next_counter(folder, filename)
+    results = []
+    for image in images:
+        name = f"{filename}_{counter:05}_.png"
+        _to_pil(image).save(folder / name, pnginfo=meta, compress_level=compress_level)
+        results.append({"filename": name, "subfolder": subfolder, "type": kind})
+        counter += 1
+    return results
+
+
+class SaveImage(Node):
+    """Save images as PNG files in the output folder, with the workflow embedded in the PNG metadata."""
+
+    CATEGORY = "image"
+    DISPLAY_NAME = "Save Image"
+    OUTPUT_NODE = True
+
+    class Inputs(NodeInputs):
+        images: Any = Link("IMAGE")
+        filename_prefix: str = Widget("graph-runtime", tooltip="file name prefix; may start with a sub-folder")
+        prompt: Any = Hidden("PROMPT")
+        extra_pnginfo: Any = Hidden("EXTRA_PNGINFO")
+
+    OUTPUTS = ()
+
+    def execute(self, inputs: Any, ctx: Any) -> NodeResult:
+        saved = save_images(inputs.images, ctx.paths.output, inputs.filename_prefix, kind="output",
+                            prompt=inputs.prompt, extra_pnginfo=inputs.extra_pnginfo, compress_level=4)
+        return NodeResult(outputs=(), ui={"images": saved})
+
+
+class PreviewImage(Node):
+    """Show images without keeping them: PNG files in the temp folder (fast, light compression)."""
+
+    CATEGORY = "image"
+    DISPLAY_NAME = "Preview Image"
+    OUTPUT_NODE = True
+
+    class Inputs(NodeInputs):
+        images: Any = Link("IMAGE")
+        prompt: Any = Hidden("PROMPT")
+        extra_pnginfo: Any = Hidden("EXTRA_PNGINFO")
+
+    OUTPUTS = ()
+
+    def execute(self, inputs: Any, ctx: Any) -> NodeResult:
+        suffix = "".join(random.choice(string.ascii_lowercase) for _ in range(5))
+        saved = save_images(inputs.images, ctx.paths.temp, f"graph-runtime_temp_{suffix}", kind="temp",
+                            prompt=inputs.prompt, extra_pnginfo=inputs.extra_pnginfo, compress_level=1)
+        return NodeResult(outputs=(), ui={"images": saved})

@@ -1,0 +1,131 @@
+"""Latent nodes: EmptyLatent, VAEEncode, VAEDecode.
+
+LATENT values are ``{"samples": Tensor[B, 4, H/8, W/8]}`` in diffusion space (VAE latents times the VAE's
+scaling factor, as diffusers keeps them); see :mod:`nodes.types`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from graph_runtime import Link, Node, NodeError, NodeInputs, Output, Widget
+
+from .types import VAEBundle
+
+MAX_SIZE = 16384
+MAX_PIXELS = 2**26  # width * height * batch_size; 64 Mpx of latents' worth of images in one tensor
+DECODE_BATCH = 8
+
+
+class EmptyLatent(Node):
+    """An all-zero latent batch of the given image size, for a sampler to start from (full denoise)."""
+
+    CATEGORY = "latent"
+    DISPLAY_NAME = "Empty Latent"
+
+    class Inputs(NodeInputs):
+        width: int = Widget(512, ge=64, le=MAX_SIZE, step=8, tooltip="image width in pixels (multiple of 8)")
+        height: int = Widget(512, ge=64, le=MAX_SIZE, step=8, tooltip="image height in pixels (multiple of 8)")
+        batch_size: int = Widget(1, ge=1, le=4096, tooltip="how many images")
+
+    OUTPUTS = (Output("LATENT", "LATENT", "zeros [batch, 4, height/8, width/8] on the CPU"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        w, h, b = inputs.width, inputs.height, inputs.batch_size
+        for name, v in (("width", w), ("height", h)):
+            if v % 8:
+                raise NodeError(f"{name} must be a multiple of 8, got {v} (try {v - v % 8} or {v - v % 8 + 8})")
+        total = w * h * b
+        if total > MAX_PIXELS:
+            raise NodeError(f"{w} x {h} x batch {b} = {total} pixels is more than the limit of {MAX_PIXELS} "
+                            "pixels per latent batch; use a smaller size or batch")
+        return ({"samples": torch.zeros(b, 4, h // 8, w // 8)},)
+
+
+class VAEEncode(Node):
+    """Encode images into latents (deterministic: the mode of the VAE's latent distribution, times the
+    scaling factor). Sizes that are not multiples of 8 are cropped to one."""
+
+    CATEGORY = "latent"
+    DISPLAY_NAME = "VAE Encode"
+
+    class Inputs(NodeInputs):
+        pixels: Any = Link("IMAGE")
+        vae: Any = Link("VAE")
+
+    OUTPUTS = (Output("LATENT", "LATENT"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        return ({"samples": encode(inputs.vae, inputs.pixels, ctx)},)
+
+
+class VAEDecode(Node):
+    """Decode latents into images (IMAGE: [batch, height, width, 3] in 0..1 on the CPU)."""
+
+    CATEGORY = "latent"
+    DISPLAY_NAME = "VAE Decode"
+
+    class Inputs(NodeInputs):
+        samples: Any = Link("LATENT")
+        vae: Any = Link("VAE")
+
+    OUTPUTS = (Output("IMAGE", "IMAGE"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        return (decode(inputs.vae, inputs.samples, ctx),)
+
+
+def _check_latent(latent: Any) -> torch.Tensor:
+    if not isinstance(latent, dict) or not isinstance(latent.get("samples"), torch.Tensor):
+        raise NodeError("samples: expected a LATENT ({'samples': tensor})")
+    s = latent["samples"]
+    if s.ndim != 4:
+        raise NodeError(f"samples: expected a latent tensor [batch, channels, h, w], got shape {list(s.shape)}")
+    return s
+
+
+@torch.inference_mode()
+def decode(vae: VAEBundle, latent: dict, ctx: Any = None) -> torch.Tensor:
+    """``vae.decode(samples / scaling_factor)``, then ``(x / 2 + 0.5).clamp(0, 1)`` (diffusers'
+    VaeImageProcessor), as float32 [B, H, W, C] on the CPU. Decodes in slices of ``DECODE_BATCH``."""
+    samples = _check_latent(latent)
+    if samples.shape[1] != vae.vae.config.latent_channels:
+        raise NodeError(f"samples: the VAE expects {vae.vae.config.latent_channels} latent channels, "
+                        f"got {samples.shape[1]}")
+    out = []
+    for i in range(0, samples.shape[0], DECODE_BATCH):
+        if ctx is not None:
+            ctx.check_interrupted()
+        z = samples[i:i + DECODE_BATCH].to(device=vae.device, dtype=vae.dtype)
+        x = vae.vae.decode(z / vae.scaling_factor).sample
+        x = (x / 2 + 0.5).clamp(0, 1)
+        out.append(x.permute(0, 2, 3, 1).float().cpu())
+    return torch.cat(out)
+
+
+@torch.inference_mode()
+def encode(vae: VAEBundle, pixels: Any, ctx: Any = None) -> torch.Tensor:
+    """Images [B, H, W, C] in 0..1 -> latents [B, 4, H/8, W/8] (mode of the posterior times the scaling
+    factor), on the VAE's device in float32."""
+    if not isinstance(pixels, torch.Tensor) or pixels.ndim != 4:
+        raise NodeError("pixels: expected an IMAGE tensor [batch, height, width, channels]")
+    f = vae.downscale
+    h, w = pixels.shape[1] // f * f, pixels.shape[2] // f * f
+    if h == 0 or w == 0:
+        raise NodeError(f"pixels: image of {pixels.shape[2]}x{pixels.shape[1]} is smaller than {f} pixels")
+    if (h, w) != tuple(pixels.shape[1:3]):  # centre crop to a multiple of the VAE's factor
+        y, x = (pixels.shape[1] - h) // 2, (pixels.shape[2] - w) // 2
+        pixels = pixels[:, y:y + h, x:x + w]
+    out = []
+    for i in range(0, pixels.shape[0], DECODE_BATCH):
+        if ctx is not None:
+            ctx.check_interrupted()
+        x = pixels[i:i + DECODE_BATCH, :, :, :3].permute(0, 3, 1, 2)
+        if x.shape[1] == 1:  # grey
+            x = x.expand(-1, 3, -1, -1)
+        x = x.to(device=vae.device, dtype=vae.dtype) * 2 - 1
+        z = vae.vae.encode(x).latent_dist.mode() * vae.scaling_factor
+        out.append(z.float())
+    return torch.cat(out)

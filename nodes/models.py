@@ -1,0 +1,136 @@
+"""LoadModel, and where models are found.
+
+Models live in the repository's ``models/`` folder (the embedded ``tiny-shapes-sd`` among them), in the
+folders listed in ``GRAPH_RUNTIME_MODELS`` (separated by ``os.pathsep``) and in the runtime's
+``paths.models``. A model is a diffusers folder (one holding ``model_index.json`` and ``.safetensors``
+weights) or a single SD1.x ``.safetensors`` checkpoint; its name is its path relative to the models folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from graph_runtime import Node, NodeError, NodeInputs, Output, UnsafePathError, Widget, resolve_inside
+
+from .device import DEVICE_CHOICES, DTYPE_CHOICES, resolve_device, resolve_dtype
+from .model_store import ModelStore, file_identity
+
+REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+EMBEDDED_NAME = "tiny-shapes-sd"
+CONFIGS_DIR = REPO_MODELS / "configs"
+SD15_CONFIG = CONFIGS_DIR / "stable-diffusion-v1-5"
+_MAX_DEPTH = 3
+_SKIP = {"configs", "__pycache__"}
+
+
+def model_dirs(extra: Iterable[Path] = ()) -> list[Path]:
+    """The models folders, in the order they are searched: ``extra``, ``GRAPH_RUNTIME_MODELS``, the repo's."""
+    found: list[Path] = []
+    env = [p for p in os.environ.get("GRAPH_RUNTIME_MODELS", "").split(os.pathsep) if p.strip()]
+    for d in [*extra, *map(Path, env), REPO_MODELS]:
+        d = Path(d).resolve()
+        if d.is_dir() and d not in found:
+            found.append(d)
+    return found
+
+
+def is_model_folder(path: Path) -> bool:
+    return (path / "model_index.json").is_file() and any((path / "unet").glob("*.safetensors"))
+
+
+def _walk(root: Path, here: Path, depth: int, out: list[str]) -> None:
+    try:
+        entries = sorted(here.iterdir())
+    except OSError:
+        return
+    for p in entries:
+        if p.name.startswith(".") or (here == root and p.name in _SKIP):
+            continue
+        if p.is_dir():
+            if is_model_folder(p):
+                out.append(p.relative_to(root).as_posix())
+            elif depth < _MAX_DEPTH:
+                _walk(root, p, depth + 1, out)
+        elif p.suffix.lower() == ".safetensors":
+            out.append(p.relative_to(root).as_posix())
+
+
+def list_models(extra: Iterable[Path] = ()) -> list[str]:
+    """Every loadable model name; the embedded model first."""
+    names: list[str] = []
+    for d in model_dirs(extra):
+        found: list[str] = []
+        _walk(d, d, 1, found)
+        names.extend(n for n in found if n not in names)
+    if EMBEDDED_NAME in names:
+        names.remove(EMBEDDED_NAME)
+        names.insert(0, EMBEDDED_NAME)
+    return names
+
+
+def find_model(name: str, extra: Iterable[Path] = ()) -> Path:
+    """The path of model ``name`` (confined to the models folders)."""
+    for d in model_dirs(extra):
+        try:
+            p = resolve_inside(d, name)
+        except UnsafePathError as exc:
+            raise NodeError(f"model_name: {exc}") from exc
+        if p.exists():
+            return p
+    raise NodeError(f"model {name!r} not found in the models folders "
+                    f"({', '.join(str(d) for d in model_dirs(extra)) or 'none exist'})")
+
+
+def config_candidates(extra: Iterable[Path] = ()) -> list[Path]:
+    """Configuration folders tried, in order, for a single-file checkpoint: the embedded model's, SD1.5's."""
+    out = []
+    for d in model_dirs(extra):
+        p = d / EMBEDDED_NAME
+        if is_model_folder(p):
+            out.append(p)
+            break
+    out.append(SD15_CONFIG)
+    return out
+
+
+class LoadModel(Node):
+    """Load a Stable Diffusion model (a diffusers folder or a single .safetensors checkpoint).
+
+    Outputs the denoiser (MODEL), the text encoder (CLIP) and the autoencoder (VAE). Loaded models are
+    shared across runs; device ``auto`` is CUDA in fp16 when available, else the CPU in fp32.
+    """
+
+    CATEGORY = "loaders"
+    DISPLAY_NAME = "Load Model"
+
+    class Inputs(NodeInputs):
+        model_name: str = Widget(EMBEDDED_NAME, choices=list_models,
+                                 tooltip="a diffusers folder or .safetensors file in the models folders")
+        device: Literal[DEVICE_CHOICES] = Widget("auto", optional=True)  # type: ignore[valid-type]
+        dtype: Literal[DTYPE_CHOICES] = Widget("auto", optional=True)  # type: ignore[valid-type]
+
+    OUTPUTS = (
+        Output("MODEL", "MODEL", "the denoising UNet and its scheduler configuration"),
+        Output("CLIP", "CLIP", "the text encoder, for TextEncode"),
+        Output("VAE", "VAE", "the autoencoder, for VAEDecode / VAEEncode"),
+    )
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        extra = getattr(ctx.paths, "models", []) or []
+        path = find_model(inputs.model_name, extra)
+        device = resolve_device(inputs.device or "auto")
+        dtype = resolve_dtype(inputs.dtype or "auto", device)
+        loaded = ctx.service(ModelStore).load(path, device=device, dtype=dtype, name=inputs.model_name,
+                                              config_folders=config_candidates(extra))
+        return (loaded.model, loaded.clip, loaded.vae)
+
+    @classmethod
+    def fingerprint(cls, literals: dict, ctx: Any) -> Any:
+        try:
+            path = find_model(str(literals.get("model_name", EMBEDDED_NAME)), getattr(ctx.paths, "models", []))
+        except NodeError:
+            return None
+        return file_identity(path)
