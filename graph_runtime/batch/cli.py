@@ -118,6 +118,11 @@ def cmd_batch(args: argparse.Namespace, registry_factory: Callable[[], NodeRegis
                           "manifest": str(summary.manifest),
                           "failures": [{"job_id": j, "error": m} for j, m in summary.failures]}, indent=2))
     else:
+        if args.quiet:  # the progress bar shows failures as they happen; quiet runs list them here
+            for jid, message in summary.failures[:20]:
+                print(f"job {jid} failed: {message}", file=sys.stderr)
+            if len(summary.failures) > 20:
+                print(f"... and {len(summary.failures) - 20} more failures (see the manifest)", file=sys.stderr)
         print(f"{summary.total} jobs: {summary.ok} done, {summary.skipped} already done, {summary.failed} failed"
               f"{', interrupted' if summary.interrupted else ''} in {summary.seconds:.1f}s "
               f"({summary.files_per_second:.2f} img/s); manifest: {summary.manifest}", file=sys.stderr)
