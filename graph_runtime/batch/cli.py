@@ -106,11 +106,6 @@ def cmd_batch(args: argparse.Namespace, registry_factory: Callable[[], NodeRegis
     except BatchAborted as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except Exception as exc:  # a backend that cannot start (Ray, an unreachable server)
-        if type(exc).__name__ == "ServerError" or "ray" in type(exc).__module__:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-        raise
     if args.json:
         print(json.dumps({"total": summary.total, "ok": summary.ok, "failed": summary.failed,
                           "skipped": summary.skipped, "interrupted": summary.interrupted, "files": summary.files,

@@ -27,6 +27,20 @@ from .runner import LocalBackend, Outcome, RegistryFactory, WorkItem
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
 
 
+def _check_reachable(address: str | None) -> None:
+    """Fail fast on a cluster address nobody answers at (Ray itself keeps retrying for minutes)."""
+    if not address or address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise RuntimeError(f"no Ray cluster answers at {address}: {exc}") from None
+
+
 class BatchWorker:
     """The actor body (wrapped by ``ray.remote`` when the batch starts)."""
 
@@ -79,9 +93,13 @@ class RayBackend:
         self._validator.open(document)
         for key, value in RAY_ENV.items():
             os.environ.setdefault(key, value)
-        import ray
+        try:
+            import ray
+        except ImportError:
+            raise RuntimeError('Ray is not installed: pip install "graph-runtime[ray]"') from None
 
         if not ray.is_initialized():
+            _check_reachable(self.address)
             kwargs = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": False,
                       **self.init_kwargs}
             ray.init(address=self.address, **kwargs)
@@ -140,6 +158,8 @@ class RayBackend:
         self._stop = True  # close() ends the actors, and with them any job still running
 
     def close(self) -> None:
+        if not self.actors and not self._started_ray:
+            return
         import ray
 
         for actor in self.actors:

@@ -250,7 +250,11 @@ class BatchRunner:
         self.backend.stop()
 
     def run(self, *, handle_sigint: bool = False) -> BatchSummary:
-        self.backend.open(self.document)
+        try:
+            self.backend.open(self.document)
+        except Exception as exc:  # Ray not installed or not reachable, a server that does not answer
+            self.backend.close()
+            raise BatchAborted(f"cannot start the {self.backend.name} backend: {exc}") from exc
         self.validate_all()
         try:
             manifest = ManifestWriter(self.manifest_path)
