@@ -72,6 +72,8 @@ def test_server_batch_matches_the_local_run(server, tmp_path):
     assert batch_cli.main([wf, *sweep, "--output-dir", str(tmp_path / "remote"), "--server", server]) == 0
     local, remote = hashes(tmp_path / "local"), hashes(tmp_path / "remote")
     assert len(local) == 3 and local == remote
-    # a prompt the server refuses is a failed job, and the batch goes on
-    assert batch_cli.main([wf, "--sweep", "3.op=add,multiply", "--output-dir", str(tmp_path / "r2"),
-                           "--server", server, "--quiet"]) == 0
+    # a job that fails on the server is recorded as failed, and the batch goes on
+    assert batch_cli.main([wf, "--set", "2.value=0", "--sweep", "3.op=add,divide", "--output-dir",
+                           str(tmp_path / "r2"), "--server", server, "--quiet"]) == 1
+    status = {r["params"]["3.op"]: r["status"] for r in iter_records(tmp_path / "r2" / "manifest.jsonl")}
+    assert status == {"add": "ok", "divide": "error"}
