@@ -266,3 +266,16 @@ def test_arithmetic_workflow_through_the_installed_command(tmp_path):
 def test_sweep_error_type():
     with pytest.raises(SweepError, match="same input is swept twice"):
         expand_jobs(WORKFLOW, [("2.seed", [1]), ("2.seed", [2])])
+
+
+def test_batch_package_imports_no_ray_torch_nodes_or_web():
+    import subprocess
+    import sys
+
+    code = ("import sys, graph_runtime.batch, graph_runtime.batch.cli, graph_runtime.batch.ray_backend, "
+            "graph_runtime.batch.server_backend; "
+            "print(sorted(m for m in ('ray', 'torch', 'nodes', 'web') if m in sys.modules))")
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
