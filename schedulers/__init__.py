@@ -8,3 +8,22 @@
 - ``kdiffusion``: k-diffusion-style step rules over any SIGMAS
 - ``comfy_names``: ComfyUI KSampler (sampler_name, scheduler) names mapped onto the above
 """
+
+from .guidance import CFGDenoiser
+from .registry import REGISTRY, MissingDependencyError, compatible_names, names
+from .sampling import SamplingInterrupted, make_noise, sample
+from .schedule import Schedule, build_schedule, schedule_from_sigmas
+
+__all__ = [
+    "CFGDenoiser",
+    "MissingDependencyError",
+    "REGISTRY",
+    "SamplingInterrupted",
+    "Schedule",
+    "build_schedule",
+    "compatible_names",
+    "make_noise",
+    "names",
+    "sample",
+    "schedule_from_sigmas",
+]

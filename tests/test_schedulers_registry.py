@@ -4,6 +4,7 @@ from diffusers.utils import DummyObject
 
 from schedulers import registry
 from schedulers.registry import SD15_SCHEDULER_CONFIG, MissingDependencyError
+from schedulers.schedule import build_schedule
 
 GUIDE_NAMES = {
     "ddpm": "DDPMScheduler",
@@ -98,4 +99,6 @@ def test_missing_dependency_error_names_the_package(monkeypatch, name, class_nam
         _ = registry.get(name).cls
     msg = str(err.value)
     assert f"'{name}'" in msg and class_name in msg and f"pip install {package}" in msg
+    with pytest.raises(MissingDependencyError, match=package):
+        build_schedule(name, SD15_SCHEDULER_CONFIG, 10)
     assert isinstance(err.value, ImportError)
