@@ -7,6 +7,13 @@
 - ``sampling``: ``sample`` -- the loop, pipeline-exact for diffusers schedulers
 - ``kdiffusion``: k-diffusion-style step rules over any SIGMAS
 - ``comfy_names``: ComfyUI KSampler (sampler_name, scheduler) names mapped onto the above
+
+Typical use (what StableDiffusionPipeline does, with the scheduler swapped by name)::
+
+    schedule = build_schedule("dpmpp_2m", pipe.scheduler.config, steps=25, sigma_spacing="karras",
+                              device=unet.device)
+    noise, generator = make_noise((1, 4, 64, 64), seed=42, device=unet.device)
+    latents = sample(CFGDenoiser(unet, positive, negative, cfg=7.5), noise, schedule, generator)
 """
 
 from .guidance import CFGDenoiser

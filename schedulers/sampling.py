@@ -60,7 +60,7 @@ def sample(
     denoiser: Callable[..., torch.Tensor],
     latents_or_noise: torch.Tensor,
     schedule: Schedule,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
     *,
     add_noise: bool = True,
     init_latents: torch.Tensor | None = None,
@@ -108,7 +108,10 @@ class _Hooks:
 
 
 def _run_diffusers(denoiser, noise, schedule, generator, add_noise, init_latents, hooks: _Hooks):
-    seed = generator.initial_seed() if generator is not None else None
+    if isinstance(generator, list):  # one generator per batch item, as the pipelines accept
+        seed = [g.initial_seed() for g in generator]
+    else:
+        seed = generator.initial_seed() if generator is not None else None
     sched = schedule.make_scheduler(noise.device, seed=seed)
     begin = schedule.begin_index
     timesteps = sched.timesteps[begin:]

@@ -8,7 +8,7 @@ either *pipeline-style*, through the registered diffusers class, or as a *k-diff
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -54,7 +54,7 @@ class Schedule:
     #: the run draws noise after the initial noise, so results depend on the generator
     stochastic: bool = False
 
-    def make_scheduler(self, device: torch.device | str | None = None, seed: int | None = None):
+    def make_scheduler(self, device: torch.device | str | None = None, seed: int | list[int] | None = None):
         """A fresh diffusers scheduler with ``set_timesteps`` applied on ``device``. ``seed`` feeds a scheduler
         that seeds its own noise (DPM++ SDE's noise_sampler_seed) unless the overrides already set it."""
         if self.runner != "diffusers":
@@ -150,9 +150,10 @@ def schedule_from_sigmas(
     if runner in ("auto", "diffusers") and entry is not None and entry.accepts_sigmas:
         ov = {**entry.overrides, **(overrides or {})}
         steps = len(s) - 1
-        return _diffusers_schedule(
+        sch = _diffusers_schedule(
             entry, scheduler_config, ov, {"sigmas": s.tolist()}, steps, 1.0, eta, s.device
         )
+        return replace(sch, sigmas=s.to(torch.float32))  # keeps a split's non-zero end as given
     if runner in ("auto", "kdiffusion") and sampler in kdiffusion.RULES:
         train = sigmas_mod.model_sigmas(scheduler_config)
         return Schedule(

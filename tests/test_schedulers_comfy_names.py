@@ -9,6 +9,11 @@ from schedulers.guidance import CFGDenoiser
 from schedulers.registry import SD15_SCHEDULER_CONFIG
 from schedulers.sampling import make_noise, sample
 
+# diffusers' schedulers hand torch tensors to numpy (thousands of numpy 2 deprecation notes per run)
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation:DeprecationWarning", "ignore:__array_wrap__:DeprecationWarning"
+)
+
 CONFIG = dict(SD15_SCHEDULER_CONFIG)
 
 

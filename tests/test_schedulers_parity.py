@@ -7,6 +7,7 @@ the same order as StableDiffusionPipeline / StableDiffusionImg2ImgPipeline, so n
 import pytest
 import torch
 from diffusers import StableDiffusionImg2ImgPipeline
+from diffusers.utils.torch_utils import randn_tensor
 from tiny_sd import IMAGE_SIZE, LATENT_SHAPE, shared_tiny_sd, single_thread
 
 from schedulers import registry
@@ -14,6 +15,11 @@ from schedulers.guidance import CFGDenoiser
 from schedulers.sampling import make_noise, sample
 from schedulers.schedule import build_schedule, schedule_from_sigmas
 from schedulers.sigmas import karras, model_sigmas
+
+# diffusers' schedulers hand torch tensors to numpy (thousands of numpy 2 deprecation notes per run)
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation:DeprecationWarning", "ignore:__array_wrap__:DeprecationWarning"
+)
 
 SEED, STEPS, CFG = 1234, 5, 7.5
 SHAPE = (1, *LATENT_SHAPE)
@@ -117,6 +123,30 @@ def test_cfg_one_matches_pipeline_with_one_unet_call_per_evaluation(sd, name):
     assert_same(out, ref)
     assert batches == [1] * len(schedule.timesteps)
     assert len(batches) == (2 * STEPS - 1 if name == "heun" else STEPS)
+
+
+@pytest.mark.parametrize("name", ["euler_ancestral", "dpmpp_sde"])
+def test_batch_with_a_generator_per_image_matches_pipeline(sd, name):
+    swap_scheduler(sd.pipe, sd.config, name)
+    if registry.get(name).seed_config_key:  # the pipeline's scheduler gets one Brownian seed per image
+        sd.pipe.scheduler.noise_sampler_seed = [SEED, SEED + 1]
+    generators = [torch.Generator("cpu").manual_seed(s) for s in (SEED, SEED + 1)]
+    ref = sd.pipe(
+        prompt_embeds=sd.positive,
+        negative_prompt_embeds=sd.negative,
+        num_images_per_prompt=2,
+        num_inference_steps=STEPS,
+        guidance_scale=CFG,
+        height=IMAGE_SIZE,
+        width=IMAGE_SIZE,
+        generator=generators,
+        output_type="latent",
+    ).images
+    generators = [torch.Generator("cpu").manual_seed(s) for s in (SEED, SEED + 1)]
+    noise = randn_tensor((2, *LATENT_SHAPE), generator=generators)
+    denoiser = CFGDenoiser(sd.pipe.unet, sd.positive.repeat(2, 1, 1), sd.negative.repeat(2, 1, 1), CFG)
+    assert_same(sample(denoiser, noise, build_schedule(name, sd.config, STEPS), generators), ref)
+    assert not torch.equal(ref[0], ref[1])
 
 
 def test_decoded_image_matches_pipeline(sd):

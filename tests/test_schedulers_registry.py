@@ -6,6 +6,11 @@ from schedulers import registry
 from schedulers.registry import SD15_SCHEDULER_CONFIG, MissingDependencyError
 from schedulers.schedule import build_schedule
 
+# diffusers' schedulers hand torch tensors to numpy (thousands of numpy 2 deprecation notes per run)
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation:DeprecationWarning", "ignore:__array_wrap__:DeprecationWarning"
+)
+
 GUIDE_NAMES = {
     "ddpm": "DDPMScheduler",
     "ddim": "DDIMScheduler",

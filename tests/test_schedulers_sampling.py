@@ -8,6 +8,11 @@ from schedulers.guidance import CFGDenoiser
 from schedulers.sampling import SamplingInterrupted, make_noise, sample
 from schedulers.schedule import build_schedule, schedule_from_sigmas
 
+# diffusers' schedulers hand torch tensors to numpy (thousands of numpy 2 deprecation notes per run)
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation:DeprecationWarning", "ignore:__array_wrap__:DeprecationWarning"
+)
+
 SHAPE = (1, *LATENT_SHAPE)
 
 

@@ -8,6 +8,11 @@ from scipy import stats
 from schedulers import sigmas as S
 from schedulers.registry import SD15_SCHEDULER_CONFIG
 
+# diffusers' schedulers hand torch tensors to numpy (thousands of numpy 2 deprecation notes per run)
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation:DeprecationWarning", "ignore:__array_wrap__:DeprecationWarning"
+)
+
 
 @pytest.fixture(scope="module")
 def train():
