@@ -1,0 +1,36 @@
+"""Schedulers and the generic sampler: a plain library on torch + diffusers (no node engine, no server).
+
+- ``registry``: scheduler names -> diffusers classes and what each supports
+- ``sigmas``: SIGMAS builders (Karras, exponential, beta, ComfyUI's schedulers), edits and validation
+- ``schedule``: ``Schedule`` and its builders (``build_schedule``, ``schedule_from_sigmas``)
+- ``guidance``: ``CFGDenoiser`` (UNet + text conditioning + classifier-free guidance)
+- ``sampling``: ``sample`` -- the loop, pipeline-exact for diffusers schedulers
+- ``kdiffusion``: k-diffusion-style step rules over any SIGMAS
+- ``comfy_names``: ComfyUI KSampler (sampler_name, scheduler) names mapped onto the above
+
+Typical use (what StableDiffusionPipeline does, with the scheduler swapped by name)::
+
+    schedule = build_schedule("dpmpp_2m", pipe.scheduler.config, steps=25, sigma_spacing="karras",
+                              device=unet.device)
+    noise, generator = make_noise((1, 4, 64, 64), seed=42, device=unet.device)
+    latents = sample(CFGDenoiser(unet, positive, negative, cfg=7.5), noise, schedule, generator)
+"""
+
+from .guidance import CFGDenoiser
+from .registry import REGISTRY, MissingDependencyError, compatible_names, names
+from .sampling import SamplingInterrupted, make_noise, sample
+from .schedule import Schedule, build_schedule, schedule_from_sigmas
+
+__all__ = [
+    "CFGDenoiser",
+    "MissingDependencyError",
+    "REGISTRY",
+    "SamplingInterrupted",
+    "Schedule",
+    "build_schedule",
+    "compatible_names",
+    "make_noise",
+    "names",
+    "sample",
+    "schedule_from_sigmas",
+]
