@@ -180,6 +180,9 @@ class PromptQueue:
             finally:
                 with self._cond:
                     self.running = None
+                # ComfyUI ends every prompt this way, after its history entry exists, whatever the outcome
+                self.hub.send(item.client_id, ev.EXECUTING, {"node": None, "display_node": None,
+                                                              "prompt_id": item.prompt_id})
                 self.hub.broadcast_status()
 
     def _run(self, item: QueueItem) -> HistoryEntry:
@@ -195,6 +198,8 @@ class PromptQueue:
                 hub.send(sid, "logs", {"entries": [{"t": data.get("timestamp"), "m": data.get("message")}],
                                        "node": data.get("node"), "prompt_id": data.get("prompt_id")})
                 return
+            if event == ev.EXECUTING and data.get("node") is None:
+                return  # sent once the history entry is written (clients read it right after)
             if event in _STATUS_EVENTS:
                 messages.append([event, data])
             hub.send(sid, event, data)
@@ -215,9 +220,6 @@ class PromptQueue:
             return HistoryEntry(item=item, started=started, finished=time.time(), outputs={}, meta={},
                                 status={"status_str": "error", "completed": False, "messages": messages},
                                 error=data)
-        if result.status != "success":
-            # ComfyUI ends every prompt with executing(node=None), also after an error
-            hub.send(sid, ev.EXECUTING, {"node": None, "display_node": None, "prompt_id": item.prompt_id})
         meta = {nid: {"node_id": nid, "display_node": nid, "parent_node": None, "real_node_id": nid}
                 for nid in result.outputs}
         status = {"status_str": "success" if result.ok else "error", "completed": result.ok, "messages": messages}
