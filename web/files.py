@@ -20,7 +20,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 
 from graph_runtime import UnsafePathError
 
-from .security import confine
+from .security import BodyTooLarge, confine
 
 # Served inline (the editor shows them with <img>/<video>); anything else downloads as an attachment.
 INLINE_TYPES = {"image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "video/mp4", "video/webm",
@@ -65,7 +65,8 @@ async def view(request: Request) -> Response:
                                                          "Content-Disposition": _disposition("inline", path.name)})
     media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     if media not in INLINE_TYPES:
-        media = "text/plain; charset=utf-8" if media.startswith("text/") and media != "text/html" else media
+        # never a type a browser would render as a page (HTML, SVG, XML): plain text or bytes, downloaded
+        media = "text/plain; charset=utf-8" if media in ("text/plain", "text/csv") else "application/octet-stream"
         disposition = _disposition("attachment", path.name)
     else:
         disposition = _disposition("inline", path.name)
@@ -107,6 +108,8 @@ async def upload_image(request: Request) -> Response:
         return error(400, "expected a multipart/form-data body with an 'image' file")
     try:
         form = await request.form(max_files=1, max_fields=16, max_part_size=1024 * 1024)
+    except BodyTooLarge:
+        raise
     except Exception as exc:
         return error(400, f"bad multipart body: {exc}")
     try:
