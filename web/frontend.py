@@ -16,24 +16,25 @@ from starlette.staticfiles import StaticFiles
 
 EXTENSION_URL = "/extensions/graph_runtime/default_graph.js"
 
-# Loaded by the editor as an extension: on a first visit (no saved graph), load a graph of our own nodes
-# instead of the built-in default graph, whose node types this runtime does not have.
+# Loaded by the editor as an extension: where the editor would load its built-in default graph (a first
+# visit with nothing saved, or "load default"), whose node types this runtime lacks, it loads a graph of
+# our own nodes instead.
 EXTENSION_JS = """\
 const app = window.comfyAPI?.app?.app;
-async function defaultGraph() {
-  const res = await fetch("api/graph_runtime/default_graph");
-  return res.ok ? await res.json() : null;
-}
 if (app) {
   app.registerExtension({
     name: "graph_runtime.default_graph",
-    async setup() {
-      const known = new Set(Object.keys(LiteGraph.registered_node_types || {}));
-      const nodes = app.graph?._nodes || [];
-      const unknown = nodes.length === 0 || nodes.some((n) => !known.has(n.type));
-      if (!unknown) return;
-      const graph = await defaultGraph();
-      if (graph) await app.loadGraphData(graph);
+    async init() {
+      let ours = null;
+      try {
+        const res = await fetch("api/graph_runtime/default_graph");
+        ours = res.ok ? await res.json() : null;
+      } catch (e) {
+        ours = null;
+      }
+      if (!ours) return;
+      const load = app.loadGraphData.bind(app);
+      app.loadGraphData = (graphData, ...rest) => load(graphData ?? structuredClone(ours), ...rest);
     },
   });
 }
@@ -67,13 +68,18 @@ async def default_graph(request: Request) -> Response:
     return Response(path.read_bytes(), media_type="application/json")
 
 
+async def user_css(request: Request) -> Response:
+    path = request.app.state.server.user_dir / "user.css"
+    return Response(path.read_bytes() if path.is_file() else b"", media_type="text/css")
+
+
 async def no_frontend(request: Request) -> Response:
     return HTMLResponse(NO_FRONTEND)
 
 
 def routes(enabled: bool = True) -> list:
     out = [Route(EXTENSION_URL, extension), Route("/api/graph_runtime/default_graph", default_graph),
-           Route("/graph_runtime/default_graph", default_graph)]
+           Route("/graph_runtime/default_graph", default_graph), Route("/user.css", user_css)]
     static = static_dir() if enabled else None
     if static is None:
         out.append(Route("/", no_frontend))
