@@ -49,8 +49,9 @@ def _links(doc: dict) -> dict[int, tuple[int, int, int, int, str]]:
 
 
 class _Converter:
-    def __init__(self, doc: dict, registry: NodeRegistry):
+    def __init__(self, doc: dict, registry: NodeRegistry | dict):
         self.registry = registry
+        self._info: dict[str, dict | None] = {}
         self.links = _links(doc)
         self.nodes: dict[int, dict] = {}
         for node in doc["nodes"]:
@@ -119,10 +120,10 @@ class _Converter:
                 continue
             if ntype in self.subgraph_ids:
                 raise UIFormatError(f"node {nid} is a subgraph; unpack it in the editor before running headless")
-            cls = self.registry.get(ntype)
-            if cls is None:
+            info = self.info(ntype)
+            if info is None:
                 raise UIFormatError(f"node {nid}: node type '{ntype}' is not installed")
-            inputs = self.widget_inputs(nid, node, cls)
+            inputs = self.widget_inputs(nid, node, info)
             for inp in node.get("inputs") or []:
                 if not isinstance(inp, dict):
                     continue
@@ -132,8 +133,7 @@ class _Converter:
                     continue
                 resolved = self.resolve(link, str(inp.get("type", "*")))
                 if resolved is None:
-                    spec = cls.input_specs().get(name)
-                    if spec is not None and not spec.is_widget:
+                    if name not in _widget_names(info):
                         inputs.pop(name, None)  # an unconnected link input: validation says what is missing
                     continue
                 inputs[name] = resolved[1]
@@ -143,30 +143,57 @@ class _Converter:
             api[str(nid)] = entry
         return api
 
-    def widget_inputs(self, nid: int, node: dict, cls) -> dict[str, Any]:
+    def info(self, ntype: str) -> dict | None:
+        """The node's /object_info entry, from a registry or from a server's /object_info answer."""
+        if ntype not in self._info:
+            if isinstance(self.registry, dict):
+                self._info[ntype] = self.registry.get(ntype)
+            else:
+                cls = self.registry.get(ntype)
+                self._info[ntype] = cls.describe() if cls is not None else None
+        return self._info[ntype]
+
+    def widget_inputs(self, nid: int, node: dict, info: dict) -> dict[str, Any]:
         values = node.get("widgets_values")
-        specs = cls.input_specs()
-        order = cls.describe()["input_order"]
-        names = [n for n in order.get("required", []) + order.get("optional", [])
-                 if n in specs and specs[n].is_widget]
+        widgets = _widget_names(info)
         if values is None:
             return {}
         if isinstance(values, dict):  # some nodes save their widgets by name
-            return {k: v for k, v in values.items() if k in names}
+            return {k: v for k, v in values.items() if k in widgets}
         if not isinstance(values, list):
             raise UIFormatError(f"node {nid} ({node['type']}): widgets_values must be a list")
         out: dict[str, Any] = {}
         i = 0
-        for name in names:
+        for name, (io_type, opts) in widgets.items():
             if i >= len(values):
                 break
             out[name] = values[i]
             i += 1
-            spec = specs[name]
-            has_control = (spec.io_type == "INT" and name in SEED_NAMES) or spec.extra.get("control_after_generate")
+            has_control = (io_type == "INT" and name in SEED_NAMES) or opts.get("control_after_generate")
             if has_control and i < len(values) and values[i] in CONTROL_VALUES:
                 i += 1
         return out
+
+
+WIDGET_IO = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+
+
+def _widget_names(info: dict) -> dict[str, tuple[str, dict]]:
+    """Widget inputs in the editor's order (required, then optional): name -> (type, options)."""
+    out: dict[str, tuple[str, dict]] = {}
+    inputs = info.get("input") or {}
+    order = info.get("input_order") or {}
+    for group in ("required", "optional"):
+        declared = inputs.get(group) or {}
+        for name in order.get(group) or list(declared):
+            spec = declared.get(name)
+            if not isinstance(spec, list | tuple) or not spec:
+                continue
+            io_type = "COMBO" if isinstance(spec[0], list | tuple) else str(spec[0])
+            opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            if io_type in WIDGET_IO:
+                out[name] = (io_type, opts)
+    return out
 
 
 def _types_match(a: str, b: str) -> bool:
@@ -175,8 +202,11 @@ def _types_match(a: str, b: str) -> bool:
     return bool(set(a.split(",")) & set(b.split(",")))
 
 
-def ui_to_api(doc: dict, registry: NodeRegistry) -> dict[str, dict]:
-    """Convert an editor-saved workflow to the API format (raises UIFormatError naming the node)."""
+def ui_to_api(doc: dict, registry: NodeRegistry | dict) -> dict[str, dict]:
+    """Convert an editor-saved workflow to the API format (raises UIFormatError naming the node).
+
+    ``registry`` is a NodeRegistry, or a server's /object_info answer (converting for a remote server).
+    """
     if not is_ui_format(doc):
         raise UIFormatError("not an editor workflow: expected 'nodes' and 'links'")
     return _Converter(doc, registry).convert()
