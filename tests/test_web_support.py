@@ -68,6 +68,30 @@ class SendPreview(Node):
         return NodeResult(ui={"text": ["sent"]})
 
 
+class SaveTestImage(Node):
+    """Writes a small PNG of one colour to the output folder, like SaveImage (an output node)."""
+
+    CATEGORY = "testing"
+    OUTPUT_NODE = True
+
+    class Inputs(NodeInputs):
+        red: int = Widget(255, ge=0, le=255)
+        filename_prefix: str = Widget("test")
+
+    OUTPUTS = ()
+
+    def execute(self, inputs, ctx):
+        from PIL import Image
+
+        from graph_runtime import resolve_inside
+
+        name = f"{inputs.filename_prefix}_{inputs.red:03d}.png"
+        path = resolve_inside(ctx.paths.output, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (16, 8), (inputs.red, 0, 0)).save(path)
+        return NodeResult(ui={"images": [{"filename": name, "subfolder": "", "type": "output"}]})
+
+
 class Unloadable:
     """A service with unload(), like a model store."""
 
@@ -93,7 +117,7 @@ class AnyPassthrough(Node):
 
 
 def register(registry) -> None:
-    registry.register_all([WaitForFile, SendPreview, AnyPassthrough])
+    registry.register_all([WaitForFile, SendPreview, AnyPassthrough, SaveTestImage])
 
 
 def registry():
