@@ -283,3 +283,30 @@ def test_userdata_roundtrip(base):
     assert http("GET", base + "/api/userdata?dir=workflows&recurse=true").json() == ["sub/yours.json"]
     assert http("DELETE", base + "/api/userdata/workflows%2Fsub%2Fyours.json").status == 204
     assert http("GET", base + "/api/userdata?dir=nowhere").status == 404
+
+
+def test_slow_client_outbox_drops_previews_then_progress_then_the_client():
+    from web.hub import Client
+
+    c = Client("x", ws=None, cap=3)
+    for kind, payload in (("json", "a"), ("preview", b"p"), ("progress", "g")):
+        assert c.offer(kind, payload)
+    assert c.offer("preview", b"p2") and c.dropped == 1  # full: a new preview is dropped
+    assert c.offer("json", "b")  # an old preview makes room
+    assert [k for k, _ in c.outbox] == ["json", "progress", "json"]
+    assert c.offer("json", "c")  # then a progress message
+    assert [p for _, p in c.outbox] == ["a", "b", "c"]
+    assert not c.offer("json", "d")  # nothing left to drop: the client is too slow to keep
+
+
+def test_a_client_that_never_reads_does_not_stall_the_queue(tmp_path):
+    srv = start_server(tmp_path, max_ws_queue=8)
+    try:
+        sid = new_id()
+        with ws_connect(srv.url, sid):  # connected, never reading
+            ids = [submit(srv.url, {"1": {"class_type": "SendPreview", "inputs": {"size": 64}}}, sid)["prompt_id"]
+                   for _ in range(40)]
+            for pid in ids:
+                assert wait_history(srv.url, pid, timeout=60)["status"]["status_str"] == "success"
+    finally:
+        srv.stop()

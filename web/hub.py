@@ -71,27 +71,30 @@ class Hub:
         self.status_provider: Callable[[], dict] = lambda: {"exec_info": {"queue_remaining": 0}}
         self.feature_flags: dict[str, Any] = {}
         self.client_flags: dict[str, dict] = {}
+        self._status_pending = False
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
 
     # -- thread-safe entry points --------------------------------------------------------------------------
 
-    def _call(self, fn, *args) -> None:
+    def _call(self, fn, *args) -> bool:
+        """Run ``fn`` on the event loop (now if already on it); False if there is no loop to run it."""
         loop = self.loop
         if loop is None or loop.is_closed():
-            return
+            return False
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         if running is loop:
             fn(*args)
-        else:
-            try:
-                loop.call_soon_threadsafe(fn, *args)
-            except RuntimeError:  # loop closed while shutting down
-                pass
+            return True
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # loop closed while shutting down
+            return False
+        return True
 
     def send(self, sid: str | None, event: str, data: dict) -> None:
         """A JSON event to one client (nothing if it is not connected)."""
@@ -111,11 +114,17 @@ class Hub:
         self._call(self._offer, sid, "preview", frame)
 
     def broadcast_status(self) -> None:
-        self._call(self._broadcast_status)
+        """Queue status to everyone; a burst of changes becomes one message with the latest count."""
+        if self._status_pending:
+            return
+        self._status_pending = True
+        if not self._call(self._broadcast_status):
+            self._status_pending = False
 
     # -- on the event loop ---------------------------------------------------------------------------------
 
     def _broadcast_status(self) -> None:
+        self._status_pending = False
         text = json.dumps({"type": "status", "data": {"status": self.status_provider()}})
         self._offer_all("json", text)
 
