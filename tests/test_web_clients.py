@@ -78,7 +78,7 @@ def test_comfy_script(server, tmp_path):
         import os
         os._exit(0)  # its queue watcher thread would keep the process alive
     """))
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "finished" in proc.stdout

@@ -168,6 +168,9 @@ def test_queue_order_priority_delete_and_interrupt(base, tmp_path):
         assert [p[1] for p in q["queue_pending"]] == [ids["early"], ids["front"], ids["a"], ids["b"], ids["gone"]]
         assert http("GET", base + "/prompt").json()["exec_info"]["queue_remaining"] == 6
         assert http("POST", base + "/queue", {"delete": [ids["gone"]]}).status == 200
+        extra = submit(base, gated_prompt(gate, 6), cid)["prompt_id"]
+        assert http("POST", base + "/api/jobs/cancel", {"job_ids": [extra]}).status == 200
+        assert http("POST", base + "/api/jobs/cancel", {"job_ids": "x"}).status == 400
         pending = http("GET", base + "/api/jobs?status=pending").json()["jobs"]
         assert {j["id"] for j in pending} == {ids["early"], ids["front"], ids["a"], ids["b"]}
 
@@ -310,3 +313,13 @@ def test_a_client_that_never_reads_does_not_stall_the_queue(tmp_path):
                 assert wait_history(srv.url, pid, timeout=60)["status"]["status_str"] == "success"
     finally:
         srv.stop()
+
+
+def test_events_wait_for_a_client_that_connects_after_submitting(base):
+    cid = new_id()
+    pid = submit(base, ARITHMETIC, cid)["prompt_id"]
+    wait_history(base, pid)
+    with ws_connect(base, cid) as ws:  # connected only after the prompt ran
+        msgs = collect_until_done(ws, pid, timeout=10)
+    assert [k for k, _ in msgs][0] == "status"
+    assert "execution_success" in [k for k, _ in msgs]

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import struct
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -23,7 +24,11 @@ log = logging.getLogger(__name__)
 
 BINARY_PREVIEW_IMAGE = 1
 IMAGE_TYPES = {"JPEG": 1, "PNG": 2}
-DROPPABLE = ("progress",)  # JSON messages that may be dropped (after previews) for a slow client
+DROPPABLE = ("progress",)
+# Events for a client id that is not connected are held this long, this many, for this many client ids.
+PARKED_SECONDS = 60.0
+PARKED_MESSAGES = 256
+PARKED_CLIENTS = 64  # JSON messages that may be dropped (after previews) for a slow client
 
 
 class Client:
@@ -72,6 +77,7 @@ class Hub:
         self.feature_flags: dict[str, Any] = {}
         self.client_flags: dict[str, dict] = {}
         self._status_pending = False
+        self._parked: dict[str, deque] = {}
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -130,8 +136,31 @@ class Hub:
 
     def _offer(self, sid: str, kind: str, payload: Any) -> None:
         client = self.clients.get(sid)
-        if client is not None and not client.offer(kind, payload):
+        if client is None:
+            self._keep_for_later(sid, kind, payload)
+        elif not client.offer(kind, payload):
             self._drop(client, "too slow")
+
+    def _keep_for_later(self, sid: str, kind: str, payload: Any) -> None:
+        """Hold a few recent events of a client that is not connected (yet, or reconnecting): a client that
+        submits before its socket is up, or whose socket dropped for a moment, still sees its prompt end."""
+        if kind == "preview":
+            return
+        now = time.monotonic()
+        box = self._parked.get(sid)
+        if box is None:
+            if len(self._parked) >= PARKED_CLIENTS:
+                oldest = min(self._parked, key=lambda k: self._parked[k][-1][0] if self._parked[k] else 0)
+                del self._parked[oldest]
+            box = self._parked[sid] = deque(maxlen=PARKED_MESSAGES)
+        box.append((now, kind, payload))
+
+    def _take_parked(self, sid: str) -> list[tuple[str, Any]]:
+        box = self._parked.pop(sid, None)
+        if not box:
+            return []
+        fresh = time.monotonic() - PARKED_SECONDS
+        return [(kind, payload) for t, kind, payload in box if t >= fresh]
 
     def _offer_all(self, kind: str, payload: Any) -> None:
         for client in list(self.clients.values()):
@@ -161,6 +190,8 @@ class Hub:
         client = Client(sid, ws, self.max_queue)
         self.clients[sid] = client
         client.offer("json", json.dumps({"type": "status", "data": {"status": self.status_provider(), "sid": sid}}))
+        for kind, payload in self._take_parked(sid):
+            client.offer(kind, payload)
         sender = asyncio.create_task(self._sender(client))
         try:
             while True:

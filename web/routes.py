@@ -363,6 +363,22 @@ async def cancel_job(request: Request) -> Response:
     return Response(status_code=200)
 
 
+async def cancel_jobs(request: Request) -> Response:
+    q = request.app.state.server.queue
+    try:
+        body = await read_json(request) or {}
+    except ValueError as exc:
+        return files.error(400, str(exc))
+    ids = body.get("job_ids") if isinstance(body, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        return files.error(400, "job_ids must be a list of job ids")
+    q.delete(ids)
+    running = q.running
+    if running is not None and running.prompt_id in ids:
+        q.interrupt(running.prompt_id)
+    return Response(status_code=200)
+
+
 # -- the websocket -------------------------------------------------------------------------------------------
 
 
@@ -395,6 +411,7 @@ def routes() -> list:
         ("/history", post_history, ["POST"]),
         ("/history/{prompt_id}", get_history, ["GET"]),
         ("/jobs", get_jobs, ["GET"]),
+        ("/jobs/cancel", cancel_jobs, ["POST"]),
         ("/jobs/{job_id}", get_job, ["GET"]),
         ("/jobs/{job_id}/cancel", cancel_job, ["POST"]),
         ("/interrupt", interrupt, ["POST"]),
