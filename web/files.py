@@ -1,0 +1,329 @@
+"""File routes: /view, /upload/image, userdata and settings. Every name from a request is confined."""
+
+from __future__ import annotations
+
+import io
+import json
+import mimetypes
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+
+from graph_runtime import UnsafePathError
+
+from .security import BodyTooLarge, confine
+
+# Served inline (the editor shows them with <img>/<video>); anything else downloads as an attachment.
+INLINE_TYPES = {"image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "video/mp4", "video/webm",
+                "audio/mpeg", "audio/wav", "audio/x-wav", "audio/flac", "audio/ogg"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"}
+
+
+def error(status: int, message: str, kind: str = "bad_request") -> JSONResponse:
+    return JSONResponse({"error": {"type": kind, "message": message, "details": "", "extra_info": {}}},
+                        status_code=status)
+
+
+def _disposition(kind: str, name: str) -> str:
+    safe = name.replace('"', "").replace("\\", "").replace("\r", "").replace("\n", "")
+    return f'{kind}; filename="{safe}"'
+
+
+# -- /view ---------------------------------------------------------------------------------------------------
+
+
+async def view(request: Request) -> Response:
+    state = request.app.state.server
+    q = request.query_params
+    filename = q.get("filename", "")
+    if not filename:
+        return error(400, "filename is required")
+    try:
+        base = state.paths.folder(q.get("type") or "output")
+        path = confine(base, q.get("subfolder", ""), filename)
+    except UnsafePathError as exc:
+        return error(400, str(exc), "unsafe_path")
+    if not path.is_file():
+        return error(404, f"no such file: {filename}", "not_found")
+    preview = q.get("preview")
+    channel = (q.get("channel") or "").lower()
+    if path.suffix.lower() in IMAGE_SUFFIXES and (preview or channel in ("rgb", "a")):
+        try:
+            data, media = await run_in_threadpool(_convert, path, preview, channel)
+        except Exception as exc:
+            return error(400, f"cannot convert {filename}: {exc}")
+        return Response(data, media_type=media, headers={"X-Content-Type-Options": "nosniff",
+                                                         "Content-Disposition": _disposition("inline", path.name)})
+    media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    if media not in INLINE_TYPES:
+        # never a type a browser would render as a page (HTML, SVG, XML): plain text or bytes, downloaded
+        media = "text/plain; charset=utf-8" if media in ("text/plain", "text/csv") else "application/octet-stream"
+        disposition = _disposition("attachment", path.name)
+    else:
+        disposition = _disposition("inline", path.name)
+    headers = {"X-Content-Type-Options": "nosniff", "Content-Disposition": disposition,
+               "Content-Security-Policy": "default-src 'none'; sandbox"}
+    return FileResponse(path, media_type=media, headers=headers)
+
+
+def _convert(path: Path, preview: str | None, channel: str) -> tuple[bytes, str]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        if channel == "a":
+            im = im.getchannel("A") if "A" in im.getbands() else Image.new("L", im.size, 255)
+        elif channel == "rgb" or preview:
+            im = im.convert("RGB") if im.mode not in ("RGB", "L") else im
+        fmt, quality = "png", 90
+        if preview:
+            name, _, q = preview.partition(";")
+            fmt = name.strip().lower() or "webp"
+            if q.strip().isdigit():
+                quality = max(1, min(100, int(q)))
+        if fmt not in ("webp", "jpeg", "jpg", "png"):
+            fmt = "webp"
+        fmt = "jpeg" if fmt == "jpg" else fmt
+        buf = io.BytesIO()
+        im.save(buf, format=fmt.upper(), quality=quality) if fmt != "png" else im.save(buf, format="PNG")
+    return buf.getvalue(), f"image/{fmt}"
+
+
+# -- /upload/image -------------------------------------------------------------------------------------------
+
+
+async def upload_image(request: Request) -> Response:
+    state = request.app.state.server
+    ctype = request.headers.get("content-type", "")
+    if not ctype.startswith("multipart/form-data"):
+        return error(400, "expected a multipart/form-data body with an 'image' file")
+    try:
+        form = await request.form(max_files=1, max_fields=16, max_part_size=1024 * 1024)
+    except BodyTooLarge:
+        raise
+    except Exception as exc:
+        return error(400, f"bad multipart body: {exc}")
+    try:
+        upload = form.get("image")
+        if upload is None or isinstance(upload, str) or not upload.filename:
+            return error(400, "the form has no 'image' file")
+        kind = str(form.get("type") or "input")
+        subfolder = str(form.get("subfolder") or "")
+        overwrite = str(form.get("overwrite") or "").lower() in ("1", "true", "yes")
+        try:
+            base = state.paths.folder(kind)
+            confine(base, upload.filename, allow_subdirs=False)
+            path = confine(base, subfolder, upload.filename)
+        except UnsafePathError as exc:
+            return error(400, str(exc), "unsafe_path")
+        path = await run_in_threadpool(_store_upload, upload.file, path, overwrite)
+        return JSONResponse({"name": path.name, "subfolder": subfolder, "type": kind})
+    finally:
+        await form.close()
+
+
+def _store_upload(src, path: Path, overwrite: bool) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not overwrite:
+        stem, suffix, n = path.stem, path.suffix, 1
+        while path.exists():
+            path = path.with_name(f"{stem} ({n}){suffix}")
+            n += 1
+    src.seek(0)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(src, out, 1024 * 1024)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# -- settings ------------------------------------------------------------------------------------------------
+
+DEFAULT_SETTINGS: dict[str, Any] = {
+    # No first-run templates dialog: the default workflow is one of our own graphs.
+    "Comfy.TutorialCompleted": True,
+}
+
+
+class Settings:
+    """The user's settings, one JSON file in the user folder."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+
+    def load(self) -> dict:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def all(self) -> dict:
+        return {**DEFAULT_SETTINGS, **self.load()}
+
+    def update(self, values: dict) -> None:
+        with self._lock:
+            data = self.load()
+            data.update(values)
+            _atomic_write(self.path, json.dumps(data, indent=2).encode())
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+async def get_settings(request: Request) -> Response:
+    return JSONResponse(request.app.state.server.settings.all())
+
+
+async def post_settings(request: Request) -> Response:
+    body = await _json(request)
+    if not isinstance(body, dict):
+        return error(400, "settings must be a JSON object")
+    request.app.state.server.settings.update(body)
+    return Response(status_code=200)
+
+
+async def get_setting(request: Request) -> Response:
+    return JSONResponse(request.app.state.server.settings.all().get(request.path_params["id"]))
+
+
+async def post_setting(request: Request) -> Response:
+    try:
+        value = await _json(request)
+    except ValueError as exc:
+        return error(400, str(exc))
+    request.app.state.server.settings.update({request.path_params["id"]: value})
+    return Response(status_code=200)
+
+
+async def _json(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw) if raw else None
+    except (ValueError, RecursionError):
+        raise ValueError("the body is not valid JSON") from None
+
+
+# -- userdata ------------------------------------------------------------------------------------------------
+
+
+def _file_info(root: Path, path: Path) -> dict:
+    st = path.stat()
+    return {"path": path.relative_to(root).as_posix(), "size": st.st_size, "modified": int(st.st_mtime * 1000),
+            "created": int(st.st_ctime * 1000)}
+
+
+async def list_userdata(request: Request) -> Response:
+    root: Path = request.app.state.server.user_dir
+    q = request.query_params
+    directory = q.get("dir", "")
+    if not directory:
+        return error(400, "dir is required")
+    try:
+        folder = confine(root, directory)
+    except UnsafePathError as exc:
+        return error(400, str(exc), "unsafe_path")
+    if not folder.is_dir():
+        return error(404, f"no such folder: {directory}", "not_found")
+    recurse = q.get("recurse", "").lower() in ("1", "true")
+    full = q.get("full_info", "").lower() in ("1", "true")
+    split = q.get("split", "").lower() in ("1", "true")
+    files = sorted(p for p in (folder.rglob("*") if recurse else folder.iterdir())
+                   if p.is_file() and not p.name.startswith(".tmp-"))
+    files = [p for p in files if p.resolve().is_relative_to(folder)]  # symlinks pointing out are not listed
+    if full:
+        return JSONResponse([_file_info(folder, p) for p in files])
+    rel = [p.relative_to(folder).as_posix() for p in files]
+    if split:
+        return JSONResponse([[r, *r.split("/")] for r in rel])
+    return JSONResponse(rel)
+
+
+def _userdata_parts(request: Request) -> list[str]:
+    """The path after /userdata/, split on the raw (still encoded) slashes, each part decoded."""
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    raw_text = raw.decode("latin-1").split("?", 1)[0]
+    marker = "/userdata/"
+    rest = raw_text[raw_text.index(marker) + len(marker):]
+    return [unquote(p) for p in rest.split("/")]
+
+
+async def userdata(request: Request) -> Response:
+    root: Path = request.app.state.server.user_dir
+    parts = _userdata_parts(request)
+    dest = None
+    if request.method == "POST" and len(parts) == 3 and parts[1] == "move":
+        name, dest = parts[0], parts[2]
+    else:
+        name = "/".join(parts)
+    try:
+        path = confine(root, name)
+        target = confine(root, dest) if dest is not None else None
+    except UnsafePathError as exc:
+        return error(400, str(exc), "unsafe_path")
+    if path == root:
+        return error(400, "a file name is required")
+    overwrite = request.query_params.get("overwrite", "true").lower() not in ("0", "false")
+    full = request.query_params.get("full_info", "").lower() in ("1", "true")
+
+    if request.method == "GET":
+        if not path.is_file():
+            return error(404, f"no such file: {name}", "not_found")
+        media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        if media not in ("application/json", "text/css") and not media.startswith("image/"):
+            media = "application/octet-stream"
+        return FileResponse(path, media_type=media, headers={"X-Content-Type-Options": "nosniff",
+                                                             "Cache-Control": "no-store"})
+    if request.method == "DELETE":
+        if not path.is_file():
+            return error(404, f"no such file: {name}", "not_found")
+        path.unlink()
+        return Response(status_code=204)
+    if target is not None:  # move
+        if not path.is_file():
+            return error(404, f"no such file: {name}", "not_found")
+        if target.exists() and not overwrite:
+            return error(409, f"{dest} already exists", "conflict")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+        return JSONResponse(_file_info(root, target) if full else target.relative_to(root).as_posix())
+    # POST: store
+    if path.exists() and not overwrite:
+        return error(409, f"{name} already exists", "conflict")
+    if path.is_dir():
+        return error(400, f"{name} is a folder")
+    body = await request.body()
+    await run_in_threadpool(_atomic_write, path, body)
+    return JSONResponse(_file_info(root, path) if full else path.relative_to(root).as_posix())
+
+
+def touch_dirs(user_dir: Path) -> None:
+    for sub in ("workflows", "subgraphs"):
+        (user_dir / sub).mkdir(parents=True, exist_ok=True)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

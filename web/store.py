@@ -1,0 +1,199 @@
+"""SQLite persistence of the prompt queue and history, so that a restart (or a crash) loses nothing.
+
+A prompt is written to ``queue`` when it is accepted and moved to ``history`` in the same transaction that
+records its result. After a crash, whatever is still in ``queue`` (the prompt that was running included)
+runs again on the next start.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS queue (
+    prompt_id TEXT PRIMARY KEY,
+    number REAL NOT NULL,
+    seq INTEGER NOT NULL,
+    prompt TEXT NOT NULL,
+    extra_data TEXT NOT NULL,
+    outputs TEXT NOT NULL,
+    client_id TEXT,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    prompt_id TEXT UNIQUE NOT NULL,
+    number REAL NOT NULL,
+    prompt TEXT NOT NULL,
+    extra_data TEXT NOT NULL,
+    outputs_to_execute TEXT NOT NULL,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    status TEXT NOT NULL,
+    outputs TEXT NOT NULL,
+    meta TEXT NOT NULL,
+    error TEXT
+);
+"""
+
+
+@dataclass
+class QueueItem:
+    number: float
+    prompt_id: str
+    prompt: dict
+    extra_data: dict
+    outputs: list[str]
+    client_id: str | None
+    created: float
+    seq: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.number, float) and self.number.is_integer():
+            self.number = int(self.number)
+
+    def as_comfy(self) -> list:
+        """ComfyUI's queue entry: [number, prompt_id, prompt, extra_data, outputs_to_execute]."""
+        return [self.number, self.prompt_id, self.prompt, self.extra_data, self.outputs]
+
+
+@dataclass
+class HistoryEntry:
+    item: QueueItem
+    status: dict  # {status_str, completed, messages}
+    outputs: dict
+    meta: dict
+    started: float | None = None
+    finished: float | None = None
+    error: dict | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_comfy(self) -> dict:
+        return {"prompt": self.item.as_comfy(), "outputs": self.outputs, "status": self.status, "meta": self.meta}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+class Store:
+    """All SQL lives here; every method is safe to call from any thread."""
+
+    def __init__(self, path: Path, max_history: int = 10000):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_history = max_history
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- queue ------------------------------------------------------------------------------------------------
+
+    def add(self, item: QueueItem) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO queue VALUES (?,?,?,?,?,?,?,?)",
+                (item.prompt_id, item.number, item.seq, _dumps(item.prompt), _dumps(item.extra_data),
+                 _dumps(item.outputs), item.client_id, item.created),
+            )
+
+    def remove(self, prompt_ids: list[str]) -> None:
+        with self._lock:
+            self._db.executemany("DELETE FROM queue WHERE prompt_id=?", [(p,) for p in prompt_ids])
+
+    def pending(self) -> list[QueueItem]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT number, prompt_id, prompt, extra_data, outputs, client_id, created, seq FROM queue "
+                "ORDER BY number, seq").fetchall()
+        return [QueueItem(r[0], r[1], json.loads(r[2]), json.loads(r[3]), json.loads(r[4]), r[5], r[6], r[7])
+                for r in rows]
+
+    def counters(self) -> tuple[float, int]:
+        """The highest number and sequence used so far (queue and history)."""
+        with self._lock:
+            q = self._db.execute("SELECT MAX(number), MAX(seq) FROM queue").fetchone()
+            h = self._db.execute("SELECT MAX(number), COUNT(*) FROM history").fetchone()
+        number = max(x for x in (q[0], h[0], 0) if x is not None)
+        seq = max(x for x in (q[1], h[1], 0) if x is not None)
+        return number, seq
+
+    def exists(self, prompt_id: str) -> bool:
+        with self._lock:
+            return bool(
+                self._db.execute("SELECT 1 FROM queue WHERE prompt_id=? UNION ALL "
+                                 "SELECT 1 FROM history WHERE prompt_id=?", (prompt_id, prompt_id)).fetchone())
+
+    # -- history ----------------------------------------------------------------------------------------------
+
+    def finish(self, entry: HistoryEntry) -> None:
+        """Move a prompt from the queue to the history, atomically, and trim the history."""
+        it = entry.item
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute("DELETE FROM queue WHERE prompt_id=?", (it.prompt_id,))
+                self._db.execute("DELETE FROM history WHERE prompt_id=?", (it.prompt_id,))
+                self._db.execute(
+                    "INSERT INTO history (prompt_id, number, prompt, extra_data, outputs_to_execute, created, "
+                    "started, finished, status, outputs, meta, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (it.prompt_id, it.number, _dumps(it.prompt), _dumps(it.extra_data), _dumps(it.outputs),
+                     it.created, entry.started, entry.finished, _dumps(entry.status), _dumps(entry.outputs),
+                     _dumps(entry.meta), _dumps(entry.error) if entry.error else None),
+                )
+                self._db.execute(
+                    "DELETE FROM history WHERE seq <= (SELECT MAX(seq) FROM history) - ?", (self.max_history,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    _HISTORY_COLS = ("number, prompt_id, prompt, extra_data, outputs_to_execute, created, started, finished, "
+                     "status, outputs, meta, error")
+
+    def _entry(self, r: tuple) -> HistoryEntry:
+        extra = json.loads(r[3])
+        item = QueueItem(r[0], r[1], json.loads(r[2]), extra, json.loads(r[4]), extra.get("client_id"), r[5])
+        return HistoryEntry(item=item, started=r[6], finished=r[7], status=json.loads(r[8]),
+                            outputs=json.loads(r[9]), meta=json.loads(r[10]),
+                            error=json.loads(r[11]) if r[11] else None)
+
+    def history(self, max_items: int | None = None, offset: int | None = None) -> list[HistoryEntry]:
+        """Oldest first. Without an offset, the latest ``max_items`` entries (ComfyUI's behaviour)."""
+        with self._lock:
+            total = self._db.execute("SELECT COUNT(*) FROM history").fetchone()[0]
+            if offset is None or offset < 0:
+                offset = max(0, total - max_items) if max_items is not None else 0
+            limit = -1 if max_items is None else max(0, max_items)
+            rows = self._db.execute(f"SELECT {self._HISTORY_COLS} FROM history ORDER BY seq LIMIT ? OFFSET ?",
+                                    (limit, offset)).fetchall()
+        return [self._entry(r) for r in rows]
+
+    def history_one(self, prompt_id: str) -> HistoryEntry | None:
+        with self._lock:
+            r = self._db.execute(f"SELECT {self._HISTORY_COLS} FROM history WHERE prompt_id=?",
+                                 (prompt_id,)).fetchone()
+        return self._entry(r) if r else None
+
+    def history_count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM history").fetchone()[0]
+
+    def delete_history(self, prompt_ids: list[str] | None) -> None:
+        """Delete the given entries, or all of them when ``prompt_ids`` is None."""
+        with self._lock:
+            if prompt_ids is None:
+                self._db.execute("DELETE FROM history")
+            else:
+                self._db.executemany("DELETE FROM history WHERE prompt_id=?", [(p,) for p in prompt_ids])
