@@ -14,7 +14,9 @@ STAMP := $(ENV_DIR)/.graph-runtime-installed
 export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup demo test lint bench clean-env
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: setup demo test lint bench clean-env browser
 
 setup: $(STAMP)
 
@@ -35,7 +37,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: setup
 	$(BIN)/graph-runtime run workflows/arithmetic.json --output-dir output
 
-test: setup
+# The editor is tested in a real browser: Debian's Chromium (never a browser download of a test tool's own).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
+test: setup browser
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m pytest -q
 

@@ -209,8 +209,9 @@ class Executor:
                 emit(events.EXECUTED, {"node": nid, "display_node": nid, "output": entry.ui, "prompt_id": prompt_id})
         self.cache.end_run(used)
         if result.status == "success":
-            emit(events.EXECUTING, {"node": None, "display_node": None, "prompt_id": prompt_id})
+            # ComfyUI's order: success, then "executing" with no node, which clients read as "prompt done".
             emit(events.EXECUTION_SUCCESS, {"prompt_id": prompt_id, "timestamp": _now_ms()})
+            emit(events.EXECUTING, {"node": None, "display_node": None, "prompt_id": prompt_id})
         return result
 
     def _interrupted(self, result: RunResult, pn: PlannedNode, emit) -> None:

@@ -198,7 +198,7 @@ def test_event_sequence():
     result = ex.run(doc, handlers=[rec], prompt_id="p1")
     names = [e for e, _ in rec.events]
     assert names == ["execution_start", "execution_cached", "executing", "progress", "progress", "progress",
-                     "executing", "executed", "executing", "execution_success"]
+                     "executing", "executed", "execution_success", "executing"]
     assert all(d["prompt_id"] == "p1" for _, d in rec.events)
     assert [d["value"] for d in rec.of("progress")] == [1, 2, 3]
     assert rec.of("executing")[-1]["node"] is None
