@@ -15,21 +15,10 @@ from types import SimpleNamespace
 
 import torch
 
+from schedulers import registry as _registry
+
 #: Stable Diffusion 1.5's scheduler_config.json
-SD15_SCHEDULER_CONFIG = {
-    "_class_name": "PNDMScheduler",
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "prediction_type": "epsilon",
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "clip_sample": False,
-    "trained_betas": None,
-    "timestep_spacing": "leading",
-}
+SD15_SCHEDULER_CONFIG = dict(_registry.SD15_SCHEDULER_CONFIG)
 
 IMAGE_SIZE = 16
 LATENT_SHAPE = (4, 8, 8)
