@@ -8,12 +8,17 @@ def _node_classes() -> list:
     from .images import LoadImage, PreviewImage, SaveImage
     from .latents import EmptyLatent, VAEDecode, VAEEncode
     from .models import LoadModel
+    from .sampling import Sampler, Scheduler, SchedulerFromSigmas
 
     return [
         # loaders
         LoadModel,
         # conditioning
         TextEncode,
+        # sampling
+        Scheduler,
+        Sampler,
+        SchedulerFromSigmas,
         # latents
         EmptyLatent,
         VAEEncode,
