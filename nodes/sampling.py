@@ -225,6 +225,10 @@ def run_sampler(ctx: Any, model: ModelBundle, positive: Any, negative: Any, late
         raise Interrupted() from None
     except ValueError as exc:
         raise NodeError(f"sampling failed: {exc}") from None
+    if not bool(torch.isfinite(out).all()):  # one host read per run, after the loop
+        raise NodeError(f"sampling with {schedule.name!r} ({schedule.steps} steps) produced NaN or infinite "
+                        "values: this scheduler setting is unstable for this model; try more steps or "
+                        "another scheduler")
     return SampleResult(out, state["denoised"], time.perf_counter() - t0)
 
 
