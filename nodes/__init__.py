@@ -4,6 +4,8 @@
 
 def _node_classes() -> list:
     """Every built-in node class, in the order the editor lists them. Add new modules' nodes here."""
+    from . import aliases, sigma_nodes
+    from .compare import CompareSchedulers
     from .conditioning import TextEncode
     from .images import LoadImage, PreviewImage, SaveImage
     from .latents import EmptyLatent, VAEDecode, VAEEncode
@@ -19,6 +21,8 @@ def _node_classes() -> list:
         Scheduler,
         Sampler,
         SchedulerFromSigmas,
+        *sigma_nodes.NODES,
+        CompareSchedulers,
         # latents
         EmptyLatent,
         VAEEncode,
@@ -27,6 +31,8 @@ def _node_classes() -> list:
         LoadImage,
         SaveImage,
         PreviewImage,
+        # ComfyUI core names, for workflows saved from ComfyUI
+        *aliases.NODES,
     ]
 
 
