@@ -219,8 +219,9 @@ def run_sampler(ctx: Any, model: ModelBundle, positive: Any, negative: Any, late
 
     t0 = time.perf_counter()
     try:
-        out = sample(denoiser, start, schedule, generator, add_noise=add_noise, init_latents=init,
-                     callback=callback, should_stop=lambda: ctx.interrupted)
+        with torch.inference_mode():  # as no_grad in the pipeline, minus autograd's version counting
+            out = sample(denoiser, start, schedule, generator, add_noise=add_noise, init_latents=init,
+                         callback=callback, should_stop=lambda: ctx.interrupted)
     except SamplingInterrupted:
         raise Interrupted() from None
     except ValueError as exc:
