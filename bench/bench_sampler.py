@@ -24,6 +24,7 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,14 +91,33 @@ def swap(pipe, base_config: dict, name: str, seed: int) -> None:
         pipe.scheduler = entry.cls.from_config(base_config, **ov)
 
 
+@contextmanager
+def models_folder(folder: Path):
+    """Make ``folder``'s parent a models folder (GRAPH_RUNTIME_MODELS) for a while."""
+    before = os.environ.get("GRAPH_RUNTIME_MODELS")
+    os.environ["GRAPH_RUNTIME_MODELS"] = str(Path(folder).resolve().parent)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("GRAPH_RUNTIME_MODELS", None)
+        else:
+            os.environ["GRAPH_RUNTIME_MODELS"] = before
+
+
 def compare(folder: Path, *, schedulers: list[str], steps: int, size: int, device: str, dtype_name: str,
             repeats: int, seed: int = 42, cfg: float = 6.0, prompt: str = PROMPT, log=print) -> list[dict]:
     """Time ours vs the pipeline for each scheduler; rows of results."""
+    with models_folder(folder):
+        return _compare(folder, schedulers=schedulers, steps=steps, size=size, device=device,
+                        dtype_name=dtype_name, repeats=repeats, seed=seed, cfg=cfg, prompt=prompt, log=log)
+
+
+def _compare(folder, *, schedulers, steps, size, device, dtype_name, repeats, seed, cfg, prompt, log):
     from graph_runtime import Services
     from nodes.device import resolve_dtype
 
     folder = Path(folder).resolve()
-    os.environ["GRAPH_RUNTIME_MODELS"] = str(folder.parent)
     dtype = resolve_dtype(dtype_name, torch.device(device))
     tmp = Path(tempfile.mkdtemp(prefix="bench-sampler-"))
     services = Services()
@@ -143,8 +163,12 @@ def compare(folder: Path, *, schedulers: list[str], steps: int, size: int, devic
 def seed_rerun(folder: Path, *, scheduler: str, steps: int, size: int, device: str, dtype_name: str,
                seed: int = 42, cfg: float = 6.0) -> dict:
     """First run of a fresh executor (model load included) vs a rerun with only the seed changed."""
-    folder = Path(folder).resolve()
-    os.environ["GRAPH_RUNTIME_MODELS"] = str(folder.parent)
+    with models_folder(folder):
+        return _seed_rerun(Path(folder).resolve(), scheduler=scheduler, steps=steps, size=size, device=device,
+                           dtype_name=dtype_name, seed=seed, cfg=cfg)
+
+
+def _seed_rerun(folder, *, scheduler, steps, size, device, dtype_name, seed, cfg):
     ex = make_executor(Path(tempfile.mkdtemp(prefix="bench-sampler-")), "last")
     doc = make_workflow(folder.name, device, dtype_name, size, scheduler, steps, seed, cfg)
     t0 = time.perf_counter()

@@ -8,7 +8,7 @@ import pytest
 from nodes_support import *  # noqa: F403
 from nodes_support import make_executor
 from PIL import Image
-from sampling_support import node_of, workflow
+from sampling_support import ROOT, node_of, workflow
 from tiny_sd import single_thread
 
 pytestmark = pytest.mark.filterwarnings(
@@ -94,3 +94,16 @@ def test_schedulers_command(models_dir, capsys):
     out = capsys.readouterr().out
     assert "DPMSolverMultistepScheduler" in out and "compatible" in out
     assert main(["schedulers", "--model", "no-such-model"]) == 2
+
+
+def test_gpu_check_dry_run(capsys):
+    """bench/gpu_check.py end to end on a tiny random model on the CPU (the GPU run uses the same code)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import gpu_check
+
+    with single_thread():
+        assert gpu_check.main(["--dry-run", "--steps", "2", "--repeats", "1", "--schedulers", "euler"]) == 0
+    out = capsys.readouterr().out
+    assert "| euler | 2 |" in out and "| 0 |" in out
