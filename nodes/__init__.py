@@ -4,16 +4,25 @@
 
 def _node_classes() -> list:
     """Every built-in node class, in the order the editor lists them. Add new modules' nodes here."""
+    from . import aliases, sigma_nodes
+    from .compare import CompareSchedulers
     from .conditioning import TextEncode
     from .images import LoadImage, PreviewImage, SaveImage
     from .latents import EmptyLatent, VAEDecode, VAEEncode
     from .models import LoadModel
+    from .sampling import Sampler, Scheduler, SchedulerFromSigmas
 
     return [
         # loaders
         LoadModel,
         # conditioning
         TextEncode,
+        # sampling
+        Scheduler,
+        Sampler,
+        SchedulerFromSigmas,
+        *sigma_nodes.NODES,
+        CompareSchedulers,
         # latents
         EmptyLatent,
         VAEEncode,
@@ -22,6 +31,8 @@ def _node_classes() -> list:
         LoadImage,
         SaveImage,
         PreviewImage,
+        # ComfyUI core names, for workflows saved from ComfyUI
+        *aliases.NODES,
     ]
 
 

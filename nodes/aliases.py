@@ -1,0 +1,312 @@
+"""ComfyUI core node names, so workflows saved from ComfyUI (API format) run here unchanged.
+
+Each alias takes ComfyUI's input names and defaults and does its work with the built-in nodes and the
+schedulers library. KSampler's ``sampler_name`` / ``scheduler`` go through :mod:`schedulers.comfy_names`:
+samplers with a k-diffusion rule run it over ComfyUI's own SIGMAS formulas, the others run the closest
+diffusers scheduler. Nodes whose names already equal ComfyUI's (VAEDecode, VAEEncode, SaveImage,
+PreviewImage, LoadImage) take ComfyUI's input names themselves and are not repeated here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Literal
+
+import torch
+
+from graph_runtime import Link, Node, NodeError, NodeInputs, Output, Widget
+from schedulers import comfy_names, registry
+from schedulers import sigmas as sigmas_mod
+from schedulers.schedule import Schedule, schedule_from_sigmas
+
+from .conditioning import TextEncode
+from .latents import MAX_SIZE, EmptyLatent
+from .models import EMBEDDED_NAME, LoadModel, list_models
+from .sampling import SEED_MAX, SIGMAS, _check_model, check_sigmas, run_sampler, schedule_for_sigmas
+
+SAMPLER = "SAMPLER"
+
+
+@dataclass(frozen=True)
+class SamplerChoice:
+    """The SAMPLER value of KSamplerSelect: a ComfyUI sampler name and what runs it over SIGMAS."""
+
+    comfy_name: str
+    runs_as: str  # a k-diffusion rule or a registry name whose class takes set_timesteps(sigmas=...)
+
+
+def _sigma_runner(sampler_name: str) -> str:
+    """What runs ComfyUI sampler ``sampler_name`` over given SIGMAS; NodeError if nothing can."""
+    plan = comfy_names.resolve(sampler_name, "normal")
+    if plan.runner == "kdiffusion":
+        return plan.name
+    entry = registry.get(plan.name)
+    try:
+        ok = entry.accepts_sigmas and not plan.overrides
+    except registry.MissingDependencyError:
+        ok = False
+    if ok:
+        return plan.name
+    usable = [n for n in comfy_names.COMFY_SAMPLERS if comfy_names.resolve(n, "normal").runner == "kdiffusion"]
+    raise NodeError(f"sampler_name: {sampler_name!r} runs here as diffusers' {entry.class_name}, which cannot "
+                    f"follow custom SIGMAS; with SamplerCustom use one of: {', '.join(usable)} (or KSampler, "
+                    f"which builds the schedule itself)")
+
+
+class CheckpointLoaderSimple(Node):
+    """Load a checkpoint (ComfyUI's name for LoadModel): MODEL, CLIP and VAE."""
+
+    CATEGORY = "loaders"
+    DISPLAY_NAME = "Load Checkpoint"
+
+    class Inputs(NodeInputs):
+        ckpt_name: str = Widget(EMBEDDED_NAME, choices=list_models)
+
+    OUTPUTS = (Output("MODEL", "MODEL"), Output("CLIP", "CLIP"), Output("VAE", "VAE"))
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        return LoadModel().execute(SimpleNamespace(model_name=inputs.ckpt_name, device="auto", dtype="auto"), ctx)
+
+    @classmethod
+    def fingerprint(cls, literals: dict, ctx: Any) -> Any:
+        return LoadModel.fingerprint({"model_name": literals.get("ckpt_name", EMBEDDED_NAME)}, ctx)
+
+
+class CLIPTextEncode(Node):
+    """Encode a prompt (ComfyUI's name for TextEncode)."""
+
+    CATEGORY = "conditioning"
+    DISPLAY_NAME = "CLIP Text Encode (Prompt)"
+
+    class Inputs(NodeInputs):
+        text: str = Widget("", multiline=True, dynamicPrompts=True)
+        clip: Any = Link("CLIP")
+
+    OUTPUTS = (Output("CONDITIONING", "CONDITIONING"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        return TextEncode().execute(SimpleNamespace(text=inputs.text, clip=inputs.clip, long_prompt="truncate"), ctx)
+
+
+class EmptyLatentImage(Node):
+    """An empty latent batch (ComfyUI's name for EmptyLatent)."""
+
+    CATEGORY = "latent"
+    DISPLAY_NAME = "Empty Latent Image"
+
+    class Inputs(NodeInputs):
+        width: int = Widget(512, ge=16, le=MAX_SIZE, step=8)
+        height: int = Widget(512, ge=16, le=MAX_SIZE, step=8)
+        batch_size: int = Widget(1, ge=1, le=4096)
+
+    OUTPUTS = (Output("LATENT", "LATENT"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        return EmptyLatent().execute(inputs, ctx)
+
+
+def _comfy_schedule(model: Any, sampler_name: str, scheduler: str, steps: int, denoise: float) -> Schedule:
+    try:
+        return comfy_names.build_comfy_schedule(sampler_name, scheduler, model.scheduler_config, steps,
+                                                denoise, device=model.device)
+    except registry.MissingDependencyError as exc:
+        raise NodeError(f"sampler_name: {exc}") from None
+    except ValueError as exc:
+        raise NodeError(f"sampler_name / scheduler: {exc}") from None
+
+
+class KSampler(Node):
+    """ComfyUI's KSampler: sample a latent with a named sampler and scheduler, classifier-free guidance and a
+    seed. denoise < 1 samples only the tail of the schedule (img2img)."""
+
+    CATEGORY = "sampling"
+    DISPLAY_NAME = "KSampler"
+
+    class Inputs(NodeInputs):
+        model: Any = Link("MODEL")
+        seed: int = Widget(0, ge=0, le=SEED_MAX, control_after_generate=True)
+        steps: int = Widget(20, ge=1, le=10000)
+        cfg: float = Widget(8.0, ge=0.0, le=100.0, step=0.1, round=0.01)
+        sampler_name: Literal[comfy_names.COMFY_SAMPLERS] = Widget("euler")  # type: ignore[valid-type]
+        scheduler: Literal[comfy_names.COMFY_SCHEDULERS] = Widget("normal")  # type: ignore[valid-type]
+        positive: Any = Link("CONDITIONING")
+        negative: Any = Link("CONDITIONING")
+        latent_image: Any = Link("LATENT")
+        denoise: float = Widget(1.0, ge=0.0, le=1.0, step=0.01)
+
+    OUTPUTS = (Output("LATENT", "LATENT"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        model = _check_model(inputs.model)
+        if inputs.denoise <= 0:
+            return (inputs.latent_image,)
+        schedule = _comfy_schedule(model, inputs.sampler_name, inputs.scheduler, inputs.steps, inputs.denoise)
+        res = run_sampler(ctx, model, inputs.positive, inputs.negative, inputs.latent_image, schedule,
+                          inputs.seed, inputs.cfg)
+        return ({**inputs.latent_image, "samples": res.samples},)
+
+
+class KSamplerAdvanced(Node):
+    """ComfyUI's KSamplerAdvanced: KSampler with a step window (start_at_step .. end_at_step), optional noise
+    and optionally leftover noise at the end, for handing a latent on to a second sampler. A window needs a
+    sampler with a k-diffusion rule (euler, heun, dpmpp_2m, ...)."""
+
+    CATEGORY = "sampling"
+    DISPLAY_NAME = "KSampler (Advanced)"
+
+    class Inputs(NodeInputs):
+        model: Any = Link("MODEL")
+        add_noise: Literal["enable", "disable"] = Widget("enable")
+        noise_seed: int = Widget(0, ge=0, le=SEED_MAX, control_after_generate=True)
+        steps: int = Widget(20, ge=1, le=10000)
+        cfg: float = Widget(8.0, ge=0.0, le=100.0, step=0.1, round=0.01)
+        sampler_name: Literal[comfy_names.COMFY_SAMPLERS] = Widget("euler")  # type: ignore[valid-type]
+        scheduler: Literal[comfy_names.COMFY_SCHEDULERS] = Widget("normal")  # type: ignore[valid-type]
+        positive: Any = Link("CONDITIONING")
+        negative: Any = Link("CONDITIONING")
+        latent_image: Any = Link("LATENT")
+        start_at_step: int = Widget(0, ge=0, le=10000)
+        end_at_step: int = Widget(10000, ge=0, le=10000)
+        return_with_leftover_noise: Literal["disable", "enable"] = Widget("disable")
+
+    OUTPUTS = (Output("LATENT", "LATENT"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        model = _check_model(inputs.model)
+        steps = inputs.steps
+        start, end = inputs.start_at_step, min(inputs.end_at_step, steps)
+        add_noise = inputs.add_noise == "enable"
+        full_denoise = inputs.return_with_leftover_noise != "enable"
+        if start >= end:
+            return (inputs.latent_image,)
+        plan = _plan(inputs.sampler_name, inputs.scheduler)
+        if start == 0 and end == steps and plan.runner == "diffusers":
+            schedule = _comfy_schedule(model, inputs.sampler_name, inputs.scheduler, steps, 1.0)
+        else:
+            if plan.runner != "kdiffusion":
+                raise NodeError(f"start_at_step / end_at_step: {inputs.sampler_name!r} runs as a diffusers "
+                                "scheduler, which cannot start or stop mid-schedule; use a sampler with a "
+                                "k-diffusion rule (euler, euler_ancestral, heun, dpmpp_2m, dpmpp_2m_sde, lms)")
+            train = sigmas_mod.model_sigmas(model.scheduler_config)
+            s = sigmas_mod.comfy_scheduler_sigmas(inputs.scheduler, steps, train)
+            s = s[: end + 1].clone()
+            if full_denoise:
+                s[-1] = 0
+            s = s[start:]
+            schedule = schedule_from_sigmas(s, plan.name, model.scheduler_config, runner="kdiffusion",
+                                            device=model.device)
+        res = run_sampler(ctx, model, inputs.positive, inputs.negative, inputs.latent_image, schedule,
+                          inputs.noise_seed, inputs.cfg, add_noise, init_from_latent=True if add_noise else None)
+        return ({**inputs.latent_image, "samples": res.samples},)
+
+
+def _plan(sampler_name: str, scheduler: str) -> comfy_names.ComfyPlan:
+    try:
+        return comfy_names.resolve(sampler_name, scheduler)
+    except ValueError as exc:
+        raise NodeError(f"sampler_name / scheduler: {exc}") from None
+
+
+class BasicScheduler(Node):
+    """SIGMAS for a ComfyUI scheduler name (normal, karras, exponential, ...) over the model's noise levels.
+    denoise < 1 keeps the last steps of a longer schedule."""
+
+    CATEGORY = "sampling/custom_sampling/schedulers"
+    DISPLAY_NAME = "BasicScheduler"
+
+    class Inputs(NodeInputs):
+        model: Any = Link("MODEL")
+        scheduler: Literal[comfy_names.COMFY_SCHEDULERS] = Widget("normal")  # type: ignore[valid-type]
+        steps: int = Widget(20, ge=1, le=10000)
+        denoise: float = Widget(1.0, ge=0.0, le=1.0, step=0.01)
+
+    OUTPUTS = (Output(SIGMAS, "SIGMAS"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        model = _check_model(inputs.model)
+        total = inputs.steps
+        if inputs.denoise < 1.0:
+            if inputs.denoise <= 0.0:
+                return (torch.zeros(0),)
+            total = int(inputs.steps / inputs.denoise)
+        train = sigmas_mod.model_sigmas(model.scheduler_config)
+        s = sigmas_mod.comfy_scheduler_sigmas(inputs.scheduler, total, train)
+        return (s[-(inputs.steps + 1):],)
+
+
+class KarrasScheduler(Node):
+    """Karras et al. (2022) SIGMAS between sigma_max and sigma_min (no model needed)."""
+
+    CATEGORY = "sampling/custom_sampling/schedulers"
+    DISPLAY_NAME = "KarrasScheduler"
+
+    class Inputs(NodeInputs):
+        steps: int = Widget(20, ge=1, le=10000)
+        sigma_max: float = Widget(14.614642, ge=0.0, le=5000.0, step=0.01, round=False)
+        sigma_min: float = Widget(0.0291675, ge=0.0, le=5000.0, step=0.01, round=False)
+        rho: float = Widget(7.0, ge=0.0, le=100.0, step=0.01, round=False)
+
+    OUTPUTS = (Output(SIGMAS, "SIGMAS"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        if not 0 < inputs.sigma_min < inputs.sigma_max:
+            raise NodeError(f"sigma_min: need 0 < sigma_min < sigma_max, got {inputs.sigma_min} and "
+                            f"{inputs.sigma_max}")
+        if inputs.rho <= 0:
+            raise NodeError("rho: must be above 0")
+        return (sigmas_mod.karras(inputs.steps, inputs.sigma_min, inputs.sigma_max, inputs.rho),)
+
+
+class KSamplerSelect(Node):
+    """Choose a sampler (step rule) for SamplerCustom."""
+
+    CATEGORY = "sampling/custom_sampling/samplers"
+    DISPLAY_NAME = "KSamplerSelect"
+
+    class Inputs(NodeInputs):
+        sampler_name: Literal[comfy_names.COMFY_SAMPLERS] = Widget("euler")  # type: ignore[valid-type]
+
+    OUTPUTS = (Output(SAMPLER, "SAMPLER"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        return (SamplerChoice(inputs.sampler_name, _sigma_runner(inputs.sampler_name)),)
+
+
+class SamplerCustom(Node):
+    """Sample a latent over given SIGMAS with a chosen sampler (ComfyUI's SamplerCustom). Outputs the result
+    and the model's last denoised estimate."""
+
+    CATEGORY = "sampling/custom_sampling"
+    DISPLAY_NAME = "SamplerCustom"
+
+    class Inputs(NodeInputs):
+        model: Any = Link("MODEL")
+        add_noise: bool = Widget(True)
+        noise_seed: int = Widget(0, ge=0, le=SEED_MAX, control_after_generate=True)
+        cfg: float = Widget(8.0, ge=0.0, le=100.0, step=0.1, round=0.01)
+        positive: Any = Link("CONDITIONING")
+        negative: Any = Link("CONDITIONING")
+        sampler: Any = Link(SAMPLER)
+        sigmas: Any = Link(SIGMAS)
+        latent_image: Any = Link("LATENT")
+
+    OUTPUTS = (Output("LATENT", "output"), Output("LATENT", "denoised_output"))
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        model = _check_model(inputs.model)
+        if not isinstance(inputs.sampler, SamplerChoice):
+            raise NodeError(f"sampler: expected a SAMPLER (from KSamplerSelect), got {type(inputs.sampler).__name__}")
+        if isinstance(inputs.sigmas, torch.Tensor) and inputs.sigmas.numel() <= 1:
+            return (inputs.latent_image, inputs.latent_image)  # nothing to sample (ComfyUI returns the input)
+        check_sigmas(inputs.sigmas, "sigmas", require_zero_end=False)
+        schedule = schedule_for_sigmas(model, inputs.sigmas, inputs.sampler.runs_as)
+        res = run_sampler(ctx, model, inputs.positive, inputs.negative, inputs.latent_image, schedule,
+                          inputs.noise_seed, inputs.cfg, inputs.add_noise,
+                          init_from_latent=True if inputs.add_noise else None)
+        denoised = res.denoised if res.denoised is not None else res.samples
+        return ({**inputs.latent_image, "samples": res.samples}, {**inputs.latent_image, "samples": denoised})
+
+
+NODES = [CheckpointLoaderSimple, CLIPTextEncode, EmptyLatentImage, KSampler, KSamplerAdvanced, BasicScheduler,
+         KarrasScheduler, KSamplerSelect, SamplerCustom]
