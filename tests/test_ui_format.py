@@ -13,7 +13,10 @@ from graph_runtime import Executor, Node, NodeInputs, Output, RuntimePaths, Widg
 from graph_runtime.ui_format import UIFormatError, ui_to_api
 
 ROOT = Path(__file__).resolve().parents[1]
-UI_ARITHMETIC = ROOT / "web" / "default_graph.json"  # written by hand: the arithmetic workflow as the editor saves it
+# written by hand: the arithmetic workflow as the editor saves it
+UI_ARITHMETIC = ROOT / "tests" / "data" / "arithmetic.ui.json"
+# saved by the editor: the txt2img workflow, as a file and as the editor's default graph
+UI_TXT2IMG = (ROOT / "workflows" / "txt2img.ui.json", ROOT / "web" / "default_graph.json")
 
 
 class Sampler(Node):
@@ -47,6 +50,26 @@ def test_arithmetic_ui_file_matches_the_api_file(registry):
     assert {k: v["inputs"] for k, v in api.items()} == {k: v["inputs"] for k, v in expected.items()}
     assert {k: v["class_type"] for k, v in api.items()} == {k: v["class_type"] for k, v in expected.items()}
     assert api["3"]["_meta"]["title"] == "Tiles"
+    result = Executor(registry, paths=RuntimePaths(base=Path("/nonexistent"))).validate(api)
+    assert result.ok, result.messages()
+
+
+@pytest.mark.parametrize("path", UI_TXT2IMG, ids=lambda p: p.name)
+def test_txt2img_ui_files_match_the_api_file(path):
+    """Same nodes, links and values as workflows/txt2img.json; the inputs that file leaves out hold their
+    declared defaults (the editor saves every widget)."""
+    registry = default_registry()
+    api = ui_to_api(json.loads(path.read_text()), registry)
+    expected = json.loads((ROOT / "workflows" / "txt2img.json").read_text())
+    assert {k: v["class_type"] for k, v in api.items()} == {k: v["class_type"] for k, v in expected.items()}
+    info = registry.object_info()
+    for nid, want in expected.items():
+        got = dict(api[nid]["inputs"])
+        for name, value in want["inputs"].items():
+            assert got.pop(name) == value, (nid, name)
+        declared = {**info[want["class_type"]]["input"]["required"], **info[want["class_type"]]["input"]["optional"]}
+        assert got == {name: declared[name][1]["default"] for name in got}, nid
+        assert api[nid]["_meta"]["title"] == want.get("_meta", {}).get("title", api[nid]["_meta"]["title"])
     result = Executor(registry, paths=RuntimePaths(base=Path("/nonexistent"))).validate(api)
     assert result.ok, result.messages()
 
@@ -168,3 +191,19 @@ def test_cli_runs_an_editor_file(tmp_path):
                           cwd=tmp_path, env={"PYTHONPATH": env_path, "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
                           timeout=120)
     assert proc.returncode == 2 and "node 4" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_cli_renders_the_txt2img_editor_file(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "graph_runtime", "run", str(UI_TXT2IMG[0]), "--set", "5.steps=4",
+                           "--output-dir", str(tmp_path), "--json"], capture_output=True, text=True, cwd=tmp_path,
+                          env={"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
+                               "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["status"] == "success"
+    (image,) = result["outputs"]["8"]["images"]
+    from PIL import Image
+
+    with Image.open(tmp_path / image["filename"]) as img:
+        assert img.format == "PNG" and img.size == (64, 64)

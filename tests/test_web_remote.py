@@ -12,7 +12,7 @@ from test_web_support import ROOT, gated_prompt, http, start_server
 from graph_runtime.cli import main as cli_main
 
 ARITHMETIC = str(ROOT / "workflows" / "arithmetic.json")
-UI_ARITHMETIC = str(ROOT / "web" / "default_graph.json")
+UI_ARITHMETIC = str(ROOT / "tests" / "data" / "arithmetic.ui.json")
 
 
 @pytest.fixture(scope="module")

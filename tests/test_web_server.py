@@ -145,7 +145,7 @@ def test_invalid_prompt_is_refused_with_node_errors(base):
 def test_ui_format_prompt_is_converted(base):
     from test_web_support import ROOT
 
-    doc = json.loads((ROOT / "web" / "default_graph.json").read_text())
+    doc = json.loads((ROOT / "tests" / "data" / "arithmetic.ui.json").read_text())
     pid = submit(base, doc)["prompt_id"]
     assert wait_history(base, pid)["outputs"]["6"]["text"] == ["6 x 7 = 42 tiles"]
 
