@@ -2,17 +2,21 @@
 
 Needs Chromium (Debian: ``apt-get install -y chromium``) and the Python packages ``playwright`` and
 ``comfyui-frontend-package``. Missing pieces make this test fail with the command that installs them: the
-editor is a feature, not an optional extra. A screenshot goes to tests/artifacts/.
+editor is a feature, not an optional extra. Screenshots go to tests/artifacts/.
+
+One page for the module: a first visit shows the default graph (txt2img), which runs with the embedded model;
+then the arithmetic workflow is loaded into the same page and run.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
 
 import pytest
-from test_web_support import http, start_server
+from test_web_support import ROOT, http, start_server
 
 from graph_runtime.ui_format import ui_to_api
 
@@ -37,6 +41,39 @@ def require_browser():
     return sync_playwright
 
 
+TXT2IMG_TYPES = ["EmptyLatent", "LoadModel", "Sampler", "SaveImage", "Scheduler", "TextEncode", "TextEncode",
+                 "VAEDecode"]
+
+
+class Page:
+    """The browser page and what it saw: page errors, server errors, websocket messages and binary frames."""
+
+    def __init__(self, page, base: str):
+        self.page, self.base = page, base
+        self.problems: list[str] = []
+        self.messages: list[dict] = []
+        self.frames: list[bytes] = []
+        page.on("pageerror", lambda exc: self.problems.append(str(exc)[:300] + " " + str(exc.stack)[:600]))
+        page.on("response", lambda r: self.problems.append(f"{r.status} {r.url}")
+                if r.status >= 500 and r.url.startswith(base) else None)
+        page.on("websocket", self.watch)
+
+    def watch(self, ws) -> None:
+        ws.on("framereceived", self.frame)
+
+    def frame(self, payload) -> None:
+        if isinstance(payload, bytes):
+            self.frames.append(payload)
+        else:
+            try:
+                self.messages.append(json.loads(payload))
+            except ValueError:
+                pass
+
+    def of_prompt(self, kind: str, pid: str) -> list[dict]:
+        return [m["data"] for m in self.messages if m.get("type") == kind and m["data"].get("prompt_id") == pid]
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     srv = start_server(tmp_path_factory.mktemp("frontend"))
@@ -44,57 +81,110 @@ def server(tmp_path_factory):
     srv.stop()
 
 
-def test_editor_loads_our_nodes_and_runs_a_workflow(server):
+@pytest.fixture(scope="module")
+def editor(server):
+    """The editor opened once (a first visit: nothing saved yet), with the node types it showed first."""
     sync_playwright = require_browser()
     ARTIFACTS.mkdir(exist_ok=True)
-    base = server.url
-    problems: list[str] = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.on("pageerror", lambda exc: problems.append(str(exc)[:300] + " " + str(exc.stack)[:600]))
-            page.on("response", lambda r: problems.append(f"{r.status} {r.url}")
-                    if r.status >= 500 and r.url.startswith(base) else None)
-            page.goto(base + "/")
-            # our extension loads the default graph (the arithmetic workflow) on a first visit
-            page.wait_for_function("() => window.app?.graph?._nodes?.length === 7", timeout=90_000)
-            types = page.evaluate("() => window.app.graph._nodes.map((n) => n.type).sort()")
-            assert types == sorted(["PrimitiveInt", "PrimitiveInt", "IntMath", "ToString", "StringFormat",
-                                    "ShowValue", "SaveText"])
-            assert page.evaluate("() => Object.keys(LiteGraph.registered_node_types).includes('IntMath')")
-
-            # the editor's own conversion and ours agree on the graph it holds
-            saved = page.evaluate("() => window.app.graph.serialize()")
-            theirs = page.evaluate("async () => (await window.app.graphToPrompt()).output")
-            ours = ui_to_api(saved, server.state.registry)
-            assert {k: v["inputs"] for k, v in ours.items()} == {k: v["inputs"] for k, v in theirs.items()}
-
-            page.get_by_role("button", name="Run").first.click()
-            deadline = time.monotonic() + 30
-            history: dict = {}
-            while not history and time.monotonic() < deadline:
-                history = http("GET", base + "/history").json()
-                time.sleep(0.1)
-            assert len(history) == 1, "pressing Run queued nothing"
-            entry = next(iter(history.values()))
-            assert entry["status"]["status_str"] == "success"
-            assert entry["outputs"]["6"]["text"] == ["6 x 7 = 42 tiles"]
-            assert entry["prompt"][3]["extra_pnginfo"]["workflow"]["nodes"]  # the editor sent its graph along
-
-            # the result reaches the page over the websocket and is shown on the SaveText node
-            page.wait_for_function(
-                "() => JSON.stringify(window.app.nodeOutputs || {}).includes('6 x 7 = 42 tiles')", timeout=30_000)
-            page.wait_for_function(
-                "() => [...document.querySelectorAll('textarea')].some((t) => t.value === '6 x 7 = 42 tiles')",
-                timeout=30_000)
-            page.screenshot(path=str(ARTIFACTS / "frontend_arithmetic.png"))
-
-            # settings written by the editor land in the user folder
-            page.evaluate("async () => await window.app.api.storeSetting('Comfy.Test.Marker', 'set')")
-            assert http("GET", base + "/api/settings/Comfy.Test.Marker").json() == "set"
-            seen = list(problems)
+            page = Page(browser.new_page(viewport={"width": 1400, "height": 900}), server.url)
+            page.page.goto(server.url + "/")
+            # our extension loads the default graph on a first visit
+            page.page.wait_for_function("() => window.app?.graph?._nodes?.length > 0 && "
+                                        "Object.keys(LiteGraph.registered_node_types).includes('Sampler')",
+                                        timeout=90_000)
+            page.first_types = page.page.evaluate("() => window.app.graph._nodes.map((n) => n.type).sort()")
+            yield page
         finally:
             browser.close()
+
+
+def run_in_editor(editor: Page, server, timeout: float = 60) -> tuple[str, dict]:
+    """Press Run; the prompt it queued and its history entry once finished."""
+    before = set(http("GET", server.url + "/history").json())
+    editor.page.get_by_role("button", name="Run").first.click()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new = {k: v for k, v in http("GET", server.url + "/history").json().items() if k not in before}
+        if new:
+            assert len(new) == 1, "pressing Run queued more than one prompt"
+            return next(iter(new.items()))
+        time.sleep(0.1)
+    raise AssertionError("pressing Run queued nothing (or it did not finish)")
+
+
+def editor_and_ours_agree(editor: Page, server) -> None:
+    """The editor's own conversion and ours agree on the graph it holds."""
+    saved = editor.page.evaluate("() => window.app.graph.serialize()")
+    theirs = editor.page.evaluate("async () => (await window.app.graphToPrompt()).output")
+    ours = ui_to_api(saved, server.state.registry)
+    assert {k: v["inputs"] for k, v in ours.items()} == {k: v["inputs"] for k, v in theirs.items()}
+
+
+def test_editor_shows_txt2img_first_and_renders_it(editor, server):
+    from nodes_support import has_embedded
+
+    assert has_embedded(), "the embedded model is missing: models/tiny-shapes-sd"
+    assert editor.first_types == TXT2IMG_TYPES
+    page = editor.page
+    editor_and_ours_agree(editor, server)
+
+    pid, entry = run_in_editor(editor, server)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    (image,) = entry["outputs"]["8"]["images"]
+    assert entry["prompt"][2]["6"]["inputs"]["seed"] == 42  # the value in the file; the editor randomizes after
+    assert entry["prompt"][3]["extra_pnginfo"]["workflow"]["nodes"]  # the editor sent its graph along
+
+    # the image reaches the SaveImage node: loaded from /view and drawn on the node
+    page.wait_for_function(
+        """() => { const n = window.app.graph.getNodeById(8);
+                   return n?.imgs?.length > 0 && n.imgs[0].complete && n.imgs[0].naturalWidth === 64; }""",
+        timeout=30_000)
+    src = page.evaluate("() => window.app.graph.getNodeById(8).imgs[0].src")
+    assert "/view?" in src and image["filename"] in src
+    page.evaluate("() => window.app.graph.setDirtyCanvas(true, true)")
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(ARTIFACTS / "frontend_txt2img.png"))
+
+    # the page heard the run over its websocket: sampler steps, latent previews, the result
+    steps = entry["prompt"][2]["5"]["inputs"]["steps"]
+    progress = [d for d in editor.of_prompt("progress", pid) if d["node"] == "6"]
+    assert [d["value"] for d in progress][-1] == steps and {d["max"] for d in progress} == {steps}
+    assert any(f[:4] == b"\x00\x00\x00\x01" for f in editor.frames), "no preview frame reached the page"
+    executed = {d["node"]: d["output"] for d in editor.of_prompt("executed", pid)}
+    assert executed["8"]["images"] == [image]
+    assert editor.of_prompt("execution_success", pid)
+    assert not editor.problems, editor.problems
+
+
+def test_editor_loads_our_nodes_and_runs_a_workflow(editor, server):
+    page = editor.page
+    doc = json.loads((ROOT / "tests" / "data" / "arithmetic.ui.json").read_text())
+    page.evaluate("async (doc) => await window.app.loadGraphData(doc)", doc)
+    page.wait_for_function("() => window.app?.graph?._nodes?.length === 7", timeout=30_000)
+    types = page.evaluate("() => window.app.graph._nodes.map((n) => n.type).sort()")
+    assert types == sorted(["PrimitiveInt", "PrimitiveInt", "IntMath", "ToString", "StringFormat",
+                            "ShowValue", "SaveText"])
+    assert page.evaluate("() => Object.keys(LiteGraph.registered_node_types).includes('IntMath')")
+    editor_and_ours_agree(editor, server)
+
+    _, entry = run_in_editor(editor, server, timeout=30)
+    assert entry["status"]["status_str"] == "success"
+    assert entry["outputs"]["6"]["text"] == ["6 x 7 = 42 tiles"]
+    assert entry["prompt"][3]["extra_pnginfo"]["workflow"]["nodes"]  # the editor sent its graph along
+
+    # the result reaches the page over the websocket and is shown on the SaveText node
+    page.wait_for_function(
+        "() => JSON.stringify(window.app.nodeOutputs || {}).includes('6 x 7 = 42 tiles')", timeout=30_000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('textarea')].some((t) => t.value === '6 x 7 = 42 tiles')",
+        timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "frontend_arithmetic.png"))
+
+    # settings written by the editor land in the user folder
+    page.evaluate("async () => await window.app.api.storeSetting('Comfy.Test.Marker', 'set')")
+    assert http("GET", server.url + "/api/settings/Comfy.Test.Marker").json() == "set"
     assert (server.config.paths.output / "tiles.txt").read_text() == "6 x 7 = 42 tiles"
-    assert not seen, seen
+    assert not editor.problems, editor.problems
