@@ -175,8 +175,11 @@ def run_sampler(ctx: Any, model: ModelBundle, positive: Any, negative: Any, late
     With ``add_noise``: an all-zero latent (EmptyLatent) starts from the seed's noise as the txt2img pipeline
     does; any other latent is the img2img starting point, noised to the schedule's first step. Without it,
     the latent is used as it is (continuing a split schedule). ``init_from_latent`` forces the choice.
+    Previews are off when the prompt asks for none (``extra_data["preview_method"] == "none"``, as the editor's
+    "Live preview method" setting sends it).
     """
     model = _check_model(model)
+    previews = previews and (getattr(ctx, "extra_data", None) or {}).get("preview_method") != "none"
     samples = latent_samples(latent, model)
     pos = _embeds(positive, "positive")
     do_cfg = cfg > 1.0

@@ -53,10 +53,10 @@ def png_size(data: bytes) -> tuple[int, int]:
     return img.size
 
 
-def run_over_ws(base: str, prompt: dict) -> tuple[str, list]:
+def run_over_ws(base: str, prompt: dict, **extra) -> tuple[str, list]:
     cid = new_id()
     with ws_connect(base, cid) as ws:
-        pid = submit(base, prompt, cid)["prompt_id"]
+        pid = submit(base, prompt, cid, **extra)["prompt_id"]
         return pid, collect_until_done(ws, pid, timeout=300)
 
 
@@ -91,10 +91,12 @@ def test_txt2img_through_the_server_then_a_seed_only_rerun(server):
     assert png_size(r.body) == (64, 64)
     assert wait_history(base, pid)["outputs"]["8"]["images"] == images
 
-    # the same graph with another seed: the model, the prompts, the latent and the schedule come from the cache
+    # the same graph with another seed: the model, the prompts, the latent and the schedule come from the cache;
+    # the editor's "Live preview method: none" (sent in extra_data) turns the previews off
     again = copy.deepcopy(TXT2IMG)
     again["6"]["inputs"]["seed"] += 1
-    pid2, msgs2 = run_over_ws(base, again)
+    pid2, msgs2 = run_over_ws(base, again, extra_data={"preview_method": "none"})
+    assert not [m for k, m in msgs2 if k == "binary"] and of_prompt(msgs2, "progress", pid2)
     assert of_prompt(msgs2, "execution_success", pid2), [k for k, _ in msgs2]
     (cached,) = of_prompt(msgs2, "execution_cached", pid2)
     assert set(cached["nodes"]) == {"1", "2", "3", "4", "5"}
