@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/graph-runtime run workflows/arithmetic.json --output-dir output
+	$(BIN)/graph-runtime run workflows/txt2img.json --output-dir output
 
 # The editor is tested in a real browser: Debian's Chromium (never a browser download of a test tool's own).
 browser:
