@@ -121,7 +121,7 @@ def test_vae_round_trip_is_close():
 
 
 def test_shipped_folder_loads_in_diffusers_and_generates():
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline
 
     size = sum(f.stat().st_size for f in MODEL.rglob("*") if f.is_file())
     assert size < 30 * 2**20
@@ -141,14 +141,19 @@ def test_shipped_folder_loads_in_diffusers_and_generates():
                generator=torch.Generator().manual_seed(0), output_type="np").images
     assert out.shape == (1, 64, 64, 3) and np.isfinite(out).all()
 
+
+def test_generated_pictures_obey_heldout_prompts():
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+    from models.shapes.metric import prompt_adherence, summarize
+
+    pipe = StableDiffusionPipeline.from_pretrained(MODEL)
+    pipe.set_progress_bar_config(disable=True)
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
     specs = heldout_specs()[::HELDOUT_STRIDE]
     prompts = [s.prompt for s in specs]
     images = pipe(prompts, num_inference_steps=TEST_STEPS, guidance_scale=6.0,
                   generator=torch.Generator().manual_seed(0), output_type="np").images
-
-    from models.shapes.metric import prompt_adherence, summarize
-
     summary = summarize(prompt_adherence(images, prompts))
     assert summary["all"] >= HELDOUT_ALL_MIN, summary
     assert min(summary[k] for k in ATTRIBUTES) >= HELDOUT_ATTR_MIN, summary

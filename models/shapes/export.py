@@ -73,12 +73,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     ap.add_argument("--out", type=Path, default=DEFAULT_EXPORT)
+    ap.add_argument("--vae", type=Path, default=None, help="default: <workdir>/vae_ft if present, else <workdir>/vae")
     args = ap.parse_args()
+    if args.vae is None:
+        args.vae = args.workdir / "vae_ft" if (args.workdir / "vae_ft").exists() else args.workdir / "vae"
     state = torch.load(args.workdir / "unet_state.pt", weights_only=False)
     unet, te = load_ema(state)
-    vae = AutoencoderKL.from_pretrained(args.workdir / "vae")
+    vae = AutoencoderKL.from_pretrained(args.vae)
     export_pipeline(unet, te, vae, args.out)
-    log(f"exported step {state['step']} to {args.out}")
+    log(f"exported step {state['step']} (vae {args.vae}) to {args.out}")
 
 
 if __name__ == "__main__":
