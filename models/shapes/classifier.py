@@ -1,6 +1,6 @@
 """A small CNN that reads the attributes of a procedural picture back: the judge of prompt adherence.
 
-    python -m models.shapes.classifier --minutes 3
+    python -m models.shapes.classifier --minutes 4
 
 Trained on jittered procedural pictures of all 900 combinations, with blur, noise and slight colour
 shifts so that it also reads generated pictures (which are never quite as crisp). The weights are
@@ -65,9 +65,9 @@ def labels_of(specs) -> dict[str, torch.Tensor]:
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     b = x.shape[0]
-    # blur half of the batch with a random-width gaussian
-    sigma = torch.rand(b, generator=gen) * 1.2
-    blur = torch.rand(b, generator=gen) < 0.5
+    # blur 60% of the batch with a random-width gaussian
+    sigma = torch.rand(b, generator=gen) * 1.6
+    blur = torch.rand(b, generator=gen) < 0.6
     if blur.any():
         k = torch.arange(-3, 4, dtype=torch.float32)
         w = torch.exp(-(k[None] ** 2) / (2 * sigma[blur, None].clamp(min=0.3) ** 2))
@@ -80,7 +80,7 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         xb = F.conv2d(F.pad(xb, (0, 0, 3, 3), mode="replicate"), wk[:, None, :, None], groups=n * 3)
         x = x.clone()
         x[blur] = xb.reshape(n, 3, 64, 64)
-    x = x + (torch.rand(b, 3, 1, 1, generator=gen) - 0.5) * 0.08
+    x = x + (torch.rand(b, 3, 1, 1, generator=gen) - 0.5) * 0.12
     x = x + torch.randn(x.shape, generator=gen) * torch.rand(b, 1, 1, 1, generator=gen) * 0.04
     return x.clamp(0, 1)
 
@@ -116,7 +116,7 @@ def clean_eval_set(n: int = 2000, seed: int = 777):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=3.0)
+    ap.add_argument("--minutes", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--n-train", type=int, default=24000)
     ap.add_argument("--out", type=Path, default=WEIGHTS)
