@@ -1,0 +1,1 @@
+"""Models shipped with the runtime and the code that trains them."""

@@ -1,0 +1,1 @@
+"""The tiny-shapes text-to-image model: procedural data, training, export and a prompt-adherence metric."""
