@@ -7,11 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+import ray  # a test dependency: the batch runner is tested on a real local Ray cluster
 
-ray = pytest.importorskip("ray")
-
-from graph_runtime.batch import cli as batch_cli  # noqa: E402
-from graph_runtime.batch.manifest import iter_records  # noqa: E402
+from graph_runtime.batch import cli as batch_cli
+from graph_runtime.batch.manifest import iter_records
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEP = ["--sweep", "1.value=1..4", "--sweep", "5.template={a}-{b}-{c},{c}!"]

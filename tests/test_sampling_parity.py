@@ -65,8 +65,7 @@ def workflow_image(executor, name: str, steps=STEPS, cfg=CFG, seed=SEED) -> torc
 
 
 def test_uses_embedded_model():
-    if not has_embedded():
-        pytest.skip("the embedded model folder is absent: parity ran on a random-weight stand-in")
+    assert has_embedded(), "the embedded model is missing: models/tiny-shapes-sd"
 
 
 @pytest.mark.parametrize("name", registry.names())
