@@ -161,6 +161,15 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def quiet_threads() -> None:
+    """Idle OpenMP threads sleep instead of spinning (set before torch loads its OpenMP runtime).
+
+    With spinning threads, any other busy process on a small machine stalls every parallel region: a 20-step
+    render of the embedded model measured 66 s instead of 0.9 s on 2 cores with one core busy.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graph-runtime", description="Run diffusion node-graph workflows.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details (and tracebacks) to stderr")
@@ -200,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_threads()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")

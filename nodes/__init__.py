@@ -1,6 +1,12 @@
 """The built-in diffusion nodes. ``register`` is the one place they are listed (entry point
 ``graph_runtime.nodes``)."""
 
+import os
+
+# Idle OpenMP threads sleep rather than spin, so a busy neighbour process does not stall every parallel region
+# (must be set before torch loads; the command line sets it too). See graph_runtime.cli.quiet_threads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 def _node_classes() -> list:
     """Every built-in node class, in the order the editor lists them. Add new modules' nodes here."""
