@@ -62,3 +62,13 @@ def test_ray_failed_job_is_recorded(cluster, tmp_path, capsys):
     assert records[3]["status"] == records[4]["status"] == "ok"
     assert records[0]["status"] == "error" and records[0]["error"]["node_id"] == "1"
     assert "divide by zero" in records[0]["error"]["message"]
+
+
+def test_ray_renders_the_same_images_as_the_local_run(cluster, tmp_path):
+    """The embedded model on two Ray workers: byte-identical PNGs to the local batch for the same seeds."""
+    wf = str(REPO / "workflows/txt2img.json")
+    sweep = ["--sweep", "6.seed=1..2", "--set", "5.steps=6"]
+    assert batch_cli.main([wf, *sweep, "--output-dir", str(tmp_path / "local"), "--quiet"]) == 0
+    assert batch_cli.main([wf, *sweep, "--output-dir", str(tmp_path / "ray"), "--quiet", "--ray"]) == 0
+    local, remote = outputs(tmp_path / "local"), outputs(tmp_path / "ray")
+    assert len(local) == 2 and local == remote

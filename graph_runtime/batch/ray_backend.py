@@ -108,6 +108,10 @@ class RayBackend:
         gpus = int(resources.get("GPU", 0))
         count = self.workers or gpus or max(1, int(resources.get("CPU", 1)))
         options = {"num_gpus": 1, "num_cpus": 0} if gpus else {"num_cpus": 1}
+        # Ray gives each worker one OpenMP thread; torch's CPU kernels sum in a thread-count-dependent order,
+        # so workers use the driver's thread count to produce the same pixels as a local run.
+        threads = os.environ.get("OMP_NUM_THREADS") or str(len(os.sched_getaffinity(0)))
+        options["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": threads, "OMP_WAIT_POLICY": "PASSIVE"}}
         actor_cls = ray.remote(**options)(BatchWorker)
         self.actors = [actor_cls.remote(self.registry_factory, self.cache, self.paths) for _ in range(count)]
 
