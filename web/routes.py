@@ -146,25 +146,24 @@ async def get_queue(request: Request) -> Response:
                          "queue_pending": [i.as_comfy() for i in q.pending()]})
 
 
-def _ids(body: dict) -> list[str] | None:
-    ids = body.get("delete")
-    if ids is None:
-        return None
+async def _clear_or_delete(request: Request) -> tuple[bool, list[str]]:
+    """The body POST /queue and POST /history share: ``{"clear": true}`` and/or ``{"delete": [ids]}``."""
+    body = await read_json(request) or {}
+    if not isinstance(body, dict):
+        raise ValueError("expected a JSON object")
+    ids = body.get("delete") or []
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise ValueError("delete must be a list of prompt ids")
-    return ids
+    return bool(body.get("clear")), ids
 
 
 async def post_queue(request: Request) -> Response:
     q = request.app.state.server.queue
     try:
-        body = await read_json(request) or {}
-        if not isinstance(body, dict):
-            raise ValueError("expected a JSON object")
-        ids = _ids(body)
+        clear, ids = await _clear_or_delete(request)
     except ValueError as exc:
         return files.error(400, str(exc))
-    if body.get("clear"):
+    if clear:
         q.clear()
     if ids:
         q.delete(ids)
@@ -189,13 +188,10 @@ async def get_history(request: Request) -> Response:
 async def post_history(request: Request) -> Response:
     store = request.app.state.server.store
     try:
-        body = await read_json(request) or {}
-        if not isinstance(body, dict):
-            raise ValueError("expected a JSON object")
-        ids = _ids(body)
+        clear, ids = await _clear_or_delete(request)
     except ValueError as exc:
         return files.error(400, str(exc))
-    if body.get("clear"):
+    if clear:
         store.delete_history(None)
     if ids:
         store.delete_history(ids)
