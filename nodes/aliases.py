@@ -21,7 +21,7 @@ from schedulers import sigmas as sigmas_mod
 from schedulers.schedule import Schedule, schedule_from_sigmas
 
 from .conditioning import TextEncode
-from .latents import MAX_SIZE, EmptyLatent
+from .latents import MAX_SIZE, empty_latent
 from .models import EMBEDDED_NAME, LoadModel, list_models
 from .sampling import SEED_MAX, SIGMAS, _check_model, check_sigmas, run_sampler, schedule_for_sigmas
 
@@ -103,7 +103,7 @@ class EmptyLatentImage(Node):
     OUTPUTS = (Output("LATENT", "LATENT"),)
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
-        return EmptyLatent().execute(inputs, ctx)
+        return (empty_latent(inputs.width, inputs.height, inputs.batch_size),)
 
 
 def _comfy_schedule(model: Any, sampler_name: str, scheduler: str, steps: int, denoise: float) -> Schedule:

@@ -1,7 +1,7 @@
 """Latent nodes: EmptyLatent, VAEEncode, VAEDecode.
 
-LATENT values are ``{"samples": Tensor[B, 4, H/8, W/8]}`` in diffusion space (VAE latents times the VAE's
-scaling factor, as diffusers keeps them); see :mod:`nodes.types`.
+LATENT values are ``{"samples": Tensor[B, C, H/8, W/8]}`` in diffusion space (VAE latents shifted and scaled
+by the VAE's factors, as diffusers' pipelines keep them); see :mod:`nodes.types`.
 """
 
 from __future__ import annotations
@@ -12,15 +12,31 @@ import torch
 
 from graph_runtime import Link, Node, NodeError, NodeInputs, Output, Widget
 
-from .types import VAEBundle
+from .types import ModelBundle, VAEBundle
 
 MAX_SIZE = 16384
 MAX_PIXELS = 2**26  # width * height * batch_size; 64 Mpx of latents' worth of images in one tensor
 DECODE_BATCH = 8
 
 
+def empty_latent(width: int, height: int, batch_size: int, channels: int = 4, factor: int = 8) -> dict:
+    """Zeros ``[batch, channels, height / factor, width / factor]`` on the CPU, after the size checks."""
+    for name, v in (("width", width), ("height", height)):
+        if v % factor:
+            raise NodeError(f"{name} must be a multiple of {factor}, got {v} (try {v - v % factor} or "
+                            f"{v - v % factor + factor})")
+    total = width * height * batch_size
+    if total > MAX_PIXELS:
+        raise NodeError(f"{width} x {height} x batch {batch_size} = {total} pixels is more than the limit of "
+                        f"{MAX_PIXELS} pixels per latent batch; use a smaller size or batch")
+    return {"samples": torch.zeros(batch_size, channels, height // factor, width // factor)}
+
+
 class EmptyLatent(Node):
-    """An all-zero latent batch of the given image size, for a sampler to start from (full denoise)."""
+    """An all-zero latent batch of the given image size, for a sampler to start from (full denoise).
+
+    With a model connected, the latent has that model's channels (4 for SD1.x/SDXL, 16 for SD3); without,
+    SD1.x's 4."""
 
     CATEGORY = "latent"
     DISPLAY_NAME = "Empty Latent"
@@ -29,19 +45,17 @@ class EmptyLatent(Node):
         width: int = Widget(512, ge=64, le=MAX_SIZE, step=8, tooltip="image width in pixels (multiple of 8)")
         height: int = Widget(512, ge=64, le=MAX_SIZE, step=8, tooltip="image height in pixels (multiple of 8)")
         batch_size: int = Widget(1, ge=1, le=4096, tooltip="how many images")
+        model: Any = Link("MODEL", optional=True, tooltip="gives the latent this model's channel count")
 
-    OUTPUTS = (Output("LATENT", "LATENT", "zeros [batch, 4, height/8, width/8] on the CPU"),)
+    OUTPUTS = (Output("LATENT", "LATENT", "zeros [batch, channels, height/8, width/8] on the CPU"),)
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
-        w, h, b = inputs.width, inputs.height, inputs.batch_size
-        for name, v in (("width", w), ("height", h)):
-            if v % 8:
-                raise NodeError(f"{name} must be a multiple of 8, got {v} (try {v - v % 8} or {v - v % 8 + 8})")
-        total = w * h * b
-        if total > MAX_PIXELS:
-            raise NodeError(f"{w} x {h} x batch {b} = {total} pixels is more than the limit of {MAX_PIXELS} "
-                            "pixels per latent batch; use a smaller size or batch")
-        return ({"samples": torch.zeros(b, 4, h // 8, w // 8)},)
+        channels, factor = 4, 8
+        if inputs.model is not None:
+            if not isinstance(inputs.model, ModelBundle):
+                raise NodeError(f"model: expected a MODEL, got {type(inputs.model).__name__}")
+            channels, factor = inputs.model.latent_channels, inputs.model.family.latent.spatial_factor
+        return (empty_latent(inputs.width, inputs.height, inputs.batch_size, channels, factor),)
 
 
 class VAEEncode(Node):
@@ -88,7 +102,7 @@ def _check_latent(latent: Any) -> torch.Tensor:
 
 @torch.inference_mode()
 def decode(vae: VAEBundle, latent: dict, ctx: Any = None) -> torch.Tensor:
-    """``vae.decode(samples / scaling_factor)``, then ``(x / 2 + 0.5).clamp(0, 1)`` (diffusers'
+    """``vae.decode(samples / scaling_factor + shift_factor)``, then ``(x / 2 + 0.5).clamp(0, 1)`` (diffusers'
     VaeImageProcessor), as float32 [B, H, W, C] on the CPU. Decodes in slices of ``DECODE_BATCH``."""
     samples = _check_latent(latent)
     if samples.shape[1] != vae.vae.config.latent_channels:
@@ -99,7 +113,7 @@ def decode(vae: VAEBundle, latent: dict, ctx: Any = None) -> torch.Tensor:
         if ctx is not None:
             ctx.check_interrupted()
         z = samples[i:i + DECODE_BATCH].to(device=vae.device, dtype=vae.dtype)
-        x = vae.vae.decode(z / vae.scaling_factor).sample
+        x = vae.vae.decode(z / vae.scaling_factor + vae.shift_factor).sample
         x = (x / 2 + 0.5).clamp(0, 1)
         out.append(x.permute(0, 2, 3, 1).float().cpu())
     return torch.cat(out)
@@ -126,6 +140,6 @@ def encode(vae: VAEBundle, pixels: Any, ctx: Any = None) -> torch.Tensor:
         if x.shape[1] == 1:  # grey
             x = x.expand(-1, 3, -1, -1)
         x = x.to(device=vae.device, dtype=vae.dtype) * 2 - 1
-        z = vae.vae.encode(x).latent_dist.mode() * vae.scaling_factor
+        z = (vae.vae.encode(x).latent_dist.mode() - vae.shift_factor) * vae.scaling_factor
         out.append(z.float())
     return torch.cat(out)

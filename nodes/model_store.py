@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -25,16 +24,19 @@ from .types import ModelBundle, TextEncoderBundle, VAEBundle
 log = logging.getLogger(__name__)
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
-COMPONENTS = ("unet", "vae", "text_encoder")
 
 
 @dataclass(eq=False)
 class LoadedModel:
-    """The three parts of a Stable Diffusion checkpoint, as LoadModel outputs them."""
+    """The parts of a model, as LoadModel outputs them; a part the file does not hold is None."""
 
-    model: ModelBundle
-    clip: TextEncoderBundle
-    vae: VAEBundle
+    model: ModelBundle | None
+    clip: TextEncoderBundle | None
+    vae: VAEBundle | None
+
+
+def _name(loaded: LoadedModel) -> str:
+    return next(p.name for p in (loaded.model, loaded.clip, loaded.vae) if p is not None)
 
 
 def refuse_pickle(path: Path) -> None:
@@ -67,7 +69,8 @@ class ModelStore:
 
     def load(self, path: str | Path, *, device: torch.device, dtype: torch.dtype, name: str | None = None,
              config_folders: list[Path] | tuple[Path, ...] = ()) -> LoadedModel:
-        """Load (or reuse) the model at ``path``: a diffusers folder or a single SD1.x ``.safetensors`` file.
+        """Load (or reuse) the model at ``path``: a diffusers folder of any known family, or a single
+        ``.safetensors`` checkpoint.
 
         ``config_folders`` are diffusers folders to try, in order, as the configuration of a single file
         (the first whose tensor shapes fit the file is used).
@@ -102,7 +105,7 @@ class ModelStore:
         many. Memory is returned once nothing else holds them (cached node outputs may still)."""
         with self._lock:
             keys = [k for k, v in self._entries.items()
-                    if name is None or v.model.name == name or k[0].endswith(name)]
+                    if name is None or _name(v) == name or k[0].endswith(name)]
             for k in keys:
                 del self._entries[k]
         gc.collect()
@@ -113,7 +116,7 @@ class ModelStore:
     def loaded(self) -> list[dict]:
         """What is loaded: name, path, device, dtype."""
         with self._lock:
-            return [{"name": v.model.name, "path": k[0], "device": k[2], "dtype": k[3]}
+            return [{"name": _name(v), "path": k[0], "device": k[2], "dtype": k[3]}
                     for k, v in self._entries.items()]
 
     def __len__(self) -> int:
@@ -123,72 +126,59 @@ class ModelStore:
 
 # ---- loading ----------------------------------------------------------------------------------------------
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise NodeError(f"cannot read {path}: {exc}") from exc
-
-
-def _check_folder(folder: Path) -> None:
-    for part in COMPONENTS:
-        sub = folder / part
-        if not sub.is_dir():
-            raise NodeError(f"{folder.name}: missing the {part}/ folder of a Stable Diffusion model")
-        if not any(sub.glob("*.safetensors")):
-            pickles = [p.name for p in sub.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES]
-            if pickles:
-                raise NodeError(f"only .safetensors are loaded: {folder.name}/{part} holds only pickle "
-                                f"weights ({', '.join(pickles)})")
-            raise NodeError(f"{folder.name}/{part}: no .safetensors weights")
-
-
 def _load(path: Path, device: torch.device, dtype: torch.dtype, name: str,
           config_folders: list[Path] | tuple[Path, ...]) -> LoadedModel:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from . import families
 
     log.info("loading model %s on %s (%s)", path, device, dtype)
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise NodeError(f"{path.name}: not a diffusers model folder (no model_index.json)")
-        _check_folder(path)
-        common = {"local_files_only": True, "use_safetensors": True, "torch_dtype": dtype}
-        try:
-            unet = UNet2DConditionModel.from_pretrained(str(path), subfolder="unet", **common)
-            vae = AutoencoderKL.from_pretrained(str(path), subfolder="vae", **common)
-            text_encoder = CLIPTextModel.from_pretrained(str(path), subfolder="text_encoder", **common)
-            tokenizer = CLIPTokenizer.from_pretrained(str(path), subfolder="tokenizer", local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise NodeError(f"cannot load model folder {path.name}: {exc}") from exc
-        config_folder = path
+        family = families.for_folder(path)
+        parts = family.load_folder(path, dtype)
     else:
         if path.suffix.lower() != ".safetensors":
             raise NodeError(f"only .safetensors are loaded: {path.name!r} is not a .safetensors file")
-        config_folder = pick_config_folder(path, config_folders)
-        from diffusers import StableDiffusionPipeline
+        family = families.for_file(path)
+        parts = family.load_file(path, dtype, config_folders)
+    return bundle(parts, family, device, dtype, name, str(path))
 
-        try:
-            pipe = StableDiffusionPipeline.from_single_file(
-                str(path), config=str(config_folder), local_files_only=True, torch_dtype=dtype,
-                safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise NodeError(f"cannot load checkpoint {path.name}: {exc}") from exc
-        unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
-    scheduler_config = _read_json(config_folder / "scheduler" / "scheduler_config.json")
-    for m in (unet, vae, text_encoder):  # already in ``dtype`` (torch_dtype above)
-        m.to(device).eval().requires_grad_(False)
+
+def bundle(parts, family, device: torch.device, dtype: torch.dtype, name: str, source: str) -> LoadedModel:
+    """The MODEL, CLIP and VAE values of loaded parts, moved to ``device`` (a missing part gives None)."""
+    modules = [parts.network, parts.vae, *(e.model for e in parts.encoders.values())]
+    for m in modules:
+        if m is None:
+            continue
+        m.to(device).eval().requires_grad_(False)  # already in ``dtype`` (torch_dtype when loaded)
         if device.type == "cpu":
             _own_aligned_memory(m)
-    return LoadedModel(
-        model=ModelBundle(unet=unet, scheduler_config=scheduler_config,
-                          prediction_type=scheduler_config.get("prediction_type", "epsilon"),
-                          device=device, dtype=dtype, name=name, source=str(path)),
-        clip=TextEncoderBundle(tokenizer=tokenizer, text_encoder=text_encoder, device=device, dtype=dtype,
-                               name=name),
-        vae=VAEBundle(vae=vae, scaling_factor=float(vae.config.scaling_factor), device=device, dtype=dtype,
-                      name=name),
-    )
+    model = None
+    if parts.network is not None:
+        model = ModelBundle(network=parts.network, family=family, scheduler_config=dict(parts.scheduler_config),
+                            device=device, dtype=dtype, name=name, source=source)
+    clip = None
+    if parts.encoders:
+        clip = TextEncoderBundle(family=family, encoders=dict(parts.encoders), device=device, dtype=dtype,
+                                 name=name)
+    vae = None
+    if parts.vae is not None:
+        cfg = parts.vae.config
+        vae = VAEBundle(vae=parts.vae, scaling_factor=float(cfg.scaling_factor), device=device, dtype=dtype,
+                        name=name, shift_factor=float(getattr(cfg, "shift_factor", None) or 0.0))
+    return LoadedModel(model=model, clip=clip, vae=vae)
+
+
+def load_original_checkpoint(path: Path, config_folder: Path, dtype: torch.dtype):
+    """An all-in-one SD1.x checkpoint through diffusers' ``from_single_file`` with a shipped config."""
+    from diffusers import StableDiffusionPipeline
+
+    try:
+        return StableDiffusionPipeline.from_single_file(
+            str(path), config=str(config_folder), local_files_only=True, torch_dtype=dtype,
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise NodeError(f"cannot load checkpoint {path.name}: {exc}") from exc
 
 
 def _own_aligned_memory(module: torch.nn.Module) -> None:

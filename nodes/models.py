@@ -3,7 +3,7 @@
 Models live in the repository's ``models/`` folder (the embedded ``tiny-shapes-sd`` among them), in the
 folders listed in ``GRAPH_RUNTIME_MODELS`` (separated by ``os.pathsep``) and in the runtime's
 ``paths.models``. A model is a diffusers folder (one holding ``model_index.json`` and ``.safetensors``
-weights) or a single SD1.x ``.safetensors`` checkpoint; its name is its path relative to the models folder.
+weights, of any family in :mod:`nodes.families`) or a single SD1.x ``.safetensors`` checkpoint; its name is its path relative to the models folder.
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ def model_dirs(extra: Iterable[Path] = ()) -> list[Path]:
 
 
 def is_model_folder(path: Path) -> bool:
-    return (path / "model_index.json").is_file() and any((path / "unet").glob("*.safetensors"))
+    """A diffusers pipeline folder with weights (``unet/`` or ``transformer/`` holding .safetensors)."""
+    return (path / "model_index.json").is_file() and any(
+        any((path / part).glob("*.safetensors")) for part in ("unet", "transformer"))
 
 
 def _walk(root: Path, here: Path, depth: int, out: list[str]) -> None:
@@ -97,7 +99,8 @@ def config_candidates(extra: Iterable[Path] = ()) -> list[Path]:
 
 
 class LoadModel(Node):
-    """Load a Stable Diffusion model (a diffusers folder or a single .safetensors checkpoint).
+    """Load a model of any known family (SD1.x, SD2.x, SDXL, SD3.x): a diffusers folder or a single
+    .safetensors checkpoint.
 
     Outputs the denoiser (MODEL), the text encoder (CLIP) and the autoencoder (VAE). Loaded models are
     shared across runs; device ``auto`` is CUDA in fp16 when available, else the CPU in fp32.
@@ -113,7 +116,7 @@ class LoadModel(Node):
         dtype: Literal[DTYPE_CHOICES] = Widget("auto", optional=True)  # type: ignore[valid-type]
 
     OUTPUTS = (
-        Output("MODEL", "MODEL", "the denoising UNet and its scheduler configuration"),
+        Output("MODEL", "MODEL", "the denoising network and its scheduler configuration"),
         Output("CLIP", "CLIP", "the text encoder, for TextEncode"),
         Output("VAE", "VAE", "the autoencoder, for VAEDecode / VAEEncode"),
     )
@@ -125,6 +128,10 @@ class LoadModel(Node):
         dtype = resolve_dtype(inputs.dtype or "auto", device)
         loaded = ctx.service(ModelStore).load(path, device=device, dtype=dtype, name=inputs.model_name,
                                               config_folders=config_candidates(extra))
+        missing = [n for n, v in (("MODEL", loaded.model), ("CLIP", loaded.clip), ("VAE", loaded.vae)) if v is None]
+        if missing:
+            raise NodeError(f"model_name: {inputs.model_name} holds no {' / '.join(missing)}; load that part "
+                            "with its own loader")
         return (loaded.model, loaded.clip, loaded.vae)
 
     @classmethod

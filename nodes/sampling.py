@@ -14,7 +14,7 @@ import inspect
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -142,19 +142,31 @@ class SampleResult:
     seconds: float
 
 
-def _embeds(cond: Any, what: str) -> torch.Tensor:
+def _conditioning(cond: Any, what: str) -> Conditioning:
     if not isinstance(cond, Conditioning):
         raise NodeError(f"{what}: expected CONDITIONING (from TextEncode), got {type(cond).__name__}")
-    return cond.embeds
+    return cond
 
 
-def _batch(e: torch.Tensor, batch: int, what: str) -> torch.Tensor:
-    if e.shape[0] == batch:
-        return e
-    if batch % e.shape[0]:
-        raise NodeError(f"{what}: {e.shape[0]} prompts do not divide a latent batch of {batch}")
-    # the pipeline's num_images_per_prompt: each prompt repeated for its images
-    return e.repeat_interleave(batch // e.shape[0], dim=0)
+def _to(inputs: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    if isinstance(inputs, dict):
+        return {k: _to(v, device, dtype) for k, v in inputs.items()}
+    return inputs.to(device=device, dtype=dtype) if inputs.is_floating_point() else inputs.to(device)
+
+
+def guidance_inputs(model: ModelBundle, positive: Any, negative: Any, shape: tuple[int, ...],
+                    do_cfg: bool) -> tuple[dict, dict | None]:
+    """The network's keyword inputs for the positive and (with guidance) negative conditioning: the
+    family's (text states, pooled embeddings, size ids, ...), batched and on the model's device and dtype."""
+    pos = _conditioning(positive, "positive")
+    family = model.family
+    neg = None
+    if do_cfg:
+        neg = _conditioning(negative, "negative")
+        a, b = match_lengths(pos.embeds, neg.embeds)
+        pos, neg = replace(pos, embeds=a), replace(neg, embeds=b)
+        neg = _to(family.network_inputs(model, neg, shape, "negative"), model.device, model.dtype)
+    return _to(family.network_inputs(model, pos, shape, "positive"), model.device, model.dtype), neg
 
 
 def latent_samples(latent: Any, model: ModelBundle, what: str = "latent") -> torch.Tensor:
@@ -181,21 +193,13 @@ def run_sampler(ctx: Any, model: ModelBundle, positive: Any, negative: Any, late
     model = _check_model(model)
     previews = previews and (getattr(ctx, "extra_data", None) or {}).get("preview_method") != "none"
     samples = latent_samples(latent, model)
-    pos = _embeds(positive, "positive")
     do_cfg = cfg > 1.0
     if do_cfg and negative is None:
         raise NodeError(f"negative: cfg {cfg} > 1 needs a negative conditioning (encode an empty prompt, as "
                         "diffusers does, or set cfg to 1 to skip the unconditional pass)")
-    batch = samples.shape[0]
     device, dtype = model.device, model.dtype
-    pos = _batch(pos, batch, "positive")
-    neg = None
-    if do_cfg:
-        neg = _batch(_embeds(negative, "negative"), batch, "negative")
-        pos, neg = match_lengths(pos, neg)
-        neg = neg.to(device=device, dtype=dtype)
-    pos = pos.to(device=device, dtype=dtype)
-    denoiser = CFGDenoiser(model.unet, pos, neg, cfg)
+    pos, neg = guidance_inputs(model, positive, negative, tuple(samples.shape), do_cfg)
+    denoiser = CFGDenoiser(model.family.network(model), pos, neg, cfg)
 
     x = samples.to(device=device, dtype=dtype)
     if not add_noise:
@@ -218,7 +222,7 @@ def run_sampler(ctx: Any, model: ModelBundle, positive: Any, negative: Any, late
             now = time.perf_counter()
             if now - state["last_preview"] >= PREVIEW_INTERVAL_S or i + 1 == n:
                 state["last_preview"] = now
-                ctx.preview(latent_preview_jpeg(denoised), "JPEG")
+                ctx.preview(latent_preview_jpeg(denoised, model.family.latent), "JPEG")
 
     t0 = time.perf_counter()
     try:

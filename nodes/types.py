@@ -2,12 +2,12 @@
 
 Port type -> Python value:
 
-* ``MODEL``: :class:`ModelBundle` (the denoising UNet plus what a sampler needs to drive it).
-* ``CLIP``: :class:`TextEncoderBundle` (tokenizer + text encoder).
+* ``MODEL``: :class:`ModelBundle` (the denoising network plus what a sampler needs to drive it).
+* ``CLIP``: :class:`TextEncoderBundle` (the family's tokenizers + text encoders).
 * ``VAE``: :class:`VAEBundle`.
 * ``CONDITIONING``: :class:`Conditioning` (prompt embeddings on the model device).
-* ``LATENT``: a dict ``{"samples": Tensor[B, 4, H/8, W/8]}`` in diffusion space, i.e. VAE latents already
-  multiplied by the VAE's ``scaling_factor`` (the diffusers convention; VAEDecode divides). It may also hold
+* ``LATENT``: a dict ``{"samples": Tensor[B, C, H/8, W/8]}`` (C = 4 for SD1.x/SDXL, 16 for SD3) in diffusion space, i.e. VAE latents already
+  shifted by the VAE's ``shift_factor`` and multiplied by its ``scaling_factor`` (the diffusers convention; VAEDecode divides). It may also hold
   ``"noise_mask"`` (``Tensor[B, H, W]`` or ``[B, 1, H/8, W/8]``, 1 = repaint). The tensor may live on any device
   and dtype: consumers move it where they need it.
 * ``IMAGE``: ``float32`` tensor ``[B, H, W, C]`` in 0..1 on the CPU (ComfyUI's convention).
@@ -17,7 +17,7 @@ Port type -> Python value:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -32,46 +32,78 @@ MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, MASK = (
 class ModelBundle:
     """A loaded denoiser.
 
-    ``unet`` is a diffusers ``UNet2DConditionModel`` already on ``device`` in ``dtype`` and in eval mode.
-    ``scheduler_config`` is the model's own scheduler configuration (a plain dict, as in
-    ``scheduler_config.json``) for ``SomeScheduler.from_config``; ``prediction_type`` is "epsilon",
-    "v_prediction" or "sample" (read from that config). ``name`` is the model's name in the LoadModel list and
-    ``source`` the resolved path it was loaded from (a diffusers folder or a ``.safetensors`` file).
+    ``network`` is the family's denoising network (a diffusers ``UNet2DConditionModel`` for SD1.x/SD2.x/SDXL,
+    an ``SD3Transformer2DModel`` for SD3), already on ``device`` in ``dtype`` and in eval mode; ``family`` is
+    its :class:`nodes.families.base.Family`. ``scheduler_config`` is the model's own scheduler configuration
+    (a plain dict, as in ``scheduler_config.json``) for ``SomeScheduler.from_config``; ModelSampling nodes
+    change it with :meth:`with_config`. ``name`` is the model's name in the loader's list and ``source`` the
+    resolved path it was loaded from.
     """
 
-    unet: Any
+    network: Any
+    family: Any
     scheduler_config: dict
-    prediction_type: str
     device: torch.device
     dtype: torch.dtype
     name: str
     source: str
 
     @property
+    def unet(self) -> Any:
+        return self.network
+
+    @property
+    def prediction_type(self) -> str:
+        """"epsilon", "v_prediction" or "flow" (from the scheduler config)."""
+        from schedulers.model_sampling import model_sampling
+
+        return model_sampling(self.scheduler_config).kind
+
+    @property
     def latent_channels(self) -> int:
-        return int(self.unet.config.in_channels)
+        return int(getattr(self.network.config, "in_channels", self.family.latent.channels))
+
+    def with_config(self, **changes: Any) -> ModelBundle:
+        """The same network with scheduler config keys changed (the network is shared, not copied)."""
+        return replace(self, scheduler_config={**self.scheduler_config, **changes})
 
 
 @dataclass(eq=False)
 class TextEncoderBundle:
-    """A CLIP tokenizer and text encoder (transformers ``CLIPTokenizer`` / ``CLIPTextModel``) on ``device``."""
+    """A family's text encoders by slot (e.g. ``clip_l``, ``clip_g``, ``t5``), each a tokenizer and a
+    transformers model on ``device``. ``last_layer`` is CLIPSetLastLayer's choice (None: the family's own)."""
 
-    tokenizer: Any
-    text_encoder: Any
+    family: Any
+    encoders: dict
     device: torch.device
     dtype: torch.dtype
     name: str
+    last_layer: int | None = None
+
+    @property
+    def first(self) -> Any:
+        return next(iter(self.encoders.values()))
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.first.tokenizer
+
+    @property
+    def text_encoder(self) -> Any:
+        return self.first.model
 
 
 @dataclass(eq=False)
 class VAEBundle:
-    """A diffusers ``AutoencoderKL`` on ``device``; ``scaling_factor`` maps VAE latents to diffusion space."""
+    """A diffusers ``AutoencoderKL`` on ``device``: diffusion-space latents are
+    ``(vae_latents - shift_factor) * scaling_factor`` (the shift is 0 for SD1.x/SDXL, non-zero for SD3)."""
 
     vae: Any
     scaling_factor: float
     device: torch.device
     dtype: torch.dtype
     name: str
+    shift_factor: float = 0.0
 
     @property
     def downscale(self) -> int:
@@ -85,11 +117,13 @@ class Conditioning:
     ``B`` is 1 for one prompt (the sampler repeats it over the latent batch). ``seq`` is 77 for SD1.x, or a
     multiple of 77 when TextEncode's ``long_prompt`` is "chunk". Positive and negative must have the same
     ``seq`` before classifier-free guidance batches them: the sampler pads the shorter one with
-    :func:`match_lengths` (as ComfyUI does). ``extra`` holds optional details (e.g. ``dropped_tokens``).
+    :func:`match_lengths` (as ComfyUI does). ``pooled`` is the pooled text embedding of the families that
+    use one (SDXL, SD3). ``extra`` holds optional details (e.g. ``dropped_tokens``; SDXL's ``sizes``).
     """
 
     embeds: torch.Tensor
     prompt: str
+    pooled: torch.Tensor | None = None
     extra: dict = field(default_factory=dict)
 
 

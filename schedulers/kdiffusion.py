@@ -1,10 +1,11 @@
 """k-diffusion-style step rules over any SIGMAS tensor.
 
 Diffusers schedulers own their sigma grid; these rules take it as input, which is what ComfyUI-style
-custom sigmas (Karras, split, hand-written lists) need. The epsilon model is seen as a denoiser in sigma
-space, as k-diffusion's DiscreteEpsDDPMDenoiser does: the UNet gets ``x / sqrt(sigma^2 + 1)`` and the
-continuous timestep found by interpolating ``log sigma`` over the model's train sigmas, and
-``x0 = x - sigma * eps``.
+custom sigmas (Karras, split, hand-written lists) need. The network is seen as a denoiser in sigma space
+through its model sampling (k-diffusion's denoiser wrappers, :mod:`schedulers.model_sampling`): an epsilon
+UNet gets ``x / sqrt(sigma^2 + 1)`` at the continuous timestep found by interpolating ``log sigma`` over the
+model's train sigmas and ``x0 = x - sigma * eps``; a v-prediction UNet the same input with k-diffusion's v
+formula; a flow transformer ``x`` itself at ``sigma * 1000`` and ``x0 = x - sigma * v``.
 
 Each rule is ``rule(model, x, sigmas, *, generator, hooks) -> x``: ``model(x, j)`` returns the denoised
 estimate at ``sigmas[j]`` (rules only evaluate at grid points), ``hooks.begin(i)`` runs before step ``i`` and
@@ -19,6 +20,8 @@ from typing import Any, Protocol
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
+
+from .model_sampling import Discrete, ModelSampling
 
 __all__ = ["RULES", "STOCHASTIC_RULES", "SigmaDenoiser", "sigma_to_t"]
 
@@ -40,34 +43,36 @@ class _NoHooks:
 def sigma_to_t(sigmas: torch.Tensor, train_sigmas: torch.Tensor) -> torch.Tensor:
     """Continuous timesteps for ``sigmas``: linear interpolation in log sigma between the two neighbouring
     train sigmas (``train_sigmas`` ascending, index = train timestep); clamped to [0, n - 1]."""
-    log_train = train_sigmas.to(sigmas.device, torch.float32).log()
-    log_s = sigmas.to(torch.float32).clamp(min=1e-10).log()
-    low = (torch.searchsorted(log_train, log_s, right=True) - 1).clamp(0, len(log_train) - 2)
-    lo, hi = log_train[low], log_train[low + 1]
-    w = ((lo - log_s) / (lo - hi)).clamp(0, 1)
-    return (1 - w) * low + w * (low + 1)
+    return Discrete(train_sigmas).timestep(sigmas)
 
 
 class SigmaDenoiser:
-    """An epsilon-prediction callable seen as ``x0 = D(x, sigma)`` on a fixed SIGMAS grid.
+    """A network's prediction seen as ``x0 = D(x, sigma)`` on a fixed SIGMAS grid.
 
-    ``eps_model(x, t, scale)`` is e.g. a ``guidance.CFGDenoiser``; ``scale(x_in, t)`` is applied to the model
-    input after any CFG batching, as diffusers pipelines apply ``scale_model_input``.
+    ``network(x, t, scale)`` is e.g. a ``guidance.CFGDenoiser``; ``sampling`` (a
+    :class:`~schedulers.model_sampling.ModelSampling`, or a tensor of train sigmas for an epsilon model)
+    gives the timestep, the input scaling -- applied after any CFG batching, as diffusers pipelines apply
+    ``scale_model_input`` -- and turns the prediction into the denoised estimate.
     """
 
-    def __init__(
-        self, eps_model: Callable[..., torch.Tensor], sigmas: torch.Tensor, train_sigmas: torch.Tensor
-    ):
-        self.eps_model = eps_model
+    def __init__(self, network: Callable[..., torch.Tensor], sigmas: torch.Tensor,
+                 sampling: ModelSampling | torch.Tensor):
+        self.network = network
+        self.sampling = Discrete(sampling) if isinstance(sampling, torch.Tensor) else sampling
         self.sigmas = sigmas
-        self.timesteps = sigma_to_t(sigmas, train_sigmas)
-        # divide (not multiply by a reciprocal) so inputs match diffusers' scale_model_input bit for bit
-        self._in_denominator = (sigmas**2 + 1) ** 0.5
+        self.timesteps = self.sampling.timestep(sigmas)
+        self._in_denominator = self.sampling.input_scale(sigmas)
 
     def __call__(self, x: torch.Tensor, j: int) -> torch.Tensor:
-        denom = self._in_denominator[j]
-        eps = self.eps_model(x, self.timesteps[j], scale=lambda x_in, t: x_in / denom)
-        return x - self.sigmas[j] * eps
+        scale = None
+        if self._in_denominator is not None:
+            denom = self._in_denominator[j]
+
+            def scale(x_in: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                return x_in / denom
+
+        out = self.network(x, self.timesteps[j], scale=scale)
+        return self.sampling.denoised(x, self.sigmas[j], out)
 
 
 def _to_d(x, sigma, denoised):

@@ -5,9 +5,11 @@ Every name is built the way diffusers' scheduler guide swaps schedulers on a pip
 and timestep spacing carry over. All entries were checked to run an SD-style epsilon model and to match
 ``StableDiffusionPipeline`` exactly (see tests/test_schedulers_parity.py).
 
-Left out on purpose: EDMEuler / EDMDPMSolverMultistep / CosineDPMSolverMultistep (they feed the UNet EDM
-noise levels instead of train timesteps), the inverse and parallel variants, IPNDM, flow-matching and
-model-specific schedulers.
+Flow-matching models (SD3, ...) bring a FlowMatch scheduler config; the ``flow_*`` entries fit them (the
+multistep solvers through their flow-sigma settings, with the model's shift), the others fit DDPM-trained
+models (``fits`` tells which). Left out on purpose: EDMEuler / EDMDPMSolverMultistep /
+CosineDPMSolverMultistep (they feed the UNet EDM noise levels instead of train timesteps), the inverse and
+parallel variants, IPNDM and model-specific schedulers.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ __all__ = [
     "SchedulerEntry",
     "REGISTRY",
     "compatible_names",
+    "fitting_names",
     "get",
     "names",
 ]
@@ -75,6 +78,25 @@ class SchedulerEntry:
     requires: str | None = None
     #: config key that seeds the scheduler's own noise source instead of the step generator
     seed_config_key: str | None = None
+    #: "discrete" (DDPM-trained epsilon / v models) or "flow" (flow-matching models)
+    kind: str = "discrete"
+
+    def config_overrides(self, scheduler_config: Mapping[str, Any]) -> dict[str, Any]:
+        """The overrides for ``from_config`` on a model with ``scheduler_config``: the entry's own, and for a
+        multistep solver on a flow model its flow-sigma settings with the model's shift."""
+        from .model_sampling import FLOW_CLASSES
+
+        out = dict(self.overrides)
+        if self.kind == "flow" and self.class_name not in FLOW_CLASSES:
+            shift = scheduler_config.get("shift", scheduler_config.get("flow_shift", 1.0))
+            out |= {"use_flow_sigmas": True, "prediction_type": "flow_prediction", "flow_shift": float(shift)}
+        return out
+
+    def fits(self, scheduler_config: Mapping[str, Any]) -> bool:
+        """Whether this scheduler runs a model with ``scheduler_config`` (flow entries on flow models)."""
+        from .model_sampling import is_flow_config
+
+        return (self.kind == "flow") == is_flow_config(scheduler_config)
 
     @property
     def cls(self) -> type:
@@ -83,18 +105,20 @@ class SchedulerEntry:
 
     def build(self, scheduler_config: Mapping[str, Any], **overrides: Any):
         """A fresh scheduler: ``cls.from_config(config, **entry overrides, **overrides)``."""
-        return self.cls.from_config(dict(scheduler_config), **{**self.overrides, **overrides})
+        return self.cls.from_config(dict(scheduler_config), **{**self.config_overrides(scheduler_config),
+                                                               **overrides})
 
     @property
     def accepts_sigmas(self) -> bool:
         """``set_timesteps(sigmas=...)`` works for an SD epsilon config (signature + a probe: UniPC has the
-        parameter but only honours it for flow-matching sigmas)."""
-        return _probe(self.name, "sigmas")
+        parameter but only honours it for flow-matching sigmas). Flow entries shift what they are given, so
+        custom SIGMAS run on flow models through the k-diffusion rules instead."""
+        return self.kind == "discrete" and _probe(self.name, "sigmas")
 
     @property
     def accepts_timesteps(self) -> bool:
         """``set_timesteps(timesteps=...)`` works for an SD epsilon config (signature + a probe)."""
-        return _probe(self.name, "timesteps")
+        return self.kind == "discrete" and _probe(self.name, "timesteps")
 
     @property
     def sigma_spacings(self) -> tuple[str, ...]:
@@ -162,6 +186,10 @@ REGISTRY: Mapping[str, SchedulerEntry] = MappingProxyType(
             _e("sasolver", "SA-Solver", "SASolverScheduler", stochastic=True),
             _e("lcm", "LCM", "LCMScheduler", stochastic=True),
             _e("tcd", "TCD", "TCDScheduler"),
+            _e("flow_euler", "Flow Euler", "FlowMatchEulerDiscreteScheduler", kind="flow"),
+            _e("flow_heun", "Flow Heun", "FlowMatchHeunDiscreteScheduler", kind="flow"),
+            _e("flow_dpmpp_2m", "Flow DPM++ 2M", "DPMSolverMultistepScheduler", kind="flow"),
+            _e("flow_unipc", "Flow UniPC", "UniPCMultistepScheduler", kind="flow"),
         ]
     }
 )
@@ -170,6 +198,11 @@ REGISTRY: Mapping[str, SchedulerEntry] = MappingProxyType(
 def names() -> list[str]:
     """Registered scheduler names, in display order."""
     return list(REGISTRY)
+
+
+def fitting_names(scheduler_config: Mapping[str, Any]) -> list[str]:
+    """The names that run a model with ``scheduler_config`` (discrete or flow-matching)."""
+    return [n for n, e in REGISTRY.items() if e.fits(scheduler_config)]
 
 
 def get(name: str) -> SchedulerEntry:

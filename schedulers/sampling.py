@@ -20,7 +20,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from . import kdiffusion
-from . import sigmas as sigmas_mod
+from .model_sampling import Flow, model_sampling
 from .schedule import Schedule
 
 __all__ = ["SamplingInterrupted", "make_noise", "sample"]
@@ -69,7 +69,8 @@ def sample(
 ) -> torch.Tensor:
     """Run ``schedule`` and return the final latents.
 
-    ``denoiser(x, t, scale=...)`` predicts epsilon (``guidance.CFGDenoiser``). With ``add_noise`` (default),
+    ``denoiser(x, t, scale=...)`` is the guided network (``guidance.CFGDenoiser``); what its prediction
+    means (epsilon, v, flow velocity) comes from the schedule's config (``model_sampling``). With ``add_noise`` (default),
     ``latents_or_noise`` is standard-normal noise (``make_noise``): txt2img scales it by the scheduler's
     ``init_noise_sigma``; with ``init_latents`` (img2img) or a denoise < 1 schedule it is added to
     ``init_latents`` (zeros if absent) at the schedule's first timestep. With ``add_noise=False`` it is the
@@ -113,18 +114,23 @@ def _run_diffusers(denoiser, noise, schedule, generator, add_noise, init_latents
     else:
         seed = generator.initial_seed() if generator is not None else None
     sched = schedule.make_scheduler(noise.device, seed=seed)
+    ms = model_sampling(schedule.config)
     begin = schedule.begin_index
     timesteps = sched.timesteps[begin:]
     partial = init_latents is not None or begin > 0
     if partial and hasattr(sched, "set_begin_index"):
         sched.set_begin_index(begin)  # as StableDiffusionImg2ImgPipeline.get_timesteps
+    flow = isinstance(ms, Flow)
     if not add_noise:
         latents = noise
     elif not partial:
-        latents = noise * sched.init_noise_sigma
+        latents = noise if flow else noise * sched.init_noise_sigma
     else:
         base = init_latents if init_latents is not None else torch.zeros_like(noise)
-        latents = sched.add_noise(base, noise, timesteps[:1].repeat(noise.shape[0]))
+        if flow:  # as the SD3 / Flux img2img pipelines
+            latents = sched.scale_noise(base, timesteps[:1].repeat(noise.shape[0]), noise)
+        else:
+            latents = sched.add_noise(base, noise, timesteps[:1].repeat(noise.shape[0]))
     hooks.latents = latents
 
     params = inspect.signature(sched.step).parameters
@@ -137,8 +143,10 @@ def _run_diffusers(denoiser, noise, schedule, generator, add_noise, init_latents
     order = int(getattr(sched, "order", 1))
     n_calls = len(timesteps)
     warmup = n_calls - schedule.steps * order
-    # previews from epsilon where the scheduler returns no x0 estimate (multistep solvers, PNDM)
-    sigma_space = bool(torch.as_tensor(sched.init_noise_sigma) != 1)
+    # previews from the prediction where the scheduler returns no x0 estimate (multistep solvers, PNDM);
+    # the model sampling works in k-diffusion's sigma space, which some schedulers' latents are not in
+    sigma_space = flow or bool(torch.as_tensor(sched.init_noise_sigma) != 1)
+    scale = getattr(sched, "scale_model_input", None)
     step_sigmas = schedule.sigmas.to(noise.device)
 
     step, step_start, preview = 0, True, None
@@ -146,12 +154,12 @@ def _run_diffusers(denoiser, noise, schedule, generator, add_noise, init_latents
         if step_start:
             hooks.begin(step)
         x_in = latents
-        eps = denoiser(latents, t, scale=sched.scale_model_input)
+        eps = denoiser(latents, t, scale=scale)
         out = sched.step(eps, t, latents, **step_kwargs, return_dict=True)
         latents = out.prev_sample
         if hooks.callback is not None and step_start and step < len(step_sigmas):
             s = step_sigmas[step]
-            preview = (x_in if sigma_space else x_in * (s * s + 1) ** 0.5) - s * eps
+            preview = ms.denoised(x_in if sigma_space else x_in * (s * s + 1) ** 0.5, s, eps)
         # the pipeline's progress rule: a step completes every `order` calls after the warm-up calls
         step_start = i == n_calls - 1 or ((i + 1) > warmup and (i + 1) % order == 0)
         if step_start:
@@ -166,15 +174,10 @@ def _run_diffusers(denoiser, noise, schedule, generator, add_noise, init_latents
 def _run_kdiffusion(denoiser, noise, schedule, generator, add_noise, init_latents, hooks: _Hooks):
     device = noise.device
     sigmas = schedule.sigmas.to(device)
-    train = sigmas_mod.model_sigmas(schedule.config).to(device)
-    if not add_noise:
-        x = noise
-    elif init_latents is not None:
-        x = init_latents + noise * sigmas[0]
-    else:
-        x = noise * sigmas[0]
+    ms = model_sampling(schedule.config)
+    x = ms.noise_scaling(sigmas[0], noise, init_latents) if add_noise else noise
     hooks.latents = x
-    model = kdiffusion.SigmaDenoiser(denoiser, sigmas, train)
+    model = kdiffusion.SigmaDenoiser(denoiser, sigmas, ms)
     rule = kdiffusion.RULES[schedule.rule]
     takes_eta = "eta" in inspect.signature(rule).parameters
     kwargs = {"eta": schedule.eta} if takes_eta and schedule.eta is not None else {}

@@ -15,6 +15,7 @@ import torch
 
 from . import kdiffusion, registry
 from . import sigmas as sigmas_mod
+from .model_sampling import model_sampling
 
 __all__ = ["Schedule", "build_schedule", "img2img_start", "schedule_from_sigmas"]
 
@@ -102,7 +103,13 @@ def build_schedule(
     entry = registry.get(name)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
-    ov: dict[str, Any] = dict(entry.overrides)
+    if not entry.fits(scheduler_config):
+        raise ValueError(
+            f"scheduler {name!r} ({entry.class_name}) does not fit this model: it is for "
+            f"{'flow-matching' if entry.kind == 'flow' else 'DDPM-trained (epsilon / v)'} models; schedulers "
+            f"that fit: {', '.join(registry.fitting_names(scheduler_config))}"
+        )
+    ov: dict[str, Any] = entry.config_overrides(scheduler_config)
     if sigma_spacing != "default":
         if sigma_spacing not in registry.SIGMA_FLAGS:
             raise ValueError(
@@ -155,14 +162,13 @@ def schedule_from_sigmas(
         )
         return replace(sch, sigmas=s.to(torch.float32))  # keeps a split's non-zero end as given
     if runner in ("auto", "kdiffusion") and sampler in kdiffusion.RULES:
-        train = sigmas_mod.model_sigmas(scheduler_config)
         return Schedule(
             name=sampler,
             config=dict(scheduler_config),
             overrides=dict(overrides or {}),
             steps=len(s) - 1,
             denoise=1.0,
-            timesteps=kdiffusion.sigma_to_t(s[:-1], train.to(s.device)),
+            timesteps=model_sampling(scheduler_config).timestep(s[:-1]),
             sigmas=s.to(torch.float32),
             runner="kdiffusion",
             rule=sampler,

@@ -1,0 +1,87 @@
+"""Stable Diffusion 3 / 3.5: an MMDiT over 16-channel latents (rectified flow), conditioned on CLIP-L and
+CLIP-G (penultimate layers, concatenated, zero-padded to T5's width) followed by T5-XXL's tokens, and on the
+two CLIPs' pooled projections. T5 is optional, as in the pipeline: without it its 256 tokens are zeros."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .base import Family, LatentFormat, repeat_to
+from .clip import run_clip, window_ids
+
+#: ComfyUI's SD3 latent preview factors (rows: the 16 channels; columns: R, G, B) and bias
+SD3_RGB = (
+    (-0.0922, -0.0175, 0.0749), (0.0311, 0.0633, 0.0954), (0.1994, 0.0927, 0.0458), (0.0856, 0.0339, 0.0902),
+    (0.0587, 0.0272, -0.0496), (-0.0006, 0.1104, 0.0309), (0.0978, 0.0306, 0.0427), (-0.0042, 0.1038, 0.1358),
+    (-0.0194, 0.0020, 0.0669), (-0.0488, 0.0130, -0.0268), (0.0922, 0.0988, 0.0951), (-0.0278, 0.0524, -0.0542),
+    (0.0332, 0.0456, 0.0895), (-0.0069, -0.0030, -0.0810), (-0.0596, -0.0465, -0.0293), (-0.1448, -0.1463, -0.1189),
+)
+SD3_BIAS = (0.2394, 0.2135, 0.1925)
+T5_TOKENS = 256
+
+
+class StableDiffusion3(Family):
+    name = "sd3"
+    label = "Stable Diffusion 3.x"
+    pipelines = ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline")
+    network_part = "transformer"
+    encoder_slots = (("clip_l", "tokenizer", "text_encoder"), ("clip_g", "tokenizer_2", "text_encoder_2"),
+                     ("t5", "tokenizer_3", "text_encoder_3"))
+    optional_slots = ("t5",)
+    latent = LatentFormat(16, 8, SD3_RGB, SD3_BIAS)
+
+    def encode(self, clip: Any, text: str, ctx: Any = None, **options: Any):
+        """As ``StableDiffusion3Pipeline.encode_prompt`` with ``max_sequence_length=256``. Without T5 the
+        embeddings are the padded CLIP states only; :meth:`network_inputs` adds T5's zeros, whose width is
+        the transformer's ``joint_attention_dim``."""
+        from ..types import Conditioning
+
+        layer = clip.last_layer if clip.last_layer is not None else -2
+        hidden, pooled, dropped = [], [], 0
+        for slot in ("clip_l", "clip_g"):
+            enc = self.encoder(clip, slot)
+            ids, mask, cut = window_ids(enc, text)
+            dropped = max(dropped, cut)
+            h, first = run_clip(enc, ids, mask, clip.device, layer)
+            hidden.append(h.to(clip.encoders["clip_l"].model.dtype))
+            pooled.append(first)
+        clip_states = torch.cat(hidden, dim=-1)
+        extra: dict[str, Any] = {"dropped_tokens": dropped}
+        t5 = clip.encoders.get("t5")
+        if t5 is not None:
+            states = encode_t5(t5, text, clip.device)
+            clip_states = torch.nn.functional.pad(clip_states, (0, states.shape[-1] - clip_states.shape[-1]))
+            embeds = torch.cat([clip_states, states], dim=-2)
+        else:
+            embeds = clip_states
+            extra["t5_missing"] = True
+        return Conditioning(embeds, text, pooled=torch.cat(pooled, dim=-1), extra=extra)
+
+    def network_inputs(self, model: Any, cond: Any, latent_shape: tuple[int, ...], what: str) -> dict:
+        b = latent_shape[0]
+        embeds = cond.embeds
+        if cond.extra.get("t5_missing"):
+            width = int(model.network.config.joint_attention_dim)
+            embeds = torch.nn.functional.pad(embeds, (0, width - embeds.shape[-1]))
+            embeds = torch.cat([embeds, embeds.new_zeros(embeds.shape[0], T5_TOKENS, width)], dim=-2)
+        return {"encoder_hidden_states": repeat_to(embeds, b, what),
+                "pooled_projections": repeat_to(cond.pooled, b, what)}
+
+    def network(self, model: Any):
+        transformer = model.network
+
+        def call(x: torch.Tensor, t: torch.Tensor, **inputs: Any) -> torch.Tensor:
+            inputs.pop("return_dict", None)
+            return transformer(hidden_states=x, timestep=t.expand(x.shape[0]), return_dict=False, **inputs)[0]
+
+        return call
+
+
+@torch.inference_mode()
+def encode_t5(enc: Any, text: str, device: torch.device, tokens: int = T5_TOKENS) -> torch.Tensor:
+    """T5 encoder states [1, tokens, d_model] as the SD3 pipeline computes them."""
+    ids = enc.tokenizer(text, padding="max_length", max_length=tokens, truncation=True, add_special_tokens=True,
+                        return_tensors="pt").input_ids
+    return enc.model(ids.to(device))[0].to(dtype=enc.model.dtype, device=device)

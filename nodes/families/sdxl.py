@@ -1,0 +1,61 @@
+"""Stable Diffusion XL: a UNet over 4-channel latents conditioned on two CLIPs (ViT-L and OpenCLIP bigG,
+penultimate layers concatenated), the bigG pooled projection and the size / crop "time ids"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .base import Family, LatentFormat, repeat_to
+from .clip import run_clip, window_ids
+
+#: ComfyUI's SDXL latent preview factors (rows: channels; columns: R, G, B) and bias
+SDXL_RGB = ((0.3651, 0.4232, 0.4341), (-0.2533, -0.0042, 0.1068), (0.1076, 0.1111, -0.0362),
+            (-0.3165, -0.2492, -0.2188))
+SDXL_BIAS = (0.1084, -0.0175, -0.0011)
+
+
+class StableDiffusionXL(Family):
+    name = "sdxl"
+    label = "Stable Diffusion XL"
+    pipelines = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline")
+    encoder_slots = (("clip_l", "tokenizer", "text_encoder"), ("clip_g", "tokenizer_2", "text_encoder_2"))
+    latent = LatentFormat(4, 8, SDXL_RGB, SDXL_BIAS)
+
+    def encode(self, clip: Any, text: str, ctx: Any = None, **options: Any):
+        """As ``StableDiffusionXLPipeline.encode_prompt``: each CLIP's hidden state at ``-2`` (or
+        CLIPSetLastLayer's layer), concatenated; pooled = CLIP-G's projection. Options ``width``/``height``,
+        ``crop_w``/``crop_h``, ``target_width``/``target_height`` (CLIPTextEncodeSDXL) set the size ids."""
+        from ..types import Conditioning
+
+        layer = clip.last_layer if clip.last_layer is not None else -2
+        hidden, pooled, dropped = [], None, 0
+        for slot in ("clip_l", "clip_g"):
+            enc = self.encoder(clip, slot)
+            ids, mask, cut = window_ids(enc, text)
+            dropped = max(dropped, cut)
+            h, first = run_clip(enc, ids, mask, clip.device, layer)
+            hidden.append(h)
+            if first.ndim == 2:
+                pooled = first
+        sizes = {k: options[k] for k in ("width", "height", "crop_w", "crop_h", "target_width",
+                                         "target_height") if options.get(k) is not None}
+        extra = {"dropped_tokens": dropped}
+        if sizes:
+            extra["sizes"] = sizes
+        return Conditioning(torch.cat(hidden, dim=-1), text, pooled=pooled, extra=extra)
+
+    def network_inputs(self, model: Any, cond: Any, latent_shape: tuple[int, ...], what: str) -> dict:
+        """Text states, and ``added_cond_kwargs``: the pooled embedding and the time ids
+        ``(original h, w, crop top, left, target h, w)``, by default the image size with no crop."""
+        b, _, h, w = latent_shape
+        f = self.latent.spatial_factor
+        s = cond.extra.get("sizes", {})
+        height, width = s.get("height", h * f), s.get("width", w * f)
+        ids = [height, width, s.get("crop_h", 0), s.get("crop_w", 0), s.get("target_height", h * f),
+               s.get("target_width", w * f)]
+        embeds = repeat_to(cond.embeds, b, what)
+        time_ids = torch.tensor([ids], dtype=embeds.dtype, device=embeds.device).repeat(b, 1)
+        return {"encoder_hidden_states": embeds,
+                "added_cond_kwargs": {"text_embeds": repeat_to(cond.pooled, b, what), "time_ids": time_ids}}
