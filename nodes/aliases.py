@@ -9,6 +9,7 @@ PreviewImage, LoadImage) take ComfyUI's input names themselves and are not repea
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -20,10 +21,11 @@ from schedulers import comfy_names, registry
 from schedulers import sigmas as sigmas_mod
 from schedulers.schedule import Schedule, schedule_from_sigmas
 
-from .conditioning import TextEncode
+from .conditioning import TextEncode, check_clip, encode
 from .latents import MAX_SIZE, empty_latent
 from .models import EMBEDDED_NAME, LoadModel, list_models
 from .sampling import SEED_MAX, SIGMAS, _check_model, check_sigmas, run_sampler, schedule_for_sigmas
+from .types import Conditioning
 
 SAMPLER = "SAMPLER"
 
@@ -104,6 +106,73 @@ class EmptyLatentImage(Node):
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
         return (empty_latent(inputs.width, inputs.height, inputs.batch_size),)
+
+
+class EmptySD3LatentImage(Node):
+    """An empty 16-channel latent batch for SD3-style models (ComfyUI's name)."""
+
+    CATEGORY = "latent/sd3"
+    DISPLAY_NAME = "EmptySD3LatentImage"
+
+    class Inputs(NodeInputs):
+        width: int = Widget(1024, ge=16, le=MAX_SIZE, step=16)
+        height: int = Widget(1024, ge=16, le=MAX_SIZE, step=16)
+        batch_size: int = Widget(1, ge=1, le=4096)
+
+    OUTPUTS = (Output("LATENT", "LATENT"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        return (empty_latent(inputs.width, inputs.height, inputs.batch_size, channels=16),)
+
+
+class CLIPTextEncodeSDXL(Node):
+    """SDXL's prompt with its size conditioning: text_g for CLIP-G, text_l for CLIP-L, and the original
+    size, crop and target size the UNet is told about (ComfyUI's name)."""
+
+    CATEGORY = "advanced/conditioning"
+    DISPLAY_NAME = "CLIPTextEncodeSDXL"
+
+    class Inputs(NodeInputs):
+        clip: Any = Link("CLIP")
+        width: int = Widget(1024, ge=0, le=MAX_SIZE)
+        height: int = Widget(1024, ge=0, le=MAX_SIZE)
+        crop_w: int = Widget(0, ge=0, le=MAX_SIZE)
+        crop_h: int = Widget(0, ge=0, le=MAX_SIZE)
+        target_width: int = Widget(1024, ge=0, le=MAX_SIZE)
+        target_height: int = Widget(1024, ge=0, le=MAX_SIZE)
+        text_g: str = Widget("", multiline=True, dynamicPrompts=True)
+        text_l: str = Widget("", multiline=True, dynamicPrompts=True)
+
+    OUTPUTS = (Output("CONDITIONING", "CONDITIONING"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        clip = check_clip(inputs.clip)
+        if clip.family.name != "sdxl":
+            raise NodeError(f"clip: CLIPTextEncodeSDXL needs an SDXL text encoder, got {clip.family.label}")
+        sizes = {k: getattr(inputs, k) for k in ("width", "height", "crop_w", "crop_h", "target_width",
+                                                 "target_height")}
+        return (encode(clip, inputs.text_g, ctx, texts={"clip_l": inputs.text_l, "clip_g": inputs.text_g},
+                       **sizes),)
+
+
+class ConditioningZeroOut(Node):
+    """All-zero embeddings (and pooled embeddings) of a conditioning's shape: the "empty" negative that
+    SDXL's and SD3's pipelines use when no negative prompt is given."""
+
+    CATEGORY = "advanced/conditioning"
+    DISPLAY_NAME = "ConditioningZeroOut"
+
+    class Inputs(NodeInputs):
+        conditioning: Any = Link("CONDITIONING")
+
+    OUTPUTS = (Output("CONDITIONING", "CONDITIONING"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        c = inputs.conditioning
+        if not isinstance(c, Conditioning):
+            raise NodeError(f"conditioning: expected CONDITIONING, got {type(c).__name__}")
+        pooled = None if c.pooled is None else torch.zeros_like(c.pooled)
+        return (dataclasses.replace(c, embeds=torch.zeros_like(c.embeds), pooled=pooled, prompt=""),)
 
 
 def _comfy_schedule(model: Any, sampler_name: str, scheduler: str, steps: int, denoise: float) -> Schedule:
@@ -188,8 +257,7 @@ class KSamplerAdvanced(Node):
                 raise NodeError(f"start_at_step / end_at_step: {inputs.sampler_name!r} runs as a diffusers "
                                 "scheduler, which cannot start or stop mid-schedule; use a sampler with a "
                                 "k-diffusion rule (euler, euler_ancestral, heun, dpmpp_2m, dpmpp_2m_sde, lms)")
-            train = sigmas_mod.model_sigmas(model.scheduler_config)
-            s = sigmas_mod.comfy_scheduler_sigmas(inputs.scheduler, steps, train)
+            s = sigmas_mod.comfy_scheduler_sigmas(inputs.scheduler, steps, model.scheduler_config)
             s = s[: end + 1].clone()
             if full_denoise:
                 s[-1] = 0
@@ -230,8 +298,7 @@ class BasicScheduler(Node):
             if inputs.denoise <= 0.0:
                 return (torch.zeros(0),)
             total = int(inputs.steps / inputs.denoise)
-        train = sigmas_mod.model_sigmas(model.scheduler_config)
-        s = sigmas_mod.comfy_scheduler_sigmas(inputs.scheduler, total, train)
+        s = sigmas_mod.comfy_scheduler_sigmas(inputs.scheduler, total, model.scheduler_config)
         return (s[-(inputs.steps + 1):],)
 
 
@@ -308,5 +375,6 @@ class SamplerCustom(Node):
         return ({**inputs.latent_image, "samples": res.samples}, {**inputs.latent_image, "samples": denoised})
 
 
-NODES = [CheckpointLoaderSimple, CLIPTextEncode, EmptyLatentImage, KSampler, KSamplerAdvanced, BasicScheduler,
-         KarrasScheduler, KSamplerSelect, SamplerCustom]
+NODES = [CheckpointLoaderSimple, CLIPTextEncode, CLIPTextEncodeSDXL, ConditioningZeroOut, EmptyLatentImage,
+         EmptySD3LatentImage, KSampler, KSamplerAdvanced, BasicScheduler, KarrasScheduler, KSamplerSelect,
+         SamplerCustom]

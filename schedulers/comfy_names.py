@@ -20,6 +20,7 @@ import torch
 
 from . import registry
 from . import sigmas as sigmas_mod
+from .model_sampling import is_flow_config
 from .schedule import Schedule, build_schedule, schedule_from_sigmas
 
 __all__ = ["COMFY_SAMPLERS", "COMFY_SCHEDULERS", "ComfyPlan", "build_comfy_schedule", "resolve"]
@@ -126,25 +127,33 @@ def build_comfy_schedule(
     config. Sample it with ``sampling.sample`` (and the seed's noise from ``sampling.make_noise``)."""
     plan = resolve(sampler_name, scheduler)
     if plan.runner == "diffusers":
+        name, sigma_spacing, timestep_spacing = plan.name, plan.sigma_spacing, plan.timestep_spacing
+        if is_flow_config(scheduler_config):  # the solver's flow-sigma form, over the model's own shift
+            name, timestep_spacing = f"flow_{plan.name}", None
+            if name not in registry.REGISTRY or sigma_spacing != "default":
+                rules = ", ".join(_RULES)
+                raise ValueError(
+                    f"ComfyUI sampler {sampler_name!r} with scheduler {scheduler!r} has no flow-matching form "
+                    f"here; on this model use one of {rules} (any scheduler), or uni_pc with normal/simple"
+                )
         return build_schedule(
-            plan.name,
+            name,
             scheduler_config,
             steps,
             denoise=denoise,
-            sigma_spacing=plan.sigma_spacing,
-            timestep_spacing=plan.timestep_spacing,
+            sigma_spacing=sigma_spacing,
+            timestep_spacing=timestep_spacing,
             overrides=plan.overrides,
             device=device,
         )
     if not 0.0 < denoise <= 1.0:
         raise ValueError(f"denoise must be in (0, 1], got {denoise}")
-    train = sigmas_mod.model_sigmas(scheduler_config)
     if denoise > 0.9999:
         total = steps
-        sig = sigmas_mod.comfy_scheduler_sigmas(plan.sigma_spacing, steps, train, device=device)
+        sig = sigmas_mod.comfy_scheduler_sigmas(plan.sigma_spacing, steps, scheduler_config, device=device)
     else:  # ComfyUI: a longer schedule's last `steps` steps
         total = int(steps / denoise)
-        sig = sigmas_mod.comfy_scheduler_sigmas(plan.sigma_spacing, total, train, device=device)[
+        sig = sigmas_mod.comfy_scheduler_sigmas(plan.sigma_spacing, total, scheduler_config, device=device)[
             -(steps + 1) :
         ]
     schedule = schedule_from_sigmas(sig, plan.name, scheduler_config, runner="kdiffusion", device=device)

@@ -124,6 +124,10 @@ class Flow(ModelSampling):
         """Sigmas at fractions ``t`` of the train range (1 = pure noise), shifted."""
         return time_shift(t, self.shift)
 
+    def table(self, n: int = 1000) -> torch.Tensor:
+        """ComfyUI's table of the model's sigmas: the shifted ``t / n`` for ``t = 1 .. n`` (ascending)."""
+        return self.sigma_ramp(torch.arange(1, n + 1, dtype=torch.float32) / n)
+
 
 def _key(config: Mapping[str, Any]) -> str:
     return json.dumps(dict(config), sort_keys=True, default=str)

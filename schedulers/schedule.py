@@ -154,7 +154,7 @@ def schedule_from_sigmas(
     if device is not None:
         s = s.to(device)
     entry = registry.REGISTRY.get(sampler)
-    if runner in ("auto", "diffusers") and entry is not None and entry.accepts_sigmas:
+    if runner in ("auto", "diffusers") and entry is not None and entry.accepts_sigmas and entry.fits(scheduler_config):
         ov = {**entry.overrides, **(overrides or {})}
         steps = len(s) - 1
         sch = _diffusers_schedule(

@@ -69,11 +69,16 @@ def exponential(
 
 
 def model_sigmas(scheduler_config: Mapping[str, Any]) -> torch.Tensor:
-    """The model's training sigmas ``sqrt((1 - a) / a)`` for every train timestep (ascending, float32).
+    """The model's noise level at every train timestep (ascending, float32).
 
-    Built through diffusers' DDPMScheduler so every beta schedule diffusers knows (and zero-SNR rescaling)
-    is honoured exactly as the pipelines see it.
+    For a DDPM-trained model the training sigmas ``sqrt((1 - a) / a)``, built through diffusers'
+    DDPMScheduler so every beta schedule diffusers knows (and zero-SNR rescaling) is honoured exactly as the
+    pipelines see it. For a flow-matching model ComfyUI's table: the shifted ``t / n`` for ``t = 1 .. n``.
     """
+    from .model_sampling import is_flow_config, model_sampling
+
+    if is_flow_config(scheduler_config):
+        return model_sampling(scheduler_config).table()
     from diffusers import DDPMScheduler
 
     ac = DDPMScheduler.from_config(dict(scheduler_config)).alphas_cumprod
@@ -82,6 +87,24 @@ def model_sigmas(scheduler_config: Mapping[str, Any]) -> torch.Tensor:
 
 def _train_sigmas(model: torch.Tensor | Mapping[str, Any]) -> torch.Tensor:
     return model if isinstance(model, torch.Tensor) else model_sigmas(model)
+
+
+def _flow(model: torch.Tensor | Mapping[str, Any]):
+    """The flow model sampling of a scheduler config, or None (a tensor of train sigmas is discrete)."""
+    if isinstance(model, torch.Tensor):
+        return None
+    from .model_sampling import Flow, model_sampling
+
+    ms = model_sampling(model)
+    return ms if isinstance(ms, Flow) else None
+
+
+def _flow_ramp(flow, steps: int, sgm: bool, device) -> torch.Tensor:
+    """ComfyUI's normal / sgm_uniform over a flow model: timesteps evenly spaced from the largest to the
+    smallest (sgm: ``steps + 1`` of them, the last dropped), each mapped back to its shifted sigma."""
+    start, end = flow.sigma_max * flow.multiplier, flow.sigma_min * flow.multiplier
+    t = torch.linspace(start, end, steps + 1)[:-1] if sgm else torch.linspace(start, end, steps)
+    return _out(flow.sigma_ramp(t / flow.multiplier), device)
 
 
 def _sigma_at(train_sigmas: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -99,6 +122,8 @@ def normal(
 ) -> torch.Tensor:
     """ComfyUI ``normal``: timesteps evenly spaced from the last to the first train step, both included."""
     _check_steps(steps)
+    if (flow := _flow(model)) is not None:
+        return _flow_ramp(flow, steps, False, device)
     ts = _train_sigmas(model)
     t = torch.linspace(len(ts) - 1, 0, steps, dtype=torch.float64)
     return _out(_sigma_at(ts, t), device)
@@ -109,6 +134,8 @@ def sgm_uniform(
 ) -> torch.Tensor:
     """ComfyUI ``sgm_uniform``: ``steps + 1`` evenly spaced timesteps with the last (t = 0) left out."""
     _check_steps(steps)
+    if (flow := _flow(model)) is not None:
+        return _flow_ramp(flow, steps, True, device)
     ts = _train_sigmas(model)
     t = torch.linspace(len(ts) - 1, 0, steps + 1, dtype=torch.float64)[:-1]
     return _out(_sigma_at(ts, t), device)
@@ -176,7 +203,7 @@ def comfy_scheduler_sigmas(
     """SIGMAS for one of ComfyUI's scheduler names over a model's train sigmas (or its scheduler config).
 
     ``karras`` and ``exponential`` span the full train range (sigma_min = first, sigma_max = last train
-    sigma), as ComfyUI does for discrete epsilon models.
+    sigma), as ComfyUI does. Pass a flow model's scheduler config (not a tensor) for its own formulas.
     """
     ts = _train_sigmas(model)
     if scheduler in ("karras", "exponential"):
@@ -193,7 +220,7 @@ def comfy_scheduler_sigmas(
         raise ValueError(
             f"unknown ComfyUI scheduler {scheduler!r}; expected one of {', '.join(COMFY_SCHEDULERS)}"
         )
-    return fns[scheduler](steps, ts, device=device)
+    return fns[scheduler](steps, model if _flow(model) is not None else ts, device=device)
 
 
 def custom(values: Sequence[float] | torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:

@@ -68,7 +68,7 @@ def test_uses_embedded_model():
     assert has_embedded(), "the embedded model is missing: models/tiny-shapes-sd"
 
 
-@pytest.mark.parametrize("name", registry.names())
+@pytest.mark.parametrize("name", registry.fitting_names(registry.SD15_SCHEDULER_CONFIG))
 def test_workflow_matches_pipeline(executor, pipe, name):
     ours = workflow_image(executor, name)
     ref = pipeline_image(pipe, name)
@@ -80,7 +80,7 @@ def test_workflow_matches_pipeline(executor, pipe, name):
 I2I_STEPS, STRENGTH = 5, 0.6
 
 
-@pytest.mark.parametrize("name", registry.names())
+@pytest.mark.parametrize("name", registry.fitting_names(registry.SD15_SCHEDULER_CONFIG))
 def test_img2img_workflow_matches_pipeline(executor, pipe, start_image, name):
     """workflows/img2img.json against StableDiffusionImg2ImgPipeline given the same encoded latents (the
     pipeline would otherwise draw a sample of the VAE posterior; VAEEncode takes its mode)."""

@@ -54,5 +54,5 @@ def run_clip(enc: TextEncoder, ids: torch.Tensor, mask: torch.Tensor, device: to
     out = enc.model(ids.to(device), attention_mask=_mask(enc, mask, device), output_hidden_states=layer is not None)
     hidden = out[0] if layer is None else out.hidden_states[layer]
     if layer is not None and final_norm:
-        hidden = enc.model.text_model.final_layer_norm(hidden)
+        hidden = getattr(enc.model, "text_model", enc.model).final_layer_norm(hidden)
     return hidden.to(dtype=enc.model.dtype, device=device), out[0]

@@ -26,14 +26,15 @@ class StableDiffusionXL(Family):
     def encode(self, clip: Any, text: str, ctx: Any = None, **options: Any):
         """As ``StableDiffusionXLPipeline.encode_prompt``: each CLIP's hidden state at ``-2`` (or
         CLIPSetLastLayer's layer), concatenated; pooled = CLIP-G's projection. Options ``width``/``height``,
-        ``crop_w``/``crop_h``, ``target_width``/``target_height`` (CLIPTextEncodeSDXL) set the size ids."""
+        ``crop_w``/``crop_h``, ``target_width``/``target_height`` (CLIPTextEncodeSDXL) set the size ids, and
+        ``texts`` (slot -> prompt) gives each CLIP its own prompt (the pipeline's ``prompt_2``)."""
         from ..types import Conditioning
 
         layer = clip.last_layer if clip.last_layer is not None else -2
         hidden, pooled, dropped = [], None, 0
         for slot in ("clip_l", "clip_g"):
             enc = self.encoder(clip, slot)
-            ids, mask, cut = window_ids(enc, text)
+            ids, mask, cut = window_ids(enc, (options.get("texts") or {}).get(slot, text))
             dropped = max(dropped, cut)
             h, first = run_clip(enc, ids, mask, clip.device, layer)
             hidden.append(h)

@@ -1,0 +1,89 @@
+"""Nodes that change how a loaded model or text encoder is used, without reloading it (ComfyUI's names):
+CLIPSetLastLayer, ModelSamplingDiscrete, ModelSamplingSD3. Each returns a new MODEL / CLIP value that shares
+the network with its input, so the input stays as it was for the rest of the graph."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Literal
+
+from graph_runtime import Link, Node, NodeError, NodeInputs, Output, Widget
+from schedulers.model_sampling import is_flow_config
+
+from .conditioning import check_clip
+from .sampling import _check_model
+
+
+class CLIPSetLastLayer(Node):
+    """Take the text encoders' hidden state from an earlier layer ("clip skip"): -1 is the family's own
+    choice of the last layer, -2 the one before, ... For SD1.x it matches diffusers' ``clip_skip``
+    (``-n`` here is ``clip_skip = n - 1``), final layer norm included."""
+
+    CATEGORY = "conditioning"
+    DISPLAY_NAME = "CLIP Set Last Layer"
+
+    class Inputs(NodeInputs):
+        clip: Any = Link("CLIP")
+        stop_at_clip_layer: int = Widget(-1, ge=-24, le=-1, step=1)
+
+    OUTPUTS = (Output("CLIP", "CLIP"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        clip = check_clip(inputs.clip)
+        layer = inputs.stop_at_clip_layer
+        for slot, enc in clip.encoders.items():
+            n = getattr(enc.model.config, "num_hidden_layers", None)
+            if slot.startswith("clip") and n is not None and -layer > n:
+                raise NodeError(f"stop_at_clip_layer: the {slot} text encoder has {n} layers; use -1 .. -{n}, "
+                                f"got {layer}")
+        return (replace(clip, last_layer=layer),)
+
+
+class ModelSamplingDiscrete(Node):
+    """Say how a DDPM-trained model predicts (eps or v_prediction), optionally with zero terminal SNR
+    (diffusers' ``rescale_betas_zero_snr``), for models whose files do not say it themselves."""
+
+    CATEGORY = "advanced/model"
+    DISPLAY_NAME = "ModelSamplingDiscrete"
+
+    class Inputs(NodeInputs):
+        model: Any = Link("MODEL")
+        sampling: Literal["eps", "v_prediction", "lcm", "x0", "img_to_img"] = Widget("eps")
+        zsnr: bool = Widget(False)
+
+    OUTPUTS = (Output("MODEL", "MODEL"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        model = _check_model(inputs.model)
+        if is_flow_config(model.scheduler_config):
+            raise NodeError(f"model: {model.name} is a flow-matching model ({model.family.label}); use "
+                            "ModelSamplingSD3 for its shift")
+        kinds = {"eps": "epsilon", "v_prediction": "v_prediction"}
+        if inputs.sampling not in kinds:
+            raise NodeError(f"sampling: {inputs.sampling} is not supported here; use eps or v_prediction")
+        return (model.with_config(prediction_type=kinds[inputs.sampling], rescale_betas_zero_snr=inputs.zsnr),)
+
+
+class ModelSamplingSD3(Node):
+    """Set a flow-matching model's timestep shift (SD3's ``shift``: higher spends more steps at high noise)."""
+
+    CATEGORY = "advanced/model"
+    DISPLAY_NAME = "ModelSamplingSD3"
+
+    class Inputs(NodeInputs):
+        model: Any = Link("MODEL")
+        shift: float = Widget(3.0, ge=0.0, le=100.0, step=0.01)
+
+    OUTPUTS = (Output("MODEL", "MODEL"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        model = _check_model(inputs.model)
+        if not is_flow_config(model.scheduler_config):
+            raise NodeError(f"model: {model.name} ({model.family.label}) is not a flow-matching model; "
+                            "ModelSamplingSD3 sets the shift of SD3-style models")
+        if inputs.shift <= 0:
+            raise NodeError("shift: must be above 0")
+        return (model.with_config(shift=float(inputs.shift)),)
+
+
+NODES = [CLIPSetLastLayer, ModelSamplingDiscrete, ModelSamplingSD3]
