@@ -10,7 +10,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 def _node_classes() -> list:
     """Every built-in node class, in the order the editor lists them. Add new modules' nodes here."""
-    from . import aliases, model_patches, sigma_nodes
+    from . import aliases, loaders, model_patches, sigma_nodes
     from .compare import CompareSchedulers
     from .conditioning import TextEncode
     from .images import LoadImage, PreviewImage, SaveImage
@@ -21,6 +21,7 @@ def _node_classes() -> list:
     return [
         # loaders
         LoadModel,
+        *loaders.NODES,
         # conditioning
         TextEncode,
         # sampling

@@ -14,6 +14,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -33,10 +34,13 @@ class LoadedModel:
     model: ModelBundle | None
     clip: TextEncoderBundle | None
     vae: VAEBundle | None
+    #: a text encoder loaded alone (CLIPLoader & co. put it in a slot of their family's CLIP)
+    encoder: Any = None
+    name: str = ""
 
 
 def _name(loaded: LoadedModel) -> str:
-    return next(p.name for p in (loaded.model, loaded.clip, loaded.vae) if p is not None)
+    return loaded.name
 
 
 def refuse_pickle(path: Path) -> None:
@@ -68,9 +72,10 @@ class ModelStore:
         self._loading: dict[tuple, threading.Lock] = {}
 
     def load(self, path: str | Path, *, device: torch.device, dtype: torch.dtype, name: str | None = None,
-             config_folders: list[Path] | tuple[Path, ...] = ()) -> LoadedModel:
+             config_folders: list[Path] | tuple[Path, ...] = (), kind: str = "model") -> LoadedModel:
         """Load (or reuse) the model at ``path``: a diffusers folder of any known family, or a single
-        ``.safetensors`` checkpoint.
+        ``.safetensors`` checkpoint; with ``kind`` "network", "text_encoder" or "vae", one part alone (a
+        diffusers component folder or a single file, see :mod:`nodes.part_files`).
 
         ``config_folders`` are diffusers folders to try, in order, as the configuration of a single file
         (the first whose tensor shapes fit the file is used).
@@ -80,7 +85,7 @@ class ModelStore:
         if not path.exists():
             raise NodeError(f"model not found: {path}")
         device = torch.device(device)
-        key = (str(path), file_identity(path), str(device), str(dtype))
+        key = (str(path), file_identity(path), str(device), str(dtype), kind)
         with self._lock:
             hit = self._entries.get(key)
             if hit is not None:
@@ -91,7 +96,12 @@ class ModelStore:
                 hit = self._entries.get(key)
             if hit is not None:
                 return hit
-            loaded = _load(path, device, dtype, name or path.name, config_folders)
+            if kind == "model":
+                loaded = _load(path, device, dtype, name or path.name, config_folders)
+            else:
+                from .part_files import load_part
+
+                loaded = load_part(kind, path, device, dtype, name or path.name, config_folders)
             with self._lock:
                 # a changed file replaces its older version on the same device and dtype
                 for old in [k for k in self._entries if k[0] == key[0] and k[2:] == key[2:]]:
@@ -146,13 +156,7 @@ def _load(path: Path, device: torch.device, dtype: torch.dtype, name: str,
 
 def bundle(parts, family, device: torch.device, dtype: torch.dtype, name: str, source: str) -> LoadedModel:
     """The MODEL, CLIP and VAE values of loaded parts, moved to ``device`` (a missing part gives None)."""
-    modules = [parts.network, parts.vae, *(e.model for e in parts.encoders.values())]
-    for m in modules:
-        if m is None:
-            continue
-        m.to(device).eval().requires_grad_(False)  # already in ``dtype`` (torch_dtype when loaded)
-        if device.type == "cpu":
-            _own_aligned_memory(m)
+    move([parts.network, parts.vae, *(e.model for e in parts.encoders.values())], device)
     model = None
     if parts.network is not None:
         model = ModelBundle(network=parts.network, family=family, scheduler_config=dict(parts.scheduler_config),
@@ -166,7 +170,17 @@ def bundle(parts, family, device: torch.device, dtype: torch.dtype, name: str, s
         cfg = parts.vae.config
         vae = VAEBundle(vae=parts.vae, scaling_factor=float(cfg.scaling_factor), device=device, dtype=dtype,
                         name=name, shift_factor=float(getattr(cfg, "shift_factor", None) or 0.0))
-    return LoadedModel(model=model, clip=clip, vae=vae)
+    return LoadedModel(model=model, clip=clip, vae=vae, name=name)
+
+
+def move(modules, device: torch.device) -> None:
+    """Modules (already in their dtype) to ``device``, in eval mode, without gradients, in aligned memory."""
+    for m in modules:
+        if m is None:
+            continue
+        m.to(device).eval().requires_grad_(False)
+        if device.type == "cpu":
+            _own_aligned_memory(m)
 
 
 def load_original_checkpoint(path: Path, config_folder: Path, dtype: torch.dtype):

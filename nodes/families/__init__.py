@@ -38,6 +38,15 @@ def for_folder(folder: Path) -> Family:
                     f"runtime knows; known: {known}")
 
 
+def for_network_config(config: dict) -> Family:
+    """The family of a denoising network from its own config.json (a component folder loaded alone)."""
+    for f in FAMILIES:
+        if f.matches_network_config(config):
+            return f
+    raise NodeError(f"a {config.get('_class_name', 'network')} with this config is no model family this runtime "
+                    "knows")
+
+
 def for_file(path: Path) -> Family:
     """The family of a single ``.safetensors`` checkpoint (all-in-one SD1.x files today)."""
     return by_name("sd1")

@@ -123,10 +123,21 @@ class Family:
     #: slots a model may lack (the pipeline then stands in zeros, e.g. SD3 without T5)
     optional_slots: ClassVar[tuple[str, ...]] = ()
     latent: ClassVar[LatentFormat] = LatentFormat(4)
+    #: the scheduler config of the family's reference model, for a network loaded without one
+    default_scheduler: ClassVar[dict] = {}
 
     # ---- recognise ----------------------------------------------------------------------------------
     def matches_folder(self, folder: Path, index: Mapping[str, Any]) -> bool:
         return index.get("_class_name") in self.pipelines
+
+    def matches_network_config(self, config: Mapping[str, Any]) -> bool:
+        """Whether a network's own config.json (a component folder loaded alone) is this family's."""
+        return False
+
+    def network_file_mismatch(self, shapes: Mapping[str, tuple[int, ...]], config: Mapping[str, Any]) -> str:
+        """Why a single diffusion-model file does not fit ``config`` ("" when it fits). By default the
+        family reads no single network files."""
+        return f"{self.label} diffusion models are not read from single files yet"
 
     # ---- load ---------------------------------------------------------------------------------------
     def load_folder(self, folder: Path, dtype: torch.dtype) -> Parts:

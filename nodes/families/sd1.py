@@ -24,6 +24,16 @@ class StableDiffusion1(Family):
     encoder_slots = (("clip_l", "tokenizer", "text_encoder"),)
     latent = LatentFormat(4, 8, SD1_RGB)
 
+    @property
+    def default_scheduler(self) -> dict:
+        from schedulers.registry import SD15_SCHEDULER_CONFIG
+
+        return dict(SD15_SCHEDULER_CONFIG)
+
+    def matches_network_config(self, config: Any) -> bool:
+        return (config.get("_class_name") == "UNet2DConditionModel" and config.get("addition_embed_type") is None
+                and not _sd2_config(config))
+
     def matches_folder(self, folder: Path, index: dict) -> bool:
         return super().matches_folder(folder, index) and not _is_sd2_unet(folder)
 
@@ -67,7 +77,10 @@ def _is_sd2_unet(folder: Path) -> bool:
     path = folder / "unet" / "config.json"
     if not path.is_file():
         return False
-    cfg = read_json(path)
+    return _sd2_config(read_json(path))
+
+
+def _sd2_config(cfg: dict) -> bool:
     return bool(cfg.get("use_linear_projection")) or cfg.get("cross_attention_dim") == 1024
 
 

@@ -12,12 +12,23 @@ import torch
 from graph_runtime import NodeError
 
 from .base import Family, Parts
-from .sd1 import StableDiffusion1, _is_sd2_unet
+from .sd1 import StableDiffusion1, _is_sd2_unet, _sd2_config
 
 
 class StableDiffusion2(StableDiffusion1):
     name = "sd2"
     label = "Stable Diffusion 2.x"
+
+    #: SD2.1 768-v's scheduler config (ModelSamplingDiscrete eps makes a 512-base model of it)
+    default_scheduler = {
+        "_class_name": "DDIMScheduler", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+        "clip_sample": False, "num_train_timesteps": 1000, "prediction_type": "v_prediction",
+        "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None,
+    }
+
+    def matches_network_config(self, config: Any) -> bool:
+        return config.get("_class_name") == "UNet2DConditionModel" and config.get("addition_embed_type") is None \
+            and _sd2_config(config)
 
     def matches_folder(self, folder: Path, index: dict) -> bool:
         return Family.matches_folder(self, folder, index) and _is_sd2_unet(folder)

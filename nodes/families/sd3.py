@@ -31,6 +31,29 @@ class StableDiffusion3(Family):
                      ("t5", "tokenizer_3", "text_encoder_3"))
     optional_slots = ("t5",)
     latent = LatentFormat(16, 8, SD3_RGB, SD3_BIAS)
+    default_scheduler = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000,
+                         "shift": 3.0}
+
+    def matches_network_config(self, config: Any) -> bool:
+        return config.get("_class_name") == "SD3Transformer2DModel"
+
+    def network_file_mismatch(self, shapes: Any, config: Any) -> str:
+        """An MMDiT in the original layout (``joint_blocks``, with or without ``model.diffusion_model.``)."""
+        inner = {k.removeprefix("model.diffusion_model."): v for k, v in shapes.items()}
+        blocks = {int(k.split(".")[1]) for k in inner if k.startswith("joint_blocks.")}
+        if not blocks:
+            return "not an MMDiT (no joint_blocks)"
+        if len(blocks) != config.get("num_layers"):
+            return f"{len(blocks)} joint blocks, the config has {config.get('num_layers')}"
+        proj = inner.get("x_embedder.proj.weight")
+        want = (config["num_attention_heads"] * config["attention_head_dim"], config["in_channels"],
+                config["patch_size"], config["patch_size"])
+        if proj is None or tuple(proj) != want:
+            return f"patch embedding {proj}, the config wants {want}"
+        ctx = inner.get("context_embedder.weight")
+        if ctx is None or ctx[1] != config["joint_attention_dim"]:
+            return f"context embedder {ctx}, the config's joint_attention_dim is {config['joint_attention_dim']}"
+        return ""
 
     def encode(self, clip: Any, text: str, ctx: Any = None, **options: Any):
         """As ``StableDiffusion3Pipeline.encode_prompt`` with ``max_sequence_length=256``. Without T5 the

@@ -22,6 +22,15 @@ class StableDiffusionXL(Family):
     pipelines = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline")
     encoder_slots = (("clip_l", "tokenizer", "text_encoder"), ("clip_g", "tokenizer_2", "text_encoder_2"))
     latent = LatentFormat(4, 8, SDXL_RGB, SDXL_BIAS)
+    default_scheduler = {
+        "_class_name": "EulerDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012,
+        "beta_schedule": "scaled_linear", "interpolation_type": "linear", "num_train_timesteps": 1000,
+        "prediction_type": "epsilon", "sample_max_value": 1.0, "set_alpha_to_one": False, "skip_prk_steps": True,
+        "steps_offset": 1, "timestep_spacing": "leading", "trained_betas": None, "use_karras_sigmas": False,
+    }
+
+    def matches_network_config(self, config: Any) -> bool:
+        return config.get("_class_name") == "UNet2DConditionModel" and config.get("addition_embed_type") == "text_time"
 
     def encode(self, clip: Any, text: str, ctx: Any = None, **options: Any):
         """As ``StableDiffusionXLPipeline.encode_prompt``: each CLIP's hidden state at ``-2`` (or

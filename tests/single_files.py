@@ -1,0 +1,90 @@
+"""Writers of the single-file layouts users keep (ComfyUI's folders), from a diffusers pipeline's weights, so
+tests can load them back: the inverse of diffusers' single-file conversions.
+
+* :func:`sd3_original` -- an SD3Transformer2DModel as the original MMDiT checkpoint names it
+  (``joint_blocks.N.x_block.attn.qkv``, ``final_layer``, ...), what ``diffusion_models/sd3*.safetensors`` holds;
+* text encoders as transformers names them (``clip_l.safetensors``, ``t5xxl_fp16.safetensors``): the model's
+  own state dict;
+* a VAE in the original (LDM) layout: ``nodes.checkpoint.vae_to_ldm``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from nodes.checkpoint import VAE_PREFIX, vae_to_ldm
+
+
+def _swap(t: torch.Tensor) -> torch.Tensor:
+    """(shift, scale) <-> (scale, shift): the original and diffusers' orders of an AdaLN projection."""
+    a, b = t.chunk(2, dim=0)
+    return torch.cat([b, a])
+
+
+def sd3_original(transformer) -> dict[str, torch.Tensor]:
+    sd = {k: v.detach().clone() for k, v in transformer.state_dict().items()}
+    n = transformer.config.num_layers
+    out = {
+        "pos_embed": sd.pop("pos_embed.pos_embed"),
+        "x_embedder.proj.weight": sd.pop("pos_embed.proj.weight"),
+        "x_embedder.proj.bias": sd.pop("pos_embed.proj.bias"),
+        "context_embedder.weight": sd.pop("context_embedder.weight"),
+        "context_embedder.bias": sd.pop("context_embedder.bias"),
+        "final_layer.linear.weight": sd.pop("proj_out.weight"),
+        "final_layer.linear.bias": sd.pop("proj_out.bias"),
+        "final_layer.adaLN_modulation.1.weight": _swap(sd.pop("norm_out.linear.weight")),
+        "final_layer.adaLN_modulation.1.bias": _swap(sd.pop("norm_out.linear.bias")),
+    }
+    for new, old in (("t_embedder.mlp.0", "time_text_embed.timestep_embedder.linear_1"),
+                     ("t_embedder.mlp.2", "time_text_embed.timestep_embedder.linear_2"),
+                     ("y_embedder.mlp.0", "time_text_embed.text_embedder.linear_1"),
+                     ("y_embedder.mlp.2", "time_text_embed.text_embedder.linear_2")):
+        for leaf in ("weight", "bias"):
+            out[f"{new}.{leaf}"] = sd.pop(f"{old}.{leaf}")
+    for i in range(n):
+        b, j = f"transformer_blocks.{i}", f"joint_blocks.{i}"
+        last = i == n - 1
+        for leaf in ("weight", "bias"):
+            out[f"{j}.x_block.attn.qkv.{leaf}"] = torch.cat([sd.pop(f"{b}.attn.to_{x}.{leaf}") for x in "qkv"])
+            out[f"{j}.context_block.attn.qkv.{leaf}"] = torch.cat(
+                [sd.pop(f"{b}.attn.add_{x}_proj.{leaf}") for x in "qkv"])
+            out[f"{j}.x_block.attn.proj.{leaf}"] = sd.pop(f"{b}.attn.to_out.0.{leaf}")
+            out[f"{j}.x_block.adaLN_modulation.1.{leaf}"] = sd.pop(f"{b}.norm1.linear.{leaf}")
+            ctx = sd.pop(f"{b}.norm1_context.linear.{leaf}")
+            out[f"{j}.context_block.adaLN_modulation.1.{leaf}"] = _swap(ctx) if last else ctx
+            out[f"{j}.x_block.mlp.fc1.{leaf}"] = sd.pop(f"{b}.ff.net.0.proj.{leaf}")
+            out[f"{j}.x_block.mlp.fc2.{leaf}"] = sd.pop(f"{b}.ff.net.2.{leaf}")
+            if not last:
+                out[f"{j}.context_block.attn.proj.{leaf}"] = sd.pop(f"{b}.attn.to_add_out.{leaf}")
+                out[f"{j}.context_block.mlp.fc1.{leaf}"] = sd.pop(f"{b}.ff_context.net.0.proj.{leaf}")
+                out[f"{j}.context_block.mlp.fc2.{leaf}"] = sd.pop(f"{b}.ff_context.net.2.{leaf}")
+    if sd:
+        raise ValueError(f"no original name for {sorted(sd)[:5]}")
+    return out
+
+
+def save(state: dict[str, torch.Tensor], path: Path, dtype: torch.dtype | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+               for k, v in state.items()}, str(path))
+    return path
+
+
+def write_sd3_parts(pipe, root: Path, prefix: str = "tiny-sd3", dtype: torch.dtype | None = None) -> dict:
+    """SD3's parts in ComfyUI's folders under ``root``; returns the file names by part."""
+    names = {
+        "unet": f"{prefix}-mmdit.safetensors", "clip_l": f"{prefix}-clip_l.safetensors",
+        "clip_g": f"{prefix}-clip_g.safetensors", "t5": f"{prefix}-t5xxl.safetensors",
+        "vae": f"{prefix}-vae.safetensors",
+    }
+    save(sd3_original(pipe.transformer), root / "diffusion_models" / names["unet"], dtype)
+    save(pipe.text_encoder.state_dict(), root / "text_encoders" / names["clip_l"], dtype)
+    save(pipe.text_encoder_2.state_dict(), root / "text_encoders" / names["clip_g"], dtype)
+    t5 = {k: v for k, v in pipe.text_encoder_3.state_dict().items() if k != "encoder.embed_tokens.weight"}  # tied
+    save(t5, root / "text_encoders" / names["t5"], dtype)
+    vae = {k.removeprefix(VAE_PREFIX): v for k, v in vae_to_ldm(pipe.vae.state_dict(), dict(pipe.vae.config)).items()}
+    save(vae, root / "vae" / names["vae"], dtype)
+    return names
