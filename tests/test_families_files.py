@@ -126,3 +126,26 @@ def test_wrong_files_get_named_errors(executor, sd3):
         res = executor.run(doc)
     assert res.status == "error" and "sd3 CLIP takes clip_l, clip_g, t5" in str(res.error)
     os.remove(sd3.models / "diffusion_models" / "not-a-model.safetensors")
+
+
+@pytest.mark.parametrize("storage", [torch.float16, torch.bfloat16, torch.float8_e4m3fn])
+def test_files_stored_in_low_precision_compute_in_the_loaders_dtype(tmp_path, sd3, storage):
+    """fp16 / bf16 / fp8 e4m3fn files (as users download them) load into fp32 modules holding exactly the
+    stored values, and run."""
+    from nodes.part_files import load_part
+
+    files = write_sd3_parts(sd3.pipe, tmp_path, prefix="low", dtype=storage)
+    cpu = torch.device("cpu")
+    net = load_part("network", tmp_path / "diffusion_models" / files["unet"], cpu, torch.float32, "n",
+                    [sd3.folder]).model.network
+    enc = load_part("text_encoder", tmp_path / "text_encoders" / files["t5"], cpu, torch.float32, "t",
+                    [sd3.folder]).encoder.model
+    for ours, ref in ((net, sd3.pipe.transformer), (enc, sd3.pipe.text_encoder_3)):
+        assert next(ours.parameters()).dtype == torch.float32
+        a, b = ours.state_dict(), ref.state_dict()
+        assert all(torch.equal(a[k], b[k].to(storage).float()) for k in b), type(ref).__name__
+    x = torch.randn(1, 16, 8, 8)
+    with torch.no_grad():
+        out = net(hidden_states=x, timestep=torch.tensor([500.0]), encoder_hidden_states=torch.randn(1, 10, 64),
+                  pooled_projections=torch.randn(1, 64)).sample
+    assert torch.isfinite(out).all()
