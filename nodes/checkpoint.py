@@ -38,7 +38,9 @@ def unet_key_to_ldm(key: str, layers_per_block: int, up_blocks_with_attention: s
     """One diffusers ``UNet2DConditionModel`` parameter name -> its SD1.x name (without the prefix)."""
     n = layers_per_block + 1
     fixed = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
-             "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
+             "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
+             # SDXL's size / pooled-text embedding
+             "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2"}
     head, _, leaf = key.rpartition(".")
     if head in fixed:
         return f"{fixed[head]}.{leaf}"
@@ -180,6 +182,30 @@ def _expected_shapes(config_folder: str, _stamp: float) -> dict[str, tuple[int, 
                   clip_to_ldm(clip.state_dict())):
         shapes.update({k: tuple(v.shape) for k, v in state.items()})
     return shapes
+
+
+@lru_cache(maxsize=8)
+def _expected_unet_shapes(unet_folder: str, _stamp: float) -> dict[str, tuple[int, ...]]:
+    from diffusers import UNet2DConditionModel
+
+    cfg = UNet2DConditionModel.load_config(unet_folder)
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(cfg)
+    return {k: tuple(v.shape) for k, v in unet_to_ldm(unet.state_dict(), cfg).items()}
+
+
+def unet_mismatches(shapes: dict[str, tuple[int, ...]], unet_folder: str | Path, limit: int = 3) -> list[str]:
+    """What keeps a checkpoint's UNet (original layout) from loading with the UNet config in
+    ``unet_folder``; [] when it fits. Other parts of the file are not looked at."""
+    folder = Path(unet_folder).resolve()
+    problems = []
+    for key, shape in _expected_unet_shapes(str(folder), (folder / "config.json").stat().st_mtime).items():
+        got = shapes.get(key)
+        if got != shape:
+            problems.append(f"missing {key}" if got is None else f"{key}: {list(got)} (expected {list(shape)})")
+        if len(problems) >= limit:
+            break
+    return problems
 
 
 def layout_mismatches(shapes: dict[str, tuple[int, ...]], config_folder: str | Path, limit: int = 3) -> list[str]:

@@ -17,6 +17,7 @@ from graph_runtime import Node, NodeError, NodeInputs, Output, UnsafePathError, 
 
 from .device import DEVICE_CHOICES, DTYPE_CHOICES, resolve_device, resolve_dtype
 from .model_store import ModelStore, file_identity
+from .part_files import config_folders
 
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 EMBEDDED_NAME = "tiny-shapes-sd"
@@ -86,18 +87,6 @@ def find_model(name: str, extra: Iterable[Path] = ()) -> Path:
                     f"({', '.join(str(d) for d in model_dirs(extra)) or 'none exist'})")
 
 
-def config_candidates(extra: Iterable[Path] = ()) -> list[Path]:
-    """Configuration folders tried, in order, for a single-file checkpoint: the embedded model's, SD1.5's."""
-    out = []
-    for d in model_dirs(extra):
-        p = d / EMBEDDED_NAME
-        if is_model_folder(p):
-            out.append(p)
-            break
-    out.append(SD15_CONFIG)
-    return out
-
-
 class LoadModel(Node):
     """Load a model of any known family (SD1.x, SD2.x, SDXL, SD3.x): a diffusers folder or a single
     .safetensors checkpoint.
@@ -127,7 +116,7 @@ class LoadModel(Node):
         device = resolve_device(inputs.device or "auto")
         dtype = resolve_dtype(inputs.dtype or "auto", device)
         loaded = ctx.service(ModelStore).load(path, device=device, dtype=dtype, name=inputs.model_name,
-                                              config_folders=config_candidates(extra))
+                                              config_folders=config_folders(extra))
         missing = [n for n, v in (("MODEL", loaded.model), ("CLIP", loaded.clip), ("VAE", loaded.vae)) if v is None]
         if missing:
             raise NodeError(f"model_name: {inputs.model_name} holds no {' / '.join(missing)}; load that part "

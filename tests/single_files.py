@@ -88,3 +88,50 @@ def write_sd3_parts(pipe, root: Path, prefix: str = "tiny-sd3", dtype: torch.dty
     vae = {k.removeprefix(VAE_PREFIX): v for k, v in vae_to_ldm(pipe.vae.state_dict(), dict(pipe.vae.config)).items()}
     save(vae, root / "vae" / names["vae"], dtype)
     return names
+
+
+def _clip_key(key: str) -> str:
+    """transformers' CLIP names, nested form (the flattened CLIPTextModel of newer transformers drops
+    ``text_model.``)."""
+    return key if key.startswith(("text_model.", "text_projection")) else "text_model." + key
+
+
+def open_clip_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A transformers CLIPTextModelWithProjection as OpenCLIP names it (SDXL's CLIP-G in checkpoints):
+    fused ``in_proj`` attention, ``resblocks``, ``ln_final`` and a transposed ``text_projection``."""
+    sd = {_clip_key(k): v for k, v in state.items() if not k.endswith("position_ids")}
+    out = {
+        "positional_embedding": sd.pop("text_model.embeddings.position_embedding.weight"),
+        "token_embedding.weight": sd.pop("text_model.embeddings.token_embedding.weight"),
+        "ln_final.weight": sd.pop("text_model.final_layer_norm.weight"),
+        "ln_final.bias": sd.pop("text_model.final_layer_norm.bias"),
+        "text_projection": sd.pop("text_projection.weight").T.contiguous(),
+    }
+    layers = sorted({int(k.split(".")[3]) for k in sd if k.startswith("text_model.encoder.layers.")})
+    for i in layers:
+        a, b = f"text_model.encoder.layers.{i}", f"transformer.resblocks.{i}"
+        for leaf in ("weight", "bias"):
+            out[f"{b}.attn.in_proj_{leaf}"] = torch.cat([sd.pop(f"{a}.self_attn.{x}_proj.{leaf}") for x in "qkv"])
+            out[f"{b}.attn.out_proj.{leaf}"] = sd.pop(f"{a}.self_attn.out_proj.{leaf}")
+            out[f"{b}.ln_1.{leaf}"] = sd.pop(f"{a}.layer_norm1.{leaf}")
+            out[f"{b}.ln_2.{leaf}"] = sd.pop(f"{a}.layer_norm2.{leaf}")
+            out[f"{b}.mlp.c_fc.{leaf}"] = sd.pop(f"{a}.mlp.fc1.{leaf}")
+            out[f"{b}.mlp.c_proj.{leaf}"] = sd.pop(f"{a}.mlp.fc2.{leaf}")
+    if sd:
+        raise ValueError(f"no OpenCLIP name for {sorted(sd)[:5]}")
+    return out
+
+
+def sdxl_checkpoint(pipe) -> dict[str, torch.Tensor]:
+    """An SDXL pipeline as one all-in-one checkpoint in the original (SGM) layout, as checkpoints/ holds
+    SDXL models: ``model.diffusion_model.``, ``first_stage_model.``, CLIP-L under
+    ``conditioner.embedders.0.transformer.`` and CLIP-G (OpenCLIP names) under ``conditioner.embedders.1.model.``."""
+    from nodes.checkpoint import unet_to_ldm
+
+    state = unet_to_ldm(pipe.unet.state_dict(), dict(pipe.unet.config))
+    state.update(vae_to_ldm(pipe.vae.state_dict(), dict(pipe.vae.config)))
+    state.update({"conditioner.embedders.0.transformer." + _clip_key(k): v
+                  for k, v in pipe.text_encoder.state_dict().items() if not k.endswith("position_ids")})
+    state.update({"conditioner.embedders.1.model." + k: v
+                  for k, v in open_clip_layout(pipe.text_encoder_2.state_dict()).items()})
+    return state

@@ -149,3 +149,25 @@ def test_files_stored_in_low_precision_compute_in_the_loaders_dtype(tmp_path, sd
         out = net(hidden_states=x, timestep=torch.tensor([500.0]), encoder_hidden_states=torch.randn(1, 10, 64),
                   pooled_projections=torch.randn(1, 64)).sample
     assert torch.isfinite(out).all()
+
+
+@pytest.fixture(scope="module")
+def sdxl_executor(tmp_path_factory, services):
+    from single_files import save, sdxl_checkpoint
+
+    fam = shared_family("sdxl", tmp_path_factory)
+    save(sdxl_checkpoint(fam.pipe), fam.models / "checkpoints" / "tiny-sdxl-base.safetensors")
+    with pytest.MonkeyPatch.context() as mp, single_thread():
+        mp.setenv("GRAPH_RUNTIME_MODELS", str(fam.models))
+        yield make_executor(tmp_path_factory.mktemp("sdxl_files"), services=services)
+
+
+def test_sdxl_all_in_one_checkpoint_equals_its_folder(sdxl_executor):
+    """An SDXL checkpoint in the original layout (checkpoints/, as SDXL models are shared) through
+    CheckpointLoaderSimple gives the folder's picture."""
+    doc = graph("tiny-sdxl", "euler", 4)
+    ref = run(sdxl_executor, doc)
+    doc["1"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "checkpoints/tiny-sdxl-base.safetensors"}}
+    ours = run(sdxl_executor, doc)
+    assert ref.std() > 0.005
+    assert (ours - ref).abs().max().item() == 0.0

@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 T5_TOKENIZER = ROOT / "models" / "tokenizers" / "t5"
 IMAGE_SIZE = 64
 CLIP_DIM = 32
+#: SDXL's CLIP-G is wider than its CLIP-L (1280 and 768), which is how single-file loaders tell them apart
+CLIP_G_DIM = 48
 
 SD21_SCHEDULER = {
     "_class_name": "DDIMScheduler", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
@@ -96,7 +98,7 @@ def build_sdxl(workdir: Path, seed: int = 0):
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
         addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=6 * 8 + CLIP_DIM, cross_attention_dim=2 * CLIP_DIM,
+        projection_class_embeddings_input_dim=6 * 8 + CLIP_DIM, cross_attention_dim=CLIP_DIM + CLIP_G_DIM,
         norm_num_groups=32,
     )
     torch.manual_seed(seed + 1)
@@ -105,7 +107,7 @@ def build_sdxl(workdir: Path, seed: int = 0):
     torch.manual_seed(seed + 2)
     text_encoder = _clip(tokenizer)
     torch.manual_seed(seed + 3)
-    text_encoder_2 = _clip(tokenizer, with_projection=True)
+    text_encoder_2 = _clip(tokenizer, with_projection=True, hidden=CLIP_G_DIM)
     return StableDiffusionXLPipeline(
         vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
         tokenizer_2=tokenizer, unet=unet, scheduler=EulerDiscreteScheduler.from_config(SDXL_SCHEDULER),

@@ -48,5 +48,15 @@ def for_network_config(config: dict) -> Family:
 
 
 def for_file(path: Path) -> Family:
-    """The family of a single ``.safetensors`` checkpoint (all-in-one SD1.x files today)."""
+    """The family of an all-in-one ``.safetensors`` checkpoint, from its tensor names (SD1.x when no other
+    family claims it: its loader then says whether a configuration fits)."""
+    from ..checkpoint import checkpoint_shapes
+
+    try:
+        shapes = checkpoint_shapes(path)
+    except Exception as exc:  # safetensors raises its own error types for damaged headers
+        raise NodeError(f"cannot read {path.name}: not a valid .safetensors file ({exc})") from exc
+    for f in FAMILIES:
+        if f.matches_file(shapes):
+            return f
     return by_name("sd1")

@@ -139,6 +139,14 @@ class Family:
         family reads no single network files."""
         return f"{self.label} diffusion models are not read from single files yet"
 
+    def matches_file(self, shapes: Mapping[str, tuple[int, ...]]) -> bool:
+        """Whether an all-in-one checkpoint (its tensor names and shapes) is this family's."""
+        return False
+
+    def load_file(self, path: Path, dtype: torch.dtype, config_folders: Any) -> Parts:
+        raise NodeError(f"{path.name}: single-file {self.label} checkpoints are not loaded yet; use the model's "
+                        "diffusers folder")
+
     # ---- load ---------------------------------------------------------------------------------------
     def load_folder(self, folder: Path, dtype: torch.dtype) -> Parts:
         index = read_json(folder / "model_index.json")

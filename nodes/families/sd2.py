@@ -9,8 +9,6 @@ from typing import Any
 
 import torch
 
-from graph_runtime import NodeError
-
 from .base import Family, Parts
 from .sd1 import StableDiffusion1, _is_sd2_unet, _sd2_config
 
@@ -34,5 +32,4 @@ class StableDiffusion2(StableDiffusion1):
         return Family.matches_folder(self, folder, index) and _is_sd2_unet(folder)
 
     def load_file(self, path: Path, dtype: torch.dtype, config_folders: Any) -> Parts:
-        raise NodeError(f"{path.name}: single-file Stable Diffusion 2.x checkpoints are not loaded yet; "
-                        "use the model's diffusers folder")
+        return Family.load_file(self, path, dtype, config_folders)

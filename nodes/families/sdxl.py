@@ -3,11 +3,14 @@ penultimate layers concatenated), the bigG pooled projection and the size / crop
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from .base import Family, LatentFormat, repeat_to
+from graph_runtime import NodeError
+
+from .base import Family, LatentFormat, Parts, TextEncoder, read_json, repeat_to
 from .clip import run_clip, window_ids
 
 #: ComfyUI's SDXL latent preview factors (rows: channels; columns: R, G, B) and bias
@@ -31,6 +34,40 @@ class StableDiffusionXL(Family):
 
     def matches_network_config(self, config: Any) -> bool:
         return config.get("_class_name") == "UNet2DConditionModel" and config.get("addition_embed_type") == "text_time"
+
+    def matches_file(self, shapes: Any) -> bool:
+        """An all-in-one SDXL checkpoint (original SGM layout): CLIP-G under conditioner.embedders.1."""
+        return any(k.startswith("conditioner.embedders.1.model.") for k in shapes)
+
+    def load_file(self, path: Path, dtype: torch.dtype, config_folders: Any) -> Parts:
+        """An all-in-one SDXL checkpoint through diffusers' ``from_single_file``, configured by the first
+        SDXL folder whose UNet fits the file's shapes."""
+        from diffusers import StableDiffusionXLPipeline
+
+        from ..checkpoint import checkpoint_shapes, unet_mismatches
+        from . import for_folder
+
+        shapes = checkpoint_shapes(path)
+        tried = []
+        for folder in config_folders:
+            if not (folder / "unet" / "config.json").is_file() or for_folder(folder) is not self:
+                continue
+            problems = unet_mismatches(shapes, folder / "unet")
+            if problems:
+                tried.append(f"{folder.name} ({'; '.join(problems)})")
+                continue
+            try:
+                pipe = StableDiffusionXLPipeline.from_single_file(str(path), config=str(folder), torch_dtype=dtype,
+                                                                  local_files_only=True)
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                raise NodeError(f"cannot load checkpoint {path.name}: {exc}") from exc
+            return Parts(network=pipe.unet, vae=pipe.vae,
+                         encoders={"clip_l": TextEncoder(pipe.tokenizer, pipe.text_encoder),
+                                   "clip_g": TextEncoder(pipe.tokenizer_2, pipe.text_encoder_2)},
+                         scheduler_config=read_json(folder / "scheduler" / "scheduler_config.json"))
+        raise NodeError(f"{path.name}: an SDXL checkpoint that no SDXL configuration fits; tried "
+                        + (", ".join(tried) or "no SDXL configuration folders (put the model's diffusers folder "
+                           "in a models folder)"))
 
     def encode(self, clip: Any, text: str, ctx: Any = None, **options: Any):
         """As ``StableDiffusionXLPipeline.encode_prompt``: each CLIP's hidden state at ``-2`` (or
