@@ -1,5 +1,6 @@
-"""``graph-runtime schedulers``: every registered scheduler, what it supports, and which ones a model's own
-scheduler lists as compatible (diffusers' ``pipeline.scheduler.compatibles``)."""
+"""``graph-runtime schedulers``: every registered scheduler, what it supports, which ones a model's own
+scheduler lists as compatible (diffusers' ``pipeline.scheduler.compatibles``) and which fit the model at all
+(flow-matching schedulers for flow models, the others for DDPM-trained ones)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ def add_command(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "schedulers", help="list the schedulers and which ones fit a model",
         description="List every registered scheduler (name, label, diffusers class, stochastic, custom sigmas, "
-                    "sigma spacings) and mark those in the model scheduler's compatibles.")
+                    "sigma spacings), mark those in the model scheduler's compatibles and those that fit the "
+                    "model (discrete or flow-matching).")
     p.add_argument("--model", default=None, help="model name in the models folders (default: the embedded one)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
@@ -31,8 +33,10 @@ def _model_scheduler_config(name: str | None) -> tuple[str, dict]:
         raise LookupError(str(exc)) from None
     cfg = Path(path) / "scheduler" / "scheduler_config.json"
     if Path(path).is_file() or not cfg.is_file():
-        from schedulers.registry import SD15_SCHEDULER_CONFIG
-        return name, dict(SD15_SCHEDULER_CONFIG)  # single-file checkpoints are SD1.x: its scheduler
+        from . import families
+
+        family = families.for_file(Path(path)) if Path(path).is_file() else families.by_name("sd1")
+        return name, dict(family.default_scheduler)  # a single file brings no scheduler: its family's
     return name, json.loads(cfg.read_text())
 
 
@@ -49,7 +53,8 @@ def scheduler_rows(scheduler_config: dict) -> list[dict]:
     rows = []
     for name, e in registry.REGISTRY.items():
         row: dict[str, Any] = {"name": name, "label": e.label, "class": e.class_name,
-                               "stochastic": e.stochastic, "compatible": name in compatible}
+                               "stochastic": e.stochastic, "compatible": name in compatible,
+                               "fits": e.fits(scheduler_config)}
         try:
             row.update(accepts_sigmas=e.accepts_sigmas, sigma_spacings=list(e.sigma_spacings),
                        timestep_spacing=e.supports_timestep_spacing, available=True)
@@ -72,9 +77,9 @@ def run(args: Any) -> int:
                          indent=2))
         return 0
     yes = lambda b: "yes" if b else "-"  # noqa: E731
-    head = ("name", "label", "class", "stochastic", "custom sigmas", "spacings", "compatible")
+    head = ("name", "label", "class", "stochastic", "custom sigmas", "spacings", "compatible", "fits")
     table = [head] + [(r["name"], r["label"], r["class"], yes(r["stochastic"]), yes(r["accepts_sigmas"]),
-                       ",".join(r["sigma_spacings"]) or "-", yes(r["compatible"])) for r in rows]
+                       ",".join(r["sigma_spacings"]) or "-", yes(r["compatible"]), yes(r["fits"])) for r in rows]
     widths = [max(len(str(t[i])) for t in table) for i in range(len(head))]
     print(f"model {model}: scheduler {config.get('_class_name')}")
     for i, t in enumerate(table):

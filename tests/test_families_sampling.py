@@ -223,3 +223,20 @@ def test_clip_text_encode_sdxl_and_zero_out(executor, families):
         ref = fam.pipe(PROMPT, num_inference_steps=4, guidance_scale=6.0, height=64, width=64,
                        generator=torch.Generator("cpu").manual_seed(11), output_type="pt").images
     assert (ours - ref.permute(0, 2, 3, 1)).abs().max().item() == 0.0
+
+
+def test_schedulers_command_says_which_fit_a_flow_model(families):
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "GRAPH_RUNTIME_MODELS": str(families["sd3"].models), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-m", "graph_runtime", "schedulers", "--model", "tiny-sd3", "--json"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = {r["name"]: r for r in json.loads(out.stdout)["schedulers"]}
+    assert rows["flow_euler"]["fits"] and rows["flow_dpmpp_2m"]["fits"]
+    assert not rows["euler"]["fits"] and not rows["dpmpp_2m"]["fits"]
+    table = subprocess.run([sys.executable, "-m", "graph_runtime", "schedulers", "--model", "tiny-sd3"],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert table.returncode == 0 and "FlowMatchEulerDiscreteScheduler" in table.stdout and " fits" in table.stdout
