@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from tiny_families import BUILDERS
 
     from graph_runtime import Executor, RuntimePaths, Services
+    from nodes.model_store import _own_aligned_memory
     from schedulers import registry
 
     rows = []
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
             BUILDERS[family](root / f"{family}_src").save_pretrained(folder)
             pipe = DiffusionPipeline.from_pretrained(str(folder), local_files_only=True)
             pipe.set_progress_bar_config(disable=True)
+            for module in pipe.components.values():  # as the runtime keeps its weights (see model_store)
+                if isinstance(module, torch.nn.Module):
+                    _own_aligned_memory(module)
             base = dict(pipe.scheduler.config)
             os.environ["GRAPH_RUNTIME_MODELS"] = str(root / "models")
             paths = RuntimePaths(base=root / f"run_{family}")
