@@ -97,3 +97,25 @@ def test_remote_with_token(tmp_path, monkeypatch, capsys):
         assert (tmp_path / "b" / "tiles.txt").exists()
     finally:
         srv.stop()
+
+
+def test_one_client_for_run_and_batch():
+    """``run --server`` and ``batch --server`` speak through graph_runtime.client; cli and remote do not import
+    each other (the shared command pieces live in graph_runtime.arguments)."""
+    import ast
+
+    def imports(path):
+        tree = ast.parse((ROOT / path).read_text())
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                names.add("." * node.level + (node.module or ""))
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+        return names
+
+    remote, backend, cli = (imports(p) for p in ("graph_runtime/remote.py", "graph_runtime/batch/server_backend.py",
+                                                 "graph_runtime/cli.py"))
+    assert ".client" in remote and "..client" in backend
+    assert "urllib.request" not in remote | backend  # no second HTTP client
+    assert ".cli" not in remote and "graph_runtime.cli" not in remote
