@@ -63,7 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run_remote(args)
     registry = default_registry()
     document = load_document(args.file, registry)
-    apply_assignments(document, args.set or [])
+    apply_assignments(document, args.set or [], registry)
     executor = make_executor(args, registry)
     from .progress import TerminalProgress
 
@@ -110,7 +110,7 @@ def report(result: RunResult, executor: Executor, args: argparse.Namespace) -> N
 def cmd_validate(args: argparse.Namespace) -> int:
     registry = default_registry()
     document = load_document(args.file, registry)
-    apply_assignments(document, args.set or [])
+    apply_assignments(document, args.set or [], registry)
     result = Executor(registry).validate(document, targets=args.only or None)
     if not result.ok:
         print_validation(result, args.file)

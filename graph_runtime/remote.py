@@ -19,15 +19,18 @@ from typing import Any
 from .arguments import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, apply_assignments
 from .client import PromptRejected, RemoteError, Server, loads, output_items
 from .paths import UnsafePathError, resolve_inside
+from .ui_format import is_ui_format, ui_to_api
 from .workflow import WorkflowFormatError, load_workflow_document
 
 
-def load_for_remote(path: str, server: Server) -> dict:
+def load_for_remote(path: str, server: Server, assignments: list[str]) -> dict:
+    """The workflow in API format with ``--set`` applied, both by the server's node declarations."""
     doc = load_workflow_document(path)
-    if isinstance(doc.get("nodes"), list) and "links" in doc:
-        from .ui_format import ui_to_api  # converted with the server's node declarations
-
-        return ui_to_api(doc, server.object_info())
+    ui = is_ui_format(doc)
+    info = server.object_info() if ui or assignments else None
+    if ui:
+        doc = ui_to_api(doc, info)
+    apply_assignments(doc, assignments, info)
     return doc
 
 
@@ -35,8 +38,7 @@ def run_remote(args: argparse.Namespace) -> int:
     quiet = getattr(args, "quiet", False)
     try:
         server = Server(args.server)
-        document = load_for_remote(args.file, server)
-        apply_assignments(document, getattr(args, "set", None) or [])
+        document = load_for_remote(args.file, server, getattr(args, "set", None) or [])
     except (RemoteError, UsageError, WorkflowFormatError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID if not isinstance(exc, RemoteError) else EXIT_FAILED

@@ -35,6 +35,13 @@ def test_remote_run_downloads_outputs(server, tmp_path, capsys):
     assert "[3] Tiles" in out.err  # progress names the nodes as they run
 
 
+def test_remote_set_is_typed_by_the_servers_declarations(server, tmp_path, capsys):
+    code = cli_main(["run", "--server", ws(server), ARITHMETIC, "--set", "5.a=42", "--output-dir", str(tmp_path),
+                     "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "tiles.txt").read_text() == "42 x 7 = 42 tiles"
+
+
 def test_remote_run_of_an_editor_file_as_json(server, tmp_path, capsys):
     code = cli_main(["run", "--server", ws(server) + "/ws", UI_ARITHMETIC, "--output-dir", str(tmp_path), "--json",
                      "--quiet"])

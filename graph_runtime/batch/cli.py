@@ -67,12 +67,11 @@ def cmd_batch(args: argparse.Namespace, registry_factory: Callable[[], NodeRegis
             raise UsageError("--ray and --server exclude each other")
         registry = factory()
         document = load_document(args.file, registry)
-        apply_assignments(document, args.set)
+        apply_assignments(document, args.set, registry)
         known = all(isinstance(n, dict) and n.get("class_type") in registry for n in document.values())
-        check_registry = registry if (known or not args.server) else None
         base_dir = Path(args.file).resolve().parent
-        sweeps = [parse_sweep(text, document, check_registry, base_dir) for text in args.sweep]
-        rows = read_params_file(args.from_file, document, check_registry) if args.from_file else None
+        sweeps = [parse_sweep(text, document, registry, base_dir) for text in args.sweep]
+        rows = read_params_file(args.from_file, document, registry) if args.from_file else None
         jobs = expand_jobs(document, sweeps, rows)
     except (UsageError, SweepError, WorkflowFormatError) as exc:
         print(f"error: {exc}", file=sys.stderr)
