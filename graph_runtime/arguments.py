@@ -99,5 +99,14 @@ def apply_assignments(document: dict, assignments: list[str], nodes: Declaration
         document[node_id].setdefault("inputs", {})[name] = value
 
 
+def load_document(path: str, nodes: Declarations) -> dict:
+    """Read a workflow file; an editor-saved one (UI format) is converted with the node declarations."""
+    from .ui_format import is_ui_format, ui_to_api
+    from .workflow import load_workflow_document
+
+    doc = load_workflow_document(path)
+    return ui_to_api(doc, nodes) if is_ui_format(doc) else doc
+
+
 def _id_key(nid: str) -> tuple:
     return (0, int(nid), "") if nid.isdigit() else (1, 0, nid)

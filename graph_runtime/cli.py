@@ -16,24 +16,14 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from .arguments import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, apply_assignments
+from .arguments import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, apply_assignments, load_document
 from .executor import Executor, RunResult
 from .paths import RuntimePaths
 from .registry import NodeRegistry, default_registry
 from .validation import ValidationResult, WorkflowValidationError
-from .workflow import WorkflowFormatError, load_workflow_document
+from .workflow import WorkflowFormatError
 
 COMMANDS_GROUP = "graph_runtime.commands"
-
-
-def load_document(path: str, registry: NodeRegistry) -> dict:
-    """Read a workflow file; editor-saved (UI format) files are converted when a converter is installed."""
-    doc = load_workflow_document(path)
-    if isinstance(doc.get("nodes"), list) and "links" in doc:
-        from .ui_format import ui_to_api
-
-        return ui_to_api(doc, registry)
-    return doc
 
 
 def titles_of(document: dict) -> dict[str, str]:

@@ -26,10 +26,8 @@ from .workflow import WorkflowFormatError, load_workflow_document
 def load_for_remote(path: str, server: Server, assignments: list[str]) -> dict:
     """The workflow in API format with ``--set`` applied, both by the server's node declarations."""
     doc = load_workflow_document(path)
-    ui = is_ui_format(doc)
-    info = server.object_info() if ui or assignments else None
-    if ui:
-        doc = ui_to_api(doc, info)
+    info = server.object_info() if is_ui_format(doc) or assignments else None
+    doc = ui_to_api(doc, info) if is_ui_format(doc) else doc
     apply_assignments(doc, assignments, info)
     return doc
 

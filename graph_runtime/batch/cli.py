@@ -17,8 +17,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ..arguments import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, apply_assignments
-from ..cli import load_document
+from ..arguments import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, apply_assignments, load_document
 from ..client import RemoteError
 from ..registry import NodeRegistry, default_registry
 from ..workflow import WorkflowFormatError
