@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
-import torch
-from PIL import Image
+if TYPE_CHECKING:
+    import torch
 
 # Rows: latent channels 0..3; columns: R, G, B. A least-squares fit of SD1.x latents to their decoded colours.
 SD1_LATENT_RGB = (
@@ -21,6 +22,8 @@ MAX_SIDE = 512
 
 def latent_to_rgb(latents: torch.Tensor) -> torch.Tensor:
     """The first latent of a batch [B, 4, h, w] (or one [4, h, w]) -> uint8 [h, w, 3] on the CPU."""
+    import torch
+
     z = latents[0] if latents.ndim == 4 else latents
     factors = torch.tensor(SD1_LATENT_RGB, dtype=torch.float32, device=z.device)
     rgb = torch.einsum("chw,cr->hwr", z[:4].float(), factors)
@@ -30,6 +33,8 @@ def latent_to_rgb(latents: torch.Tensor) -> torch.Tensor:
 def latent_preview_jpeg(latents: torch.Tensor, quality: int = 80) -> bytes:
     """A JPEG preview of the first latent in ``latents``, scaled up (nearest) so its short side is at least
     256 pixels (and its long side at most 512 where that allows)."""
+    from PIL import Image
+
     img = Image.fromarray(latent_to_rgb(latents).numpy())
     w, h = img.size
     scale = max(1, MIN_SIDE // max(1, min(w, h)))
