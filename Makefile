@@ -38,10 +38,17 @@ demo: setup
 	$(BIN)/graph-runtime run workflows/txt2img.json --output-dir output
 
 # The editor is tested in a real browser: Debian's Chromium (never a browser download of a test tool's own).
+# Where it is missing, `make test` runs `[sudo] apt-get install chromium`; without apt-get it stops with one line.
+CHROMIUM_HELP := the editor test needs Chromium on PATH: install it with your package manager and run make test again
 browser:
-	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+	@command -v chromium >/dev/null 2>&1 || command -v apt-get >/dev/null 2>&1 || \
+		{ echo "error: chromium not found and apt-get is not available; $(CHROMIUM_HELP)" >&2; exit 1; }
+	@command -v chromium >/dev/null 2>&1 || test -z "$(SUDO)" || command -v sudo >/dev/null 2>&1 || \
+		{ echo "error: chromium not found, and installing it needs root (no sudo here); $(CHROMIUM_HELP)" >&2; exit 1; }
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium for the editor test: $(SUDO) apt-get install chromium"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
-test: setup browser
+test: browser setup
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m pytest -q
 

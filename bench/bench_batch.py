@@ -22,10 +22,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from graph_runtime.arguments import load_document  # noqa: E402
 from graph_runtime.batch.manifest import iter_records  # noqa: E402
 from graph_runtime.batch.runner import BatchRunner, LocalBackend  # noqa: E402
 from graph_runtime.batch.sweep import expand_jobs, parse_sweep  # noqa: E402
-from graph_runtime.cli import load_document  # noqa: E402
 from graph_runtime.paths import RuntimePaths  # noqa: E402
 from graph_runtime.registry import default_registry  # noqa: E402
 

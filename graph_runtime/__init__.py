@@ -10,12 +10,12 @@ from .node import Hidden, Link, Node, NodeInputs, NodeResult, Output, Widget
 from .paths import RuntimePaths, UnsafePathError, resolve_inside
 from .registry import NodeRegistry, default_registry
 from .validation import ValidationResult, WorkflowValidationError, validate
-from .workflow import NodeSpec, Workflow, WorkflowFormatError, load_workflow_document, parse_workflow
+from .workflow import WorkflowFormatError, load_workflow_document
 
 __all__ = [
     "ExecutionContext", "Executor", "Hidden", "Interrupted", "Link", "Node", "NodeError", "NodeInputs",
-    "NodeRegistry", "NodeResult", "NodeSpec", "Output", "RunResult", "RuntimePaths", "Services",
-    "UnsafePathError", "ValidationResult", "Widget", "Workflow", "WorkflowFormatError",
-    "WorkflowValidationError", "default_registry", "load_workflow_document", "parse_workflow",
+    "NodeRegistry", "NodeResult", "Output", "RunResult", "RuntimePaths", "Services",
+    "UnsafePathError", "ValidationResult", "Widget", "WorkflowFormatError",
+    "WorkflowValidationError", "default_registry", "load_workflow_document",
     "resolve_inside", "validate",
 ]

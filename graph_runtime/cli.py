@@ -15,52 +15,15 @@ import signal
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
 
+from .arguments import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, apply_assignments, load_document
 from .executor import Executor, RunResult
 from .paths import RuntimePaths
 from .registry import NodeRegistry, default_registry
 from .validation import ValidationResult, WorkflowValidationError
-from .workflow import WorkflowFormatError, load_workflow_document
+from .workflow import WorkflowFormatError
 
 COMMANDS_GROUP = "graph_runtime.commands"
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad command-line input: printed without a traceback, exit 2."""
-
-
-def parse_assignment(text: str) -> tuple[str, str, Any]:
-    """``NODE_ID.INPUT=VALUE`` -> (node id, input, value); VALUE is JSON when it parses, else a string."""
-    key, sep, raw = text.partition("=")
-    node_id, dot, name = key.rpartition(".")
-    if not sep or not dot or not node_id or not name:
-        raise UsageError(f"--set {text!r}: expected NODE_ID.INPUT=VALUE, e.g. 3.seed=42")
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return node_id, name, value
-
-
-def apply_assignments(document: dict, assignments: list[str]) -> None:
-    for text in assignments:
-        node_id, name, value = parse_assignment(text)
-        node = document.get(node_id)
-        if not isinstance(node, dict):
-            raise UsageError(f"--set {text!r}: the workflow has no node {node_id!r}")
-        node.setdefault("inputs", {})[name] = value
-
-
-def load_document(path: str, registry: NodeRegistry) -> dict:
-    """Read a workflow file; editor-saved (UI format) files are converted when a converter is installed."""
-    doc = load_workflow_document(path)
-    if isinstance(doc.get("nodes"), list) and "links" in doc:
-        from .ui_format import ui_to_api
-
-        return ui_to_api(doc, registry)
-    return doc
 
 
 def titles_of(document: dict) -> dict[str, str]:
@@ -90,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run_remote(args)
     registry = default_registry()
     document = load_document(args.file, registry)
-    apply_assignments(document, args.set or [])
+    apply_assignments(document, args.set or [], registry)
     executor = make_executor(args, registry)
     from .progress import TerminalProgress
 
@@ -137,7 +100,7 @@ def report(result: RunResult, executor: Executor, args: argparse.Namespace) -> N
 def cmd_validate(args: argparse.Namespace) -> int:
     registry = default_registry()
     document = load_document(args.file, registry)
-    apply_assignments(document, args.set or [])
+    apply_assignments(document, args.set or [], registry)
     result = Executor(registry).validate(document, targets=args.only or None)
     if not result.ok:
         print_validation(result, args.file)

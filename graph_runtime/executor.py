@@ -239,8 +239,6 @@ class Executor:
 
 
 def _as_document(workflow: Any) -> Any:
-    if hasattr(workflow, "to_dict"):
-        return workflow.to_dict()
     return unwrap(workflow)
 
 

@@ -10,95 +10,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
+from .arguments import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, apply_assignments
+from .client import PromptRejected, RemoteError, Server, loads, output_items
 from .paths import UnsafePathError, resolve_inside
-from .validation import ValidationResult
+from .ui_format import is_ui_format, ui_to_api
 from .workflow import WorkflowFormatError, load_workflow_document
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-TOKEN_ENV = "GRAPH_RUNTIME_TOKEN"
-DOWNLOAD_KINDS = ("images", "files", "gifs", "video", "audio")
 
-
-class RemoteError(Exception):
-    """The server could not be reached or answered something unexpected."""
-
-
-class Server:
-    def __init__(self, url: str, timeout: float = 30.0):
-        parts = urllib.parse.urlsplit(url if "://" in url else "ws://" + url)
-        scheme = {"ws": "http", "wss": "https", "http": "http", "https": "https"}.get(parts.scheme)
-        if scheme is None or not parts.netloc:
-            raise RemoteError(f"--server {url!r}: expected ws://host:port (or http://host:port)")
-        query = urllib.parse.parse_qs(parts.query)
-        self.token = (query.get("token") or [None])[0] or os.environ.get(TOKEN_ENV) or None
-        path = parts.path.rstrip("/")
-        if path.endswith("/ws"):
-            path = path[:-3]
-        self.http = f"{scheme}://{parts.netloc}{path}"
-        self.ws = f"{'wss' if scheme == 'https' else 'ws'}://{parts.netloc}{path}/ws"
-        self.timeout = timeout
-
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
-
-    def request(self, method: str, route: str, body: Any = None) -> tuple[int, bytes]:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.http + route, data=data, method=method, headers=self._headers())
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise RemoteError(f"cannot reach the server at {self.http}: {reason}") from None
-
-    def get_json(self, route: str) -> Any:
-        status, body = self.request("GET", route)
-        if status != 200:
-            raise RemoteError(f"GET {route} answered {status}: {body[:200].decode(errors='replace')}")
-        return json.loads(body)
-
-    def connect(self, client_id: str):
-        from websockets.sync.client import connect
-
-        headers = self._headers()
-        try:
-            return connect(f"{self.ws}?clientId={client_id}", additional_headers=headers or None,
-                           open_timeout=self.timeout, max_size=64 * 1024 * 1024, close_timeout=2)
-        except Exception as exc:
-            raise RemoteError(f"cannot reach the server at {self.ws}: {exc}") from None
-
-
-def load_for_remote(path: str, server: Server) -> dict:
+def load_for_remote(path: str, server: Server, assignments: list[str]) -> dict:
+    """The workflow in API format with ``--set`` applied, both by the server's node declarations."""
     doc = load_workflow_document(path)
-    if isinstance(doc.get("nodes"), list) and "links" in doc:
-        from .ui_format import ui_to_api  # converted with the server's node declarations
-
-        return ui_to_api(doc, server.get_json("/object_info"))
+    info = server.object_info() if is_ui_format(doc) or assignments else None
+    doc = ui_to_api(doc, info) if is_ui_format(doc) else doc
+    apply_assignments(doc, assignments, info)
     return doc
 
 
 def run_remote(args: argparse.Namespace) -> int:
-    from .cli import UsageError, apply_assignments
-
     quiet = getattr(args, "quiet", False)
     try:
         server = Server(args.server)
-        document = load_for_remote(args.file, server)
-        apply_assignments(document, getattr(args, "set", None) or [])
+        document = load_for_remote(args.file, server, getattr(args, "set", None) or [])
     except (RemoteError, UsageError, WorkflowFormatError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID if not isinstance(exc, RemoteError) else EXIT_FAILED
@@ -108,45 +46,33 @@ def run_remote(args: argparse.Namespace) -> int:
     except RemoteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    prompt_id = None
     with ws:
-        body: dict[str, Any] = {"prompt": document, "client_id": client_id}
-        if getattr(args, "only", None):
-            body["partial_execution_targets"] = list(args.only)
         try:
-            status, raw = server.request("POST", "/prompt", body)
+            prompt_id = server.submit(document, client_id, getattr(args, "only", None))
+        except PromptRejected as exc:
+            if exc.invalid:
+                print(f"{args.file}: invalid workflow", file=sys.stderr)
+                for line in exc.lines:
+                    print(f"  - {line}", file=sys.stderr)
+                return EXIT_INVALID
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
         except RemoteError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILED
-        reply = _loads(raw)
-        if status == 400 and isinstance(reply, dict) and "node_errors" in reply:
-            print(f"{args.file}: invalid workflow", file=sys.stderr)
-            result = ValidationResult(error=reply.get("error"), node_errors=reply.get("node_errors") or {})
-            for line in result.messages():
-                print(f"  - {line}", file=sys.stderr)
-            return EXIT_INVALID
-        if status != 200 or not isinstance(reply, dict) or "prompt_id" not in reply:
-            print(f"error: the server refused the prompt ({status}): {raw[:300].decode(errors='replace')}",
-                  file=sys.stderr)
-            return EXIT_FAILED
-        prompt_id = reply["prompt_id"]
         try:
             outcome = _follow(ws, prompt_id, document, quiet)
         except KeyboardInterrupt:
-            server.request("POST", "/interrupt", {"prompt_id": prompt_id})
+            try:
+                server.interrupt(prompt_id)
+            except RemoteError:
+                pass
             print("interrupted", file=sys.stderr)
             return 130
         except RemoteError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILED
     return _finish(server, prompt_id, outcome, args)
-
-
-def _loads(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
 
 
 def _titles(document: dict) -> dict[str, str]:
@@ -172,7 +98,7 @@ def _follow(ws, prompt_id: str, document: dict, quiet: bool) -> dict:
             raise RemoteError(f"the websocket closed: {exc}") from None
         if isinstance(message, bytes):
             continue  # preview images
-        msg = _loads(message)
+        msg = loads(message)
         if not isinstance(msg, dict):
             continue
         kind, data = msg.get("type"), msg.get("data") or {}
@@ -200,7 +126,7 @@ def _follow(ws, prompt_id: str, document: dict, quiet: bool) -> dict:
 
 def _finish(server: Server, prompt_id: str, outcome: dict, args: argparse.Namespace) -> int:
     try:
-        history = server.get_json(f"/history/{urllib.parse.quote(prompt_id)}").get(prompt_id) or {}
+        history = server.history(prompt_id) or {}
     except RemoteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -208,13 +134,11 @@ def _finish(server: Server, prompt_id: str, outcome: dict, args: argparse.Namesp
     out_dir = Path(getattr(args, "output_dir", None) or "output").resolve()
     saved: list[Path] = []
     problems: list[str] = []
-    for ui in outputs.values():
-        for kind in DOWNLOAD_KINDS:
-            for item in ui.get(kind, []) if isinstance(ui, dict) else []:
-                try:
-                    saved.append(_download(server, item, out_dir))
-                except (RemoteError, UnsafePathError, OSError) as exc:
-                    problems.append(f"{item.get('filename')}: {exc}")
+    for item in output_items(outputs):
+        try:
+            saved.append(_download(server, item, out_dir))
+        except (RemoteError, UnsafePathError, OSError) as exc:
+            problems.append(f"{item.get('filename')}: {exc}")
     if getattr(args, "json", False):
         print(json.dumps({"prompt_id": prompt_id, "status": outcome["status"], "outputs": outputs,
                           "files": [str(p) for p in saved], "error": outcome["error"]}, indent=2, default=str))
@@ -238,12 +162,8 @@ def _finish(server: Server, prompt_id: str, outcome: dict, args: argparse.Namesp
 
 
 def _download(server: Server, item: dict, out_dir: Path) -> Path:
-    name, sub, kind = str(item.get("filename", "")), str(item.get("subfolder") or ""), item.get("type", "output")
-    target = resolve_inside(out_dir, f"{sub}/{name}" if sub else name)  # a server cannot write outside out_dir
-    query = urllib.parse.urlencode({"filename": name, "subfolder": sub, "type": kind})
-    status, body = server.request("GET", f"/view?{query}")
-    if status != 200:
-        raise RemoteError(f"/view answered {status}")
+    rel, body = server.download(item)
+    target = resolve_inside(out_dir, rel)  # a server cannot write outside out_dir
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(body)
     return target

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .registry import NodeRegistry
+from .validation import types_compatible
 from .workflow import WorkflowFormatError
 
 MODE_MUTED = 2
@@ -107,7 +108,7 @@ class _Converter:
         inputs = [i for i in node.get("inputs") or [] if isinstance(i, dict)]
         candidates = ([inputs[slot]] if slot < len(inputs) else []) + inputs
         for inp in candidates:
-            if inp.get("link") is not None and _types_match(str(inp.get("type", "")), str(out_type)):
+            if inp.get("link") is not None and types_compatible(str(inp.get("type", "")), str(out_type)):
                 return inp["link"]
         return None
 
@@ -194,12 +195,6 @@ def _widget_names(info: dict) -> dict[str, tuple[str, dict]]:
             if io_type in WIDGET_IO:
                 out[name] = (io_type, opts)
     return out
-
-
-def _types_match(a: str, b: str) -> bool:
-    if a == b or "*" in (a, b):
-        return True
-    return bool(set(a.split(",")) & set(b.split(",")))
 
 
 def ui_to_api(doc: dict, registry: NodeRegistry | dict) -> dict[str, dict]:

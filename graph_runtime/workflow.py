@@ -1,4 +1,4 @@
-"""The workflow format: ComfyUI's API format, as pydantic models.
+"""The workflow format: ComfyUI's API format, read into plain dicts (validation.py checks them).
 
 ``{"<id>": {"class_type": ..., "inputs": {name: literal | [source_id, output_index]}, "_meta": {...}}}``,
 also accepted wrapped as ``{"prompt": {...}}`` the way clients POST it. Unknown keys are kept, so a file
@@ -12,44 +12,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
-
 MAX_WORKFLOW_BYTES = 32 * 1024 * 1024
 
 
 class WorkflowFormatError(ValueError):
     """The document is not a workflow at all (not JSON, too large, not an object of nodes)."""
-
-
-class NodeSpec(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
-
-    class_type: str
-    inputs: dict[str, Any] = Field(default_factory=dict)
-    meta: dict[str, Any] | None = Field(default=None, alias="_meta")
-
-    @property
-    def title(self) -> str | None:
-        return (self.meta or {}).get("title")
-
-
-class Workflow(RootModel[dict[str, NodeSpec]]):
-    """A workflow in API format: node id -> node."""
-
-    @property
-    def nodes(self) -> dict[str, NodeSpec]:
-        return self.root
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, exclude_unset=True)
-
-    def to_json(self, **kw: Any) -> str:
-        return json.dumps(self.to_dict(), **kw)
-
-
-def is_link(value: Any) -> bool:
-    """A list in an input position is always meant as a link; ``link_parts`` says whether it is well formed."""
-    return isinstance(value, list)
 
 
 def link_parts(value: list) -> tuple[str, int] | None:
@@ -97,8 +64,3 @@ def load_workflow_document(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise WorkflowFormatError(f"{path}: a workflow is a JSON object of nodes, got {type(doc).__name__}")
     return doc
-
-
-def parse_workflow(document: Any) -> Workflow:
-    """Strict parse into the pydantic model (raises pydantic.ValidationError); see validation for friendly errors."""
-    return Workflow.model_validate(unwrap(document))

@@ -6,18 +6,18 @@ from __future__ import annotations
 import csv
 import io
 import time
-from typing import Any
-
-import numpy as np
-import torch
-from PIL import Image, ImageDraw, ImageFont
+from typing import TYPE_CHECKING, Any
 
 from graph_runtime import Hidden, Link, Node, NodeError, NodeInputs, NodeResult, Output, Widget
-from schedulers import registry
 
 from .images import save_images
 from .latents import decode
 from .sampling import SEED_MAX, _check_model, latent_samples, make_schedule, run_sampler
+
+if TYPE_CHECKING:  # numpy, torch, PIL and the schedulers load when the node runs, not when it is declared
+    import numpy as np
+    import torch
+    from PIL import Image
 
 MIN_TILE = 128
 MAX_CELLS = 400
@@ -31,6 +31,8 @@ def parse_list(text: str, what: str) -> list[str]:
 
 
 def parse_schedulers(text: str) -> list[str]:
+    from schedulers import registry
+
     names = parse_list(text, "schedulers")
     for n in names:
         if n not in registry.REGISTRY:
@@ -55,6 +57,8 @@ def draw_grid(tiles: list[list[np.ndarray]], rows: list[str], cols: list[str],
               notes: list[list[str]] | None = None) -> Image.Image:
     """Tiles (uint8 [H, W, 3]) in a grid with row labels on the left, column labels on top and an optional
     note under each tile; PIL's default font."""
+    from PIL import Image, ImageDraw, ImageFont
+
     font = ImageFont.load_default()
     h, w = tiles[0][0].shape[:2]
     scale = max(1, -(-MIN_TILE // max(1, min(h, w))))
@@ -99,6 +103,8 @@ def timings_csv(rows: list[dict]) -> str:
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
+        import torch
+
         torch.cuda.synchronize(device)
 
 
@@ -127,6 +133,11 @@ class CompareSchedulers(Node):
     OUTPUTS = (Output("IMAGE", "grid"),)
 
     def execute(self, inputs: Any, ctx: Any) -> NodeResult:
+        import numpy as np
+        import torch
+
+        from schedulers import registry
+
         model = _check_model(inputs.model)
         names = parse_schedulers(inputs.schedulers)
         step_list = parse_steps(inputs.steps)

@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import os
 from functools import cache
-
-import torch
+from typing import TYPE_CHECKING
 
 from graph_runtime import NodeError
 
+if TYPE_CHECKING:  # torch loads when a device is first chosen, not when the nodes are declared
+    import torch
+
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16")
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
-           "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16",
+                "float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 
 
 @cache
 def default_device() -> torch.device:
+    import torch
+
     env = os.environ.get("GRAPH_RUNTIME_DEVICE", "").strip()
     if env and env != "auto":
         return _parse_device(env)
@@ -29,6 +33,8 @@ def default_device() -> torch.device:
 
 
 def _parse_device(name: str) -> torch.device:
+    import torch
+
     try:
         dev = torch.device(name)
     except (RuntimeError, ValueError) as exc:
@@ -47,6 +53,8 @@ def resolve_device(choice: str = "auto") -> torch.device:
 
 def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
     """``auto`` -> GRAPH_RUNTIME_DTYPE if set, else fp16 on CUDA and fp32 elsewhere."""
+    import torch
+
     if choice in ("", "auto"):
         env = os.environ.get("GRAPH_RUNTIME_DTYPE", "").strip().lower()
         if env and env != "auto":
@@ -54,10 +62,12 @@ def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
         else:
             return torch.float16 if device.type == "cuda" else torch.float32
     try:
-        return _DTYPES[choice]
+        return getattr(torch, _DTYPE_NAMES[choice])
     except KeyError:
         raise NodeError(f"unknown dtype {choice!r}: use auto, fp32, fp16 or bf16") from None
 
 
 def dtype_name(dtype: torch.dtype) -> str:
+    import torch
+
     return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, str(dtype))

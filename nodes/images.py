@@ -12,12 +12,7 @@ import random
 import re
 import string
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
-from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
-from PIL.PngImagePlugin import PngInfo
+from typing import TYPE_CHECKING, Any
 
 from graph_runtime import (
     Hidden,
@@ -31,6 +26,10 @@ from graph_runtime import (
     Widget,
     resolve_inside,
 )
+
+if TYPE_CHECKING:  # numpy, torch and PIL load when an image is read or written, not when nodes are declared
+    import torch
+    from PIL import Image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 _input_folder: Path | None = None
@@ -68,6 +67,10 @@ def _resolve(base: Path, name: str, what: str) -> Path:
 def load_image_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """IMAGE [F, H, W, 3] and MASK [F, H, W] (1 - alpha; zeros without alpha) for every frame of the size of
     the first one."""
+    import numpy as np
+    import torch
+    from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+
     try:
         img = Image.open(path)
     except (UnidentifiedImageError, OSError) as exc:
@@ -120,6 +123,9 @@ class LoadImage(Node):
 
 def _to_pil(image: torch.Tensor) -> Image.Image:
     """One [H, W, C] image in 0..1 -> 8-bit PIL image (rounded, as diffusers' numpy_to_pil)."""
+    import numpy as np
+    from PIL import Image
+
     arr = (image.detach().float().cpu().clamp(0, 1).numpy() * 255).round().astype(np.uint8)
     if arr.shape[-1] == 1:
         arr = arr[..., 0]
@@ -139,6 +145,9 @@ def _next_counter(folder: Path, filename: str) -> int:
 def save_images(images: Any, base: Path, prefix: str, *, kind: str, prompt: Any = None,
                 extra_pnginfo: Any = None, compress_level: int = 4) -> list[dict]:
     """Write a batch as ``{prefix}_{counter:05}_.png`` under ``base`` (prefix may name a sub-folder)."""
+    import torch
+    from PIL.PngImagePlugin import PngInfo
+
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise NodeError("images: expected an IMAGE tensor [batch, height, width, channels]")
     if not prefix or not prefix.strip() or prefix.endswith(("/", "\\")):

@@ -8,14 +8,14 @@ reported with the input's name.
 from __future__ import annotations
 
 import re
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from graph_runtime import Link, Node, NodeError, NodeInputs, Output, Widget
-from schedulers import sigmas as sigmas_mod
 
 from .sampling import SIGMAS, _check_model, check_sigmas
+
+if TYPE_CHECKING:  # torch and the sigma builders load when a node runs, not when the nodes are declared
+    import torch
 
 _MAX_STEPS = 10000
 
@@ -23,6 +23,8 @@ _MAX_STEPS = 10000
 def _range(model: Any, sigma_min: float, sigma_max: float) -> tuple[float, float]:
     """sigma_min / sigma_max, a 0 standing for the model's own train range."""
     if sigma_min <= 0 or sigma_max <= 0:
+        from schedulers import sigmas as sigmas_mod
+
         train = sigmas_mod.model_sigmas(_check_model(model).scheduler_config)
         sigma_min = sigma_min if sigma_min > 0 else float(train[0])
         sigma_max = sigma_max if sigma_max > 0 else float(train[-1])
@@ -50,6 +52,8 @@ class KarrasSigmas(Node):
     OUTPUTS = (Output(SIGMAS, "SIGMAS"),)
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
+        from schedulers import sigmas as sigmas_mod
+
         lo, hi = _range(inputs.model, inputs.sigma_min or 0.0, inputs.sigma_max or 0.0)
         return (sigmas_mod.karras(inputs.steps, lo, hi, inputs.rho),)
 
@@ -69,6 +73,8 @@ class ExponentialSigmas(Node):
     OUTPUTS = (Output(SIGMAS, "SIGMAS"),)
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
+        from schedulers import sigmas as sigmas_mod
+
         lo, hi = _range(inputs.model, inputs.sigma_min or 0.0, inputs.sigma_max or 0.0)
         return (sigmas_mod.exponential(inputs.steps, lo, hi),)
 
@@ -89,6 +95,8 @@ class BetaSigmas(Node):
     OUTPUTS = (Output(SIGMAS, "SIGMAS"),)
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
+        from schedulers import sigmas as sigmas_mod
+
         model = _check_model(inputs.model)
         return (sigmas_mod.beta(inputs.steps, model.scheduler_config, alpha=inputs.alpha, beta=inputs.beta),)
 
@@ -102,6 +110,8 @@ def parse_sigmas(text: str, what: str = "sigmas") -> torch.Tensor:
     parts = [p for p in re.split(r"[,\s;]+", body) if p]
     if not parts:
         raise NodeError(f"{what}: write the noise levels as numbers, e.g. 14.6, 7.0, 3.0, 1.0, 0")
+    import torch
+
     values = []
     for i, p in enumerate(parts):
         if not _NUMBER.fullmatch(p):
@@ -139,6 +149,8 @@ class SplitSigmas(Node):
     OUTPUTS = (Output(SIGMAS, "high_sigmas"), Output(SIGMAS, "low_sigmas"))
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
+        from schedulers import sigmas as sigmas_mod
+
         s = check_sigmas(inputs.sigmas, "sigmas", require_zero_end=False)
         if inputs.step >= len(s):
             raise NodeError(f"step: {inputs.step} is past the last index {len(s) - 1} of sigmas")
@@ -157,6 +169,8 @@ class FlipSigmas(Node):
     OUTPUTS = (Output(SIGMAS, "SIGMAS"),)
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
+        from schedulers import sigmas as sigmas_mod
+
         s = check_sigmas(inputs.sigmas, "sigmas", require_zero_end=False)
         return (sigmas_mod.flip(s),)
 

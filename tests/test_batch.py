@@ -279,3 +279,18 @@ def test_batch_package_imports_no_ray_torch_nodes_or_web():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_backends_share_one_run_one_signature():
+    import inspect
+
+    from graph_runtime.batch.ray_backend import RayBackend
+    from graph_runtime.batch.runner import Backend, LocalBackend
+    from graph_runtime.batch.server_backend import ServerBackend
+
+    want = inspect.signature(Backend.run_one)
+    for cls in (LocalBackend, ServerBackend, RayBackend):
+        for method in ("open", "validate", "run_one", "run", "stop", "close"):
+            assert inspect.signature(getattr(cls, method)).parameters.keys() == \
+                inspect.signature(getattr(Backend, method)).parameters.keys(), (cls, method)
+        assert inspect.signature(cls.run_one) == want

@@ -75,3 +75,26 @@ def test_console_script_entry_point(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "done [3] Tiles" in proc.stderr
+
+
+def test_set_and_sweep_type_values_by_the_declaration(tmp_path, capsys):
+    """One parser of NODE.INPUT=VALUE: a STRING input takes "42" as text, an INT input takes 42 as a number."""
+    from graph_runtime import default_registry
+    from graph_runtime.arguments import parse_assignment
+    from graph_runtime.batch.sweep import parse_sweep
+
+    txt2img = str(ROOT / "workflows" / "txt2img.json")
+    assert main(["validate", txt2img, "--set", "2.text=42", "--set", "6.seed=7"]) == 0, capsys.readouterr().err
+    registry = default_registry()
+    doc = json.loads(Path(txt2img).read_text())
+    assert parse_assignment("2.text=42", doc, registry) == ("2", "text", "42")
+    assert parse_sweep("2.text=42", doc, registry) == ("2.text", ["42"])
+    assert parse_assignment('2.text="42"', doc, registry)[2] == parse_sweep('2.text="42"', doc, registry)[1][0] == "42"
+    assert parse_assignment("6.seed=42", doc, registry)[2] == parse_sweep("6.seed=42", doc, registry)[1][0] == 42
+    # run --set types by the declaration too; an input the node does not have is refused, naming it
+    assert main(["run", ARITH, "--output-dir", str(tmp_path), "--quiet", "--set", "5.a=42"]) == 0
+    assert (tmp_path / "tiles.txt").read_text() == "42 x 7 = 42 tiles"
+    capsys.readouterr()
+    assert main(["validate", ARITH, "--set", "5.nope=1"]) == 2
+    err = capsys.readouterr().err
+    assert "node 5 (StringFormat) has no input 'nope'" in err and "Traceback" not in err

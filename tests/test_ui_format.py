@@ -139,6 +139,24 @@ def test_bypassed_node_passes_its_matching_input_through(registry):
     assert api["3"]["inputs"]["value"] == ["2", 0] and api["2"]["inputs"]["value"] == ["1", 0]
 
 
+def test_bypass_uses_the_validators_type_rule(registry):
+    """A bypassed node passes an input through when validation would accept the link: a STRING feeds a
+    COMBO input (as a primitive string feeds a choice), the same rule as validation's types_compatible."""
+    d = doc([
+        node(1, "ToString", [inp("value", "*")], [out("STRING", [1])]),
+        node(2, "PickScheduler", [inp("name", "STRING", 1)], [out("COMBO", [2])], mode=4),
+        node(3, "Sampler", [inp("mode", "COMBO", 2, widget=True)], [out("INT", [])], [5, 42, "fixed", 30, "fast"]),
+    ], [[1, 1, 0, 2, 0, "STRING"], [2, 2, 0, 3, 0, "COMBO"]])
+    assert ui_to_api(d, registry)["3"]["inputs"]["mode"] == ["1", 0]
+
+
+def test_ui_format_is_detected_in_one_place():
+    """cli, remote, batch and the server ask ui_format.is_ui_format; nobody else spells the test out."""
+    spelled = [p.relative_to(ROOT).as_posix() for top in ("graph_runtime", "web", "nodes")
+               for p in (ROOT / top).rglob("*.py") if '.get("nodes"), list)' in p.read_text()]
+    assert spelled == ["graph_runtime/ui_format.py"]
+
+
 def test_muted_node_is_left_out_and_its_consumers_lose_the_link(registry):
     from test_web_support import AnyPassthrough
 

@@ -35,6 +35,13 @@ def test_remote_run_downloads_outputs(server, tmp_path, capsys):
     assert "[3] Tiles" in out.err  # progress names the nodes as they run
 
 
+def test_remote_set_is_typed_by_the_servers_declarations(server, tmp_path, capsys):
+    code = cli_main(["run", "--server", ws(server), ARITHMETIC, "--set", "5.a=42", "--output-dir", str(tmp_path),
+                     "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "tiles.txt").read_text() == "42 x 7 = 42 tiles"
+
+
 def test_remote_run_of_an_editor_file_as_json(server, tmp_path, capsys):
     code = cli_main(["run", "--server", ws(server) + "/ws", UI_ARITHMETIC, "--output-dir", str(tmp_path), "--json",
                      "--quiet"])
@@ -97,3 +104,25 @@ def test_remote_with_token(tmp_path, monkeypatch, capsys):
         assert (tmp_path / "b" / "tiles.txt").exists()
     finally:
         srv.stop()
+
+
+def test_one_client_for_run_and_batch():
+    """``run --server`` and ``batch --server`` speak through graph_runtime.client; cli and remote do not import
+    each other (the shared command pieces live in graph_runtime.arguments)."""
+    import ast
+
+    def imports(path):
+        tree = ast.parse((ROOT / path).read_text())
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                names.add("." * node.level + (node.module or ""))
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+        return names
+
+    remote, backend, cli = (imports(p) for p in ("graph_runtime/remote.py", "graph_runtime/batch/server_backend.py",
+                                                 "graph_runtime/cli.py"))
+    assert ".client" in remote and "..client" in backend
+    assert "urllib.request" not in remote | backend  # no second HTTP client
+    assert ".cli" not in remote and "graph_runtime.cli" not in remote

@@ -51,11 +51,6 @@ class PromptQueue:
 
     # -- submitting --------------------------------------------------------------------------------------------
 
-    def next_number(self, front: bool = False) -> float:
-        with self._cond:
-            self.number += 1
-            return -self.number if front else self.number
-
     def put(self, prompt: dict, *, prompt_id: str | None = None, number: float | None = None, front: bool = False,
             extra_data: dict | None = None, outputs: list[str] | None = None,
             client_id: str | None = None) -> QueueItem:

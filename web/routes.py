@@ -91,9 +91,9 @@ async def post_prompt(request: Request) -> Response:
     if not isinstance(body, dict) or "prompt" not in body:
         return bad_prompt("No prompt provided", "the body must be a JSON object with a 'prompt'", "no_prompt")
     prompt = body["prompt"]
-    if isinstance(prompt, dict) and isinstance(prompt.get("nodes"), list) and "links" in prompt:
-        from graph_runtime.ui_format import ui_to_api  # an editor-saved graph: convert it here
+    from graph_runtime.ui_format import is_ui_format, ui_to_api
 
+    if is_ui_format(prompt):  # an editor-saved graph: convert it here
         try:
             prompt = ui_to_api(prompt, state.registry)
         except (ValueError, WorkflowFormatError) as exc:

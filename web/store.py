@@ -186,10 +186,6 @@ class Store:
                                  (prompt_id,)).fetchone()
         return self._entry(r) if r else None
 
-    def history_count(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM history").fetchone()[0]
-
     def delete_history(self, prompt_ids: list[str] | None) -> None:
         """Delete the given entries, or all of them when ``prompt_ids`` is None."""
         with self._lock:

@@ -17,7 +17,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ..cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, apply_assignments, load_document
+from ..arguments import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, apply_assignments, load_document
+from ..client import RemoteError
 from ..registry import NodeRegistry, default_registry
 from ..workflow import WorkflowFormatError
 from .runner import BatchAborted, BatchInvalid, BatchRunner, LocalBackend
@@ -65,12 +66,11 @@ def cmd_batch(args: argparse.Namespace, registry_factory: Callable[[], NodeRegis
             raise UsageError("--ray and --server exclude each other")
         registry = factory()
         document = load_document(args.file, registry)
-        apply_assignments(document, args.set)
+        apply_assignments(document, args.set, registry)
         known = all(isinstance(n, dict) and n.get("class_type") in registry for n in document.values())
-        check_registry = registry if (known or not args.server) else None
         base_dir = Path(args.file).resolve().parent
-        sweeps = [parse_sweep(text, document, check_registry, base_dir) for text in args.sweep]
-        rows = read_params_file(args.from_file, document, check_registry) if args.from_file else None
+        sweeps = [parse_sweep(text, document, registry, base_dir) for text in args.sweep]
+        rows = read_params_file(args.from_file, document, registry) if args.from_file else None
         jobs = expand_jobs(document, sweeps, rows)
     except (UsageError, SweepError, WorkflowFormatError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -81,7 +81,11 @@ def cmd_batch(args: argparse.Namespace, registry_factory: Callable[[], NodeRegis
     if args.server:
         from .server_backend import ServerBackend
 
-        backend = ServerBackend(args.server, validator=LocalBackend(factory, cache="none") if known else None)
+        try:
+            backend = ServerBackend(args.server, validator=LocalBackend(factory, cache="none") if known else None)
+        except RemoteError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_INVALID
     elif args.ray is not None:
         from .ray_backend import RayBackend
 
@@ -93,9 +97,12 @@ def cmd_batch(args: argparse.Namespace, registry_factory: Callable[[], NodeRegis
                          progress=not (args.quiet or args.json or args.dry_run))
     if args.dry_run:
         try:
-            backend_validate_only(runner)
+            runner.dry_run()
         except BatchInvalid as exc:
             return refuse(exc)
+        except BatchAborted as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
         for job in jobs:
             print(job.id, json.dumps(job.params, ensure_ascii=False))
         return EXIT_OK
@@ -124,14 +131,6 @@ def cmd_batch(args: argparse.Namespace, registry_factory: Callable[[], NodeRegis
     if summary.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILED if summary.failed else EXIT_OK
-
-
-def backend_validate_only(runner: BatchRunner) -> None:
-    if hasattr(runner.backend, "_validator"):
-        runner.backend._validator.open(runner.document)
-    else:
-        runner.backend.open(runner.document)
-    runner.validate_all()
 
 
 def refuse(exc: BatchInvalid) -> int:

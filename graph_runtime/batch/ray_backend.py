@@ -10,6 +10,7 @@ Ray is optional (``pip install graph-runtime[ray]``) and imported only here, onl
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -50,12 +51,12 @@ class BatchWorker:
         self.opened = False
         self.name = f"ray:{socket.gethostname()}:{os.getpid()}"
 
-    def run(self, job_id: str, document: dict) -> Outcome:
+    def run(self, item: WorkItem) -> Outcome:
         if not self.opened:
-            self.local.open(document)
+            self.local.open(item.document)
             self.opened = True
-        job_dir = self.scratch / job_id
-        outcome = self.local.run_one(job_id, document, job_dir)
+        job_dir = self.scratch / item.job.id
+        outcome = self.local.run_one(dataclasses.replace(item, job_dir=job_dir))
         blobs = []
         if job_dir.is_dir():
             for path in sorted(p for p in job_dir.rglob("*") if p.is_file()):
@@ -89,8 +90,10 @@ class RayBackend:
         self._stop = False
         self._validator = LocalBackend(registry_factory)
 
-    def open(self, document: dict) -> None:
+    def open(self, document: dict, *, dry_run: bool = False) -> None:
         self._validator.open(document)
+        if dry_run:
+            return
         for key, value in RAY_ENV.items():
             os.environ.setdefault(key, value)
         try:
@@ -118,6 +121,12 @@ class RayBackend:
     def validate(self, document: dict) -> ValidationResult:
         return self._validator.validate(document)
 
+    def run_one(self, item: WorkItem) -> Outcome:
+        """One job on the first free actor (``run`` keeps every actor busy instead)."""
+        for _, outcome in self.run([item]):
+            return outcome
+        return Outcome("interrupted", {"message": "interrupted"})
+
     def run(self, items: Iterable[WorkItem]) -> Iterator[tuple[WorkItem, Outcome]]:
         import ray
         from ray.exceptions import RayActorError, RayTaskError
@@ -132,7 +141,7 @@ class RayBackend:
                 if actor is None or load[id(actor)] >= self.depth:
                     break
                 item = pending.popleft()
-                ref = actor.run.remote(item.job.id, item.document)
+                ref = actor.run.remote(item)
                 in_flight[ref] = (item, actor)
                 load[id(actor)] += 1
             if not in_flight:

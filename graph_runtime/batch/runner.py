@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..cache import CacheEntry, OutputCache, make_cache
 from ..executor import Executor
@@ -60,6 +60,44 @@ class WorkItem:
     job: Job
     document: dict
     job_dir: Path
+
+
+class Backend(Protocol):
+    """Where a batch's jobs run (LocalBackend, RayBackend, ServerBackend).
+
+    BatchRunner calls ``open``, ``validate`` for every job, ``run`` over the unfinished ones, then ``close``;
+    ``stop`` may come from a signal handler at any time. ``open(document, dry_run=True)`` readies only what
+    validation needs (no Ray workers; a server is asked whether it answers).
+    """
+
+    name: str
+
+    def open(self, document: dict, *, dry_run: bool = False) -> None: ...
+
+    def validate(self, document: dict) -> ValidationResult | None: ...  # None: the backend cannot tell
+
+    def run_one(self, item: WorkItem) -> Outcome: ...
+
+    def run(self, items: Iterable[WorkItem]) -> Iterator[tuple[WorkItem, Outcome]]: ...
+
+    def stop(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class OneAtATime:
+    """``run`` for backends that run one job at a time: ``run_one`` per item until stopped."""
+
+    _stop: threading.Event
+
+    def run_one(self, item: WorkItem) -> Outcome:
+        raise NotImplementedError
+
+    def run(self, items: Iterable[WorkItem]) -> Iterator[tuple[WorkItem, Outcome]]:
+        for item in items:
+            if self._stop.is_set():
+                return
+            yield item, self.run_one(item)
 
 
 @dataclass
@@ -141,7 +179,7 @@ def run_error(error: dict[str, Any] | None, status: str) -> dict[str, Any] | Non
             "node_id": error.get("node_id"), "node_type": error.get("node_type")}
 
 
-class LocalBackend:
+class LocalBackend(OneAtATime):
     """One Executor in this process, kept across jobs: what did not change between jobs is not re-run."""
 
     name = "local"
@@ -154,7 +192,7 @@ class LocalBackend:
         self.executor = executor
         self._stop = threading.Event()
 
-    def open(self, document: dict) -> None:
+    def open(self, document: dict, *, dry_run: bool = False) -> None:
         if self.executor is None:
             inner = make_cache(self.cache_policy or default_cache_policy(document))
             self.executor = Executor(self.registry_factory(), cache=FreshOutputs(inner), paths=self.base_paths)
@@ -163,8 +201,8 @@ class LocalBackend:
         assert self.executor is not None
         return self.executor.validate(document)
 
-    def run_one(self, job_id: str, document: dict, job_dir: Path) -> Outcome:
-        executor = self.executor
+    def run_one(self, item: WorkItem) -> Outcome:
+        job_dir, executor = item.job_dir, self.executor
         assert executor is not None
         started = time.perf_counter()
         try:
@@ -174,19 +212,13 @@ class LocalBackend:
                            seconds=time.perf_counter() - started)
         executor.paths = dataclasses.replace(self.base_paths, output=job_dir)
         try:
-            result = executor.run(document, prompt_id=job_id)
+            result = executor.run(item.document, prompt_id=item.job.id)
         except WorkflowValidationError as exc:
             return Outcome("error", {"message": "; ".join(exc.result.messages())},
                            seconds=time.perf_counter() - started)
         status = {"success": "ok", "error": "error", "interrupted": "interrupted"}[result.status]
         return Outcome(status, run_error(result.error, result.status), executed=list(result.executed),
                        cached=list(result.cached), seconds=time.perf_counter() - started)
-
-    def run(self, items: Iterable[WorkItem]) -> Iterator[tuple[WorkItem, Outcome]]:
-        for item in items:
-            if self._stop.is_set():
-                return
-            yield item, self.run_one(item.job.id, item.document, item.job_dir)
 
     def stop(self) -> None:
         self._stop.set()
@@ -200,7 +232,7 @@ class LocalBackend:
 class BatchRunner:
     """Validates every job, then runs the unfinished ones through a backend, recording each in the manifest."""
 
-    def __init__(self, document: dict, jobs: list[Job], output_dir: str | Path, backend: Any, *,
+    def __init__(self, document: dict, jobs: list[Job], output_dir: str | Path, backend: Backend, *,
                  resume: bool = True, progress: bool = True, console: Any = None,
                  on_result: Callable[[Job, dict], None] | None = None):
         self.document = document
@@ -249,13 +281,28 @@ class BatchRunner:
         self._stopped.set()
         self.backend.stop()
 
-    def run(self, *, handle_sigint: bool = False) -> BatchSummary:
+    def _open(self, dry_run: bool) -> None:
         try:
-            self.backend.open(self.document)
+            self.backend.open(self.document, dry_run=dry_run)
         except Exception as exc:  # Ray not installed or not reachable, a server that does not answer
             self.backend.close()
             raise BatchAborted(f"cannot start the {self.backend.name} backend: {exc}") from exc
-        self.validate_all()
+
+    def dry_run(self) -> None:
+        """Validate every job where the batch would run them, running nothing."""
+        self._open(dry_run=True)
+        try:
+            self.validate_all()
+        finally:
+            self.backend.close()
+
+    def run(self, *, handle_sigint: bool = False) -> BatchSummary:
+        self._open(dry_run=False)
+        try:
+            self.validate_all()
+        except BatchInvalid:
+            self.backend.close()
+            raise
         try:
             manifest = ManifestWriter(self.manifest_path)
         except OSError as exc:

@@ -20,16 +20,16 @@ from typing import Any
 
 import networkx as nx
 
+from .. import arguments
+from ..arguments import TEXT_TYPES, UsageError, parse_value
 from ..registry import NodeRegistry
 from ..workflow import link_parts
 
-# Inputs whose declared type is text keep every token as written (a prompt "42" stays the string "42").
-_TEXT_TYPES = ("STRING", "COMBO")
 _RANGE = re.compile(r"^\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*(?::\s*(\d+))?\s*$")
 MAX_JOBS = 1_000_000
 
 
-class SweepError(ValueError):
+class SweepError(UsageError):
     """Bad sweep or parameter file: the message names the argument, line or field."""
 
 
@@ -49,57 +49,16 @@ def make_job(params: dict[str, Any]) -> Job:
     return Job(id=job_id(params), params=dict(params))
 
 
-def split_key(key: str, where: str) -> tuple[str, str]:
-    node_id, dot, name = key.strip().rpartition(".")
-    if not dot or not node_id or not name:
-        raise SweepError(f"{where}: {key!r} is not NODE_ID.INPUT (e.g. 3.seed)")
-    return node_id, name
-
-
-def input_type(document: dict, registry: NodeRegistry | None, node_id: str, name: str) -> str | None:
-    """The declared port type of ``node_id.name`` when the registry knows the node, else None."""
-    if registry is None:
-        return None
-    node = document.get(node_id)
-    cls = registry.get(node.get("class_type")) if isinstance(node, dict) else None
-    if cls is None:
-        return None
-    spec = cls.input_specs().get(name)
-    return spec.io_type if spec is not None else None
-
-
 def check_target(document: dict, registry: NodeRegistry | None, key: str, where: str) -> str | None:
     """Refuse a key naming a node or input the workflow does not have; returns the input's type if known."""
-    node_id, name = split_key(key, where)
-    node = document.get(node_id)
-    if not isinstance(node, dict):
-        known = ", ".join(sorted(document, key=_id_key)[:30])
-        raise SweepError(f"{where}: the workflow has no node {node_id!r} (nodes: {known})")
-    if registry is None:
-        return None
-    cls = registry.get(node.get("class_type"))
-    if cls is None:
-        return None  # validation reports the unknown class itself
-    specs = cls.input_specs()
-    spec = specs.get(name)
-    if spec is None or spec.hidden:
-        names = ", ".join(n for n, s in specs.items() if not s.hidden)
-        raise SweepError(f"{where}: node {node_id} ({node.get('class_type')}) has no input {name!r} (inputs: {names})")
-    return spec.io_type
-
-
-def parse_value(raw: str, io_type: str | None) -> Any:
-    """JSON when it parses, else the string; inputs declared as text keep the raw string."""
-    if io_type in _TEXT_TYPES:
-        return raw
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, ValueError):
-        return raw
+        return arguments.check_target(document, registry, key, where)
+    except UsageError as exc:
+        raise SweepError(str(exc)) from None
 
 
 def _expand_token(token: str, io_type: str | None, where: str) -> list[Any]:
-    m = _RANGE.match(token) if io_type not in _TEXT_TYPES else None
+    m = _RANGE.match(token) if io_type not in TEXT_TYPES else None
     if m:
         start, stop, step = int(m.group(1)), int(m.group(2)), int(m.group(3) or 1)
         if step < 1:
@@ -140,7 +99,7 @@ def parse_sweep(text: str, document: dict, registry: NodeRegistry | None,
         for token in raw.split(","):
             if token.strip() == "":
                 raise SweepError(f"{where}: empty value in the list")
-            values.extend(_expand_token(token.strip() if io_type not in _TEXT_TYPES else token, io_type, where))
+            values.extend(_expand_token(token.strip() if io_type not in TEXT_TYPES else token, io_type, where))
     if not values:
         raise SweepError(f"{where}: no values")
     return key, values
@@ -207,10 +166,6 @@ def _read_csv(text: str, path: Path, document: dict, registry) -> list[dict[str,
             raise SweepError(f"{path.name} line {lineno}: {len(cells)} fields, the header has {len(header)}")
         rows.append({key: parse_value(cell, t) for key, cell, t in zip(header, cells, types, strict=True)})
     return rows
-
-
-def _id_key(nid: str) -> tuple:
-    return (0, int(nid), "") if nid.isdigit() else (1, 0, nid)
 
 
 def downstream_weight(document: dict) -> dict[str, tuple[int, int]]:
