@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import mimetypes
 import os
 import shutil
@@ -18,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
-from graph_runtime import UnsafePathError
+from graph_runtime import UnsafePathError, strict_json
 
 from .security import BodyTooLarge, confine
 
@@ -167,7 +166,7 @@ class Settings:
 
     def load(self) -> dict:
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = strict_json.loads_stored(self.path.read_text(encoding="utf-8"))
             return data if isinstance(data, dict) else {}
         except (OSError, ValueError):
             return {}
@@ -179,7 +178,7 @@ class Settings:
         with self._lock:
             data = self.load()
             data.update(values)
-            _atomic_write(self.path, json.dumps(data, indent=2).encode())
+            _atomic_write(self.path, strict_json.dumps(data, indent=2).encode())
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -199,7 +198,10 @@ async def get_settings(request: Request) -> Response:
 
 
 async def post_settings(request: Request) -> Response:
-    body = await _json(request)
+    try:
+        body = await _json(request)
+    except ValueError as exc:
+        return error(400, str(exc))
     if not isinstance(body, dict):
         return error(400, "settings must be a JSON object")
     request.app.state.server.settings.update(body)
@@ -221,10 +223,7 @@ async def post_setting(request: Request) -> Response:
 
 async def _json(request: Request) -> Any:
     raw = await request.body()
-    try:
-        return json.loads(raw) if raw else None
-    except (ValueError, RecursionError):
-        raise ValueError("the body is not valid JSON") from None
+    return strict_json.loads(raw, "the body") if raw else None
 
 
 # -- userdata ------------------------------------------------------------------------------------------------
@@ -316,6 +315,11 @@ async def userdata(request: Request) -> Response:
     if path.is_dir():
         return error(400, f"{name} is a folder")
     body = await request.body()
+    if path.suffix.lower() == ".json":  # a workflow or an editor setting file: what is stored must read back
+        try:
+            strict_json.loads(body, name)
+        except ValueError as exc:
+            return error(400, str(exc), "invalid_json")
     await run_in_threadpool(_atomic_write, path, body)
     return JSONResponse(_file_info(root, path) if full else path.relative_to(root).as_posix())
 

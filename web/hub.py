@@ -20,6 +20,8 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from graph_runtime import strict_json
+
 log = logging.getLogger(__name__)
 
 BINARY_PREVIEW_IMAGE = 1
@@ -106,11 +108,11 @@ class Hub:
         """A JSON event to one client (nothing if it is not connected)."""
         if sid is None:
             return
-        text = json.dumps({"type": event, "data": data}, default=str)
+        text = strict_json.dumps({"type": event, "data": data})
         self._call(self._offer, sid, "progress" if event in DROPPABLE else "json", text)
 
     def broadcast(self, event: str, data: dict) -> None:
-        text = json.dumps({"type": event, "data": data}, default=str)
+        text = strict_json.dumps({"type": event, "data": data})
         self._call(self._offer_all, "json", text)
 
     def send_preview(self, sid: str | None, image: bytes, fmt: str = "JPEG") -> None:
@@ -131,7 +133,7 @@ class Hub:
 
     def _broadcast_status(self) -> None:
         self._status_pending = False
-        text = json.dumps({"type": "status", "data": {"status": self.status_provider()}})
+        text = strict_json.dumps({"type": "status", "data": {"status": self.status_provider()}})
         self._offer_all("json", text)
 
     def _offer(self, sid: str, kind: str, payload: Any) -> None:
@@ -189,7 +191,7 @@ class Hub:
             self._drop(old, "replaced by a new connection")
         client = Client(sid, ws, self.max_queue)
         self.clients[sid] = client
-        client.offer("json", json.dumps({"type": "status", "data": {"status": self.status_provider(), "sid": sid}}))
+        client.offer("json", strict_json.dumps({"type": "status", "data": {"status": self.status_provider(), "sid": sid}}))
         for kind, payload in self._take_parked(sid):
             client.offer(kind, payload)
         sender = asyncio.create_task(self._sender(client))
@@ -225,7 +227,7 @@ class Hub:
         if isinstance(msg, dict) and msg.get("type") == "feature_flags":
             if isinstance(msg.get("data"), dict):
                 self.client_flags[client.sid] = msg["data"]
-            client.offer("json", json.dumps({"type": "feature_flags", "data": self.feature_flags}))
+            client.offer("json", strict_json.dumps({"type": "feature_flags", "data": self.feature_flags}))
 
     async def _sender(self, client: Client) -> None:
         ws = client.ws

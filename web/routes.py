@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -12,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from graph_runtime import WorkflowFormatError
+from graph_runtime import WorkflowFormatError, strict_json
 from graph_runtime.validation import error as v_error
 
 from . import files
@@ -31,10 +30,7 @@ async def read_json(request: Request) -> Any:
     raw = await request.body()
     if not raw:
         return None
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        raise ValueError("the request body is not valid JSON") from None
+    return strict_json.loads(raw, "the request body")
 
 
 # -- the editor's startup ------------------------------------------------------------------------------------

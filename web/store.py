@@ -7,12 +7,15 @@ runs again on the next start.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from graph_runtime import strict_json
+
+_loads = strict_json.loads_stored  # rows an older version wrote may hold a bare NaN
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue (
@@ -79,7 +82,7 @@ class HistoryEntry:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return strict_json.dumps(value, separators=(",", ":"))
 
 
 class Store:
@@ -117,7 +120,7 @@ class Store:
             rows = self._db.execute(
                 "SELECT number, prompt_id, prompt, extra_data, outputs, client_id, created, seq FROM queue "
                 "ORDER BY number, seq").fetchall()
-        return [QueueItem(r[0], r[1], json.loads(r[2]), json.loads(r[3]), json.loads(r[4]), r[5], r[6], r[7])
+        return [QueueItem(r[0], r[1], _loads(r[2]), _loads(r[3]), _loads(r[4]), r[5], r[6], r[7])
                 for r in rows]
 
     def counters(self) -> tuple[float, int]:
@@ -163,11 +166,11 @@ class Store:
                      "status, outputs, meta, error")
 
     def _entry(self, r: tuple) -> HistoryEntry:
-        extra = json.loads(r[3])
-        item = QueueItem(r[0], r[1], json.loads(r[2]), extra, json.loads(r[4]), extra.get("client_id"), r[5])
-        return HistoryEntry(item=item, started=r[6], finished=r[7], status=json.loads(r[8]),
-                            outputs=json.loads(r[9]), meta=json.loads(r[10]),
-                            error=json.loads(r[11]) if r[11] else None)
+        extra = _loads(r[3])
+        item = QueueItem(r[0], r[1], _loads(r[2]), extra, _loads(r[4]), extra.get("client_id"), r[5])
+        return HistoryEntry(item=item, started=r[6], finished=r[7], status=_loads(r[8]),
+                            outputs=_loads(r[9]), meta=_loads(r[10]),
+                            error=_loads(r[11]) if r[11] else None)
 
     def history(self, max_items: int | None = None, offset: int | None = None) -> list[HistoryEntry]:
         """Oldest first. Without an offset, the latest ``max_items`` entries (ComfyUI's behaviour)."""
