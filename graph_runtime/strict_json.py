@@ -42,18 +42,25 @@ def depth(value: Any) -> int:
     return deepest
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise StrictJSONError(f"the number {text[:40]} is too large for a 64-bit float")
+    return value
+
+
 def loads(raw: str | bytes, what: str = "the body", max_depth: int = MAX_DEPTH) -> Any:
     """Parse strict JSON; raises StrictJSONError naming ``what`` for NaN/Infinity, bad syntax or deep nesting."""
     try:
-        value = json.loads(raw, parse_constant=_refuse_constant)
+        value = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
     except StrictJSONError as exc:
         raise StrictJSONError(f"{what}: {exc}") from None
     except RecursionError:
-        raise StrictJSONError(f"{what} nests deeper than {max_depth} levels") from None
+        raise StrictJSONError(f"{what} nests too deeply (more than {max_depth} levels)") from None
     except (ValueError, TypeError) as exc:  # JSONDecodeError, or bytes that are not UTF-8
         raise StrictJSONError(f"{what} is not valid JSON ({exc})") from None
     if depth(value) > max_depth:
-        raise StrictJSONError(f"{what} nests deeper than {max_depth} levels")
+        raise StrictJSONError(f"{what} nests too deeply (more than {max_depth} levels)")
     return value
 
 

@@ -3,12 +3,16 @@ nothing a request stores can break a later read."""
 
 from __future__ import annotations
 
+import copy
 import json
 import sqlite3
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_web_support import (
     ARITHMETIC,
+    ROOT,
     collect_until_done,
     http,
     new_id,
@@ -75,7 +79,7 @@ def test_invalid_or_deep_json_is_a_400(base, body):
         r = http("POST", base + path, raw=body.encode("utf-8", "surrogatepass") if body != "\xff" else b"\xff",
                  headers=JSON)
         assert r.status == 400, (path, r.status, r.body[:200])
-        assert "JSON" in r.json()["error"]["message"] or "deeper" in r.json()["error"]["message"]
+        assert "JSON" in r.json()["error"]["message"] or "nests too deeply" in r.json()["error"]["message"]
     _reads_all_answer(base)
 
 
@@ -120,3 +124,153 @@ def test_rows_and_settings_an_older_version_wrote_with_nan_still_read(server):
     assert http("GET", f"{base}/jobs/{pid}").status == 200
     _reads_all_answer(base)
     settings.write_text("{}")
+
+
+# -- (b) malformed workflows: a named 400 through POST /prompt, exit 2 from the CLI ------------------------------
+
+UI_ARITHMETIC = json.loads((ROOT / "tests" / "data" / "arithmetic.ui.json").read_text())
+
+
+def _ui(**changes):
+    doc = copy.deepcopy(UI_ARITHMETIC)
+    for path, value in changes.items():
+        target = doc
+        keys = path.split("__")
+        for k in keys[:-1]:
+            target = target[int(k)] if isinstance(target, list) else target[k]
+        last = keys[-1]
+        if isinstance(target, list):
+            target[int(last)] = value
+        else:
+            target[last] = value
+    return doc
+
+
+MALFORMED_UI = {
+    "links_true": (_ui(links=True), "'links' must be a list"),
+    "links_object": (_ui(links={"a": 1}), "'links' must be a list"),
+    "link_short": (_ui(links=[[1, 2, 3]]), "malformed link"),
+    "link_id_huge": (_ui(links=[[1e300, 1, 0, 3, 0, "INT"]]), "out of range"),
+    "link_id_text": (_ui(links=[["x", 1, 0, 3, 0, "INT"]]), "must be an integer"),
+    "definitions_list": (_ui(definitions=[]), "'definitions' must be an object"),
+    "subgraphs_object": (_ui(definitions={"subgraphs": {"x": 1}}), "'subgraphs' must be a list"),
+    "node_id_1e999": (json.loads(json.dumps(UI_ARITHMETIC).replace('"id": 1,', '"id": 1e999,', 1)), "1e999"),
+    "node_id_float": (_ui(nodes__0__id=1.5), "node id must be an integer"),
+    "node_id_list": (_ui(nodes__0__id=[1]), "node id must be an integer"),
+    "node_id_twice": (_ui(nodes__1__id=1), "used by two nodes"),
+    "type_list": (_ui(nodes__0__type=["PrimitiveInt"]), "'type' must be a node type name"),
+    "type_object": (_ui(nodes__0__type={"a": 1}), "'type' must be a node type name"),
+    "inputs_int": (_ui(nodes__2__inputs=5), "'inputs' must be a list"),
+    "input_entry_text": (_ui(nodes__2__inputs=["a"]), "inputs[0] must be an object"),
+    "input_widget_text": (_ui(nodes__2__inputs=[{"name": "a", "widget": "x", "link": None}]), "widget must be"),
+    "input_link_list": (_ui(nodes__2__inputs=[{"name": "a", "link": [1]}]), "link must be an integer"),
+    "input_name_list": (_ui(nodes__2__inputs=[{"name": [1], "link": 1}]), "name that is not a string"),
+    "outputs_text": (_ui(nodes__0__outputs="x"), "'outputs' must be a list"),
+    "widgets_number": (_ui(nodes__0__widgets_values=3), "widgets_values must be a list"),
+    "mode_text": (_ui(nodes__0__mode="muted"), "'mode' must be a number"),
+    "node_text": (_ui(nodes__0="node"), "malformed node entry"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_UI))
+def test_malformed_editor_workflows_get_a_named_400(base, case):
+    doc, expected = MALFORMED_UI[case]
+    if case == "node_id_1e999":  # 1e999 reads as an infinite float: refused as not JSON, or as a bad id
+        text = '{"prompt": ' + json.dumps(UI_ARITHMETIC).replace('"id": 1,', '"id": 1e999,', 1) + "}"
+        r = http("POST", base + "/prompt", raw=text, headers=JSON)
+    else:
+        r = http("POST", base + "/prompt", {"prompt": doc})
+    assert r.status == 400, (r.status, r.body[:300])
+    assert expected in r.json()["error"]["message"], r.json()["error"]
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_UI))
+def test_the_cli_exits_2_for_malformed_editor_workflows(tmp_path, capsys, case):
+    from graph_runtime.cli import main
+
+    doc, expected = MALFORMED_UI[case]
+    path = tmp_path / "bad.ui.json"
+    text = json.dumps(doc)
+    if case == "node_id_1e999":
+        text = json.dumps(UI_ARITHMETIC).replace('"id": 1,', '"id": 1e999,', 1)
+    path.write_text(text)
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+
+
+json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False, allow_infinity=False),
+                      st.text(max_size=6))
+json_value = st.recursive(json_leaf, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)), max_leaves=8)
+NODE_KEYS = ["id", "type", "mode", "inputs", "outputs", "widgets_values", "title"]
+SLOT_KEYS = ["name", "link", "widget", "type"]
+
+
+@st.composite
+def mutated_ui(draw):
+    doc = copy.deepcopy(UI_ARITHMETIC)
+    for _ in range(draw(st.integers(1, 4))):
+        where = draw(st.sampled_from(["top", "node", "slot", "link", "widget"]))
+        if where == "top":
+            doc[draw(st.sampled_from(["links", "nodes", "definitions", "extra"]))] = draw(json_value)
+            if not isinstance(doc.get("nodes"), list):
+                doc["nodes"] = []
+            continue
+        nodes = doc["nodes"]
+        if not nodes:
+            continue
+        n = draw(st.integers(0, len(nodes) - 1))
+        if not isinstance(nodes[n], dict):
+            continue
+        if where == "node":
+            nodes[n][draw(st.sampled_from(NODE_KEYS))] = draw(st.one_of(json_value, st.sampled_from(
+                ["Reroute", "PrimitiveNode", "IntMath", 1e300, 2, 4, [1, 2]])))
+        elif where == "slot":
+            slots = nodes[n].get("inputs") if isinstance(nodes[n].get("inputs"), list) else None
+            if slots:
+                i = draw(st.integers(0, len(slots) - 1))
+                if isinstance(slots[i], dict):
+                    slots[i][draw(st.sampled_from(SLOT_KEYS))] = draw(json_value)
+        elif where == "link" and isinstance(doc.get("links"), list) and doc["links"]:
+            i = draw(st.integers(0, len(doc["links"]) - 1))
+            link = doc["links"][i]
+            if isinstance(link, list) and link:
+                link[draw(st.integers(0, len(link) - 1))] = draw(st.one_of(json_value, st.integers(-3, 12)))
+        elif where == "widget":
+            nodes[n]["widgets_values"] = draw(st.lists(json_value, max_size=4))
+    return doc
+
+
+API_NAMES = ["PrimitiveInt", "IntMath", "StringFormat", "ShowValue", "ToString", "FloatMath", "Nope", ""]
+api_input = st.one_of(json_value, st.tuples(st.sampled_from(["1", "2", "9"]), st.integers(-1, 2)).map(list))
+api_node = st.fixed_dictionaries({"class_type": st.one_of(st.sampled_from(API_NAMES), json_value)}, optional={
+    "inputs": st.one_of(st.dictionaries(st.sampled_from(["value", "a", "b", "op", "template", ""]), api_input,
+                                        max_size=4), json_value), "_meta": json_value})
+api_prompt = st.one_of(st.dictionaries(st.sampled_from(["1", "2", "3", "9"]), st.one_of(api_node, json_value),
+                                       max_size=4), json_value)
+body_extras = st.fixed_dictionaries({}, optional={
+    "extra_data": json_value, "client_id": json_value, "prompt_id": json_value, "number": json_value,
+    "front": json_value, "partial_execution_targets": json_value})
+
+
+def _post_prompt_never_fails(base: str, body: dict) -> None:
+    r = http("POST", base + "/prompt", raw=json.dumps(body, allow_nan=False), headers=JSON)
+    assert r.status < 500, (r.status, r.body[:300], body)
+    if r.status != 200:
+        err = r.json()["error"]
+        assert err["message"] and "Traceback" not in r.body.decode()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(doc=mutated_ui())
+def test_fuzzed_editor_workflows_never_get_a_5xx(base, doc):
+    _post_prompt_never_fails(base, {"prompt": doc})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(prompt=api_prompt, extras=body_extras)
+def test_fuzzed_api_prompts_never_get_a_5xx(base, prompt, extras):
+    _post_prompt_never_fails(base, {"prompt": prompt, **extras})
