@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator
 
 from .context import NodeError
 from .node import Hidden, Link, Node, NodeInputs, NodeResult, Output, Widget
-from .paths import resolve_inside
+from .paths import check_file_name, resolve_inside
 
 CATEGORY = "utils"
 
@@ -206,18 +208,23 @@ class SaveText(Node):
 
     class Inputs(NodeInputs):
         text: str = Widget("", multiline=True)
-        filename: str = Widget("result.txt")
+        filename: Annotated[str, AfterValidator(check_file_name)] = Widget("result.txt")
         unique_id: Any = Hidden("UNIQUE_ID")
 
     OUTPUTS = ()
 
     def execute(self, inputs, ctx):
-        try:
-            path = resolve_inside(ctx.paths.output, inputs.filename)
+        try:  # checked again here: a linked file name is only known now
+            path = resolve_inside(ctx.paths.output, check_file_name(inputs.filename))
         except ValueError as exc:
             raise NodeError(f"filename: {exc}") from None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(inputs.text, encoding="utf-8")
+        if path.is_dir():
+            raise NodeError(f"filename: {inputs.filename!r} is a folder in the output folder")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(inputs.text, encoding="utf-8")
+        except OSError as exc:
+            raise NodeError(f"filename: cannot write {inputs.filename!r} ({exc.strerror or type(exc).__name__})") from None
         rel = path.relative_to(ctx.paths.output)
         return NodeResult(ui={"text": [inputs.text], "files": [{"filename": rel.name, "subfolder": str(rel.parent)
                                                                 if str(rel.parent) != "." else "", "type": "output"}]})

@@ -6,10 +6,12 @@ from __future__ import annotations
 import copy
 import json
 import sqlite3
+from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_web_server import multipart
 from test_web_support import (
     ARITHMETIC,
     ROOT,
@@ -274,3 +276,140 @@ def test_fuzzed_editor_workflows_never_get_a_5xx(base, doc):
 @given(prompt=api_prompt, extras=body_extras)
 def test_fuzzed_api_prompts_never_get_a_5xx(base, prompt, extras):
     _post_prompt_never_fails(base, {"prompt": prompt, **extras})
+
+
+# -- (c) file routes: 400/404/409, never a 500, never an absolute path -----------------------------------------
+
+
+def _no_absolute_paths(server, body: bytes) -> None:
+    text = body.decode("utf-8", "replace")
+    for root in (server.config.paths.base, server.config.paths.output, server.config.paths.input):
+        assert str(root) not in text, text[:400]
+    assert "Traceback" not in text
+
+
+@pytest.mark.parametrize("name", ["雪_00001_.png", "ε.txt", "a\"b;c.png", "emoji😀.json"])
+def test_view_of_names_beyond_latin_1_uses_rfc_5987(server, name):
+    (server.config.paths.output / name).write_bytes(b"\x89PNG\r\n\x1a\n" if name.endswith(".png") else b"x")
+    r = http("GET", f"{server.url}/view?filename={quote(name)}&type=output")
+    assert r.status == 200, r.body[:200]
+    disposition = r.headers["Content-Disposition"]
+    disposition.encode("latin-1")
+    if "filename*=" in disposition:
+        assert disposition.split("filename*=UTF-8''")[1] == quote(name.replace('"', ""), safe="")
+    assert '"' not in disposition.split("filename=")[1].strip('"').split('";')[0]
+
+
+def test_upload_under_a_subfolder_that_is_a_file_is_a_409(server):
+    (server.config.paths.input / "afile.png").write_bytes(b"x")
+    for sub in ("afile.png", "afile.png/deeper"):
+        body, ctype = multipart({"type": "input", "subfolder": sub}, "image", "pic.png", b"\x89PNG data")
+        r = http("POST", server.url + "/upload/image", raw=body, headers={"Content-Type": ctype})
+        assert r.status == 409 and "is a file" in r.json()["error"]["message"], r.body
+        _no_absolute_paths(server, r.body)
+
+
+@pytest.mark.parametrize("name", [".", "./", "..", " ", "sub/."])
+def test_upload_names_that_are_no_file_are_refused(server, name):
+    before = sorted(p.name for p in server.config.paths.base.iterdir())
+    body, ctype = multipart({"type": "input"}, "image", name, b"\x89PNG data")
+    r = http("POST", server.url + "/upload/image", raw=body, headers={"Content-Type": ctype})
+    assert r.status == 400, r.body
+    assert sorted(p.name for p in server.config.paths.base.iterdir()) == before  # no 'input (1)' beside input/
+
+
+@pytest.mark.parametrize("dest, status", [(".", 400), ("workflows", 409), ("workflows%2F", 400),
+                                          ("x.json%2Finside.json", 409)])
+def test_userdata_move_onto_a_folder_or_through_a_file_is_refused(server, dest, status):
+    base = server.url
+    assert http("POST", base + "/userdata/x.json", {"a": 1}).status == 200
+    assert http("POST", base + "/userdata/src.json", {"b": 2}).status == 200
+    r = http("POST", f"{base}/userdata/src.json/move/{dest}")
+    assert r.status == status, (r.status, r.body)
+    _no_absolute_paths(server, r.body)
+    assert http("GET", base + "/userdata/src.json").json() == {"b": 2}  # nothing moved
+
+
+@pytest.mark.parametrize("name, status", [("workflows", 409), ("x2.json%2Fy.json", 409), ("workflows%2F", 400)])
+def test_userdata_store_onto_a_folder_is_refused(server, name, status):
+    assert http("POST", server.url + "/userdata/x2.json", {"a": 1}).status == 200
+    r = http("POST", f"{server.url}/userdata/{name}", {"z": 1})
+    assert r.status == status, (r.status, r.body)
+    _no_absolute_paths(server, r.body)
+
+
+@pytest.mark.parametrize("origin", ["http://[::1", "http://localhost:99999", "http://localhost:abc", "http://[zz]",
+                                    "http://", "://x", "http://a b"])
+def test_malformed_origin_headers_are_a_403(base, origin):
+    r = http("POST", base + "/settings/k", raw="1", headers={**JSON, "Origin": origin})
+    assert r.status == 403, (r.status, r.body)
+
+
+@pytest.mark.parametrize("filename", ["", ".", "sub/", "  ", "sub/.", "a\\"])
+def test_savetext_names_that_are_no_file_are_a_400(base, filename):
+    r = http("POST", base + "/prompt", {"prompt": {"1": {"class_type": "SaveText",
+                                                         "inputs": {"text": "t", "filename": filename}}}})
+    assert r.status == 400, r.body
+    err = r.json()["node_errors"]["1"]["errors"][0]
+    assert err["extra_info"]["input_name"] == "filename"
+
+
+def test_savetext_name_from_a_link_fails_the_node_without_paths(server):
+    base = server.url
+    (server.config.paths.output / "taken").mkdir(exist_ok=True)
+    (server.config.paths.output / "afile.txt").write_text("x")
+    for name, expected in (("sub/", "names a folder"), ("taken", "is a folder"), ("afile.txt/x.txt", "cannot write")):
+        pid = submit(base, {"1": {"class_type": "StringFormat", "inputs": {"template": name}},
+                            "2": {"class_type": "SaveText", "inputs": {"text": "t", "filename": ["1", 0]}}})["prompt_id"]
+        entry = wait_history(base, pid)
+        assert entry["status"]["status_str"] == "error"
+        err = http("GET", f"{base}/jobs/{pid}").json()["execution_error"]
+        assert expected in err["exception_message"] and err["node_id"] == "2", err
+        _no_absolute_paths(server, http("GET", f"{base}/history/{pid}").body)
+
+
+def test_unexpected_errors_reach_the_client_without_paths_or_traceback(server):
+    base = server.url
+    (server.config.paths.output / "plain.txt").write_text("x")
+    cid = new_id()
+    with ws_connect(base, cid) as ws:
+        json.loads(ws.recv(timeout=5))
+        pid = submit(base, {"1": {"class_type": "SaveTestImage", "inputs": {"filename_prefix": "plain.txt/x"}}},
+                     cid)["prompt_id"]
+        msgs = collect_until_done(ws, pid)
+    err = next(d for k, d in msgs if k == "execution_error")
+    assert err["traceback"] == [] and "plain.txt" in err["exception_message"], err
+    _no_absolute_paths(server, json.dumps(err).encode())
+    _no_absolute_paths(server, http("GET", f"{base}/history/{pid}").body)
+    _no_absolute_paths(server, http("GET", f"{base}/jobs/{pid}").body)
+
+
+@pytest.mark.parametrize("name, content", [("evil.svg", b"<svg onload='alert(1)'/>"),
+                                           ("evil.html", b"<script>alert(1)</script>"),
+                                           ("evil.xml", b"<x/>"), ("evil.js", b"alert(1)")])
+def test_active_userdata_is_downloaded_never_rendered(server, name, content):
+    (server.config.user_dir / name).write_bytes(content)
+    r = http("GET", f"{server.url}/userdata/{name}")
+    assert r.status == 200 and r.body == content
+    assert r.headers["Content-Type"] == "application/octet-stream"
+    assert r.headers["Content-Disposition"].startswith("attachment")
+    assert "sandbox" in r.headers["Content-Security-Policy"]
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_half_written_temp_files_are_removed_at_start(tmp_path):
+    (tmp_path / "input" / "sub").mkdir(parents=True)
+    (tmp_path / "user" / "default").mkdir(parents=True)
+    stale = [tmp_path / "input" / ".upload-abc123", tmp_path / "input" / "sub" / ".upload-x",
+             tmp_path / "user" / "default" / ".tmp-settings"]
+    for p in stale:
+        p.write_bytes(b"\0" * 1024)
+    keep = [tmp_path / "input" / "pic.png", tmp_path / "input" / ".hidden"]
+    for p in keep:
+        p.write_bytes(b"x")
+    srv = start_server(tmp_path)
+    try:
+        assert not any(p.exists() for p in stale)
+        assert all(p.exists() for p in keep)
+    finally:
+        srv.stop()

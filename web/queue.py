@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import heapq
 import logging
+import os
+import re
 import threading
 import time
 import uuid
@@ -29,6 +31,22 @@ _STATUS_EVENTS = (ev.EXECUTION_START, ev.EXECUTION_CACHED, ev.EXECUTION_SUCCESS,
 
 class QueueFull(Exception):
     pass
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:])(?:/[^\s'\"/:]+)+/?")
+
+
+def scrub_error(data: dict, roots: dict[str, os.PathLike]) -> None:
+    """What a client sees of an unexpected exception: the message with this machine's folders named by
+    their role (``output/x.png``), any other absolute path cut to its last part, and no traceback (the
+    server's log keeps it)."""
+    message = str(data.get("exception_message") or "")
+    for name, root in sorted(roots.items(), key=lambda kv: -len(str(kv[1]))):
+        message = message.replace(str(root), name)
+    data["exception_message"] = _ABSOLUTE_PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1] or "/",
+                                                   message)
+    if data.get("traceback"):
+        data["traceback"] = []
 
 
 class PromptQueue:
@@ -200,6 +218,10 @@ class PromptQueue:
                 return
             if event == ev.EXECUTING and data.get("node") is None:
                 return  # sent once the history entry is written (clients read it right after)
+            if event == ev.EXECUTION_ERROR and data.get("traceback"):
+                log.error("prompt %s: node %s (%s) failed:\n%s", data.get("prompt_id"), data.get("node_id"),
+                          data.get("node_type"), "".join(data["traceback"]))
+                scrub_error(data, self._roots())
             if event in _STATUS_EVENTS:
                 messages.append([event, data])
             hub.send(sid, event, data)
@@ -228,6 +250,11 @@ class PromptQueue:
         if result.status == "interrupted":
             entry.status["interrupted"] = True
         return entry
+
+    def _roots(self) -> dict[str, os.PathLike]:
+        paths = self.executor.paths
+        roots = {"output": paths.output, "input": paths.input, "temp": paths.temp, "user": paths.user}
+        return {**{f"models{i or ''}": m for i, m in enumerate(paths.models)}, **roots, "": paths.base}
 
     def _free(self, req: dict[str, bool]) -> None:
         if req.get("unload_models") or req.get("free_memory"):
