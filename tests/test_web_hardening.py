@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import sqlite3
+import time
 from urllib.parse import quote
 
 import pytest
@@ -16,6 +17,7 @@ from test_web_support import (
     ARITHMETIC,
     ROOT,
     collect_until_done,
+    gated_prompt,
     http,
     new_id,
     start_server,
@@ -411,5 +413,155 @@ def test_half_written_temp_files_are_removed_at_start(tmp_path):
     try:
         assert not any(p.exists() for p in stale)
         assert all(p.exists() for p in keep)
+    finally:
+        srv.stop()
+
+
+# -- (d) /history and /jobs: one page, read in SQL -------------------------------------------------------------
+
+
+def _fill_history(store, n: int, start: int = 0) -> list[str]:
+    from web.store import HistoryEntry, QueueItem
+
+    ids = []
+    for i in range(start, start + n):
+        pid = f"h{i:05d}"
+        extra = {"create_time": 1_700_000_000_000 + i * 1000,
+                 "extra_pnginfo": {"workflow": {"id": "wf-a" if i % 2 else "wf-b"}}}
+        item = QueueItem(number=i, prompt_id=pid, prompt={"1": {"class_type": "PrimitiveInt", "inputs": {}}},
+                         extra_data=extra, outputs=["1"], client_id=None, created=1_700_000_000 + i, seq=i)
+        ok = i % 3 != 0
+        store.add(item)
+        store.finish(HistoryEntry(item=item, outputs={"1": {"images": [{"filename": f"{i}.png"}]}}, meta={},
+                                  status={"status_str": "success" if ok else "error", "completed": ok,
+                                          "messages": []}, started=1.0, finished=1.0 + (i % 7)))
+        ids.append(pid)
+    return ids
+
+
+@pytest.fixture(scope="module")
+def paged(tmp_path_factory):
+    srv = start_server(tmp_path_factory.mktemp("paged"), history_page=5, max_history_page=8)
+    ids = _fill_history(srv.state.store, 30)
+    yield srv, ids
+    srv.stop()
+
+
+def test_history_answers_one_page_by_default(paged):
+    srv, ids = paged
+    assert list(http("GET", srv.url + "/history").json()) == ids[-5:]
+    assert list(http("GET", srv.url + "/history?max_items=100").json()) == ids[-8:]  # capped
+    assert list(http("GET", srv.url + "/history?max_items=3&offset=2").json()) == ids[2:5]
+    assert list(http("GET", srv.url + "/history?offset=10").json()) == ids[10:15]
+    assert list(http("GET", srv.url + "/history/" + ids[0]).json()) == [ids[0]]
+
+
+def _all_jobs(base: str, query: str) -> tuple[list[dict], int]:
+    jobs, offset = [], 0
+    while True:
+        page = http("GET", f"{base}/jobs?{query}&offset={offset}").json()
+        jobs += page["jobs"]
+        offset += len(page["jobs"])
+        if not page["pagination"]["has_more"]:
+            return jobs, page["pagination"]["total"]
+        assert len(page["jobs"]) == page["pagination"]["limit"]
+
+
+@pytest.mark.parametrize("query", ["", "sort_order=asc", "status=failed", "status=completed,pending",
+                                   "sort_by=execution_duration", "sort_by=execution_duration&sort_order=asc",
+                                   "workflow_id=wf-a&status=failed", "limit=7", "status=pending"])
+def test_jobs_pages_cover_the_history_in_order(paged, query):
+    srv, ids = paged
+    page = http("GET", f"{srv.url}/jobs?{query}").json()
+    assert len(page["jobs"]) <= (7 if "limit=7" in query else 5)
+    jobs, total = _all_jobs(srv.url, query)
+    statuses = {pid: ("failed" if int(pid[1:]) % 3 == 0 else "completed") for pid in ids}
+    expected = [p for p in ids if ("status=" not in query or statuses[p] in query)
+                and ("workflow_id=wf-a" not in query or int(p[1:]) % 2)]
+    if "execution_duration" in query:
+        expected.sort(key=lambda p: (int(p[1:]) % 7, int(p[1:])), reverse="asc" not in query)
+    elif "asc" not in query:
+        expected.reverse()
+    assert [j["id"] for j in jobs] == expected and total == len(expected)
+    for j in jobs:
+        assert j["status"] == statuses[j["id"]]
+        assert j["preview_output"]["filename"] == f"{int(j['id'][1:])}.png"
+        assert j["workflow_id"] == ("wf-a" if int(j["id"][1:]) % 2 else "wf-b")
+
+
+def test_jobs_put_the_queue_before_the_history(paged, tmp_path):
+    srv, ids = paged
+    gate = tmp_path / "gate"
+    running = submit(srv.url, gated_prompt(gate, 1))["prompt_id"]
+    waiting = submit(srv.url, gated_prompt(gate, 2))["prompt_id"]
+    try:
+        deadline = time.monotonic() + 10
+        while http("GET", srv.url + "/queue").json()["queue_running"] == [] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        jobs = http("GET", srv.url + "/jobs?limit=4").json()
+        assert [j["id"] for j in jobs["jobs"][:2]] == [waiting, running]
+        assert [j["status"] for j in jobs["jobs"][:3]] == ["pending", "in_progress", "completed"]
+        assert jobs["pagination"]["total"] == len(ids) + 2
+        assert http("GET", f"{srv.url}/jobs/{waiting}").json()["status"] == "pending"
+        assert http("GET", f"{srv.url}/jobs?status=in_progress").json()["jobs"][0]["id"] == running
+    finally:
+        gate.write_text("go")
+        wait_history(srv.url, waiting)
+
+
+OLD_SCHEMA = """
+CREATE TABLE queue (prompt_id TEXT PRIMARY KEY, number REAL NOT NULL, seq INTEGER NOT NULL, prompt TEXT NOT NULL,
+    extra_data TEXT NOT NULL, outputs TEXT NOT NULL, client_id TEXT, created REAL NOT NULL);
+CREATE TABLE history (seq INTEGER PRIMARY KEY AUTOINCREMENT, prompt_id TEXT UNIQUE NOT NULL, number REAL NOT NULL,
+    prompt TEXT NOT NULL, extra_data TEXT NOT NULL, outputs_to_execute TEXT NOT NULL, created REAL NOT NULL,
+    started REAL, finished REAL, status TEXT NOT NULL, outputs TEXT NOT NULL, meta TEXT NOT NULL, error TEXT);
+"""
+
+
+def test_a_database_of_the_previous_version_is_upgraded(tmp_path):
+    db_path = tmp_path / "user" / "queue.sqlite3"
+    db_path.parent.mkdir(parents=True)
+    db = sqlite3.connect(str(db_path))
+    db.executescript(OLD_SCHEMA)
+    for i, status in enumerate(["success", "error"]):
+        db.execute("INSERT INTO history (prompt_id, number, prompt, extra_data, outputs_to_execute, created, "
+                   "started, finished, status, outputs, meta) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                   (f"old{i}", i, "{}", json.dumps({"create_time": 1000 + i}), "[]", 1.0, 1.0, 2.0 + i,
+                    json.dumps({"status_str": status, "messages": []}), "{}", "{}"))
+    db.commit()
+    db.close()
+    srv = start_server(tmp_path)
+    try:
+        jobs = http("GET", srv.url + "/jobs").json()["jobs"]
+        assert [(j["id"], j["status"], j["create_time"]) for j in jobs] == [("old1", "failed", 1001),
+                                                                          ("old0", "completed", 1000)]
+        assert [j["id"] for j in http("GET", srv.url + "/jobs?status=completed").json()["jobs"]] == ["old0"]
+    finally:
+        srv.stop()
+
+
+def test_a_page_of_a_10000_entry_history_is_fast(tmp_path):
+    srv = start_server(tmp_path)
+    try:
+        store = srv.state.store
+        with store._lock:  # 10,000 rows in one transaction (the public path commits each: slow to set up)
+            store._db.execute("BEGIN")
+            rows = [(f"p{i}", i, '{"1": {"class_type": "PrimitiveInt", "inputs": {"value": 1}}}',
+                     json.dumps({"create_time": i, "pad": "x" * 2000}), '["1"]', float(i), 0.0, 1.0,
+                     '{"status_str": "success", "messages": []}', '{"1": {"text": ["1"]}}', "{}", "completed", i,
+                     None, 1.0) for i in range(10_000)]
+            store._db.executemany("INSERT INTO history (prompt_id, number, prompt, extra_data, outputs_to_execute, "
+                                  "created, started, finished, status, outputs, meta, job_status, create_time, "
+                                  "workflow_id, duration) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            store._db.execute("COMMIT")
+        for path in ("/jobs?limit=20", "/jobs?status=completed&limit=20&sort_order=asc", "/history",
+                     "/jobs/p5000", "/history?max_items=64"):
+            http("GET", srv.url + path)
+            started = time.perf_counter()
+            r = http("GET", srv.url + path)
+            elapsed = time.perf_counter() - started
+            assert r.status == 200 and elapsed < 0.5, (path, elapsed)  # was 1.6-3.5 s; ~5-20 ms measured
+            assert len(r.body) < 2_000_000, (path, len(r.body))
+        assert http("GET", srv.url + "/jobs?limit=20").json()["pagination"]["total"] == 10_000
     finally:
         srv.stop()

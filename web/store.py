@@ -45,6 +45,45 @@ CREATE TABLE IF NOT EXISTS history (
 );
 """
 
+# Columns /jobs filters and sorts on, kept beside the JSON so a page is one indexed query (added to older
+# databases and filled in once, at open).
+JOB_COLUMNS = (("job_status", "TEXT"), ("create_time", "INTEGER"), ("workflow_id", "TEXT"), ("duration", "REAL"))
+JOB_INDEXES = """
+CREATE INDEX IF NOT EXISTS history_create_time ON history (create_time);
+CREATE INDEX IF NOT EXISTS history_status_time ON history (job_status, create_time);
+CREATE INDEX IF NOT EXISTS history_duration ON history (duration);
+"""
+
+
+def job_status(status: dict) -> str:
+    """A history entry's status as the jobs API names it: completed, cancelled or failed."""
+    if status.get("status_str") == "success":
+        return "completed"
+    messages = status.get("messages") or []
+    if status.get("interrupted") or any(isinstance(m, list) and m and m[0] == "execution_interrupted"
+                                        for m in messages):
+        return "cancelled"
+    return "failed"
+
+
+def workflow_id(extra_data: dict) -> str | None:
+    """The editor's workflow id saved in a prompt's extra_data (extra_pnginfo.workflow.id), if any."""
+    info = extra_data.get("extra_pnginfo") if isinstance(extra_data, dict) else None
+    wf = info.get("workflow") if isinstance(info, dict) else None
+    wid = wf.get("id") if isinstance(wf, dict) else None
+    return wid if isinstance(wid, str) else None
+
+
+def create_time(item: QueueItem) -> int:
+    value = item.extra_data.get("create_time") if isinstance(item.extra_data, dict) else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)
+    return int(item.created * 1000)
+
+
+def _duration(started: float | None, finished: float | None) -> float:
+    return (finished - started) if started and finished else 0.0
+
 
 @dataclass
 class QueueItem:
@@ -96,6 +135,29 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._add_job_columns()
+        self._db.executescript(JOB_INDEXES)
+
+    def _add_job_columns(self) -> None:
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(history)").fetchall()}
+        missing = [(n, t) for n, t in JOB_COLUMNS if n not in have]
+        if not missing:
+            return
+        self._db.execute("BEGIN")
+        try:
+            for name, kind in missing:
+                self._db.execute(f"ALTER TABLE history ADD COLUMN {name} {kind}")
+            rows = self._db.execute("SELECT seq, extra_data, created, started, finished, status FROM history")
+            for seq, extra, created, started, finished, status in rows.fetchall():
+                extra = _loads(extra)
+                item = QueueItem(0, "", {}, extra if isinstance(extra, dict) else {}, [], None, created)
+                self._db.execute("UPDATE history SET job_status=?, create_time=?, workflow_id=?, duration=? "
+                                 "WHERE seq=?", (job_status(_loads(status)), create_time(item),
+                                                 workflow_id(item.extra_data), _duration(started, finished), seq))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -150,10 +212,12 @@ class Store:
                 self._db.execute("DELETE FROM history WHERE prompt_id=?", (it.prompt_id,))
                 self._db.execute(
                     "INSERT INTO history (prompt_id, number, prompt, extra_data, outputs_to_execute, created, "
-                    "started, finished, status, outputs, meta, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "started, finished, status, outputs, meta, error, job_status, create_time, workflow_id, "
+                    "duration) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (it.prompt_id, it.number, _dumps(it.prompt), _dumps(it.extra_data), _dumps(it.outputs),
                      it.created, entry.started, entry.finished, _dumps(entry.status), _dumps(entry.outputs),
-                     _dumps(entry.meta), _dumps(entry.error) if entry.error else None),
+                     _dumps(entry.meta), _dumps(entry.error) if entry.error else None, job_status(entry.status),
+                     create_time(it), workflow_id(it.extra_data), _duration(entry.started, entry.finished)),
                 )
                 self._db.execute(
                     "DELETE FROM history WHERE seq <= (SELECT MAX(seq) FROM history) - ?", (self.max_history,))
@@ -182,6 +246,36 @@ class Store:
             rows = self._db.execute(f"SELECT {self._HISTORY_COLS} FROM history ORDER BY seq LIMIT ? OFFSET ?",
                                     (limit, offset)).fetchall()
         return [self._entry(r) for r in rows]
+
+    def job_keys(self, statuses: list[str] | None, workflow: str | None, sort_by: str, desc: bool,
+                 limit: int) -> tuple[list[tuple[str, float]], int]:
+        """The first ``limit`` history entries in /jobs order, as (prompt_id, sort key), and how many match."""
+        where, args = [], []
+        if statuses:
+            where.append(f"job_status IN ({','.join('?' * len(statuses))})")
+            args += statuses
+        if workflow:
+            where.append("workflow_id=?")
+            args.append(workflow)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        key = "duration" if sort_by == "execution_duration" else "create_time"
+        order = "DESC" if desc else "ASC"
+        with self._lock:
+            total = self._db.execute(f"SELECT COUNT(*) FROM history{clause}", args).fetchone()[0]
+            rows = self._db.execute(f"SELECT prompt_id, {key} FROM history{clause} ORDER BY {key} {order}, seq "
+                                    f"{order} LIMIT ?", [*args, max(0, limit)]).fetchall()
+        return [(r[0], r[1] or 0) for r in rows], total
+
+    def history_many(self, prompt_ids: list[str]) -> dict[str, HistoryEntry]:
+        out: dict[str, HistoryEntry] = {}
+        with self._lock:
+            for start in range(0, len(prompt_ids), 500):
+                chunk = prompt_ids[start:start + 500]
+                rows = self._db.execute(f"SELECT {self._HISTORY_COLS} FROM history WHERE prompt_id IN "
+                                        f"({','.join('?' * len(chunk))})", chunk).fetchall()
+                for r in rows:
+                    out[r[1]] = self._entry(r)
+        return out
 
     def history_one(self, prompt_id: str) -> HistoryEntry | None:
         with self._lock:
