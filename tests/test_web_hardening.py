@@ -565,3 +565,129 @@ def test_a_page_of_a_10000_entry_history_is_fast(tmp_path):
         assert http("GET", srv.url + "/jobs?limit=20").json()["pagination"]["total"] == 10_000
     finally:
         srv.stop()
+
+
+# -- (e) cost limits, in graph_runtime/limits.py, reported in /system_stats -------------------------------------
+
+
+def test_system_stats_reports_the_limits(base):
+    from graph_runtime.limits import LIMITS
+
+    limits = http("GET", base + "/system_stats").json()["limits"]
+    assert limits["max_format_width"] == LIMITS.max_format_width and limits["max_image_frames"] > 0
+    assert limits["max_nodes"] > 0 and limits["history_page"] > 0 and limits["max_prompt_bytes"] > 0
+
+
+def test_limits_come_from_the_environment():
+    from graph_runtime.limits import Limits
+
+    assert Limits.from_env({"GRAPH_RUNTIME_LIMIT_MAX_IMAGE_FRAMES": "12"}).max_image_frames == 12
+    with pytest.raises(ValueError, match="GRAPH_RUNTIME_LIMIT_MAX_STRING_CHARS"):
+        Limits.from_env({"GRAPH_RUNTIME_LIMIT_MAX_STRING_CHARS": "lots"})
+
+
+def _run_failing(base: str, prompt: dict) -> dict:
+    pid = submit(base, prompt)["prompt_id"]
+    entry = wait_history(base, pid)
+    assert entry["status"]["status_str"] == "error"
+    return http("GET", f"{base}/jobs/{pid}").json()["execution_error"]
+
+
+@pytest.mark.parametrize("template, fields, limit", [
+    ("{a:>300000000}", {}, "max_format_width"), ("{a:>{b}}", {"b": "10000000000"}, "max_format_width"),
+    ("{a:.99999}", {"a": "x"}, "max_format_width"), ("{a}" * 600, {"a": "x" * 2000}, "max_string_chars"),
+    ("{a.__class__}", {}, "can be filled"), ("{a:>1e9}", {}, "can be filled"),
+])
+def test_string_format_cost_is_refused_before_it_is_paid(server, template, fields, limit):
+    base = server.url
+    size = server.config.db_path.stat().st_size
+    err = _run_failing(base, {"1": {"class_type": "StringFormat", "inputs": {"template": template, **fields}},
+                              "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}}})
+    assert err["node_id"] == "1" and limit in err["exception_message"], err
+    assert len(err["exception_message"]) < 400
+    assert server.config.db_path.stat().st_size - size < 1_000_000
+
+
+def test_string_format_within_the_limits_still_works(base):
+    pid = submit(base, {"1": {"class_type": "StringFormat", "inputs": {"template": "{a:>8}|{b:.2}|{c!r}", "a": "x",
+                                                                       "b": "abc", "c": "q"}},
+                        "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}}})["prompt_id"]
+    assert wait_history(base, pid)["outputs"]["2"]["text"] == ["       x|ab|'q'"]
+
+
+def test_a_long_cycle_is_named_once_per_node(base):
+    n = 3000
+    prompt = {str(i): {"class_type": "IntMath", "inputs": {"a": [str((i + 1) % n), 0], "b": 1}} for i in range(n)}
+    prompt["out"] = {"class_type": "ShowValue", "inputs": {"value": ["0", 0]}}
+    started = time.perf_counter()
+    r = http("POST", base + "/prompt", {"prompt": prompt})
+    assert r.status == 400 and time.perf_counter() - started < 10
+    errors = r.json()["node_errors"]
+    assert len(errors) == n
+    assert errors["0"]["errors"][0]["extra_info"]["cycle"] == [str(i) for i in range(n)]
+    assert errors["1"]["errors"][0]["extra_info"] == {"cycle_of": "0"}
+    assert len(r.body) < 400 * n  # was n x n names (a 4,999-node cycle: 300 MB)
+
+
+@pytest.fixture
+def input_images(server):
+    from nodes import images
+
+    images.set_input_folder(server.config.paths.input)
+    yield server.config.paths.input
+    images.set_input_folder(None)
+
+
+@pytest.fixture
+def small_limits():
+    from graph_runtime.limits import LIMITS
+
+    saved = LIMITS.as_dict()
+    LIMITS.max_image_pixels, LIMITS.max_image_frames, LIMITS.max_image_total_pixels = 10_000, 8, 20_000
+    yield LIMITS
+    for k, v in saved.items():
+        setattr(LIMITS, k, v)
+
+
+def _animated_png(path, frames: int, size: int) -> None:
+    from PIL import Image
+
+    imgs = [Image.new("RGB", (size, size), (i * 7 % 255, 0, 0)) for i in range(frames)]
+    imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=10)
+
+
+@pytest.mark.parametrize("frames, size, limit", [(1, 120, "max_image_pixels"), (9, 10, "max_image_frames"),
+                                                 (6, 60, "max_image_total_pixels")])
+def test_load_image_refuses_what_would_decode_too_large(server, input_images, small_limits, frames, size, limit):
+    name = f"big_{frames}_{size}.png"
+    _animated_png(input_images / name, frames, size)
+    err = _run_failing(server.url, {"1": {"class_type": "LoadImage", "inputs": {"image": name}},
+                                    "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 1]}}})
+    assert err["node_id"] == "1" and limit in err["exception_message"] and name in err["exception_message"], err
+    r = http("GET", f"{server.url}/view?filename={name}&type=input&preview=webp")
+    assert r.status == (400 if limit == "max_image_pixels" else 200)
+
+
+def test_load_image_within_the_limits_reads_every_frame(server, input_images, small_limits):
+    _animated_png(input_images / "ok.png", 4, 10)
+    pid = submit(server.url, {"1": {"class_type": "LoadImage", "inputs": {"image": "ok.png"}},
+                              "2": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}}})["prompt_id"]
+    entry = wait_history(server.url, pid)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+
+
+def test_validation_lists_the_input_folder_once_per_prompt(server, input_images):
+    from PIL import Image
+
+    for i in range(300):
+        (input_images / "many").mkdir(exist_ok=True)
+        Image.new("RGB", (2, 2)).save(input_images / "many" / f"{i}.png")
+    n = 2000
+    prompt = {str(i): {"class_type": "LoadImage", "inputs": {"image": "many/1.png"}} for i in range(n)}
+    prompt["show"] = {"class_type": "ShowValue", "inputs": {"value": ["0", 1]}}
+    started = time.perf_counter()
+    r = http("POST", server.url + "/prompt", {"prompt": prompt})
+    elapsed = time.perf_counter() - started
+    assert r.status == 200, r.body[:300]
+    assert elapsed < 3, elapsed  # listing 300 files once per node: ~10 s
+    wait_history(server.url, r.json()["prompt_id"])

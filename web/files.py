@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from graph_runtime import UnsafePathError, strict_json
+from graph_runtime.limits import LIMITS
 from graph_runtime.paths import check_file_name
 
 from .security import BodyTooLarge, confine
@@ -63,8 +64,8 @@ async def view(request: Request) -> Response:
     if path.suffix.lower() in IMAGE_SUFFIXES and (preview or channel in ("rgb", "a")):
         try:
             data, media = await run_in_threadpool(_convert, path, preview, channel)
-        except Exception as exc:
-            return error(400, f"cannot convert {filename}: {exc}")
+        except Exception as exc:  # not an image, truncated, too large: the file is fine, the preview is not
+            return error(400, f"cannot convert {filename}: {str(exc).replace(str(path), path.name)}")
         return Response(data, media_type=media, headers={"X-Content-Type-Options": "nosniff",
                                                          "Content-Disposition": _disposition("inline", path.name)})
     media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
@@ -83,6 +84,10 @@ def _convert(path: Path, preview: str | None, channel: str) -> tuple[bytes, str]
     from PIL import Image
 
     with Image.open(path) as im:
+        width, height = im.size
+        if width * height > LIMITS.max_image_pixels:
+            raise ValueError(f"{width}x{height} is over the limit of {LIMITS.max_image_pixels:,} pixels "
+                             f"(max_image_pixels)")
         im.load()
         if channel == "a":
             im = im.getchannel("A") if "A" in im.getbands() else Image.new("L", im.size, 255)
