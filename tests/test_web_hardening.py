@@ -691,3 +691,58 @@ def test_validation_lists_the_input_folder_once_per_prompt(server, input_images)
     assert r.status == 200, r.body[:300]
     assert elapsed < 3, elapsed  # listing 300 files once per node: ~10 s
     wait_history(server.url, r.json()["prompt_id"])
+
+
+# -- (f) websocket connections ---------------------------------------------------------------------------------
+
+
+def test_the_websocket_cap_closes_with_a_code_and_reason(tmp_path):
+    from websockets.exceptions import ConnectionClosed
+
+    srv = start_server(tmp_path, max_ws_clients=2)
+    try:
+        held = [ws_connect(srv.url, new_id()) for _ in range(2)]
+        for ws in held:
+            json.loads(ws.recv(timeout=5))
+        for _ in range(3):
+            with ws_connect(srv.url, new_id()) as extra, pytest.raises(ConnectionClosed) as closed:
+                extra.recv(timeout=5)
+            assert closed.value.rcvd.code == 1013
+            assert "2 websocket clients" in closed.value.rcvd.reason
+        held.pop().close()
+        deadline = time.monotonic() + 5
+        while len(srv.state.hub.clients) > 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with ws_connect(srv.url, new_id()) as again:  # a place is free again
+            assert json.loads(again.recv(timeout=5))["type"] == "status"
+        for ws in held:
+            ws.close()
+    finally:
+        srv.stop()
+
+
+def test_a_client_id_stays_with_its_first_connection(base):
+    owner_id = new_id()
+    with ws_connect(base, owner_id) as owner:
+        assert json.loads(owner.recv(timeout=5))["data"]["sid"] == owner_id
+        with ws_connect(base, owner_id) as intruder:
+            sid = json.loads(intruder.recv(timeout=5))["data"]["sid"]
+            assert sid != owner_id
+            pid = submit(base, ARITHMETIC, owner_id)["prompt_id"]
+            msgs = collect_until_done(owner, pid)  # the owner is still connected and hears its prompt
+            assert "execution_success" in [k for k, _ in msgs]
+            seen = []
+            try:
+                while True:
+                    seen.append(json.loads(intruder.recv(timeout=0.5))["type"])
+            except TimeoutError:
+                pass
+            assert set(seen) <= {"status"}, seen
+    # once the owner has gone, the id can be used again (a browser tab reconnecting)
+    deadline = time.monotonic() + 5
+    while True:
+        with ws_connect(base, owner_id) as back:
+            if json.loads(back.recv(timeout=5))["data"]["sid"] == owner_id:
+                break
+        assert time.monotonic() < deadline
+        time.sleep(0.05)

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 BINARY_PREVIEW_IMAGE = 1
 IMAGE_TYPES = {"JPEG": 1, "PNG": 2}
 DROPPABLE = ("progress",)
+CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455: the server is overloaded
 # Events for a client id that is not connected are held this long, this many, for this many client ids.
 PARKED_SECONDS = 60.0
 PARKED_MESSAGES = 256
@@ -80,6 +81,7 @@ class Hub:
         self.client_flags: dict[str, dict] = {}
         self._status_pending = False
         self._parked: dict[str, deque] = {}
+        self._connecting = 0
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -179,16 +181,26 @@ class Hub:
 
     async def serve(self, ws: WebSocket) -> None:
         """Run one websocket connection until it closes."""
-        if len(self.clients) >= self.max_clients:
-            await ws.close(code=1013, reason="too many clients")
+        if len(self.clients) + self._connecting >= self.max_clients:
+            # Accepted, then closed with a reason: a refused upgrade would read as HTTP 403 "forbidden".
+            await ws.accept()
+            await ws.close(code=CLOSE_TRY_AGAIN_LATER,
+                           reason=f"server full: {self.max_clients} websocket clients connected; retry later")
             return
-        await ws.accept()
+        self._connecting += 1
+        try:
+            await ws.accept()
+        finally:
+            self._connecting -= 1
         sid = ws.query_params.get("clientId") or ""
         if not sid or len(sid) > 128:
             sid = uuid.uuid4().hex
-        old = self.clients.get(sid)
-        if old is not None:  # the same tab reconnecting: the new socket replaces the old one
-            self._drop(old, "replaced by a new connection")
+        elif sid in self.clients:
+            # The id belongs to a live connection (the first to use it). A second socket does not take it over
+            # (it would receive that client's progress, previews and results); it gets an id of its own,
+            # which the status message below tells it (a duplicated browser tab simply carries on with it).
+            log.info("websocket client id %s is in use; the new connection gets a fresh id", sid)
+            sid = uuid.uuid4().hex
         client = Client(sid, ws, self.max_queue)
         self.clients[sid] = client
         client.offer("json", strict_json.dumps({"type": "status", "data": {"status": self.status_provider(), "sid": sid}}))
