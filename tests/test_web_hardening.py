@@ -528,14 +528,17 @@ def test_a_database_of_the_previous_version_is_upgraded(tmp_path):
                    "started, finished, status, outputs, meta) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                    (f"old{i}", i, "{}", json.dumps({"create_time": 1000 + i}), "[]", 1.0, 1.0, 2.0 + i,
                     json.dumps({"status_str": status, "messages": []}), "{}", "{}"))
+    db.execute("INSERT INTO queue VALUES (?,?,?,?,?,?,?,?)", ("waiting", 5, 5, json.dumps(ARITHMETIC), "{}",
+                                                             '["6"]', None, 5.0))
     db.commit()
     db.close()
     srv = start_server(tmp_path)
     try:
+        assert wait_history(srv.url, "waiting")["status"]["status_str"] == "success"  # the old queue runs
         jobs = http("GET", srv.url + "/jobs").json()["jobs"]
-        assert [(j["id"], j["status"], j["create_time"]) for j in jobs] == [("old1", "failed", 1001),
-                                                                          ("old0", "completed", 1000)]
-        assert [j["id"] for j in http("GET", srv.url + "/jobs?status=completed").json()["jobs"]] == ["old0"]
+        assert [(j["id"], j["status"], j["create_time"]) for j in jobs] == [
+            ("waiting", "completed", 5000), ("old1", "failed", 1001), ("old0", "completed", 1000)]
+        assert [j["id"] for j in http("GET", srv.url + "/jobs?status=completed").json()["jobs"]] == ["waiting", "old0"]
     finally:
         srv.stop()
 
@@ -746,3 +749,63 @@ def test_a_client_id_stays_with_its_first_connection(base):
                 break
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+# -- (g) a prompt running when the server died ------------------------------------------------------------------
+
+
+def _kill(proc) -> None:
+    import signal
+
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    proc.stdout.close()
+
+
+def _running(base: str, pid: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = http("GET", base + "/queue").json()["queue_running"]
+        if running and running[0][1] == pid:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{pid} did not start running")
+
+
+def test_a_prompt_running_at_a_crash_is_rerun_once_then_failed(tmp_path):
+    from test_web_persistence import free_port, launch
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    never = tmp_path / "never-opens"  # the 'crashing' prompt: it runs until the server is killed
+    gate = tmp_path / "gate"
+    proc = launch(tmp_path, port)
+    try:
+        doomed = submit(base, gated_prompt(never, 1))["prompt_id"]
+        behind = submit(base, gated_prompt(gate, 2))["prompt_id"]
+        _running(base, doomed)
+    finally:
+        _kill(proc)
+    proc = launch(tmp_path, port)  # first restart: it runs again (once)
+    try:
+        _running(base, doomed)
+        assert [p[1] for p in http("GET", base + "/queue").json()["queue_pending"]] == [behind]
+    finally:
+        _kill(proc)
+    gate.write_text("open")
+    proc = launch(tmp_path, port)  # second restart: recorded as failed, the queue behind it runs
+    try:
+        entry = wait_history(base, doomed)
+        assert entry["status"]["status_str"] == "error"
+        job = http("GET", f"{base}/jobs/{doomed}").json()
+        assert job["status"] == "failed"
+        assert "the server stopped while running this prompt (2 times)" in job["execution_error"]["exception_message"]
+        assert wait_history(base, behind)["status"]["status_str"] == "success"
+        assert http("GET", base + "/queue").json() == {"queue_running": [], "queue_pending": []}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except Exception:
+            proc.kill()
+        proc.stdout.close()

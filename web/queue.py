@@ -29,6 +29,12 @@ _STATUS_EVENTS = (ev.EXECUTION_START, ev.EXECUTION_CACHED, ev.EXECUTION_SUCCESS,
                   ev.EXECUTION_INTERRUPTED)
 
 
+# A prompt that was running when the server died runs again once; if the server dies during that run as
+# well, the prompt is recorded as failed rather than taking the server down on every start.
+RERUNS_AFTER_CRASH = 1
+SERVER_STOPPED = "the server stopped while running this prompt"
+
+
 class QueueFull(Exception):
     pass
 
@@ -64,7 +70,10 @@ class PromptQueue:
         self._free_request: dict[str, bool] | None = None
         self.number, self._seq = store.counters()
         for item in store.pending():  # prompts left over from the last run (a crash included) run again
-            self._push(item)
+            if item.attempts > RERUNS_AFTER_CRASH:
+                self._give_up(item)
+            else:
+                self._push(item)
         hub.status_provider = self.status
 
     # -- submitting --------------------------------------------------------------------------------------------
@@ -179,12 +188,26 @@ class PromptQueue:
                         return item
                 self._cond.wait()
 
+    def _give_up(self, item: QueueItem) -> None:
+        runs = item.attempts
+        log.warning("prompt %s was running when the server stopped, %d times; recording it as failed",
+                    item.prompt_id, runs)
+        now = time.time()
+        data = {"prompt_id": item.prompt_id, "node_id": None, "node_type": None, "executed": [],
+                "exception_message": f"{SERVER_STOPPED} ({runs} times); it is not run again",
+                "exception_type": "ServerStopped", "traceback": [], "current_inputs": {}, "current_outputs": [],
+                "timestamp": int(now * 1000)}
+        self.store.finish(HistoryEntry(item=item, started=None, finished=now, outputs={}, meta={}, error=data,
+                                       status={"status_str": "error", "completed": False,
+                                               "messages": [[ev.EXECUTION_ERROR, data]]}))
+
     def _work(self) -> None:
         while True:
             item = self._next()
             if item is None:
                 return
             try:
+                item.attempts = self.store.started(item.prompt_id)
                 self.hub.broadcast_status()
                 entry = self._run(item)
                 self.store.finish(entry)

@@ -1,8 +1,9 @@
 """SQLite persistence of the prompt queue and history, so that a restart (or a crash) loses nothing.
 
 A prompt is written to ``queue`` when it is accepted and moved to ``history`` in the same transaction that
-records its result. After a crash, whatever is still in ``queue`` (the prompt that was running included)
-runs again on the next start.
+records its result. After a crash, whatever is still in ``queue`` runs on the next start; each start of a
+run is counted (``attempts``), so a prompt that was running when the server died is re-run once and, if the
+server dies during that run too, recorded as failed instead of taking the server down on every start.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class QueueItem:
     client_id: str | None
     created: float
     seq: int = 0
+    attempts: int = 0  # runs started (counted before each run, so a crash leaves it counted)
 
     def __post_init__(self) -> None:
         if isinstance(self.number, float) and self.number.is_integer():
@@ -137,6 +139,8 @@ class Store:
         self._db.executescript(SCHEMA)
         self._add_job_columns()
         self._db.executescript(JOB_INDEXES)
+        if "attempts" not in {r[1] for r in self._db.execute("PRAGMA table_info(queue)").fetchall()}:
+            self._db.execute("ALTER TABLE queue ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
 
     def _add_job_columns(self) -> None:
         have = {r[1] for r in self._db.execute("PRAGMA table_info(history)").fetchall()}
@@ -168,10 +172,18 @@ class Store:
     def add(self, item: QueueItem) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT INTO queue VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO queue (prompt_id, number, seq, prompt, extra_data, outputs, client_id, created, "
+                "attempts) VALUES (?,?,?,?,?,?,?,?,?)",
                 (item.prompt_id, item.number, item.seq, _dumps(item.prompt), _dumps(item.extra_data),
-                 _dumps(item.outputs), item.client_id, item.created),
+                 _dumps(item.outputs), item.client_id, item.created, item.attempts),
             )
+
+    def started(self, prompt_id: str) -> int:
+        """Count one more run of a queued prompt (committed before it runs); returns the count."""
+        with self._lock:
+            self._db.execute("UPDATE queue SET attempts = attempts + 1 WHERE prompt_id=?", (prompt_id,))
+            row = self._db.execute("SELECT attempts FROM queue WHERE prompt_id=?", (prompt_id,)).fetchone()
+        return row[0] if row else 0
 
     def remove(self, prompt_ids: list[str]) -> None:
         with self._lock:
@@ -180,9 +192,9 @@ class Store:
     def pending(self) -> list[QueueItem]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT number, prompt_id, prompt, extra_data, outputs, client_id, created, seq FROM queue "
+                "SELECT number, prompt_id, prompt, extra_data, outputs, client_id, created, seq, attempts FROM queue "
                 "ORDER BY number, seq").fetchall()
-        return [QueueItem(r[0], r[1], _loads(r[2]), _loads(r[3]), _loads(r[4]), r[5], r[6], r[7])
+        return [QueueItem(r[0], r[1], _loads(r[2]), _loads(r[3]), _loads(r[4]), r[5], r[6], r[7], r[8])
                 for r in rows]
 
     def counters(self) -> tuple[float, int]:
