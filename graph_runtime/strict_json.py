@@ -59,7 +59,8 @@ def loads(raw: str | bytes, what: str = "the body", max_depth: int = MAX_DEPTH) 
         raise StrictJSONError(f"{what} nests too deeply (more than {max_depth} levels)") from None
     except (ValueError, TypeError) as exc:  # JSONDecodeError, or bytes that are not UTF-8
         raise StrictJSONError(f"{what} is not valid JSON ({exc})") from None
-    if depth(value) > max_depth:
+    brackets = raw.count(b"[") + raw.count(b"{") if isinstance(raw, bytes) else raw.count("[") + raw.count("{")
+    if brackets > max_depth and depth(value) > max_depth:  # fewer brackets than levels cannot nest too deeply
         raise StrictJSONError(f"{what} nests too deeply (more than {max_depth} levels)")
     return value
 
