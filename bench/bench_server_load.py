@@ -129,7 +129,12 @@ def main() -> int:
         get(base, "/object_info")  # warm: the first describe of every node
         rss_before = rss_kib(proc.pid)
         result = asyncio.run(run_clients(base, args.clients, args.prompts, args.stalled))
-        history = get(base, "/history")
+        history: dict = {}
+        while True:  # /history answers one page at a time
+            page = get(base, f"/history?max_items=500&offset={len(history)}")
+            history.update(page)
+            if len(page) < 500:
+                break
         missing = result["prompt_ids"] - set(history)
         failed = [p for p in result["prompt_ids"] & set(history)
                   if history[p]["status"]["status_str"] != "success"]

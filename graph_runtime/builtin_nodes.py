@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, Literal
+import re
+import string
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator
 
 from .context import NodeError
+from .limits import LIMITS
 from .node import Hidden, Link, Node, NodeInputs, NodeResult, Output, Widget
-from .paths import resolve_inside
+from .paths import check_file_name, resolve_inside
 
 CATEGORY = "utils"
 
@@ -164,9 +169,55 @@ class StringFormat(Node):
     def execute(self, inputs, ctx):
         fields = {k: "" if v is None else v for k, v in (("a", inputs.a), ("b", inputs.b), ("c", inputs.c))}
         try:
-            return (inputs.template.format(**fields),)
-        except (KeyError, IndexError, ValueError) as exc:
-            raise NodeError(f"template {inputs.template!r}: only {{a}}, {{b}} and {{c}} can be filled ({exc})") from None
+            return (_BoundedFormatter().format(inputs.template, **fields),)
+        except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
+            if isinstance(exc, LimitExceeded):
+                raise NodeError(f"template: {exc}") from None
+            raise NodeError(f"template {_clip(inputs.template)}: only {{a}}, {{b}} and {{c}} can be filled "
+                            f"({_clip(str(exc))})") from None
+
+
+class LimitExceeded(ValueError):
+    pass
+
+
+_SPEC_NUMBERS = re.compile(r"(\d+)")
+
+
+def _clip(text: str, n: int = 120) -> str:
+    return repr(text) if len(text) <= n else repr(text[:n]) + f"... ({len(text)} characters)"
+
+
+class _BoundedFormatter(string.Formatter):
+    """str.format with the cost bounded before it is paid: a width or precision above max_format_width is
+    refused, and so is output beyond max_string_chars (counted field by field, as it is built)."""
+
+    def __init__(self) -> None:
+        self.built = 0
+
+    def get_field(self, field_name, args, kwargs):
+        if field_name not in ("a", "b", "c"):  # no attribute walks ({a.__class__}) or indexing
+            raise KeyError(field_name)
+        return kwargs[field_name], field_name
+
+    def format_field(self, value, format_spec):
+        for number in _SPEC_NUMBERS.findall(format_spec):
+            if len(number) > 9 or int(number) > LIMITS.max_format_width:
+                raise LimitExceeded(f"format width or precision {number[:20]} is over the limit of "
+                                    f"{LIMITS.max_format_width} (max_format_width)")
+        return self._count(super().format_field(value, format_spec))
+
+    def _count(self, text: str) -> str:
+        self.built += len(text)
+        if self.built > LIMITS.max_string_chars:
+            raise LimitExceeded(f"the text would be longer than {LIMITS.max_string_chars} characters "
+                                f"(max_string_chars)")
+        return text
+
+    def parse(self, format_string):
+        for literal, field_name, spec, conversion in super().parse(format_string):
+            self._count(literal)
+            yield literal, field_name, spec, conversion
 
 
 class ToString(Node):
@@ -206,18 +257,23 @@ class SaveText(Node):
 
     class Inputs(NodeInputs):
         text: str = Widget("", multiline=True)
-        filename: str = Widget("result.txt")
+        filename: Annotated[str, AfterValidator(check_file_name)] = Widget("result.txt")
         unique_id: Any = Hidden("UNIQUE_ID")
 
     OUTPUTS = ()
 
     def execute(self, inputs, ctx):
-        try:
-            path = resolve_inside(ctx.paths.output, inputs.filename)
+        try:  # checked again here: a linked file name is only known now
+            path = resolve_inside(ctx.paths.output, check_file_name(inputs.filename))
         except ValueError as exc:
             raise NodeError(f"filename: {exc}") from None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(inputs.text, encoding="utf-8")
+        if path.is_dir():
+            raise NodeError(f"filename: {inputs.filename!r} is a folder in the output folder")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(inputs.text, encoding="utf-8")
+        except OSError as exc:
+            raise NodeError(f"filename: cannot write {inputs.filename!r} ({exc.strerror or type(exc).__name__})") from None
         rel = path.relative_to(ctx.paths.output)
         return NodeResult(ui={"text": [inputs.text], "files": [{"filename": rel.name, "subfolder": str(rel.parent)
                                                                 if str(rel.parent) != "." else "", "type": "output"}]})

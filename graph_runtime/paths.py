@@ -43,6 +43,18 @@ def resolve_inside(base: str | os.PathLike, name: str, *, allow_subdirs: bool = 
     return target
 
 
+def check_file_name(name: str, what: str = "file name") -> str:
+    """``name`` if it can name a file (not empty, not ``.``, not ending in a slash); raises UnsafePathError."""
+    if not isinstance(name, str):
+        raise UnsafePathError(f"{what} must be a string, got {type(name).__name__}")
+    last = re.split(r"[\\/]", name)[-1]
+    if not name.strip():
+        raise UnsafePathError(f"{what} is empty")
+    if last.strip() in ("", ".", ".."):
+        raise UnsafePathError(f"{what} {name!r} names a folder, not a file")
+    return name
+
+
 @dataclass
 class RuntimePaths:
     """The folders a runtime reads and writes; defaults live under one base directory."""

@@ -31,22 +31,85 @@ def is_ui_format(doc: Any) -> bool:
     return isinstance(doc, dict) and isinstance(doc.get("nodes"), list) and "links" in doc
 
 
+MAX_ID = 2**53  # the editor's ids are JavaScript numbers: integers up to 2**53
+
+
+def _as_id(value: Any, what: str) -> int:
+    """An editor id (node, link, slot): an integer, or a float or digit string holding one; else UIFormatError."""
+    if isinstance(value, bool):
+        raise UIFormatError(f"{what} must be a number, got {value!r}")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    elif isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 20:
+        value = int(value)
+    if not isinstance(value, int):
+        raise UIFormatError(f"{what} must be an integer, got {_short(value)}")
+    if not -MAX_ID <= value <= MAX_ID:
+        raise UIFormatError(f"{what} {value} is out of range")
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _list_field(entry: dict, key: str, what: str) -> list:
+    value = entry.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise UIFormatError(f"{what}: '{key}' must be a list, got {type(value).__name__}")
+    return value
+
+
 def _links(doc: dict) -> dict[int, tuple[int, int, int, int, str]]:
     """link id -> (from node, from slot, to node, to slot, type); accepts the list and the object forms."""
     out: dict[int, tuple[int, int, int, int, str]] = {}
-    for link in doc.get("links") or []:
+    for link in _list_field(doc, "links", "the workflow"):
         if isinstance(link, list) and len(link) >= 6:
             lid, a, a_slot, b, b_slot, typ = link[:6]
         elif isinstance(link, dict):
             lid, a, a_slot = link.get("id"), link.get("origin_id"), link.get("origin_slot")
             b, b_slot, typ = link.get("target_id"), link.get("target_slot"), link.get("type")
         else:
-            raise UIFormatError(f"malformed link {str(link)[:80]}")
+            raise UIFormatError(f"malformed link {_short(link)}: expected [id, from, slot, to, slot, type]")
         try:
-            out[int(lid)] = (int(a), int(a_slot), int(b), int(b_slot), str(typ))
-        except (TypeError, ValueError):
-            raise UIFormatError(f"malformed link {str(link)[:80]}") from None
+            out[_as_id(lid, "link id")] = (_as_id(a, "link origin"), _as_id(a_slot, "link origin slot"),
+                                           _as_id(b, "link target"), _as_id(b_slot, "link target slot"),
+                                           typ if isinstance(typ, str) else str(typ)[:80])
+        except UIFormatError as exc:
+            raise UIFormatError(f"malformed link {_short(link)}: {exc}") from None
     return out
+
+
+def _check_node(node: dict, nid: int) -> None:
+    """The shape of one node entry, so that converting it can only fail with a message naming it."""
+    ntype = node["type"]
+    if not isinstance(ntype, str) or not ntype:
+        raise UIFormatError(f"node {nid}: 'type' must be a node type name, got {_short(ntype)}")
+    where = f"node {nid} ({ntype})"
+    mode = node.get("mode", 0)
+    if mode is not None and (isinstance(mode, bool) or not isinstance(mode, int | float)):
+        raise UIFormatError(f"{where}: 'mode' must be a number, got {_short(mode)}")
+    for key in ("inputs", "outputs"):
+        for i, slot in enumerate(_list_field(node, key, where)):
+            if slot is None:
+                continue
+            if not isinstance(slot, dict):
+                raise UIFormatError(f"{where}: {key}[{i}] must be an object, got {_short(slot)}")
+            if key == "inputs":
+                if slot.get("link") is not None:
+                    slot["link"] = _as_id(slot["link"], f"{where}: inputs[{i}].link")
+                widget = slot.get("widget")
+                if widget is not None and not isinstance(widget, dict):
+                    raise UIFormatError(f"{where}: inputs[{i}].widget must be an object, got {_short(widget)}")
+                name = (widget or {}).get("name") or slot.get("name")
+                if name is not None and not isinstance(name, str):
+                    raise UIFormatError(f"{where}: inputs[{i}] has a name that is not a string: {_short(name)}")
+    values = node.get("widgets_values")
+    if values is not None and not isinstance(values, list | dict):
+        raise UIFormatError(f"{where}: widgets_values must be a list, got {type(values).__name__}")
 
 
 class _Converter:
@@ -57,13 +120,17 @@ class _Converter:
         self.nodes: dict[int, dict] = {}
         for node in doc["nodes"]:
             if not isinstance(node, dict) or "id" not in node or "type" not in node:
-                raise UIFormatError(f"malformed node entry {str(node)[:80]}")
-            try:
-                self.nodes[int(node["id"])] = node
-            except (TypeError, ValueError):
-                raise UIFormatError(f"node id {node['id']!r} is not a number") from None
-        subgraphs = (doc.get("definitions") or {}).get("subgraphs") or []
-        self.subgraph_ids = {s.get("id") for s in subgraphs if isinstance(s, dict)}
+                raise UIFormatError(f"malformed node entry {_short(node)}: expected an object with 'id' and 'type'")
+            nid = _as_id(node["id"], "node id")
+            if nid in self.nodes:
+                raise UIFormatError(f"node id {nid} is used by two nodes")
+            _check_node(node, nid)
+            self.nodes[nid] = node
+        definitions = doc.get("definitions")
+        if definitions is not None and not isinstance(definitions, dict):
+            raise UIFormatError(f"'definitions' must be an object, got {type(definitions).__name__}")
+        subgraphs = _list_field(definitions or {}, "subgraphs", "definitions")
+        self.subgraph_ids = {s.get("id") for s in subgraphs if isinstance(s, dict) and isinstance(s.get("id"), str)}
 
     def input_link(self, node: dict, slot: int) -> int | None:
         inputs = node.get("inputs") or []
@@ -74,7 +141,7 @@ class _Converter:
     def resolve(self, link_id: int, want_type: str) -> tuple[str, Any] | None:
         """Follow a link back through reroutes and bypassed nodes: ("link", [id, slot]), ("value", v) or None."""
         for _ in range(MAX_REROUTE_DEPTH):
-            link = self.links.get(int(link_id))
+            link = self.links.get(link_id)
             if link is None:
                 return None
             src_id, src_slot = link[0], link[1]
@@ -106,7 +173,7 @@ class _Converter:
         out_type = outputs[slot].get("type") if 0 <= slot < len(outputs) and isinstance(outputs[slot], dict) \
             else want_type
         inputs = [i for i in node.get("inputs") or [] if isinstance(i, dict)]
-        candidates = ([inputs[slot]] if slot < len(inputs) else []) + inputs
+        candidates = ([inputs[slot]] if 0 <= slot < len(inputs) else []) + inputs
         for inp in candidates:
             if inp.get("link") is not None and types_compatible(str(inp.get("type", "")), str(out_type)):
                 return inp["link"]
@@ -115,34 +182,46 @@ class _Converter:
     def convert(self) -> dict[str, dict]:
         api: dict[str, dict] = {}
         for nid, node in sorted(self.nodes.items()):
-            ntype = node["type"]
-            mode = node.get("mode", 0)
-            if ntype in VIRTUAL_TYPES or mode in (MODE_MUTED, MODE_BYPASS):
-                continue
-            if ntype in self.subgraph_ids:
-                raise UIFormatError(f"node {nid} is a subgraph; unpack it in the editor before running headless")
-            info = self.info(ntype)
-            if info is None:
-                raise UIFormatError(f"node {nid}: node type '{ntype}' is not installed")
-            inputs = self.widget_inputs(nid, node, info)
-            for inp in node.get("inputs") or []:
-                if not isinstance(inp, dict):
-                    continue
-                name = (inp.get("widget") or {}).get("name") or inp.get("name")
-                link = inp.get("link")
-                if link is None or not name:
-                    continue
-                resolved = self.resolve(link, str(inp.get("type", "*")))
-                if resolved is None:
-                    if name not in _widget_names(info):
-                        inputs.pop(name, None)  # an unconnected link input: validation says what is missing
-                    continue
-                inputs[name] = resolved[1]
-            entry: dict[str, Any] = {"class_type": ntype, "inputs": inputs}
-            title = node.get("title")
-            entry["_meta"] = {"title": title if isinstance(title, str) and title else ntype}
-            api[str(nid)] = entry
+            try:
+                entry = self.convert_node(nid, node)
+            except UIFormatError:
+                raise
+            except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+                # a shape _check_node does not foresee: still a named refusal, never a crash
+                raise UIFormatError(f"node {nid} ({node.get('type')}): malformed entry ({type(exc).__name__}: "
+                                    f"{_short(str(exc))})") from None
+            if entry is not None:
+                api[str(nid)] = entry
         return api
+
+    def convert_node(self, nid: int, node: dict) -> dict | None:
+        ntype = node["type"]
+        mode = node.get("mode", 0)
+        if ntype in VIRTUAL_TYPES or mode in (MODE_MUTED, MODE_BYPASS):
+            return None
+        if ntype in self.subgraph_ids:
+            raise UIFormatError(f"node {nid} is a subgraph; unpack it in the editor before running headless")
+        info = self.info(ntype)
+        if info is None:
+            raise UIFormatError(f"node {nid}: node type '{ntype}' is not installed")
+        inputs = self.widget_inputs(nid, node, info)
+        for inp in node.get("inputs") or []:
+            if not isinstance(inp, dict):
+                continue
+            name = (inp.get("widget") or {}).get("name") or inp.get("name")
+            link = inp.get("link")
+            if link is None or not name:
+                continue
+            resolved = self.resolve(link, str(inp.get("type", "*")))
+            if resolved is None:
+                if name not in _widget_names(info):
+                    inputs.pop(name, None)  # an unconnected link input: validation says what is missing
+                continue
+            inputs[name] = resolved[1]
+        entry: dict[str, Any] = {"class_type": ntype, "inputs": inputs}
+        title = node.get("title")
+        entry["_meta"] = {"title": title if isinstance(title, str) and title else ntype}
+        return entry
 
     def info(self, ntype: str) -> dict | None:
         """The node's /object_info entry, from a registry or from a server's /object_info answer."""

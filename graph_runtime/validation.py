@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Annotated, Any
@@ -98,6 +99,26 @@ def _adapter(model: type, name: str) -> TypeAdapter:
     return TypeAdapter(Annotated[info.annotation, info], config=_STRICT)
 
 
+# During one validate() call, each input's list of choices (files on disk for LoadImage) is built once, not
+# once per node: 4,999 LoadImage nodes took 86 s when every one listed the input folder again.
+_CHOICE_CACHE: ContextVar[dict | None] = ContextVar("graph_runtime_choices", default=None)
+
+
+def _choices(spec: InputSpec) -> tuple[list[str], set[str] | list[str]]:
+    cache = _CHOICE_CACHE.get()
+    key = id(spec.choices)
+    if cache is not None and key in cache:
+        return cache[key]
+    choices = spec.choice_list()
+    try:
+        found: tuple[list[str], set[str] | list[str]] = (choices, set(choices))
+    except TypeError:  # unhashable choices: look them up in the list
+        found = (choices, choices)
+    if cache is not None:
+        cache[key] = found
+    return found
+
+
 def check_literal(cls: type[Node], spec: InputSpec, value: Any) -> tuple[Any, dict | None]:
     """Validate one literal widget value; returns (coerced value, error or None)."""
     name = spec.name
@@ -105,8 +126,8 @@ def check_literal(cls: type[Node], spec: InputSpec, value: Any) -> tuple[Any, di
         if not isinstance(value, str):
             return value, error("invalid_input_type", f"'{name}' expects one of a list of strings",
                                 f"got {type(value).__name__}", input_name=name, received_value=_short(value))
-        choices = spec.choice_list()
-        if value not in choices:
+        choices, members = _choices(spec)
+        if value not in members:
             shown = ", ".join(choices[:20]) + (" ..." if len(choices) > 20 else "")
             return value, error("value_not_in_list", f"Value not in list: {name}: '{value}' not in [{shown}]",
                                 "", input_name=name, received_value=_short(value), input_config=choices[:200])
@@ -169,6 +190,14 @@ class _Collector:
 
 def validate(document: Any, registry: NodeRegistry, targets: Iterable[str] | None = None) -> ValidationResult:
     """Check a workflow (API format, unwrapped) against the registry; compile a Plan when it is valid."""
+    token = _CHOICE_CACHE.set({})
+    try:
+        return _validate(document, registry, targets)
+    finally:
+        _CHOICE_CACHE.reset(token)
+
+
+def _validate(document: Any, registry: NodeRegistry, targets: Iterable[str] | None) -> ValidationResult:
     if not isinstance(document, dict):
         return ValidationResult(error=error("invalid_prompt", "A workflow must be a JSON object of nodes",
                                             f"got {type(document).__name__}"))
@@ -267,9 +296,13 @@ def _report_cycles(graph: nx.DiGraph, checked: set[str], out: _Collector) -> Non
         if not comp <= checked:
             continue  # a cycle is either wholly needed or not needed at all
         members = sorted(comp, key=_id_sort_key)
-        for n in members:
+        # each node is named once: the first lists the cycle, the others point to it (not n x n names)
+        first = members[0]
+        out.add(first, error("dependency_cycle", "Dependency cycle detected",
+                             f"the {len(members)} nodes in the cycle: " + ", ".join(members), cycle=members))
+        for n in members[1:]:
             out.add(n, error("dependency_cycle", "Dependency cycle detected",
-                             "nodes in the cycle: " + ", ".join(members), cycle=members))
+                             f"in the cycle listed on node {first}", cycle_of=first))
 
 
 def _fill_dependent_outputs(graph: nx.DiGraph, targets: list[str], node_errors: dict, budget: int = 2_000_000) -> None:

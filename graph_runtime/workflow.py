@@ -7,7 +7,6 @@ loaded and saved again is unchanged.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -49,13 +48,17 @@ def read_json_file(path: str | os.PathLike, max_bytes: int = MAX_WORKFLOW_BYTES)
         raise WorkflowFormatError(
             f"{p} is {size / 2**20:.1f} MiB; workflows larger than {max_bytes / 2**20:.0f} MiB are refused"
         )
+    from . import strict_json
+
     try:
         with p.open("rb") as fh:
-            return json.loads(fh.read())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WorkflowFormatError(f"{p} is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise WorkflowFormatError(f"{p} nests too deeply to be a workflow") from None
+            raw = fh.read()
+    except OSError as exc:
+        raise WorkflowFormatError(f"cannot read {p}: {exc.strerror or exc}") from None
+    try:
+        return strict_json.loads(raw, str(p))
+    except strict_json.StrictJSONError as exc:
+        raise WorkflowFormatError(str(exc)) from None
 
 
 def load_workflow_document(path: str | os.PathLike) -> dict[str, Any]:

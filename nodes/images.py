@@ -26,6 +26,7 @@ from graph_runtime import (
     Widget,
     resolve_inside,
 )
+from graph_runtime.limits import LIMITS
 
 if TYPE_CHECKING:  # numpy, torch and PIL load when an image is read or written, not when nodes are declared
     import torch
@@ -64,20 +65,48 @@ def _resolve(base: Path, name: str, what: str) -> Path:
         raise NodeError(f"{what}: {exc}") from exc
 
 
+def check_image_cost(img: Image.Image, name: str, what: str = "image") -> int:
+    """Refuse, from the header alone, an image whose decoded frames would pass the limits (graph_runtime.limits);
+    returns the number of frames to read."""
+    width, height = img.size
+    pixels = width * height
+    if pixels > LIMITS.max_image_pixels:
+        raise NodeError(f"{what}: {name} is {width}x{height} ({pixels:,} pixels); at most "
+                        f"{LIMITS.max_image_pixels:,} are decoded (max_image_pixels)")
+    frames = getattr(img, "n_frames", 1) or 1
+    if frames > LIMITS.max_image_frames:
+        raise NodeError(f"{what}: {name} has {frames} frames; at most {LIMITS.max_image_frames} are read "
+                        f"(max_image_frames)")
+    if pixels * frames > LIMITS.max_image_total_pixels:
+        raise NodeError(f"{what}: {name} has {frames} frames of {width}x{height} ({pixels * frames:,} pixels in "
+                        f"all); at most {LIMITS.max_image_total_pixels:,} are decoded (max_image_total_pixels)")
+    return frames
+
+
 def load_image_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """IMAGE [F, H, W, 3] and MASK [F, H, W] (1 - alpha; zeros without alpha) for every frame of the size of
-    the first one."""
+    the first one. Sizes and frame counts are checked against the limits before anything is decoded."""
     import numpy as np
     import torch
     from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
+    # Pillow's own bomb guard follows the limit (it warns above it and refuses at twice it, even on open)
+    Image.MAX_IMAGE_PIXELS = LIMITS.max_image_pixels
     try:
         img = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise NodeError(f"image: {path.name} is too large to decode ({exc})") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise NodeError(f"image: cannot read {path.name}: {exc}") from exc
     frames, masks, size = [], [], None
     with img:
-        for frame in ImageSequence.Iterator(img):
+        try:
+            count = check_image_cost(img, path.name)
+        except (OSError, ValueError, EOFError) as exc:  # n_frames reads the file: a truncated one fails here
+            raise NodeError(f"image: cannot read {path.name}: {exc}") from None
+        for index, frame in enumerate(ImageSequence.Iterator(img)):
+            if index >= count:
+                break
             frame = ImageOps.exif_transpose(frame)
             if frame.mode == "I":
                 frame = frame.point(lambda v: v * (1 / 255))

@@ -92,6 +92,22 @@ class SaveTestImage(Node):
         return NodeResult(ui={"images": [{"filename": name, "subfolder": "", "type": "output"}]})
 
 
+class ReportFloat(Node):
+    """Reports a float in its ui; ``special`` makes it NaN/Infinity (a node pack's value that JSON cannot hold)."""
+
+    CATEGORY = "testing"
+    OUTPUT_NODE = True
+
+    class Inputs(NodeInputs):
+        special: str = Widget("nan")
+
+    OUTPUTS = ()
+
+    def execute(self, inputs, ctx):
+        value = float(inputs.special)
+        return NodeResult(ui={"value": [value], "nested": [{"v": value}]})
+
+
 class Unloadable:
     """A service with unload(), like a model store."""
 
@@ -117,7 +133,7 @@ class AnyPassthrough(Node):
 
 
 def register(registry) -> None:
-    registry.register_all([WaitForFile, SendPreview, AnyPassthrough, SaveTestImage])
+    registry.register_all([WaitForFile, SendPreview, AnyPassthrough, SaveTestImage, ReportFloat])
 
 
 def registry():
@@ -153,8 +169,10 @@ class Reply:
         return json.loads(self.body)
 
 
-def http(method: str, url: str, body: Any = None, headers: dict | None = None, raw: bytes | None = None,
+def http(method: str, url: str, body: Any = None, headers: dict | None = None, raw: bytes | str | None = None,
          timeout: float = 30) -> Reply:
+    if isinstance(raw, str):
+        raw = raw.encode()
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     if data is not None and raw is None:

@@ -17,7 +17,7 @@ from graph_runtime import Executor, NodeRegistry, default_registry
 
 from . import frontend, routes
 from .config import ServerConfig
-from .files import Settings, touch_dirs
+from .files import Settings, remove_stale_temp_files, touch_dirs
 from .hub import Hub
 from .queue import PromptQueue
 from .security import SecurityMiddleware
@@ -36,6 +36,9 @@ class ServerState:
         for folder in (self.paths.output, self.paths.input, self.paths.temp, config.user_dir):
             folder.mkdir(parents=True, exist_ok=True)
         touch_dirs(config.user_dir)
+        stale = remove_stale_temp_files(self.paths.input, self.paths.output, self.paths.temp, config.user_dir)
+        if stale:
+            log.info("removed %d half-written upload or settings files", stale)
         self.user_dir = config.user_dir.resolve()
         self.registry = registry or default_registry()
         for module in config.node_modules:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import mimetypes
 import os
 import shutil
@@ -12,13 +11,15 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
-from graph_runtime import UnsafePathError
+from graph_runtime import UnsafePathError, strict_json
+from graph_runtime.limits import LIMITS
+from graph_runtime.paths import check_file_name
 
 from .security import BodyTooLarge, confine
 
@@ -34,8 +35,12 @@ def error(status: int, message: str, kind: str = "bad_request") -> JSONResponse:
 
 
 def _disposition(kind: str, name: str) -> str:
-    safe = name.replace('"', "").replace("\\", "").replace("\r", "").replace("\n", "")
-    return f'{kind}; filename="{safe}"'
+    """RFC 6266/5987: an ASCII ``filename`` for old clients and ``filename*`` with the exact UTF-8 name."""
+    clean = "".join(c for c in name if c >= " " and c not in '"\\\x7f')
+    ascii_name = clean.encode("ascii", "replace").decode("ascii").replace("?", "_") or "file"
+    if ascii_name == clean:
+        return f'{kind}; filename="{clean}"'
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(clean, safe='')}"
 
 
 # -- /view ---------------------------------------------------------------------------------------------------
@@ -59,8 +64,8 @@ async def view(request: Request) -> Response:
     if path.suffix.lower() in IMAGE_SUFFIXES and (preview or channel in ("rgb", "a")):
         try:
             data, media = await run_in_threadpool(_convert, path, preview, channel)
-        except Exception as exc:
-            return error(400, f"cannot convert {filename}: {exc}")
+        except Exception as exc:  # not an image, truncated, too large: the file is fine, the preview is not
+            return error(400, f"cannot convert {filename}: {str(exc).replace(str(path), path.name)}")
         return Response(data, media_type=media, headers={"X-Content-Type-Options": "nosniff",
                                                          "Content-Disposition": _disposition("inline", path.name)})
     media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
@@ -79,6 +84,10 @@ def _convert(path: Path, preview: str | None, channel: str) -> tuple[bytes, str]
     from PIL import Image
 
     with Image.open(path) as im:
+        width, height = im.size
+        if width * height > LIMITS.max_image_pixels:
+            raise ValueError(f"{width}x{height} is over the limit of {LIMITS.max_image_pixels:,} pixels "
+                             f"(max_image_pixels)")
         im.load()
         if channel == "a":
             im = im.getchannel("A") if "A" in im.getbands() else Image.new("L", im.size, 255)
@@ -121,14 +130,54 @@ async def upload_image(request: Request) -> Response:
         overwrite = str(form.get("overwrite") or "").lower() in ("1", "true", "yes")
         try:
             base = state.paths.folder(kind)
+            check_file_name(upload.filename, "the uploaded file's name")
             confine(base, upload.filename, allow_subdirs=False)
             path = confine(base, subfolder, upload.filename)
         except UnsafePathError as exc:
             return error(400, str(exc), "unsafe_path")
-        path = await run_in_threadpool(_store_upload, upload.file, path, overwrite)
+        if path == base.resolve():
+            return error(400, f"{upload.filename!r} does not name a file in the {kind} folder", "unsafe_path")
+        problem = _folder_problem(base.resolve(), path.parent)
+        if problem:
+            return error(409, f"subfolder {subfolder!r}: {problem}", "conflict")
+        if path.is_dir():
+            return error(409, f"{upload.filename!r} is a folder in the {kind} folder", "conflict")
+        try:
+            path = await run_in_threadpool(_store_upload, upload.file, path, overwrite)
+        except OSError as exc:
+            return error(409, f"cannot store {upload.filename!r}: {exc.strerror or type(exc).__name__}", "conflict")
         return JSONResponse({"name": path.name, "subfolder": subfolder, "type": kind})
     finally:
         await form.close()
+
+
+def _folder_problem(root: Path, folder: Path) -> str | None:
+    """Why ``folder`` (inside ``root``) cannot hold a file: a part of it is a file. None when it can."""
+    current = root
+    for part in folder.relative_to(root).parts:
+        current = current / part
+        if current.exists() and not current.is_dir():
+            return f"{current.relative_to(root).as_posix()} is a file, not a folder"
+    return None
+
+
+TEMP_PREFIXES = (".upload-", ".tmp-")
+
+
+def remove_stale_temp_files(*roots: Path) -> int:
+    """Delete the half-written uploads and settings files a killed server left behind; returns how many."""
+    removed = 0
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for path in root.rglob(".*"):
+            if path.name.startswith(TEMP_PREFIXES) and path.is_file() and not path.is_symlink():
+                try:
+                    path.unlink()
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
 
 
 def _store_upload(src, path: Path, overwrite: bool) -> Path:
@@ -167,7 +216,7 @@ class Settings:
 
     def load(self) -> dict:
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = strict_json.loads_stored(self.path.read_text(encoding="utf-8"))
             return data if isinstance(data, dict) else {}
         except (OSError, ValueError):
             return {}
@@ -179,7 +228,7 @@ class Settings:
         with self._lock:
             data = self.load()
             data.update(values)
-            _atomic_write(self.path, json.dumps(data, indent=2).encode())
+            _atomic_write(self.path, strict_json.dumps(data, indent=2).encode())
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -199,7 +248,10 @@ async def get_settings(request: Request) -> Response:
 
 
 async def post_settings(request: Request) -> Response:
-    body = await _json(request)
+    try:
+        body = await _json(request)
+    except ValueError as exc:
+        return error(400, str(exc))
     if not isinstance(body, dict):
         return error(400, "settings must be a JSON object")
     request.app.state.server.settings.update(body)
@@ -221,10 +273,7 @@ async def post_setting(request: Request) -> Response:
 
 async def _json(request: Request) -> Any:
     raw = await request.body()
-    try:
-        return json.loads(raw) if raw else None
-    except (ValueError, RecursionError):
-        raise ValueError("the body is not valid JSON") from None
+    return strict_json.loads(raw, "the body") if raw else None
 
 
 # -- userdata ------------------------------------------------------------------------------------------------
@@ -293,10 +342,13 @@ async def userdata(request: Request) -> Response:
         if not path.is_file():
             return error(404, f"no such file: {name}", "not_found")
         media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        if media not in ("application/json", "text/css") and not media.startswith("image/"):
+        headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
+                   "Content-Security-Policy": "default-src 'none'; sandbox"}
+        if media not in ("application/json", "text/css") and media not in INLINE_TYPES:
+            # SVG, HTML, XML, scripts: never rendered as a page of this origin; downloaded as bytes
             media = "application/octet-stream"
-        return FileResponse(path, media_type=media, headers={"X-Content-Type-Options": "nosniff",
-                                                             "Cache-Control": "no-store"})
+            headers["Content-Disposition"] = _disposition("attachment", path.name)
+        return FileResponse(path, media_type=media, headers=headers)
     if request.method == "DELETE":
         if not path.is_file():
             return error(404, f"no such file: {name}", "not_found")
@@ -305,18 +357,45 @@ async def userdata(request: Request) -> Response:
     if target is not None:  # move
         if not path.is_file():
             return error(404, f"no such file: {name}", "not_found")
+        try:
+            check_file_name(dest, "the destination")
+        except UnsafePathError as exc:
+            return error(400, str(exc), "unsafe_path")
+        if target == root or target.is_dir():
+            return error(409, f"{dest} is a folder", "conflict")
         if target.exists() and not overwrite:
             return error(409, f"{dest} already exists", "conflict")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, target)
+        problem = _folder_problem(root, target.parent)
+        if problem:
+            return error(409, f"{dest}: {problem}", "conflict")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+        except OSError as exc:
+            return error(409, f"cannot move {name} to {dest}: {exc.strerror or type(exc).__name__}", "conflict")
         return JSONResponse(_file_info(root, target) if full else target.relative_to(root).as_posix())
     # POST: store
+    try:
+        check_file_name(name)
+    except UnsafePathError as exc:
+        return error(400, str(exc), "unsafe_path")
+    if path.is_dir():
+        return error(409, f"{name} is a folder", "conflict")
     if path.exists() and not overwrite:
         return error(409, f"{name} already exists", "conflict")
-    if path.is_dir():
-        return error(400, f"{name} is a folder")
+    problem = _folder_problem(root, path.parent)
+    if problem:
+        return error(409, f"{name}: {problem}", "conflict")
     body = await request.body()
-    await run_in_threadpool(_atomic_write, path, body)
+    if path.suffix.lower() == ".json":  # a workflow or an editor setting file: what is stored must read back
+        try:
+            strict_json.loads(body, name)
+        except ValueError as exc:
+            return error(400, str(exc), "invalid_json")
+    try:
+        await run_in_threadpool(_atomic_write, path, body)
+    except OSError as exc:
+        return error(409, f"cannot store {name}: {exc.strerror or type(exc).__name__}", "conflict")
     return JSONResponse(_file_info(root, path) if full else path.relative_to(root).as_posix())
 
 

@@ -20,11 +20,14 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from graph_runtime import strict_json
+
 log = logging.getLogger(__name__)
 
 BINARY_PREVIEW_IMAGE = 1
 IMAGE_TYPES = {"JPEG": 1, "PNG": 2}
 DROPPABLE = ("progress",)
+CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455: the server is overloaded
 # Events for a client id that is not connected are held this long, this many, for this many client ids.
 PARKED_SECONDS = 60.0
 PARKED_MESSAGES = 256
@@ -78,6 +81,7 @@ class Hub:
         self.client_flags: dict[str, dict] = {}
         self._status_pending = False
         self._parked: dict[str, deque] = {}
+        self._connecting = 0
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -106,11 +110,11 @@ class Hub:
         """A JSON event to one client (nothing if it is not connected)."""
         if sid is None:
             return
-        text = json.dumps({"type": event, "data": data}, default=str)
+        text = strict_json.dumps({"type": event, "data": data})
         self._call(self._offer, sid, "progress" if event in DROPPABLE else "json", text)
 
     def broadcast(self, event: str, data: dict) -> None:
-        text = json.dumps({"type": event, "data": data}, default=str)
+        text = strict_json.dumps({"type": event, "data": data})
         self._call(self._offer_all, "json", text)
 
     def send_preview(self, sid: str | None, image: bytes, fmt: str = "JPEG") -> None:
@@ -131,7 +135,7 @@ class Hub:
 
     def _broadcast_status(self) -> None:
         self._status_pending = False
-        text = json.dumps({"type": "status", "data": {"status": self.status_provider()}})
+        text = strict_json.dumps({"type": "status", "data": {"status": self.status_provider()}})
         self._offer_all("json", text)
 
     def _offer(self, sid: str, kind: str, payload: Any) -> None:
@@ -177,19 +181,29 @@ class Hub:
 
     async def serve(self, ws: WebSocket) -> None:
         """Run one websocket connection until it closes."""
-        if len(self.clients) >= self.max_clients:
-            await ws.close(code=1013, reason="too many clients")
+        if len(self.clients) + self._connecting >= self.max_clients:
+            # Accepted, then closed with a reason: a refused upgrade would read as HTTP 403 "forbidden".
+            await ws.accept()
+            await ws.close(code=CLOSE_TRY_AGAIN_LATER,
+                           reason=f"server full: {self.max_clients} websocket clients connected; retry later")
             return
-        await ws.accept()
+        self._connecting += 1
+        try:
+            await ws.accept()
+        finally:
+            self._connecting -= 1
         sid = ws.query_params.get("clientId") or ""
         if not sid or len(sid) > 128:
             sid = uuid.uuid4().hex
-        old = self.clients.get(sid)
-        if old is not None:  # the same tab reconnecting: the new socket replaces the old one
-            self._drop(old, "replaced by a new connection")
+        elif sid in self.clients:
+            # The id belongs to a live connection (the first to use it). A second socket does not take it over
+            # (it would receive that client's progress, previews and results); it gets an id of its own,
+            # which the status message below tells it (a duplicated browser tab simply carries on with it).
+            log.info("websocket client id %s is in use; the new connection gets a fresh id", sid)
+            sid = uuid.uuid4().hex
         client = Client(sid, ws, self.max_queue)
         self.clients[sid] = client
-        client.offer("json", json.dumps({"type": "status", "data": {"status": self.status_provider(), "sid": sid}}))
+        client.offer("json", strict_json.dumps({"type": "status", "data": {"status": self.status_provider(), "sid": sid}}))
         for kind, payload in self._take_parked(sid):
             client.offer(kind, payload)
         sender = asyncio.create_task(self._sender(client))
@@ -225,7 +239,7 @@ class Hub:
         if isinstance(msg, dict) and msg.get("type") == "feature_flags":
             if isinstance(msg.get("data"), dict):
                 self.client_flags[client.sid] = msg["data"]
-            client.offer("json", json.dumps({"type": "feature_flags", "data": self.feature_flags}))
+            client.offer("json", strict_json.dumps({"type": "feature_flags", "data": self.feature_flags}))
 
     async def _sender(self, client: Client) -> None:
         ws = client.ws

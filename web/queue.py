@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import heapq
 import logging
+import os
+import re
 import threading
 import time
 import uuid
@@ -27,8 +29,30 @@ _STATUS_EVENTS = (ev.EXECUTION_START, ev.EXECUTION_CACHED, ev.EXECUTION_SUCCESS,
                   ev.EXECUTION_INTERRUPTED)
 
 
+# A prompt that was running when the server died runs again once; if the server dies during that run as
+# well, the prompt is recorded as failed rather than taking the server down on every start.
+RERUNS_AFTER_CRASH = 1
+SERVER_STOPPED = "the server stopped while running this prompt"
+
+
 class QueueFull(Exception):
     pass
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:])(?:/[^\s'\"/:]+)+/?")
+
+
+def scrub_error(data: dict, roots: dict[str, os.PathLike]) -> None:
+    """What a client sees of an unexpected exception: the message with this machine's folders named by
+    their role (``output/x.png``), any other absolute path cut to its last part, and no traceback (the
+    server's log keeps it)."""
+    message = str(data.get("exception_message") or "")
+    for name, root in sorted(roots.items(), key=lambda kv: -len(str(kv[1]))):
+        message = message.replace(str(root), name)
+    data["exception_message"] = _ABSOLUTE_PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1] or "/",
+                                                   message)
+    if data.get("traceback"):
+        data["traceback"] = []
 
 
 class PromptQueue:
@@ -46,7 +70,10 @@ class PromptQueue:
         self._free_request: dict[str, bool] | None = None
         self.number, self._seq = store.counters()
         for item in store.pending():  # prompts left over from the last run (a crash included) run again
-            self._push(item)
+            if item.attempts > RERUNS_AFTER_CRASH:
+                self._give_up(item)
+            else:
+                self._push(item)
         hub.status_provider = self.status
 
     # -- submitting --------------------------------------------------------------------------------------------
@@ -156,12 +183,26 @@ class PromptQueue:
                         return item
                 self._cond.wait()
 
+    def _give_up(self, item: QueueItem) -> None:
+        runs = item.attempts
+        log.warning("prompt %s was running when the server stopped, %d times; recording it as failed",
+                    item.prompt_id, runs)
+        now = time.time()
+        data = {"prompt_id": item.prompt_id, "node_id": None, "node_type": None, "executed": [],
+                "exception_message": f"{SERVER_STOPPED} ({runs} times); it is not run again",
+                "exception_type": "ServerStopped", "traceback": [], "current_inputs": {}, "current_outputs": [],
+                "timestamp": int(now * 1000)}
+        self.store.finish(HistoryEntry(item=item, started=None, finished=now, outputs={}, meta={}, error=data,
+                                       status={"status_str": "error", "completed": False,
+                                               "messages": [[ev.EXECUTION_ERROR, data]]}))
+
     def _work(self) -> None:
         while True:
             item = self._next()
             if item is None:
                 return
             try:
+                item.attempts = self.store.started(item.prompt_id)
                 self.hub.broadcast_status()
                 entry = self._run(item)
                 self.store.finish(entry)
@@ -195,6 +236,10 @@ class PromptQueue:
                 return
             if event == ev.EXECUTING and data.get("node") is None:
                 return  # sent once the history entry is written (clients read it right after)
+            if event == ev.EXECUTION_ERROR and data.get("traceback"):
+                log.error("prompt %s: node %s (%s) failed:\n%s", data.get("prompt_id"), data.get("node_id"),
+                          data.get("node_type"), "".join(data["traceback"]))
+                scrub_error(data, self._roots())
             if event in _STATUS_EVENTS:
                 messages.append([event, data])
             hub.send(sid, event, data)
@@ -223,6 +268,11 @@ class PromptQueue:
         if result.status == "interrupted":
             entry.status["interrupted"] = True
         return entry
+
+    def _roots(self) -> dict[str, os.PathLike]:
+        paths = self.executor.paths
+        roots = {"output": paths.output, "input": paths.input, "temp": paths.temp, "user": paths.user}
+        return {**{f"models{i or ''}": m for i, m in enumerate(paths.models)}, **roots, "": paths.base}
 
     def _free(self, req: dict[str, bool]) -> None:
         if req.get("unload_models") or req.get("free_memory"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -12,12 +11,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from graph_runtime import WorkflowFormatError
+from graph_runtime import WorkflowFormatError, strict_json
 from graph_runtime.validation import error as v_error
 
 from . import files
 from .queue import QueueFull
-from .store import HistoryEntry, QueueItem
+from .store import HistoryEntry, QueueItem, create_time, job_status, workflow_id
 from .system import system_stats
 
 JOB_STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
@@ -31,10 +30,7 @@ async def read_json(request: Request) -> Any:
     raw = await request.body()
     if not raw:
         return None
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        raise ValueError("the request body is not valid JSON") from None
+    return strict_json.loads(raw, "the request body")
 
 
 # -- the editor's startup ------------------------------------------------------------------------------------
@@ -63,7 +59,11 @@ async def features(request: Request) -> Response:
 
 
 async def stats(request: Request) -> Response:
-    return JSONResponse(await run_in_threadpool(system_stats))
+    c = request.app.state.server.config
+    server_limits = {name: getattr(c, name) for name in (
+        "max_prompt_bytes", "max_upload_bytes", "max_nodes", "max_pending", "max_history", "history_page",
+        "max_history_page", "max_ws_clients", "max_ws_queue")}
+    return JSONResponse(await run_in_threadpool(system_stats, server_limits))
 
 
 async def object_info(request: Request) -> Response:
@@ -171,16 +171,20 @@ async def post_queue(request: Request) -> Response:
 
 
 async def get_history(request: Request) -> Response:
-    store = request.app.state.server.store
+    state = request.app.state.server
+    store = state.store
     pid = request.path_params.get("prompt_id")
     if pid is not None:
-        entry = store.history_one(pid)
+        entry = await run_in_threadpool(store.history_one, pid)
         return JSONResponse({pid: entry.as_comfy()} if entry else {})
     try:
         max_items = _int(request.query_params.get("max_items"))
         offset = _int(request.query_params.get("offset"))
     except ValueError as exc:
         return files.error(400, str(exc))
+    # one page, read in SQL: the latest history_page entries unless the client asks for more (up to a cap)
+    max_items = state.config.history_page if max_items is None or max_items < 0 else max_items
+    max_items = min(max_items, state.config.max_history_page)
     entries = await run_in_threadpool(store.history, max_items, offset)
     return JSONResponse({e.item.prompt_id: e.as_comfy() for e in entries})
 
@@ -251,35 +255,21 @@ def _preview(outputs: dict) -> tuple[dict | None, int, int]:
 
 
 def _job_from_queue(item: QueueItem, status: str) -> dict:
-    return {"id": item.prompt_id, "status": status, "priority": item.number,
-            "create_time": int(item.extra_data.get("create_time") or item.created * 1000),
+    return {"id": item.prompt_id, "status": status, "priority": item.number, "create_time": create_time(item),
             "execution_start_time": None, "execution_end_time": None, "preview_output": None,
             "outputs_count": None, "previewable_outputs_count": None, "execution_error": None,
-            "workflow_id": _workflow_id(item)}
-
-
-def _workflow_id(item: QueueItem) -> str | None:
-    wf = (item.extra_data.get("extra_pnginfo") or {}).get("workflow") if isinstance(
-        item.extra_data.get("extra_pnginfo"), dict) else None
-    return wf.get("id") if isinstance(wf, dict) and isinstance(wf.get("id"), str) else None
-
-
-def _job_status(entry: HistoryEntry) -> str:
-    if entry.status.get("status_str") == "success":
-        return "completed"
-    if entry.status.get("interrupted") or any(m[0] == "execution_interrupted" for m in entry.status.get("messages", [])):
-        return "cancelled"
-    return "failed"
+            "workflow_id": workflow_id(item.extra_data)}
 
 
 def _job_from_history(entry: HistoryEntry) -> dict:
     item = entry.item
     preview, count, previewable = _preview(entry.outputs)
-    job = _job_from_queue(item, _job_status(entry))
+    status = job_status(entry.status)
+    job = _job_from_queue(item, status)
     job.update({"execution_start_time": int(entry.started * 1000) if entry.started else None,
                 "execution_end_time": int(entry.finished * 1000) if entry.finished else None,
                 "preview_output": preview, "outputs_count": count, "previewable_outputs_count": previewable,
-                "execution_error": _clean_error(entry.error) if _job_status(entry) == "failed" else None})
+                "execution_error": _clean_error(entry.error) if status == "failed" else None})
     return job
 
 
@@ -291,15 +281,42 @@ def _clean_error(err: dict | None) -> dict | None:
             "exception_type": str(err.get("exception_type") or ""), "traceback": list(err.get("traceback") or [])}
 
 
-def _all_jobs(state) -> list[tuple[dict, Any]]:
+def _queue_jobs(state) -> list[tuple[dict, QueueItem]]:
     q = state.queue
-    jobs: list[tuple[dict, Any]] = []
     running = q.running
-    if running is not None:
-        jobs.append((_job_from_queue(running, "in_progress"), running))
-    jobs += [(_job_from_queue(i, "pending"), i) for i in q.pending()]
-    jobs += [(_job_from_history(e), e) for e in state.store.history()]
-    return jobs
+    jobs = [(_job_from_queue(running, "in_progress"), running)] if running is not None else []
+    return jobs + [(_job_from_queue(i, "pending"), i) for i in q.pending()]
+
+
+def _jobs_page(state, wanted: list[str], wf: str | None, sort_by: str, desc: bool, offset: int,
+               limit: int) -> tuple[list[dict], int]:
+    """One page of queue + history in /jobs order; the history part is filtered, sorted and cut in SQL, and
+    only the entries on the page are decoded."""
+    def duration(job: dict) -> float:
+        s, e = job.get("execution_start_time"), job.get("execution_end_time")
+        return (e - s) / 1000 if s and e else 0.0
+
+    sort_key = duration if sort_by == "execution_duration" else (lambda j: j["create_time"])
+    queued = [j for j, _ in _queue_jobs(state)
+              if (not wanted or j["status"] in wanted) and (not wf or j.get("workflow_id") == wf)]
+    hist_wanted = [s for s in wanted if s in ("completed", "failed", "cancelled")]
+    keys: list[tuple[float, int, str, dict | None]] = [(sort_key(j), 0, j["id"], j) for j in queued]
+    total = len(queued)
+    if not wanted or hist_wanted:
+        rows, count = state.store.job_keys(hist_wanted or None, wf, sort_by, desc, offset + limit)
+        total += count
+        keys += [(key, 1, pid, None) for pid, key in rows]
+    # queue entries before history ones at equal keys (they are newer); history keeps SQL's order
+    keys.sort(key=lambda k: (k[0], -k[1]) if desc else (k[0], k[1]), reverse=desc)
+    page = keys[offset:offset + limit]
+    entries = state.store.history_many([pid for _, src, pid, _ in page if src == 1])
+    jobs = []
+    for _, _src, pid, job in page:
+        if job is not None:
+            jobs.append(job)
+        elif pid in entries:
+            jobs.append(_job_from_history(entries[pid]))
+    return jobs, total
 
 
 async def get_jobs(request: Request) -> Response:
@@ -311,44 +328,38 @@ async def get_jobs(request: Request) -> Response:
         return files.error(400, f"unknown status {bad[0]!r}; use {', '.join(JOB_STATUSES)}")
     try:
         limit = _int(qp.get("limit"))
-        offset = _int(qp.get("offset")) or 0
+        offset = max(0, _int(qp.get("offset")) or 0)
     except ValueError as exc:
         return files.error(400, str(exc))
+    limit = state.config.history_page if limit is None or limit < 0 else limit
+    limit = min(limit, state.config.max_history_page)
     sort_by = qp.get("sort_by") or "created_at"
     desc = (qp.get("sort_order") or "desc").lower() != "asc"
-    jobs = [j for j, _ in await run_in_threadpool(_all_jobs, state)]
-    if wanted:
-        jobs = [j for j in jobs if j["status"] in wanted]
-    wf = qp.get("workflow_id")
-    if wf:
-        jobs = [j for j in jobs if j.get("workflow_id") == wf]
-    if sort_by == "execution_duration":
-        def key(j):
-            s, e = j.get("execution_start_time"), j.get("execution_end_time")
-            return (e - s) if s and e else 0
-    else:
-        def key(j):
-            return j["create_time"]
-    jobs.sort(key=key, reverse=desc)
-    total = len(jobs)
-    offset = max(0, offset)
-    page = jobs[offset:offset + limit] if limit is not None and limit >= 0 else jobs[offset:]
-    return JSONResponse({"jobs": page, "pagination": {"offset": offset, "limit": limit if limit is not None else total,
-                                                      "total": total, "has_more": offset + len(page) < total}})
+    page, total = await run_in_threadpool(_jobs_page, state, wanted, qp.get("workflow_id") or None, sort_by, desc,
+                                          offset, limit)
+    return JSONResponse({"jobs": page, "pagination": {"offset": offset, "limit": limit, "total": total,
+                                                      "has_more": offset + len(page) < total}})
+
+
+def _find_job(state, pid: str) -> dict | None:
+    for job, item in _queue_jobs(state):
+        if job["id"] == pid:
+            return {**job, "workflow": {"prompt": item.prompt, "extra_data": item.extra_data}, "outputs": {},
+                    "execution_status": None, "execution_meta": None}
+    entry = state.store.history_one(pid)
+    if entry is None:
+        return None
+    return {**_job_from_history(entry), "workflow": {"prompt": entry.item.prompt, "extra_data": entry.item.extra_data},
+            "outputs": entry.outputs, "execution_status": entry.status, "execution_meta": entry.meta}
 
 
 async def get_job(request: Request) -> Response:
     state = request.app.state.server
     pid = request.path_params["job_id"]
-    for job, src in await run_in_threadpool(_all_jobs, state):
-        if job["id"] == pid:
-            item = src.item if isinstance(src, HistoryEntry) else src
-            detail = {**job, "workflow": {"prompt": item.prompt, "extra_data": item.extra_data},
-                      "outputs": src.outputs if isinstance(src, HistoryEntry) else {},
-                      "execution_status": src.status if isinstance(src, HistoryEntry) else None,
-                      "execution_meta": src.meta if isinstance(src, HistoryEntry) else None}
-            return JSONResponse(detail)
-    return files.error(404, f"no job {pid}", "not_found")
+    detail = await run_in_threadpool(_find_job, state, pid)
+    if detail is None:
+        return files.error(404, f"no job {pid}", "not_found")
+    return JSONResponse(detail)
 
 
 async def cancel_job(request: Request) -> Response:

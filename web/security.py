@@ -142,11 +142,15 @@ class SecurityMiddleware:
             return None  # not a browser, or a same-origin request of an old browser
         if origin.strip().lower() == "null":
             return 403, "requests from an opaque origin are refused"
-        parts = urlsplit(origin.strip())
+        try:
+            parts = urlsplit(origin.strip())
+            port = parts.port  # raises on a port that is not a number in range
+        except ValueError:
+            return 403, "bad Origin header"
         if parts.scheme not in ("http", "https") or not parts.hostname:
             return 403, "bad Origin header"
         o_host = parts.hostname.lower()
-        o_port = str(parts.port) if parts.port else ("443" if parts.scheme == "https" else "80")
+        o_port = str(port) if port else ("443" if parts.scheme == "https" else "80")
         h_host, h_port = split_host(headers.get("host", ""))
         h_port = h_port or ("443" if parts.scheme == "https" else "80")
         if o_host != h_host or o_port != h_port:

@@ -62,9 +62,13 @@ def devices() -> list[dict]:
     return out
 
 
-def system_stats() -> dict:
+def system_stats(server_limits: dict | None = None) -> dict:
+    """ComfyUI's answer, plus ``limits``: the cost limits in force (graph_runtime.limits) and the server's."""
+    from graph_runtime.limits import LIMITS
+
     total, free = memory()
     return {
+        "limits": {**LIMITS.as_dict(), **(server_limits or {})},
         "system": {
             "os": os.name if os.name != "posix" else sys.platform,
             "ram_total": total,

@@ -1,0 +1,50 @@
+"""What one prompt may cost, in one place: every limit a node or the server enforces on work a small request
+can ask for, refused before anything large is allocated.
+
+Each limit has a default here and can be changed with an environment variable ``GRAPH_RUNTIME_LIMIT_<NAME>``
+(e.g. ``GRAPH_RUNTIME_LIMIT_MAX_IMAGE_PIXELS=200000000``), read when the process starts; ``/system_stats``
+reports the values in force (``limits``). A refusal names the node, the input and the limit.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+
+ENV_PREFIX = "GRAPH_RUNTIME_LIMIT_"
+
+
+@dataclass
+class Limits:
+    # StringFormat: the width or precision in one replacement field ({a:>300000000} would allocate 286 MiB),
+    # and the length of the text one node builds.
+    max_format_width: int = 10_000
+    max_string_chars: int = 1_000_000
+    # LoadImage and /view previews: decoded size of one frame, frames read from an animated file, and all
+    # frames together (a 66 KB animated PNG can hold 200 frames of 4000x4000).
+    max_image_pixels: int = 64_000_000
+    max_image_frames: int = 256
+    max_image_total_pixels: int = 128_000_000
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Limits:
+        environ = os.environ if environ is None else environ
+        limits = cls()
+        for f in fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            try:
+                value = int(raw.replace("_", ""))
+            except ValueError:
+                raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r}: expected a whole number") from None
+            if value < 1:
+                raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r}: must be at least 1")
+            setattr(limits, f.name, value)
+        return limits
+
+
+LIMITS = Limits.from_env()
