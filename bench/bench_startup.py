@@ -32,15 +32,15 @@ def env_for(tree: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1"}
 
 
-def heavy_imports(cmd: list[str], env: dict[str, str]) -> list[str]:
-    proc = subprocess.run([cmd[0], "-X", "importtime", *cmd[1:]], env=env, capture_output=True, text=True)
+def heavy_imports(cmd: list[str], env: dict[str, str], cwd: Path) -> list[str]:
+    proc = subprocess.run([cmd[0], "-X", "importtime", *cmd[1:]], env=env, capture_output=True, text=True, cwd=cwd)
     names = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")}
     return sorted(names & {"torch", "diffusers", "transformers"})
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> float:
+def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
     t0 = time.perf_counter()
-    subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     return time.perf_counter() - t0
 
 
@@ -50,22 +50,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tree", action="append", default=[], help="another checkout to compare (before)")
     args = ap.parse_args(argv)
     trees = [(Path(t).resolve().name, Path(t).resolve()) for t in args.tree] + [("this tree", REPO)]
-    rows: dict[str, tuple[list[str], dict[str, str]]] = {'python -c "import torch"': (
-        [sys.executable, "-c", "import torch"], {**os.environ})}
+    # each command runs in its tree: ``python -m`` puts the working directory first on sys.path
+    rows: dict[str, tuple[list[str], dict[str, str], Path]] = {'python -c "import torch"': (
+        [sys.executable, "-c", "import torch"], {**os.environ}, REPO)}
     for label, tree in trees:
         for name, cmd in commands(tree).items():
-            rows[f"{name} ({label})"] = (cmd, env_for(tree))
+            rows[f"{name} ({label})"] = (cmd, env_for(tree), tree)
     times: dict[str, list[float]] = {k: [] for k in rows}
     for _ in range(args.repeats):  # interleaved, so a busy neighbour slows every row alike
-        for key, (cmd, env) in rows.items():
-            times[key].append(timed(cmd, env))
+        for key, (cmd, env, cwd) in rows.items():
+            times[key].append(timed(cmd, env, cwd))
     torch_s = statistics.median(times['python -c "import torch"'])
     print(f"{args.repeats} runs each, interleaved; medians; {os.cpu_count()} CPUs\n")
     print("| command | median s | min s | x import torch | imports |")
     print("|---|---|---|---|---|")
-    for key, (cmd, env) in rows.items():
+    for key, (cmd, env, cwd) in rows.items():
         med = statistics.median(times[key])
-        heavy = ", ".join(heavy_imports(cmd, env)) if "import torch" not in key else "torch"
+        heavy = ", ".join(heavy_imports(cmd, env, cwd)) if "import torch" not in key else "torch"
         print(f"| {key} | {med:.2f} | {min(times[key]):.2f} | {med / torch_s:.2f}x | {heavy or 'none of torch, diffusers, transformers'} |")
     return 0
 
