@@ -12,20 +12,19 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Literal
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal
 
 from graph_runtime import Link, Node, NodeError, NodeInputs, Output, Widget
 from schedulers import comfy_names, registry
-from schedulers import sigmas as sigmas_mod
-from schedulers.schedule import Schedule, schedule_from_sigmas
 
 from .conditioning import TextEncode, check_clip, encode
 from .latents import MAX_SIZE, empty_latent
 from .models import EMBEDDED_NAME, LoadModel, list_models
 from .sampling import SEED_MAX, SIGMAS, _check_model, check_sigmas, run_sampler, schedule_for_sigmas
 from .types import Conditioning
+
+if TYPE_CHECKING:  # torch and the sigma builders load when a node runs, not when it is declared
+    from schedulers.schedule import Schedule
 
 SAMPLER = "SAMPLER"
 
@@ -168,6 +167,8 @@ class ConditioningZeroOut(Node):
     OUTPUTS = (Output("CONDITIONING", "CONDITIONING"),)
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
+        import torch
+
         c = inputs.conditioning
         if not isinstance(c, Conditioning):
             raise NodeError(f"conditioning: expected CONDITIONING, got {type(c).__name__}")
@@ -242,6 +243,9 @@ class KSamplerAdvanced(Node):
     OUTPUTS = (Output("LATENT", "LATENT"),)
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
+        from schedulers import sigmas as sigmas_mod
+        from schedulers.schedule import schedule_from_sigmas
+
         model = _check_model(inputs.model)
         steps = inputs.steps
         start, end = inputs.start_at_step, min(inputs.end_at_step, steps)
@@ -292,6 +296,10 @@ class BasicScheduler(Node):
     OUTPUTS = (Output(SIGMAS, "SIGMAS"),)
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
+        import torch
+
+        from schedulers import sigmas as sigmas_mod
+
         model = _check_model(inputs.model)
         total = inputs.steps
         if inputs.denoise < 1.0:
@@ -317,6 +325,8 @@ class KarrasScheduler(Node):
     OUTPUTS = (Output(SIGMAS, "SIGMAS"),)
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
+        from schedulers import sigmas as sigmas_mod
+
         if not 0 < inputs.sigma_min < inputs.sigma_max:
             raise NodeError(f"sigma_min: need 0 < sigma_min < sigma_max, got {inputs.sigma_min} and "
                             f"{inputs.sigma_max}")
@@ -361,6 +371,8 @@ class SamplerCustom(Node):
     OUTPUTS = (Output("LATENT", "output"), Output("LATENT", "denoised_output"))
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
+        import torch
+
         model = _check_model(inputs.model)
         if not isinstance(inputs.sampler, SamplerChoice):
             raise NodeError(f"sampler: expected a SAMPLER (from KSamplerSelect), got {type(inputs.sampler).__name__}")

@@ -11,14 +11,14 @@ with :func:`nodes.types.match_lengths`.
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal
 
 from graph_runtime import Link, Node, NodeError, NodeInputs, Output, Widget
 
-from .families.clip import run_clip, window_ids
 from .types import Conditioning, TextEncoderBundle
+
+if TYPE_CHECKING:
+    import torch
 
 
 def check_clip(clip: Any, what: str = "clip") -> TextEncoderBundle:
@@ -35,6 +35,8 @@ def encode(clip: Any, text: str, ctx: Any = None, **options: Any) -> Conditionin
 
 def encode_truncated(clip: TextEncoderBundle, text: str) -> tuple[torch.Tensor, int]:
     """The first CLIP's final output [1, 77, D] for ``text`` and the number of tokens cut off the end."""
+    from .families.clip import run_clip, window_ids
+
     ids, mask, dropped = window_ids(clip.first, text)
     return run_clip(clip.first, ids, mask, clip.device)[0], dropped
 

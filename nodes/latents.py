@@ -6,13 +6,14 @@ by the VAE's factors, as diffusers' pipelines keep them); see :mod:`nodes.types`
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from graph_runtime import Link, Node, NodeError, NodeInputs, Output, Widget
 
 from .types import ModelBundle, VAEBundle
+
+if TYPE_CHECKING:  # torch loads when a latent is made or coded, not when the nodes are declared
+    import torch
 
 MAX_SIZE = 16384
 MAX_PIXELS = 2**26  # width * height * batch_size; 64 Mpx of latents' worth of images in one tensor
@@ -29,6 +30,8 @@ def empty_latent(width: int, height: int, batch_size: int, channels: int = 4, fa
     if total > MAX_PIXELS:
         raise NodeError(f"{width} x {height} x batch {batch_size} = {total} pixels is more than the limit of "
                         f"{MAX_PIXELS} pixels per latent batch; use a smaller size or batch")
+    import torch
+
     return {"samples": torch.zeros(batch_size, channels, height // factor, width // factor)}
 
 
@@ -92,6 +95,8 @@ class VAEDecode(Node):
 
 
 def _check_latent(latent: Any) -> torch.Tensor:
+    import torch
+
     if not isinstance(latent, dict) or not isinstance(latent.get("samples"), torch.Tensor):
         raise NodeError("samples: expected a LATENT ({'samples': tensor})")
     s = latent["samples"]
@@ -100,10 +105,27 @@ def _check_latent(latent: Any) -> torch.Tensor:
     return s
 
 
-@torch.inference_mode()
 def decode(vae: VAEBundle, latent: dict, ctx: Any = None) -> torch.Tensor:
+    """See :func:`_decode` (run without autograd)."""
+    import torch
+
+    with torch.inference_mode():
+        return _decode(vae, latent, ctx)
+
+
+def encode(vae: VAEBundle, pixels: Any, ctx: Any = None) -> torch.Tensor:
+    """See :func:`_encode` (run without autograd)."""
+    import torch
+
+    with torch.inference_mode():
+        return _encode(vae, pixels, ctx)
+
+
+def _decode(vae: VAEBundle, latent: dict, ctx: Any = None) -> torch.Tensor:
     """``vae.decode(samples / scaling_factor + shift_factor)``, then ``(x / 2 + 0.5).clamp(0, 1)`` (diffusers'
     VaeImageProcessor), as float32 [B, H, W, C] on the CPU. Decodes in slices of ``DECODE_BATCH``."""
+    import torch
+
     samples = _check_latent(latent)
     if samples.shape[1] != vae.vae.config.latent_channels:
         raise NodeError(f"samples: the VAE expects {vae.vae.config.latent_channels} latent channels, "
@@ -119,10 +141,11 @@ def decode(vae: VAEBundle, latent: dict, ctx: Any = None) -> torch.Tensor:
     return torch.cat(out)
 
 
-@torch.inference_mode()
-def encode(vae: VAEBundle, pixels: Any, ctx: Any = None) -> torch.Tensor:
+def _encode(vae: VAEBundle, pixels: Any, ctx: Any = None) -> torch.Tensor:
     """Images [B, H, W, C] in 0..1 -> latents [B, 4, H/8, W/8] (mode of the posterior times the scaling
     factor), on the VAE's device in float32."""
+    import torch
+
     if not isinstance(pixels, torch.Tensor) or pixels.ndim != 4:
         raise NodeError("pixels: expected an IMAGE tensor [batch, height, width, channels]")
     f = vae.downscale

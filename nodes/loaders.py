@@ -14,7 +14,6 @@ from typing import Any, Literal
 
 from graph_runtime import Node, NodeError, NodeInputs, Output, Widget
 
-from . import families
 from .device import resolve_device, resolve_dtype
 from .model_store import ModelStore, file_identity
 from .part_files import config_folders, find_part, list_parts
@@ -96,6 +95,8 @@ class VAELoader(Node):
 
 def make_clip(ctx: Any, clip_type: str, names: list[tuple[str, str]], device: str) -> TextEncoderBundle:
     """A CLIP of family ``clip_type`` from text-encoder files ``(input name, file name)``."""
+    from . import families
+
     family_name = CLIP_FAMILIES.get(clip_type)
     if family_name is None:
         raise NodeError(f"type: {clip_type} text encoders are not supported here yet; supported: "

@@ -8,7 +8,6 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from graph_runtime import Link, Node, NodeError, NodeInputs, Output, Widget
-from schedulers.model_sampling import is_flow_config
 
 from .conditioning import check_clip
 from .sampling import _check_model
@@ -54,6 +53,8 @@ class ModelSamplingDiscrete(Node):
     OUTPUTS = (Output("MODEL", "MODEL"),)
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
+        from schedulers.model_sampling import is_flow_config
+
         model = _check_model(inputs.model)
         if is_flow_config(model.scheduler_config):
             raise NodeError(f"model: {model.name} is a flow-matching model ({model.family.label}); use "
@@ -77,6 +78,8 @@ class ModelSamplingSD3(Node):
     OUTPUTS = (Output("MODEL", "MODEL"),)
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
+        from schedulers.model_sampling import is_flow_config
+
         model = _check_model(inputs.model)
         if not is_flow_config(model.scheduler_config):
             raise NodeError(f"model: {model.name} ({model.family.label}) is not a flow-matching model; "

@@ -14,13 +14,14 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from graph_runtime import NodeError
 
 from .types import ModelBundle, TextEncoderBundle, VAEBundle
+
+if TYPE_CHECKING:  # the store is declared (and found by the loaders) without torch; loading needs it
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ class ModelStore:
         refuse_pickle(path)
         if not path.exists():
             raise NodeError(f"model not found: {path}")
+        import torch
+
         device = torch.device(device)
         key = (str(path), file_identity(path), str(device), str(dtype), kind)
         with self._lock:
@@ -119,6 +122,8 @@ class ModelStore:
             for k in keys:
                 del self._entries[k]
         gc.collect()
+        import torch
+
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         return len(keys)

@@ -20,12 +20,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from graph_runtime import NodeError, UnsafePathError, resolve_inside
 
-from .families.base import TextEncoder, read_json
+if TYPE_CHECKING:  # listing and finding parts needs no torch; loading them does
+    import torch
+
+    from .families.base import TextEncoder
+
+
+def read_json(path: Path) -> dict:
+    from .families.base import read_json as read
+
+    return read(path)
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +233,10 @@ def _config_fits(kind: str, shapes: dict, cfg: dict) -> bool:
 
 
 def _load_text_encoder(path: Path, dtype: torch.dtype, candidates: list[Path]) -> TextEncoder:
+    import torch
     import transformers
+
+    from .families.base import TextEncoder
 
     if path.is_dir():
         cls, cfg = _component_class(path)
@@ -265,6 +276,8 @@ def _load_text_encoder(path: Path, dtype: torch.dtype, candidates: list[Path]) -
 
 def _materialise(model: torch.nn.Module, dtype: torch.dtype) -> None:
     """Buffers a file does not hold (position ids) built on the CPU instead of the meta device."""
+    import torch
+
     for name, buf in list(model.named_buffers()):
         if buf.is_meta:
             owner = model.get_submodule(name.rpartition(".")[0]) if "." in name else model

@@ -15,19 +15,18 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Literal
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal
 
 from graph_runtime import Interrupted, Link, Node, NodeError, NodeInputs, Output, Widget
-from schedulers import kdiffusion, registry
-from schedulers import sigmas as sigmas_mod
-from schedulers.guidance import CFGDenoiser
-from schedulers.sampling import SamplingInterrupted, make_noise, sample
-from schedulers.schedule import Schedule, build_schedule, schedule_from_sigmas
+from schedulers import registry
 
 from .preview import latent_preview_jpeg
 from .types import Conditioning, ModelBundle, match_lengths
+
+if TYPE_CHECKING:  # torch, diffusers and the sampling loop load when a node runs, not when it is declared
+    import torch
+
+    from schedulers.schedule import Schedule
 
 SCHEDULE, SIGMAS, TIMESTEPS = "SCHEDULE", "SIGMAS", "TIMESTEPS"
 SEED_MAX = 2**64 - 1
@@ -40,7 +39,7 @@ PREVIEW_INTERVAL_S = 0.05
 def sigma_samplers() -> list[str]:
     """What can run a SIGMAS tensor: the k-diffusion rules, then registered diffusers schedulers whose
     ``set_timesteps`` takes ``sigmas`` (with ``auto``, a name that is both runs the diffusers class)."""
-    out = list(kdiffusion.RULES)
+    out = list(registry.STEP_RULES)
     for name, entry in registry.REGISTRY.items():
         try:
             ok = entry.accepts_sigmas
@@ -83,6 +82,8 @@ def make_schedule(model: ModelBundle, scheduler: str, steps: int, denoise: float
                   sigma_spacing: str = "default", timestep_spacing: str = "default",
                   config_overrides: str = "", eta: float | None = None) -> Schedule:
     """The Scheduler node's work as a function (used by CompareSchedulers and the benchmarks too)."""
+    from schedulers.schedule import build_schedule
+
     try:
         entry = registry.get(scheduler)
         cls = entry.cls
@@ -120,6 +121,8 @@ def _has_spacing(entry: registry.SchedulerEntry, spacing: str) -> bool:
 
 def check_sigmas(value: Any, what: str = "sigmas", *, require_zero_end: bool = True) -> torch.Tensor:
     """``schedulers.sigmas.validate`` with the error naming the node input."""
+    from schedulers import sigmas as sigmas_mod
+
     try:
         return sigmas_mod.validate(value, name=what, require_zero_end=require_zero_end)
     except ValueError as exc:
@@ -128,6 +131,8 @@ def check_sigmas(value: Any, what: str = "sigmas", *, require_zero_end: bool = T
 
 def schedule_for_sigmas(model: ModelBundle, sigmas: Any, sampler: str, what: str = "sigmas") -> Schedule:
     """A schedule that runs exactly ``sigmas`` (a split's high part may end above 0) with ``sampler``."""
+    from schedulers.schedule import schedule_from_sigmas
+
     s = check_sigmas(sigmas, what, require_zero_end=False)
     try:
         return schedule_from_sigmas(s, sampler, model.scheduler_config, device=model.device)
@@ -170,6 +175,8 @@ def guidance_inputs(model: ModelBundle, positive: Any, negative: Any, shape: tup
 
 
 def latent_samples(latent: Any, model: ModelBundle, what: str = "latent") -> torch.Tensor:
+    import torch
+
     if not isinstance(latent, dict) or not isinstance(latent.get("samples"), torch.Tensor):
         raise NodeError(f"{what}: expected a LATENT ({{'samples': tensor}})")
     s = latent["samples"]
@@ -190,6 +197,11 @@ def run_sampler(ctx: Any, model: ModelBundle, positive: Any, negative: Any, late
     Previews are off when the prompt asks for none (``extra_data["preview_method"] == "none"``, as the editor's
     "Live preview method" setting sends it).
     """
+    import torch
+
+    from schedulers.guidance import CFGDenoiser
+    from schedulers.sampling import SamplingInterrupted, make_noise, sample
+
     model = _check_model(model)
     previews = previews and (getattr(ctx, "extra_data", None) or {}).get("preview_method") != "none"
     samples = latent_samples(latent, model)
@@ -331,6 +343,8 @@ class Sampler(Node):
             raise NodeError("schedule / sigmas: connect exactly one of them (a SCHEDULE from Scheduler, or "
                             "SIGMAS plus the sampler choice)")
         if inputs.schedule is not None:
+            from schedulers.schedule import Schedule
+
             if not isinstance(inputs.schedule, Schedule):
                 raise NodeError(f"schedule: expected a SCHEDULE, got {type(inputs.schedule).__name__}")
             schedule = inputs.schedule

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # the values hold tensors; declaring the port types needs no torch
+    import torch
 
 # Port type names (ComfyUI's, so the graph editor colours and links them).
 MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, MASK = (

@@ -16,10 +16,21 @@ Typical use (what StableDiffusionPipeline does, with the scheduler swapped by na
     latents = sample(CFGDenoiser(unet, positive, negative, cfg=7.5), noise, schedule, generator)
 """
 
-from .guidance import CFGDenoiser
+import importlib
+
 from .registry import REGISTRY, MissingDependencyError, compatible_names, names
-from .sampling import SamplingInterrupted, make_noise, sample
-from .schedule import Schedule, build_schedule, schedule_from_sigmas
+
+#: names that load torch and diffusers, imported when first used (so the registry and the ComfyUI names can be
+#: read, e.g. to declare nodes, without them)
+_LAZY = {"CFGDenoiser": "guidance", "SamplingInterrupted": "sampling", "make_noise": "sampling",
+         "sample": "sampling", "Schedule": "schedule", "build_schedule": "schedule",
+         "schedule_from_sigmas": "schedule"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "CFGDenoiser",

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import registry
-from . import sigmas as sigmas_mod
-from .model_sampling import is_flow_config
-from .schedule import Schedule, build_schedule, schedule_from_sigmas
+
+if TYPE_CHECKING:  # torch and the schedule builders load when a schedule is built, not when names are read
+    import torch
+
+    from .schedule import Schedule
 
 __all__ = ["COMFY_SAMPLERS", "COMFY_SCHEDULERS", "ComfyPlan", "build_comfy_schedule", "resolve"]
 
@@ -55,7 +55,8 @@ _DIFFUSERS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 COMFY_SAMPLERS = tuple(_RULES) + tuple(_DIFFUSERS)
-COMFY_SCHEDULERS = sigmas_mod.COMFY_SCHEDULERS
+#: ComfyUI's scheduler names (their SIGMAS formulas are in schedulers.sigmas)
+COMFY_SCHEDULERS = ("normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta")
 
 #: ComfyUI scheduler -> (diffusers sigma spacing, timestep spacing) for diffusers plans. 'linspace' makes
 #: diffusers' Karras / exponential span the full train range as ComfyUI's do.
@@ -125,6 +126,10 @@ def build_comfy_schedule(
 ) -> Schedule:
     """The Schedule a ComfyUI KSampler with these settings describes, for a model with this scheduler
     config. Sample it with ``sampling.sample`` (and the seed's noise from ``sampling.make_noise``)."""
+    from . import sigmas as sigmas_mod
+    from .model_sampling import is_flow_config
+    from .schedule import build_schedule, schedule_from_sigmas
+
     plan = resolve(sampler_name, scheduler)
     if plan.runner == "diffusers":
         name, sigma_spacing, timestep_spacing = plan.name, plan.sigma_spacing, plan.timestep_spacing

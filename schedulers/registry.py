@@ -80,6 +80,9 @@ class SchedulerEntry:
     seed_config_key: str | None = None
     #: "discrete" (DDPM-trained epsilon / v models) or "flow" (flow-matching models)
     kind: str = "discrete"
+    #: ``set_timesteps(sigmas=...)`` really follows given sigmas (declared so that node declarations need not
+    #: build diffusers classes; tests/test_schedulers_registry.py checks it against a probe of the class)
+    custom_sigmas: bool = False
 
     def config_overrides(self, scheduler_config: Mapping[str, Any]) -> dict[str, Any]:
         """The overrides for ``from_config`` on a model with ``scheduler_config``: the entry's own, and for a
@@ -112,8 +115,9 @@ class SchedulerEntry:
     def accepts_sigmas(self) -> bool:
         """``set_timesteps(sigmas=...)`` works for an SD epsilon config (signature + a probe: UniPC has the
         parameter but only honours it for flow-matching sigmas). Flow entries shift what they are given, so
-        custom SIGMAS run on flow models through the k-diffusion rules instead."""
-        return self.kind == "discrete" and _probe(self.name, "sigmas")
+        custom SIGMAS run on flow models through the k-diffusion rules instead. Declared (``custom_sigmas``);
+        :func:`probe` checks the declaration."""
+        return self.kind == "discrete" and self.custom_sigmas
 
     @property
     def accepts_timesteps(self) -> bool:
@@ -155,7 +159,7 @@ REGISTRY: Mapping[str, SchedulerEntry] = MappingProxyType(
             _e("ddim", "DDIM", "DDIMScheduler"),
             _e("pndm", "PNDM (PLMS)", "PNDMScheduler"),
             _e("lms", "LMS", "LMSDiscreteScheduler", requires="scipy"),
-            _e("euler", "Euler", "EulerDiscreteScheduler"),
+            _e("euler", "Euler", "EulerDiscreteScheduler", custom_sigmas=True),
             _e("euler_ancestral", "Euler Ancestral", "EulerAncestralDiscreteScheduler", stochastic=True),
             _e("heun", "Heun", "HeunDiscreteScheduler"),
             _e("dpmpp_2m", "DPM++ 2M", "DPMSolverMultistepScheduler"),
@@ -240,6 +244,15 @@ def _is_placeholder(cls: Any) -> bool:
 
 def _init_params(cls: type) -> frozenset[str]:
     return frozenset(inspect.signature(cls.__init__).parameters)
+
+
+#: the k-diffusion step rules (``schedulers.kdiffusion.RULES``), named here so that declarations need no torch
+STEP_RULES = ("euler", "euler_ancestral", "heun", "dpmpp_2m", "dpmpp_2m_sde", "lms")
+
+
+def probe(name: str, kind: str) -> bool:
+    """Whether the class of entry ``name`` really takes ``set_timesteps(<kind>=...)`` for an SD config."""
+    return _probe(name, kind)
 
 
 @cache

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from .comfy_names import COMFY_SCHEDULERS  # the names live with the ComfyUI mapping
+
 __all__ = [
     "append_zero",
     "beta",
@@ -191,7 +193,7 @@ def beta(
     return _out(ts[torch.from_numpy(t[keep])], device)
 
 
-COMFY_SCHEDULERS = ("normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta")
+
 
 
 def comfy_scheduler_sigmas(
