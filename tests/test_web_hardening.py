@@ -809,3 +809,76 @@ def test_a_prompt_running_at_a_crash_is_rerun_once_then_failed(tmp_path):
         except Exception:
             proc.kill()
         proc.stdout.close()
+
+
+# -- database faults: busy, damaged, held by another process ---------------------------------------------------
+
+
+def test_a_busy_database_delays_the_result_never_loses_it(tmp_path):
+    srv = start_server(tmp_path / "srv", db_busy_timeout=0.2)
+    gate = tmp_path / "gate"
+    cid = new_id()
+    try:
+        with ws_connect(srv.url, cid) as ws:
+            json.loads(ws.recv(timeout=5))
+            pid = submit(srv.url, gated_prompt(gate, 5), cid)["prompt_id"]
+            _running(srv.url, pid)
+            other = sqlite3.connect(str(srv.config.db_path), isolation_level=None)
+            other.execute("BEGIN EXCLUSIVE")  # another process holds the database
+            try:
+                gate.write_text("go")
+                r = http("POST", srv.url + "/prompt", {"prompt": ARITHMETIC})
+                assert r.status == 503 and "database" in r.json()["error"]["message"], r.body
+                seen = []
+                deadline = time.monotonic() + 1.5
+                while time.monotonic() < deadline:
+                    try:
+                        seen.append(json.loads(ws.recv(timeout=0.2))["type"])
+                    except TimeoutError:
+                        pass
+                assert "execution_success" not in seen, seen  # not before the result is recorded
+                assert pid not in http("GET", f"{srv.url}/history/{pid}").json()
+            finally:
+                other.execute("COMMIT")
+                other.close()
+            msgs = collect_until_done(ws, pid)
+            assert "execution_success" in [k for k, _ in msgs]
+        entry = wait_history(srv.url, pid)
+        assert entry["status"]["status_str"] == "success" and entry["outputs"]["1"]["text"] == ["5"]
+        assert http("GET", srv.url + "/queue").json()["queue_pending"] == []
+    finally:
+        srv.stop()
+
+
+def test_a_database_held_by_another_process_is_one_clear_error(tmp_path):
+    from web.store import Store, StoreError
+
+    path = tmp_path / "queue.sqlite3"
+    Store(path).close()
+    other = sqlite3.connect(str(path), isolation_level=None)
+    other.execute("PRAGMA journal_mode=DELETE")
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreError) as err:
+            Store(path, busy_timeout=0.1)
+        assert str(path) in str(err.value) and "another process" in str(err.value)
+    finally:
+        other.execute("COMMIT")
+        other.close()
+
+
+def test_a_damaged_database_stops_the_server_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "queue.sqlite3").write_bytes(b"this is not a database" * 100)
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "graph_runtime", "serve", "--port", "0", "--no-frontend",
+                           "--user-dir", str(user), "--output-dir", str(tmp_path / "out")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and str(user / "queue.sqlite3") in lines[0] and "move it aside" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -32,6 +32,8 @@ class ServerConfig:
     max_nodes: int = 5000  # nodes in one prompt
     max_pending: int = 10000  # prompts waiting in the queue
     max_history: int = 10000  # finished prompts kept
+    db_busy_timeout: float = 5.0  # seconds one statement waits for a database another connection holds
+    db_finish_retry: float = 60.0  # seconds a finished prompt's result is retried on a busy database
     history_page: int = 100  # /history and /jobs entries in one reply when the client names no limit
     max_history_page: int = 1000  # the most entries one /history or /jobs reply holds, whatever is asked
 

@@ -211,11 +211,20 @@ class PromptQueue:
                 self.hub.broadcast_status()
                 entry = self._run(item)
                 self.store.finish(entry)
-            except Exception:  # never let one prompt take the worker down
+                # success is told only once the history row is committed (a client reads it right after)
+                for event, data in entry.extra.get("held", []):
+                    self.hub.send(item.client_id, event, data)
+            except Exception as exc:  # never let one prompt take the worker down
                 log.exception("prompt %s failed outside its nodes", item.prompt_id)
+                data = {"prompt_id": item.prompt_id, "node_id": None, "node_type": None, "executed": [],
+                        "exception_message": f"the prompt's result could not be recorded: {exc}",
+                        "exception_type": type(exc).__name__, "traceback": [], "current_inputs": {},
+                        "current_outputs": [], "timestamp": int(time.time() * 1000)}
+                self.hub.send(item.client_id, ev.EXECUTION_ERROR, data)
                 try:
                     self.store.finish(HistoryEntry(item=item, status={"status_str": "error", "completed": False,
-                                                                      "messages": []}, outputs={}, meta={}))
+                                                                      "messages": [[ev.EXECUTION_ERROR, data]]},
+                                                   outputs={}, meta={}, error=data))
                 except Exception:
                     log.exception("could not record prompt %s", item.prompt_id)
             finally:
@@ -229,6 +238,7 @@ class PromptQueue:
     def _run(self, item: QueueItem) -> HistoryEntry:
         sid = item.client_id
         messages: list[list[Any]] = []
+        held: list[tuple[str, dict]] = []
         hub = self.hub
 
         def forward(event: str, data: dict) -> None:
@@ -247,6 +257,9 @@ class PromptQueue:
                 scrub_error(data, self._roots())
             if event in _STATUS_EVENTS:
                 messages.append([event, data])
+            if event == ev.EXECUTION_SUCCESS:
+                held.append((event, data))  # sent after the history row is committed
+                return
             hub.send(sid, event, data)
 
         started = time.time()
@@ -269,7 +282,7 @@ class PromptQueue:
                 for nid in result.outputs}
         status = {"status_str": "success" if result.ok else "error", "completed": result.ok, "messages": messages}
         entry = HistoryEntry(item=item, started=started, finished=time.time(), outputs=result.outputs, meta=meta,
-                             status=status, error=result.error)
+                             status=status, error=result.error, extra={"held": held})
         if result.status == "interrupted":
             entry.status["interrupted"] = True
         return entry

@@ -8,8 +8,10 @@ server dies during that run too, recorded as failed instead of taking the server
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,12 @@ from typing import Any
 from graph_runtime import strict_json
 
 _loads = strict_json.loads_stored  # rows an older version wrote may hold a bare NaN
+log = logging.getLogger(__name__)
+
+
+def _is_busy(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue (
@@ -126,14 +134,40 @@ def _dumps(value: Any) -> str:
     return strict_json.dumps(value, separators=(",", ":"))
 
 
+class StoreError(Exception):
+    """The database cannot be opened or used; the message names the file and what to do."""
+
+
 class Store:
     """All SQL lives here; every method is safe to call from any thread."""
 
-    def __init__(self, path: Path, max_history: int = 10000):
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, max_history: int = 10000, busy_timeout: float = 5.0,
+                 finish_retry_s: float = 60.0):
+        self.path = path
         self.max_history = max_history
+        self.finish_retry_s = finish_retry_s
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
+                                       timeout=busy_timeout)
+            self._open()
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(self._explain(exc)) from None
+
+    def _explain(self, exc: Exception) -> str:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            advice = "another process holds it (a second server on the same user folder?); stop it or use --user-dir"
+        elif "readonly" in text or "read-only" in text or isinstance(exc, PermissionError):
+            advice = "the file or its folder is not writable; fix the permissions or use --user-dir"
+        elif "not a database" in text or "malformed" in text or "corrupt" in text:
+            advice = "the file is damaged; move it aside (a new, empty queue and history is created)"
+        else:
+            advice = "check the file and its folder, or use --user-dir"
+        return f"cannot open the queue database {self.path}: {text}; {advice}"
+
+    def _open(self) -> None:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
@@ -215,7 +249,22 @@ class Store:
     # -- history ----------------------------------------------------------------------------------------------
 
     def finish(self, entry: HistoryEntry) -> None:
-        """Move a prompt from the queue to the history, atomically, and trim the history."""
+        """Move a prompt from the queue to the history, atomically, and trim the history. A database that is
+        busy (locked by another connection) is tried again with backoff for up to ``finish_retry_s``: a result
+        is not lost to a moment of contention."""
+        deadline = time.monotonic() + self.finish_retry_s
+        delay = 0.05
+        while True:
+            try:
+                return self._finish(entry)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("recording prompt %s: %s; trying again in %.2f s", entry.item.prompt_id, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _finish(self, entry: HistoryEntry) -> None:
         it = entry.item
         with self._lock:
             self._db.execute("BEGIN")
