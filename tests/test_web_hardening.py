@@ -882,3 +882,86 @@ def test_a_damaged_database_stops_the_server_with_one_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and str(user / "queue.sqlite3") in lines[0] and "move it aside" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# -- slow clients and too many connections ---------------------------------------------------------------------
+
+
+def _raw(port: int):
+    import socket
+
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    return s
+
+
+def _closed_within(sock, seconds: float) -> bool:
+    """True when the server closes the socket within ``seconds`` (reading whatever it sends first)."""
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(4096):
+            pass
+        return True
+    except (TimeoutError, OSError) as exc:
+        return not isinstance(exc, TimeoutError)
+
+
+def test_a_request_head_that_never_completes_is_cut_off(tmp_path):
+    srv = start_server(tmp_path, header_timeout=0.5)
+    try:
+        silent = _raw(srv.config.port)
+        partial = _raw(srv.config.port)
+        partial.sendall(b"GET /api/users HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        dribble = _raw(srv.config.port)
+        started = time.monotonic()
+        for byte in b"GET /api/users HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa":  # a byte every 50 ms
+            try:
+                dribble.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.05)
+            if time.monotonic() - started > 3:
+                break
+        assert time.monotonic() - started < 2.5  # the server closed it: sending failed or stopped early
+        for sock in (silent, partial, dribble):
+            assert _closed_within(sock, 3)
+            sock.close()
+        # a client that keeps its connection alive between requests is fine, and so is a slow server answer
+        kept = _raw(srv.config.port)
+        for _ in range(2):
+            kept.sendall(b"GET /api/users HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            reply = b""
+            while not reply.endswith(b"true}"):  # the head and the body may come in separate reads
+                chunk = kept.recv(4096)
+                assert chunk, reply
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.1 200")
+            time.sleep(0.2)
+        kept.close()
+        assert http("GET", srv.url + "/api/users").status == 200
+    finally:
+        srv.stop()
+
+
+def test_connections_beyond_the_cap_get_a_503_and_the_server_keeps_answering(tmp_path):
+    srv = start_server(tmp_path, max_connections=20, header_timeout=30)
+    try:
+        held = [_raw(srv.config.port) for _ in range(20)]
+        time.sleep(0.2)
+        extra = _raw(srv.config.port)
+        extra.sendall(b"GET /api/users HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        extra.settimeout(5)
+        assert extra.recv(4096).startswith(b"HTTP/1.1 503")
+        extra.close()
+        for s in held:
+            s.close()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                if http("GET", srv.url + "/api/users", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.05)
+        assert http("GET", srv.url + "/api/users").status == 200
+    finally:
+        srv.stop()

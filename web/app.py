@@ -92,7 +92,12 @@ def uvicorn_config(app, config: ServerConfig, **kw):
     # uvicorn calls its implementation on the websockets library legacy; it is the one this server runs on.
     warnings.filterwarnings("ignore", message=".*websockets.*implementation is deprecated", category=DeprecationWarning)
 
-    return uvicorn.Config(app, host=config.host, port=config.port, ws="websockets", log_level=kw.pop("log_level", "warning"),
+    from .connections import connection_cap, guarded_protocol, raise_fd_limit
+
+    raise_fd_limit()
+    http = guarded_protocol(config.header_timeout, connection_cap(config.max_connections))
+    return uvicorn.Config(app, host=config.host, port=config.port, ws="websockets", http=http,
+                          log_level=kw.pop("log_level", "warning"),
                           ws_max_size=1024 * 1024, ws_ping_interval=20, ws_ping_timeout=20, lifespan="on",
                           timeout_graceful_shutdown=5, **kw)
 

@@ -28,6 +28,8 @@ class ServerConfig:
     max_prompt_bytes: int = 16 * MB  # JSON bodies (prompt, settings, userdata)
     max_upload_bytes: int = 64 * MB  # multipart uploads
     max_ws_clients: int = 256
+    max_connections: int = 1024  # open HTTP + websocket connections (kept below the open-file limit)
+    header_timeout: float = 10.0  # seconds a connection has to send a complete request head
     max_ws_queue: int = 1024  # messages waiting for one slow client before it is dropped
     max_nodes: int = 5000  # nodes in one prompt
     max_pending: int = 10000  # prompts waiting in the queue

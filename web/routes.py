@@ -62,7 +62,7 @@ async def stats(request: Request) -> Response:
     c = request.app.state.server.config
     server_limits = {name: getattr(c, name) for name in (
         "max_prompt_bytes", "max_upload_bytes", "max_nodes", "max_pending", "max_history", "history_page",
-        "max_history_page", "max_ws_clients", "max_ws_queue")}
+        "max_history_page", "max_ws_clients", "max_ws_queue", "max_connections", "header_timeout")}
     return JSONResponse(await run_in_threadpool(system_stats, server_limits))
 
 
