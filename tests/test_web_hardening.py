@@ -781,7 +781,9 @@ def test_a_prompt_running_at_a_crash_is_rerun_once_then_failed(tmp_path):
     gate = tmp_path / "gate"
     proc = launch(tmp_path, port)
     try:
-        doomed = submit(base, gated_prompt(never, 1))["prompt_id"]
+        doomed_prompt = {"1": {"class_type": "SaveTestImage", "inputs": {"red": 9, "filename_prefix": "partial"}},
+                         **{"2": gated_prompt(never, 1)["1"]}}
+        doomed = submit(base, doomed_prompt)["prompt_id"]
         behind = submit(base, gated_prompt(gate, 2))["prompt_id"]
         _running(base, doomed)
     finally:
@@ -800,6 +802,11 @@ def test_a_prompt_running_at_a_crash_is_rerun_once_then_failed(tmp_path):
         job = http("GET", f"{base}/jobs/{doomed}").json()
         assert job["status"] == "failed"
         assert "the server stopped while running this prompt (2 times)" in job["execution_error"]["exception_message"]
+        # the file each cut-short run wrote is recorded, not orphaned
+        saved = {"filename": "partial_009.png", "subfolder": "", "type": "output"}
+        assert entry["outputs"]["1"]["images"] == [saved]
+        assert [a["outputs"]["1"]["images"] for a in entry["status"]["previous_attempts"]] == [[saved], [saved]]
+        assert job["preview_output"]["filename"] == "partial_009.png"
         assert wait_history(base, behind)["status"]["status_str"] == "success"
         assert http("GET", base + "/queue").json() == {"queue_running": [], "queue_pending": []}
     finally:
@@ -965,3 +972,36 @@ def test_connections_beyond_the_cap_get_a_503_and_the_server_keeps_answering(tmp
         assert http("GET", srv.url + "/api/users").status == 200
     finally:
         srv.stop()
+
+
+def test_a_rerun_after_a_crash_records_what_the_cut_short_run_wrote(tmp_path):
+    from test_web_persistence import free_port, launch
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    gate = tmp_path / "gate"
+    proc = launch(tmp_path, port)
+    try:
+        pid = submit(base, {"1": {"class_type": "SaveTestImage", "inputs": {"red": 3, "filename_prefix": "cut"}},
+                            "2": gated_prompt(gate, 7)["1"]})["prompt_id"]
+        _running(base, pid)
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "out" / "cut_003.png").exists():  # the first output is on disk
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        _kill(proc)
+    gate.write_text("open")
+    proc = launch(tmp_path, port)
+    try:
+        entry = wait_history(base, pid)
+        assert entry["status"]["status_str"] == "success" and entry["outputs"]["2"]["text"] == ["7"]
+        assert entry["status"]["previous_attempts"] == [
+            {"outputs": {"1": {"images": [{"filename": "cut_003.png", "subfolder": "", "type": "output"}]}}}]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except Exception:
+            proc.kill()
+        proc.stdout.close()

@@ -105,6 +105,8 @@ class QueueItem:
     created: float
     seq: int = 0
     attempts: int = 0  # runs started (counted before each run, so a crash leaves it counted)
+    # what each earlier, unfinished run produced before the server died: [{node id: ui output}, ...]
+    partial: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if isinstance(self.number, float) and self.number.is_integer():
@@ -173,8 +175,11 @@ class Store:
         self._db.executescript(SCHEMA)
         self._add_job_columns()
         self._db.executescript(JOB_INDEXES)
-        if "attempts" not in {r[1] for r in self._db.execute("PRAGMA table_info(queue)").fetchall()}:
+        queue_columns = {r[1] for r in self._db.execute("PRAGMA table_info(queue)").fetchall()}
+        if "attempts" not in queue_columns:
             self._db.execute("ALTER TABLE queue ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
+        if "partial" not in queue_columns:
+            self._db.execute("ALTER TABLE queue ADD COLUMN partial TEXT NOT NULL DEFAULT '[]'")
 
     def _add_job_columns(self) -> None:
         have = {r[1] for r in self._db.execute("PRAGMA table_info(history)").fetchall()}
@@ -215,9 +220,16 @@ class Store:
     def started(self, prompt_id: str) -> int:
         """Count one more run of a queued prompt (committed before it runs); returns the count."""
         with self._lock:
-            self._db.execute("UPDATE queue SET attempts = attempts + 1 WHERE prompt_id=?", (prompt_id,))
+            self._db.execute("UPDATE queue SET attempts = attempts + 1, partial = json_insert(partial, '$[#]', "
+                             "json('{}')) WHERE prompt_id=?", (prompt_id,))
             row = self._db.execute("SELECT attempts FROM queue WHERE prompt_id=?", (prompt_id,)).fetchone()
         return row[0] if row else 0
+
+    def record_output(self, prompt_id: str, node_id: str, ui: dict) -> None:
+        """Keep a node's output of the run in progress, so files it wrote are known if the server dies."""
+        with self._lock:
+            self._db.execute("UPDATE queue SET partial = json_set(partial, '$[#-1].' || json_quote(?), json(?)) "
+                             "WHERE prompt_id=?", (node_id, _dumps(ui), prompt_id))
 
     def remove(self, prompt_ids: list[str]) -> None:
         with self._lock:
@@ -226,10 +238,10 @@ class Store:
     def pending(self) -> list[QueueItem]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT number, prompt_id, prompt, extra_data, outputs, client_id, created, seq, attempts FROM queue "
-                "ORDER BY number, seq").fetchall()
-        return [QueueItem(r[0], r[1], _loads(r[2]), _loads(r[3]), _loads(r[4]), r[5], r[6], r[7], r[8])
-                for r in rows]
+                "SELECT number, prompt_id, prompt, extra_data, outputs, client_id, created, seq, attempts, partial "
+                "FROM queue ORDER BY number, seq").fetchall()
+        return [QueueItem(r[0], r[1], _loads(r[2]), _loads(r[3]), _loads(r[4]), r[5], r[6], r[7], r[8],
+                          [p for p in _loads(r[9]) if isinstance(p, dict)]) for r in rows]
 
     def counters(self) -> tuple[float, int]:
         """The highest number and sequence used so far (queue and history)."""
