@@ -156,7 +156,7 @@ MALFORMED_UI = {
     "link_short": (_ui(links=[[1, 2, 3]]), "malformed link"),
     "link_id_huge": (_ui(links=[[1e300, 1, 0, 3, 0, "INT"]]), "out of range"),
     "link_id_text": (_ui(links=[["x", 1, 0, 3, 0, "INT"]]), "must be an integer"),
-    "definitions_list": (_ui(definitions=[]), "'definitions' must be an object"),
+    "definitions_list": (_ui(definitions=[{"subgraphs": []}]), "'definitions' must be an object"),
     "subgraphs_object": (_ui(definitions={"subgraphs": {"x": 1}}), "'subgraphs' must be a list"),
     "node_id_1e999": (json.loads(json.dumps(UI_ARITHMETIC).replace('"id": 1,', '"id": 1e999,', 1)), "1e999"),
     "node_id_float": (_ui(nodes__0__id=1.5), "node id must be an integer"),
@@ -174,6 +174,11 @@ MALFORMED_UI = {
     "mode_text": (_ui(nodes__0__mode="muted"), "'mode' must be a number"),
     "node_text": (_ui(nodes__0="node"), "malformed node entry"),
 }
+
+
+def test_empty_definitions_are_no_definitions(base):
+    assert http("POST", base + "/prompt", {"prompt": _ui(definitions=[])}).status == 200
+    assert http("POST", base + "/prompt", {"prompt": _ui(definitions=None)}).status == 200
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED_UI))
