@@ -1010,3 +1010,31 @@ def test_a_rerun_after_a_crash_records_what_the_cut_short_run_wrote(tmp_path):
         except Exception:
             proc.kill()
         proc.stdout.close()
+
+
+def test_with_a_token_no_reply_names_a_client_id(tmp_path):
+    srv = start_server(tmp_path, token="tok-123")
+    auth = {"Authorization": "Bearer tok-123"}
+    gate = tmp_path / "gate"
+    cid = new_id()
+    try:
+        r = http("POST", srv.url + "/prompt", {"prompt": gated_prompt(gate, 1), "client_id": cid}, headers=auth)
+        running = r.json()["prompt_id"]
+        waiting = http("POST", srv.url + "/prompt", {"prompt": ARITHMETIC, "client_id": cid}, headers=auth)
+        _running_auth = time.monotonic() + 10
+        while not http("GET", srv.url + "/queue", headers=auth).json()["queue_running"]:
+            assert time.monotonic() < _running_auth
+            time.sleep(0.05)
+        for path in ("/queue", f"/jobs/{running}", f"/jobs/{waiting.json()['prompt_id']}"):
+            body = http("GET", srv.url + path, headers=auth).body
+            assert cid.encode() not in body, path
+        gate.write_text("go")
+        deadline = time.monotonic() + 10
+        while waiting.json()["prompt_id"] not in http("GET", srv.url + "/history", headers=auth).json():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for path in ("/history", f"/history/{running}", f"/jobs/{running}", "/jobs"):
+            body = http("GET", srv.url + path, headers=auth).body
+            assert cid.encode() not in body, path
+    finally:
+        srv.stop()
