@@ -1038,3 +1038,21 @@ def test_with_a_token_no_reply_names_a_client_id(tmp_path):
             assert cid.encode() not in body, path
     finally:
         srv.stop()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(doc=st.one_of(mutated_ui(), api_prompt))
+def test_the_cli_exits_0_or_2_for_any_fuzzed_workflow(tmp_path_factory, doc):
+    import contextlib
+    import io
+
+    from graph_runtime.cli import main
+
+    path = tmp_path_factory.mktemp("cli") / "wf.json"
+    path.write_text(json.dumps(doc))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["validate", str(path)])
+    assert code in (0, 2), (code, err.getvalue()[-500:])
+    assert "Traceback" not in err.getvalue()
