@@ -127,7 +127,7 @@ class _Converter:
             _check_node(node, nid)
             self.nodes[nid] = node
         definitions = doc.get("definitions")
-        if definitions is not None and not isinstance(definitions, dict):
+        if definitions and not isinstance(definitions, dict):  # an empty list or null is no definitions
             raise UIFormatError(f"'definitions' must be an object, got {type(definitions).__name__}")
         subgraphs = _list_field(definitions or {}, "subgraphs", "definitions")
         self.subgraph_ids = {s.get("id") for s in subgraphs if isinstance(s, dict) and isinstance(s.get("id"), str)}

@@ -156,7 +156,7 @@ MALFORMED_UI = {
     "link_short": (_ui(links=[[1, 2, 3]]), "malformed link"),
     "link_id_huge": (_ui(links=[[1e300, 1, 0, 3, 0, "INT"]]), "out of range"),
     "link_id_text": (_ui(links=[["x", 1, 0, 3, 0, "INT"]]), "must be an integer"),
-    "definitions_list": (_ui(definitions=[]), "'definitions' must be an object"),
+    "definitions_list": (_ui(definitions=[{"subgraphs": []}]), "'definitions' must be an object"),
     "subgraphs_object": (_ui(definitions={"subgraphs": {"x": 1}}), "'subgraphs' must be a list"),
     "node_id_1e999": (json.loads(json.dumps(UI_ARITHMETIC).replace('"id": 1,', '"id": 1e999,', 1)), "1e999"),
     "node_id_float": (_ui(nodes__0__id=1.5), "node id must be an integer"),
@@ -174,6 +174,11 @@ MALFORMED_UI = {
     "mode_text": (_ui(nodes__0__mode="muted"), "'mode' must be a number"),
     "node_text": (_ui(nodes__0="node"), "malformed node entry"),
 }
+
+
+def test_empty_definitions_are_no_definitions(base):
+    assert http("POST", base + "/prompt", {"prompt": _ui(definitions=[])}).status == 200
+    assert http("POST", base + "/prompt", {"prompt": _ui(definitions=None)}).status == 200
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED_UI))
@@ -781,7 +786,9 @@ def test_a_prompt_running_at_a_crash_is_rerun_once_then_failed(tmp_path):
     gate = tmp_path / "gate"
     proc = launch(tmp_path, port)
     try:
-        doomed = submit(base, gated_prompt(never, 1))["prompt_id"]
+        doomed_prompt = {"1": {"class_type": "SaveTestImage", "inputs": {"red": 9, "filename_prefix": "partial"}},
+                         **{"2": gated_prompt(never, 1)["1"]}}
+        doomed = submit(base, doomed_prompt)["prompt_id"]
         behind = submit(base, gated_prompt(gate, 2))["prompt_id"]
         _running(base, doomed)
     finally:
@@ -800,6 +807,11 @@ def test_a_prompt_running_at_a_crash_is_rerun_once_then_failed(tmp_path):
         job = http("GET", f"{base}/jobs/{doomed}").json()
         assert job["status"] == "failed"
         assert "the server stopped while running this prompt (2 times)" in job["execution_error"]["exception_message"]
+        # the file each cut-short run wrote is recorded, not orphaned
+        saved = {"filename": "partial_009.png", "subfolder": "", "type": "output"}
+        assert entry["outputs"]["1"]["images"] == [saved]
+        assert [a["outputs"]["1"]["images"] for a in entry["status"]["previous_attempts"]] == [[saved], [saved]]
+        assert job["preview_output"]["filename"] == "partial_009.png"
         assert wait_history(base, behind)["status"]["status_str"] == "success"
         assert http("GET", base + "/queue").json() == {"queue_running": [], "queue_pending": []}
     finally:
@@ -809,3 +821,238 @@ def test_a_prompt_running_at_a_crash_is_rerun_once_then_failed(tmp_path):
         except Exception:
             proc.kill()
         proc.stdout.close()
+
+
+# -- database faults: busy, damaged, held by another process ---------------------------------------------------
+
+
+def test_a_busy_database_delays_the_result_never_loses_it(tmp_path):
+    srv = start_server(tmp_path / "srv", db_busy_timeout=0.2)
+    gate = tmp_path / "gate"
+    cid = new_id()
+    try:
+        with ws_connect(srv.url, cid) as ws:
+            json.loads(ws.recv(timeout=5))
+            pid = submit(srv.url, gated_prompt(gate, 5), cid)["prompt_id"]
+            _running(srv.url, pid)
+            other = sqlite3.connect(str(srv.config.db_path), isolation_level=None)
+            other.execute("BEGIN EXCLUSIVE")  # another process holds the database
+            try:
+                gate.write_text("go")
+                r = http("POST", srv.url + "/prompt", {"prompt": ARITHMETIC})
+                assert r.status == 503 and "database" in r.json()["error"]["message"], r.body
+                seen = []
+                deadline = time.monotonic() + 1.5
+                while time.monotonic() < deadline:
+                    try:
+                        seen.append(json.loads(ws.recv(timeout=0.2))["type"])
+                    except TimeoutError:
+                        pass
+                assert "execution_success" not in seen, seen  # not before the result is recorded
+                assert pid not in http("GET", f"{srv.url}/history/{pid}").json()
+            finally:
+                other.execute("COMMIT")
+                other.close()
+            msgs = collect_until_done(ws, pid)
+            assert "execution_success" in [k for k, _ in msgs]
+        entry = wait_history(srv.url, pid)
+        assert entry["status"]["status_str"] == "success" and entry["outputs"]["1"]["text"] == ["5"]
+        assert http("GET", srv.url + "/queue").json()["queue_pending"] == []
+    finally:
+        srv.stop()
+
+
+def test_a_database_held_by_another_process_is_one_clear_error(tmp_path):
+    from web.store import Store, StoreError
+
+    path = tmp_path / "queue.sqlite3"
+    Store(path).close()
+    other = sqlite3.connect(str(path), isolation_level=None)
+    other.execute("PRAGMA journal_mode=DELETE")
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreError) as err:
+            Store(path, busy_timeout=0.1)
+        assert str(path) in str(err.value) and "another process" in str(err.value)
+    finally:
+        other.execute("COMMIT")
+        other.close()
+
+
+def test_a_damaged_database_stops_the_server_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "queue.sqlite3").write_bytes(b"this is not a database" * 100)
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "graph_runtime", "serve", "--port", "0", "--no-frontend",
+                           "--user-dir", str(user), "--output-dir", str(tmp_path / "out")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and str(user / "queue.sqlite3") in lines[0] and "move it aside" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# -- slow clients and too many connections ---------------------------------------------------------------------
+
+
+def _raw(port: int):
+    import socket
+
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    return s
+
+
+def _closed_within(sock, seconds: float) -> bool:
+    """True when the server closes the socket within ``seconds`` (reading whatever it sends first)."""
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(4096):
+            pass
+        return True
+    except (TimeoutError, OSError) as exc:
+        return not isinstance(exc, TimeoutError)
+
+
+def test_a_request_head_that_never_completes_is_cut_off(tmp_path):
+    srv = start_server(tmp_path, header_timeout=0.5)
+    try:
+        silent = _raw(srv.config.port)
+        partial = _raw(srv.config.port)
+        partial.sendall(b"GET /api/users HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        dribble = _raw(srv.config.port)
+        started = time.monotonic()
+        for byte in b"GET /api/users HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa":  # a byte every 50 ms
+            try:
+                dribble.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.05)
+            if time.monotonic() - started > 3:
+                break
+        assert time.monotonic() - started < 2.5  # the server closed it: sending failed or stopped early
+        for sock in (silent, partial, dribble):
+            assert _closed_within(sock, 3)
+            sock.close()
+        # a client that keeps its connection alive between requests is fine, and so is a slow server answer
+        kept = _raw(srv.config.port)
+        for _ in range(2):
+            kept.sendall(b"GET /api/users HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            reply = b""
+            while not reply.endswith(b"true}"):  # the head and the body may come in separate reads
+                chunk = kept.recv(4096)
+                assert chunk, reply
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.1 200")
+            time.sleep(0.2)
+        kept.close()
+        assert http("GET", srv.url + "/api/users").status == 200
+    finally:
+        srv.stop()
+
+
+def test_connections_beyond_the_cap_get_a_503_and_the_server_keeps_answering(tmp_path):
+    srv = start_server(tmp_path, max_connections=20, header_timeout=30)
+    try:
+        held = [_raw(srv.config.port) for _ in range(20)]
+        time.sleep(0.2)
+        extra = _raw(srv.config.port)
+        extra.sendall(b"GET /api/users HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        extra.settimeout(5)
+        assert extra.recv(4096).startswith(b"HTTP/1.1 503")
+        extra.close()
+        for s in held:
+            s.close()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                if http("GET", srv.url + "/api/users", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.05)
+        assert http("GET", srv.url + "/api/users").status == 200
+    finally:
+        srv.stop()
+
+
+def test_a_rerun_after_a_crash_records_what_the_cut_short_run_wrote(tmp_path):
+    from test_web_persistence import free_port, launch
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    gate = tmp_path / "gate"
+    proc = launch(tmp_path, port)
+    try:
+        pid = submit(base, {"1": {"class_type": "SaveTestImage", "inputs": {"red": 3, "filename_prefix": "cut"}},
+                            "2": gated_prompt(gate, 7)["1"]})["prompt_id"]
+        _running(base, pid)
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "out" / "cut_003.png").exists():  # the first output is on disk
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        _kill(proc)
+    gate.write_text("open")
+    proc = launch(tmp_path, port)
+    try:
+        entry = wait_history(base, pid)
+        assert entry["status"]["status_str"] == "success" and entry["outputs"]["2"]["text"] == ["7"]
+        assert entry["status"]["previous_attempts"] == [
+            {"outputs": {"1": {"images": [{"filename": "cut_003.png", "subfolder": "", "type": "output"}]}}}]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except Exception:
+            proc.kill()
+        proc.stdout.close()
+
+
+def test_with_a_token_no_reply_names_a_client_id(tmp_path):
+    srv = start_server(tmp_path, token="tok-123")
+    auth = {"Authorization": "Bearer tok-123"}
+    gate = tmp_path / "gate"
+    cid = new_id()
+    try:
+        r = http("POST", srv.url + "/prompt", {"prompt": gated_prompt(gate, 1), "client_id": cid}, headers=auth)
+        running = r.json()["prompt_id"]
+        waiting = http("POST", srv.url + "/prompt", {"prompt": ARITHMETIC, "client_id": cid}, headers=auth)
+        _running_auth = time.monotonic() + 10
+        while not http("GET", srv.url + "/queue", headers=auth).json()["queue_running"]:
+            assert time.monotonic() < _running_auth
+            time.sleep(0.05)
+        for path in ("/queue", f"/jobs/{running}", f"/jobs/{waiting.json()['prompt_id']}"):
+            body = http("GET", srv.url + path, headers=auth).body
+            assert cid.encode() not in body, path
+        gate.write_text("go")
+        deadline = time.monotonic() + 10
+        while waiting.json()["prompt_id"] not in http("GET", srv.url + "/history", headers=auth).json():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for path in ("/history", f"/history/{running}", f"/jobs/{running}", "/jobs"):
+            body = http("GET", srv.url + path, headers=auth).body
+            assert cid.encode() not in body, path
+    finally:
+        srv.stop()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(doc=st.one_of(mutated_ui(), api_prompt))
+def test_the_cli_exits_0_or_2_for_any_fuzzed_workflow(tmp_path_factory, doc):
+    import contextlib
+    import io
+
+    from graph_runtime.cli import main
+
+    path = tmp_path_factory.mktemp("cli") / "wf.json"
+    path.write_text(json.dumps(doc))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["validate", str(path)])
+    assert code in (0, 2), (code, err.getvalue()[-500:])
+    assert "Traceback" not in err.getvalue()

@@ -6,12 +6,14 @@ import asyncio
 import importlib
 import logging
 import socket
+import sqlite3
 import threading
 import warnings
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.responses import JSONResponse
 
 from graph_runtime import Executor, NodeRegistry, default_registry
 
@@ -46,7 +48,8 @@ class ServerState:
         self.executor = Executor(self.registry, cache=config.cache, paths=self.paths)
         self.hub = Hub(max_clients=config.max_ws_clients, max_queue=config.max_ws_queue)
         self.hub.feature_flags = self.feature_flags()
-        self.store = Store(config.db_path, max_history=config.max_history)
+        self.store = Store(config.db_path, max_history=config.max_history, busy_timeout=config.db_busy_timeout,
+                           finish_retry_s=config.db_finish_retry)
         self.queue = PromptQueue(self.executor, self.store, self.hub, max_pending=config.max_pending)
         self.settings = Settings(config.user_dir / "comfy.settings.json")
         self.extensions = [frontend.EXTENSION_URL]
@@ -70,7 +73,14 @@ def create_app(config: ServerConfig, registry: NodeRegistry | None = None) -> St
             await asyncio.get_running_loop().run_in_executor(None, state.queue.stop)
             state.store.close()
 
-    app = Starlette(routes=routes.routes() + frontend.routes(config.frontend), lifespan=lifespan)
+    async def database_busy(request, exc: sqlite3.Error):
+        log.warning("%s %s: the database answered %s", request.method, request.url.path, exc)
+        return JSONResponse({"error": {"type": "database_unavailable", "message": f"the queue database is not "
+                                       f"available right now ({exc}); try again", "details": "", "extra_info": {}},
+                             "node_errors": {}}, status_code=503, headers={"Retry-After": "1"})
+
+    app = Starlette(routes=routes.routes() + frontend.routes(config.frontend), lifespan=lifespan,
+                    exception_handlers={sqlite3.Error: database_busy})
     app.state.server = state
     app.add_middleware(SecurityMiddleware, config=config)
     return app
@@ -82,7 +92,12 @@ def uvicorn_config(app, config: ServerConfig, **kw):
     # uvicorn calls its implementation on the websockets library legacy; it is the one this server runs on.
     warnings.filterwarnings("ignore", message=".*websockets.*implementation is deprecated", category=DeprecationWarning)
 
-    return uvicorn.Config(app, host=config.host, port=config.port, ws="websockets", log_level=kw.pop("log_level", "warning"),
+    from .connections import connection_cap, guarded_protocol, raise_fd_limit
+
+    raise_fd_limit()
+    http = guarded_protocol(config.header_timeout, connection_cap(config.max_connections))
+    return uvicorn.Config(app, host=config.host, port=config.port, ws="websockets", http=http,
+                          log_level=kw.pop("log_level", "warning"),
                           ws_max_size=1024 * 1024, ws_ping_interval=20, ws_ping_timeout=20, lifespan="on",
                           timeout_graceful_shutdown=5, **kw)
 

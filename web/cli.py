@@ -58,7 +58,13 @@ def serve(args: argparse.Namespace) -> int:
     except SystemExit as exc:
         print(exc, file=sys.stderr)
         return 2
-    app = create_app(config)
+    from .store import StoreError
+
+    try:
+        app = create_app(config)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     state = app.state.server
     for pack, err in state.registry.load_errors.items():
         print(f"warning: node pack {pack!r} failed to load: {err}", file=sys.stderr)

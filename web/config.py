@@ -28,10 +28,14 @@ class ServerConfig:
     max_prompt_bytes: int = 16 * MB  # JSON bodies (prompt, settings, userdata)
     max_upload_bytes: int = 64 * MB  # multipart uploads
     max_ws_clients: int = 256
+    max_connections: int = 1024  # open HTTP + websocket connections (kept below the open-file limit)
+    header_timeout: float = 10.0  # seconds a connection has to send a complete request head
     max_ws_queue: int = 1024  # messages waiting for one slow client before it is dropped
     max_nodes: int = 5000  # nodes in one prompt
     max_pending: int = 10000  # prompts waiting in the queue
     max_history: int = 10000  # finished prompts kept
+    db_busy_timeout: float = 5.0  # seconds one statement waits for a database another connection holds
+    db_finish_retry: float = 60.0  # seconds a finished prompt's result is retried on a busy database
     history_page: int = 100  # /history and /jobs entries in one reply when the client names no limit
     max_history_page: int = 1000  # the most entries one /history or /jobs reply holds, whatever is asked
 

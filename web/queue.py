@@ -39,6 +39,29 @@ class QueueFull(Exception):
     pass
 
 
+def merge_outputs(attempts: list[dict]) -> dict:
+    """The ui outputs of several runs as one: per node and kind, every item of every run (no file is lost)."""
+    merged: dict[str, dict] = {}
+    for attempt in attempts:
+        for node, ui in attempt.items():
+            if not isinstance(ui, dict):
+                continue
+            into = merged.setdefault(node, {})
+            for kind, items in ui.items():
+                if isinstance(items, list):
+                    into.setdefault(kind, []).extend(i for i in items if i not in into.get(kind, []))
+                else:
+                    into[kind] = items
+    return merged
+
+
+def _note_previous_attempts(entry: HistoryEntry, item: QueueItem) -> None:
+    """Record what runs cut short by a dying server wrote (files included), so nothing they left is orphaned."""
+    previous = [p for p in item.partial if p]
+    if previous:
+        entry.status["previous_attempts"] = [{"outputs": p} for p in previous]
+
+
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.:])(?:/[^\s'\"/:]+)+/?")
 
 
@@ -192,9 +215,11 @@ class PromptQueue:
                 "exception_message": f"{SERVER_STOPPED} ({runs} times); it is not run again",
                 "exception_type": "ServerStopped", "traceback": [], "current_inputs": {}, "current_outputs": [],
                 "timestamp": int(now * 1000)}
-        self.store.finish(HistoryEntry(item=item, started=None, finished=now, outputs={}, meta={}, error=data,
-                                       status={"status_str": "error", "completed": False,
-                                               "messages": [[ev.EXECUTION_ERROR, data]]}))
+        entry = HistoryEntry(item=item, started=None, finished=now, outputs=merge_outputs(item.partial), meta={},
+                             error=data, status={"status_str": "error", "completed": False,
+                                                 "messages": [[ev.EXECUTION_ERROR, data]]})
+        _note_previous_attempts(entry, item)
+        self.store.finish(entry)
 
     def _work(self) -> None:
         while True:
@@ -206,11 +231,20 @@ class PromptQueue:
                 self.hub.broadcast_status()
                 entry = self._run(item)
                 self.store.finish(entry)
-            except Exception:  # never let one prompt take the worker down
+                # success is told only once the history row is committed (a client reads it right after)
+                for event, data in entry.extra.get("held", []):
+                    self.hub.send(item.client_id, event, data)
+            except Exception as exc:  # never let one prompt take the worker down
                 log.exception("prompt %s failed outside its nodes", item.prompt_id)
+                data = {"prompt_id": item.prompt_id, "node_id": None, "node_type": None, "executed": [],
+                        "exception_message": f"the prompt's result could not be recorded: {exc}",
+                        "exception_type": type(exc).__name__, "traceback": [], "current_inputs": {},
+                        "current_outputs": [], "timestamp": int(time.time() * 1000)}
+                self.hub.send(item.client_id, ev.EXECUTION_ERROR, data)
                 try:
                     self.store.finish(HistoryEntry(item=item, status={"status_str": "error", "completed": False,
-                                                                      "messages": []}, outputs={}, meta={}))
+                                                                      "messages": [[ev.EXECUTION_ERROR, data]]},
+                                                   outputs={}, meta={}, error=data))
                 except Exception:
                     log.exception("could not record prompt %s", item.prompt_id)
             finally:
@@ -224,6 +258,7 @@ class PromptQueue:
     def _run(self, item: QueueItem) -> HistoryEntry:
         sid = item.client_id
         messages: list[list[Any]] = []
+        held: list[tuple[str, dict]] = []
         hub = self.hub
 
         def forward(event: str, data: dict) -> None:
@@ -242,6 +277,14 @@ class PromptQueue:
                 scrub_error(data, self._roots())
             if event in _STATUS_EVENTS:
                 messages.append([event, data])
+            if event == ev.EXECUTION_SUCCESS:
+                held.append((event, data))  # sent after the history row is committed
+                return
+            if event == ev.EXECUTED and isinstance(data.get("output"), dict):
+                try:  # if the server dies now, the next start knows which files this run wrote
+                    self.store.record_output(item.prompt_id, str(data.get("node")), data["output"])
+                except Exception:
+                    log.exception("could not note the output of node %s", data.get("node"))
             hub.send(sid, event, data)
 
         started = time.time()
@@ -264,9 +307,10 @@ class PromptQueue:
                 for nid in result.outputs}
         status = {"status_str": "success" if result.ok else "error", "completed": result.ok, "messages": messages}
         entry = HistoryEntry(item=item, started=started, finished=time.time(), outputs=result.outputs, meta=meta,
-                             status=status, error=result.error)
+                             status=status, error=result.error, extra={"held": held})
         if result.status == "interrupted":
             entry.status["interrupted"] = True
+        _note_previous_attempts(entry, item)
         return entry
 
     def _roots(self) -> dict[str, os.PathLike]:

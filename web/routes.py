@@ -62,7 +62,7 @@ async def stats(request: Request) -> Response:
     c = request.app.state.server.config
     server_limits = {name: getattr(c, name) for name in (
         "max_prompt_bytes", "max_upload_bytes", "max_nodes", "max_pending", "max_history", "history_page",
-        "max_history_page", "max_ws_clients", "max_ws_queue")}
+        "max_history_page", "max_ws_clients", "max_ws_queue", "max_connections", "header_timeout")}
     return JSONResponse(await run_in_threadpool(system_stats, server_limits))
 
 
@@ -142,8 +142,28 @@ async def post_prompt(request: Request) -> Response:
 async def get_queue(request: Request) -> Response:
     q = request.app.state.server.queue
     running = q.running
-    return JSONResponse({"queue_running": [running.as_comfy()] if running else [],
-                         "queue_pending": [i.as_comfy() for i in q.pending()]})
+    hide = _hide_client_ids(request)
+    return JSONResponse({"queue_running": [_public(running.as_comfy(), hide)] if running else [],
+                         "queue_pending": [_public(i.as_comfy(), hide) for i in q.pending()]})
+
+
+def _hide_client_ids(request: Request) -> bool:
+    """With a token (a server others can reach), no reply names the websocket client id of a prompt: whoever
+    reads it could otherwise wait for its owner to disconnect and connect with it."""
+    return bool(request.app.state.server.config.token)
+
+
+def _public(entry: list, hide: bool) -> list:
+    """A queue entry [number, id, prompt, extra_data, outputs], its extra_data without client_id when hidden."""
+    if hide and isinstance(entry[3], dict) and "client_id" in entry[3]:
+        entry = [*entry[:3], {k: v for k, v in entry[3].items() if k != "client_id"}, *entry[4:]]
+    return entry
+
+
+def _public_history(entry: HistoryEntry, hide: bool) -> dict:
+    out = entry.as_comfy()
+    out["prompt"] = _public(out["prompt"], hide)
+    return out
 
 
 async def _clear_or_delete(request: Request) -> tuple[bool, list[str]]:
@@ -176,7 +196,7 @@ async def get_history(request: Request) -> Response:
     pid = request.path_params.get("prompt_id")
     if pid is not None:
         entry = await run_in_threadpool(store.history_one, pid)
-        return JSONResponse({pid: entry.as_comfy()} if entry else {})
+        return JSONResponse({pid: _public_history(entry, _hide_client_ids(request))} if entry else {})
     try:
         max_items = _int(request.query_params.get("max_items"))
         offset = _int(request.query_params.get("offset"))
@@ -186,7 +206,8 @@ async def get_history(request: Request) -> Response:
     max_items = state.config.history_page if max_items is None or max_items < 0 else max_items
     max_items = min(max_items, state.config.max_history_page)
     entries = await run_in_threadpool(store.history, max_items, offset)
-    return JSONResponse({e.item.prompt_id: e.as_comfy() for e in entries})
+    hide = _hide_client_ids(request)
+    return JSONResponse({e.item.prompt_id: _public_history(e, hide) for e in entries})
 
 
 async def post_history(request: Request) -> Response:
@@ -359,6 +380,9 @@ async def get_job(request: Request) -> Response:
     detail = await run_in_threadpool(_find_job, state, pid)
     if detail is None:
         return files.error(404, f"no job {pid}", "not_found")
+    if _hide_client_ids(request):
+        extra = detail["workflow"]["extra_data"]
+        detail["workflow"]["extra_data"] = {k: v for k, v in extra.items() if k != "client_id"}
     return JSONResponse(detail)
 
 

@@ -8,8 +8,10 @@ server dies during that run too, recorded as failed instead of taking the server
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,12 @@ from typing import Any
 from graph_runtime import strict_json
 
 _loads = strict_json.loads_stored  # rows an older version wrote may hold a bare NaN
+log = logging.getLogger(__name__)
+
+
+def _is_busy(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue (
@@ -97,6 +105,8 @@ class QueueItem:
     created: float
     seq: int = 0
     attempts: int = 0  # runs started (counted before each run, so a crash leaves it counted)
+    # what each earlier, unfinished run produced before the server died: [{node id: ui output}, ...]
+    partial: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if isinstance(self.number, float) and self.number.is_integer():
@@ -126,21 +136,50 @@ def _dumps(value: Any) -> str:
     return strict_json.dumps(value, separators=(",", ":"))
 
 
+class StoreError(Exception):
+    """The database cannot be opened or used; the message names the file and what to do."""
+
+
 class Store:
     """All SQL lives here; every method is safe to call from any thread."""
 
-    def __init__(self, path: Path, max_history: int = 10000):
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, max_history: int = 10000, busy_timeout: float = 5.0,
+                 finish_retry_s: float = 60.0):
+        self.path = path
         self.max_history = max_history
+        self.finish_retry_s = finish_retry_s
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
+                                       timeout=busy_timeout)
+            self._open()
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(self._explain(exc)) from None
+
+    def _explain(self, exc: Exception) -> str:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            advice = "another process holds it (a second server on the same user folder?); stop it or use --user-dir"
+        elif "readonly" in text or "read-only" in text or isinstance(exc, PermissionError):
+            advice = "the file or its folder is not writable; fix the permissions or use --user-dir"
+        elif "not a database" in text or "malformed" in text or "corrupt" in text:
+            advice = "the file is damaged; move it aside (a new, empty queue and history is created)"
+        else:
+            advice = "check the file and its folder, or use --user-dir"
+        return f"cannot open the queue database {self.path}: {text}; {advice}"
+
+    def _open(self) -> None:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self._add_job_columns()
         self._db.executescript(JOB_INDEXES)
-        if "attempts" not in {r[1] for r in self._db.execute("PRAGMA table_info(queue)").fetchall()}:
+        queue_columns = {r[1] for r in self._db.execute("PRAGMA table_info(queue)").fetchall()}
+        if "attempts" not in queue_columns:
             self._db.execute("ALTER TABLE queue ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
+        if "partial" not in queue_columns:
+            self._db.execute("ALTER TABLE queue ADD COLUMN partial TEXT NOT NULL DEFAULT '[]'")
 
     def _add_job_columns(self) -> None:
         have = {r[1] for r in self._db.execute("PRAGMA table_info(history)").fetchall()}
@@ -181,9 +220,16 @@ class Store:
     def started(self, prompt_id: str) -> int:
         """Count one more run of a queued prompt (committed before it runs); returns the count."""
         with self._lock:
-            self._db.execute("UPDATE queue SET attempts = attempts + 1 WHERE prompt_id=?", (prompt_id,))
+            self._db.execute("UPDATE queue SET attempts = attempts + 1, partial = json_insert(partial, '$[#]', "
+                             "json('{}')) WHERE prompt_id=?", (prompt_id,))
             row = self._db.execute("SELECT attempts FROM queue WHERE prompt_id=?", (prompt_id,)).fetchone()
         return row[0] if row else 0
+
+    def record_output(self, prompt_id: str, node_id: str, ui: dict) -> None:
+        """Keep a node's output of the run in progress, so files it wrote are known if the server dies."""
+        with self._lock:
+            self._db.execute("UPDATE queue SET partial = json_set(partial, '$[#-1].' || json_quote(?), json(?)) "
+                             "WHERE prompt_id=?", (node_id, _dumps(ui), prompt_id))
 
     def remove(self, prompt_ids: list[str]) -> None:
         with self._lock:
@@ -192,10 +238,10 @@ class Store:
     def pending(self) -> list[QueueItem]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT number, prompt_id, prompt, extra_data, outputs, client_id, created, seq, attempts FROM queue "
-                "ORDER BY number, seq").fetchall()
-        return [QueueItem(r[0], r[1], _loads(r[2]), _loads(r[3]), _loads(r[4]), r[5], r[6], r[7], r[8])
-                for r in rows]
+                "SELECT number, prompt_id, prompt, extra_data, outputs, client_id, created, seq, attempts, partial "
+                "FROM queue ORDER BY number, seq").fetchall()
+        return [QueueItem(r[0], r[1], _loads(r[2]), _loads(r[3]), _loads(r[4]), r[5], r[6], r[7], r[8],
+                          [p for p in _loads(r[9]) if isinstance(p, dict)]) for r in rows]
 
     def counters(self) -> tuple[float, int]:
         """The highest number and sequence used so far (queue and history)."""
@@ -215,7 +261,22 @@ class Store:
     # -- history ----------------------------------------------------------------------------------------------
 
     def finish(self, entry: HistoryEntry) -> None:
-        """Move a prompt from the queue to the history, atomically, and trim the history."""
+        """Move a prompt from the queue to the history, atomically, and trim the history. A database that is
+        busy (locked by another connection) is tried again with backoff for up to ``finish_retry_s``: a result
+        is not lost to a moment of contention."""
+        deadline = time.monotonic() + self.finish_retry_s
+        delay = 0.05
+        while True:
+            try:
+                return self._finish(entry)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("recording prompt %s: %s; trying again in %.2f s", entry.item.prompt_id, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _finish(self, entry: HistoryEntry) -> None:
         it = entry.item
         with self._lock:
             self._db.execute("BEGIN")
