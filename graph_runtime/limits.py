@@ -25,6 +25,12 @@ class Limits:
     max_image_pixels: int = 64_000_000
     max_image_frames: int = 256
     max_image_total_pixels: int = 128_000_000
+    # EmptyLatent & co.: image pixels of one latent batch (width x height x batch), before the zeros are made.
+    max_latent_pixels: int = 2**26
+    # Sampler & co.: network evaluations x latent pixels (CFG counts twice), per device kind, before sampling
+    # starts. A 512x512 SD1.5 image at 30 steps with CFG is 245,760; 8192x8192 at 1 step is 2,097,152.
+    max_sampling_work_cpu: int = 2_000_000
+    max_sampling_work_gpu: int = 400_000_000
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

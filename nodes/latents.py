@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from graph_runtime import Link, Node, NodeError, NodeInputs, Output, Widget
+from graph_runtime.limits import LIMITS
 
 from .types import ModelBundle, VAEBundle
 
@@ -16,7 +17,6 @@ if TYPE_CHECKING:  # torch loads when a latent is made or coded, not when the no
     import torch
 
 MAX_SIZE = 16384
-MAX_PIXELS = 2**26  # width * height * batch_size; 64 Mpx of latents' worth of images in one tensor
 DECODE_BATCH = 8
 
 
@@ -27,9 +27,10 @@ def empty_latent(width: int, height: int, batch_size: int, channels: int = 4, fa
             raise NodeError(f"{name} must be a multiple of {factor}, got {v} (try {v - v % factor} or "
                             f"{v - v % factor + factor})")
     total = width * height * batch_size
-    if total > MAX_PIXELS:
-        raise NodeError(f"{width} x {height} x batch {batch_size} = {total} pixels is more than the limit of "
-                        f"{MAX_PIXELS} pixels per latent batch; use a smaller size or batch")
+    if total > LIMITS.max_latent_pixels:
+        raise NodeError(f"width / height / batch_size: {width} x {height} x batch {batch_size} = {total:,} pixels "
+                        f"is more than the limit of {LIMITS.max_latent_pixels:,} pixels per latent batch "
+                        "(max_latent_pixels); use a smaller size or batch")
     import torch
 
     return {"samples": torch.zeros(batch_size, channels, height // factor, width // factor)}
@@ -109,7 +110,10 @@ def decode(vae: VAEBundle, latent: dict, ctx: Any = None) -> torch.Tensor:
     """See :func:`_decode` (run without autograd)."""
     import torch
 
-    with torch.inference_mode():
+    from .interruption import interruptible
+
+    check = ctx.check_interrupted if ctx is not None else (lambda: None)
+    with torch.inference_mode(), interruptible(vae.vae, check):
         return _decode(vae, latent, ctx)
 
 
@@ -117,7 +121,10 @@ def encode(vae: VAEBundle, pixels: Any, ctx: Any = None) -> torch.Tensor:
     """See :func:`_encode` (run without autograd)."""
     import torch
 
-    with torch.inference_mode():
+    from .interruption import interruptible
+
+    check = ctx.check_interrupted if ctx is not None else (lambda: None)
+    with torch.inference_mode(), interruptible(vae.vae, check):
         return _encode(vae, pixels, ctx)
 
 

@@ -186,6 +186,31 @@ def latent_samples(latent: Any, model: ModelBundle, what: str = "latent") -> tor
     return s
 
 
+def sampling_work(schedule: Schedule, shape: tuple[int, ...], do_cfg: bool) -> int:
+    """Network evaluations x latent pixels x batch (twice with CFG): what a run costs, known before it starts."""
+    if schedule.runner == "diffusers":
+        calls = len(schedule.timesteps)
+    else:
+        calls = 2 * schedule.steps - 1 if schedule.rule == "heun" else schedule.steps
+    return calls * shape[0] * shape[2] * shape[3] * (2 if do_cfg else 1)
+
+
+def admit(model: ModelBundle, schedule: Schedule, shape: tuple[int, ...], do_cfg: bool) -> None:
+    """Refuse a run that costs more than the device kind's limit (graph_runtime.limits), before any work."""
+    from graph_runtime.limits import LIMITS
+
+    cpu = model.device.type == "cpu"
+    limit = LIMITS.max_sampling_work_cpu if cpu else LIMITS.max_sampling_work_gpu
+    work = sampling_work(schedule, shape, do_cfg)
+    if work > limit:
+        name = "max_sampling_work_cpu" if cpu else "max_sampling_work_gpu"
+        raise NodeError(
+            f"steps / latent: {schedule.steps} steps over a latent batch of {shape[0]} x {shape[2]}x{shape[3]}"
+            f"{' with guidance' if do_cfg else ''} is {work:,} network evaluations x latent pixels, more than "
+            f"the limit of {limit:,} on {'the CPU' if cpu else 'this device'} ({name}); use fewer steps or a "
+            "smaller image, or raise GRAPH_RUNTIME_LIMIT_" + name.upper())
+
+
 def run_sampler(ctx: Any, model: ModelBundle, positive: Any, negative: Any, latent: Any, schedule: Schedule,
                 seed: int, cfg: float, add_noise: bool = True, *, init_from_latent: bool | None = None,
                 progress: Callable[[int, int], None] | None = None, previews: bool = True) -> SampleResult:
@@ -209,6 +234,7 @@ def run_sampler(ctx: Any, model: ModelBundle, positive: Any, negative: Any, late
     if do_cfg and negative is None:
         raise NodeError(f"negative: cfg {cfg} > 1 needs a negative conditioning (encode an empty prompt, as "
                         "diffusers does, or set cfg to 1 to skip the unconditional pass)")
+    admit(model, schedule, tuple(samples.shape), do_cfg)
     device, dtype = model.device, model.dtype
     pos, neg = guidance_inputs(model, positive, negative, tuple(samples.shape), do_cfg)
     denoiser = CFGDenoiser(model.family.network(model), pos, neg, cfg)
@@ -236,9 +262,12 @@ def run_sampler(ctx: Any, model: ModelBundle, positive: Any, negative: Any, late
                 state["last_preview"] = now
                 ctx.preview(latent_preview_jpeg(denoised, model.family.latent), "JPEG")
 
+    from .interruption import interruptible
+
     t0 = time.perf_counter()
     try:
-        with torch.inference_mode():  # as no_grad in the pipeline, minus autograd's version counting
+        # as no_grad in the pipeline, minus autograd's version counting; stoppable inside each network call
+        with torch.inference_mode(), interruptible(model.network, ctx.check_interrupted):
             out = sample(denoiser, start, schedule, generator, add_noise=add_noise, init_latents=init,
                          callback=callback, should_stop=lambda: ctx.interrupted)
     except SamplingInterrupted:

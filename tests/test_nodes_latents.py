@@ -11,7 +11,8 @@ from nodes_support import context
 from PIL import Image
 
 from graph_runtime import NodeError
-from nodes.latents import MAX_PIXELS, EmptyLatent, VAEDecode, VAEEncode
+from graph_runtime.limits import LIMITS
+from nodes.latents import EmptyLatent, VAEDecode, VAEEncode
 from nodes.preview import latent_preview_jpeg
 
 # mean abs error over pixels in 0..1 for the shipped VAE on this synthetic picture (not from its training
@@ -30,11 +31,11 @@ def test_empty_latent_cap_is_checked_before_allocating(tmp_path, monkeypatch):
         raise AssertionError("allocated")
 
     monkeypatch.setattr(torch, "zeros", no_alloc)
-    with pytest.raises(NodeError, match=r"16384 x 16384 x batch 1 = 268435456 pixels .* 67108864"):
+    with pytest.raises(NodeError, match=r"16384 x 16384 x batch 1 = 268,435,456 pixels .* 67,108,864 .*max_latent_pixels"):
         EmptyLatent().execute(EmptyLatent.Inputs(width=16384, height=16384, batch_size=1), context(tmp_path))
     with pytest.raises(NodeError, match="multiple of 8"):
         EmptyLatent().execute(EmptyLatent.Inputs(width=100, height=64, batch_size=1), context(tmp_path))
-    assert 2048 * 2048 * 16 == MAX_PIXELS
+    assert 2048 * 2048 * 16 == LIMITS.max_latent_pixels
 
 
 def test_vae_round_trip(loaded, tmp_path):
