@@ -7,7 +7,7 @@ through the registry.
 from .context import ExecutionContext, Interrupted, NodeError, Services
 from .executor import Executor, RunResult
 from .node import Hidden, Link, Node, NodeInputs, NodeResult, Output, Widget
-from .paths import RuntimePaths, UnsafePathError, resolve_inside
+from .paths import RuntimePaths, UnsafePathError, active_paths, resolve_inside, using_paths
 from .registry import NodeRegistry, default_registry
 from .validation import ValidationResult, WorkflowValidationError, validate
 from .workflow import WorkflowFormatError, load_workflow_document
@@ -17,5 +17,5 @@ __all__ = [
     "NodeRegistry", "NodeResult", "Output", "RunResult", "RuntimePaths", "Services",
     "UnsafePathError", "ValidationResult", "Widget", "WorkflowFormatError",
     "WorkflowValidationError", "default_registry", "load_workflow_document",
-    "resolve_inside", "validate",
+    "resolve_inside", "validate", "active_paths", "using_paths",
 ]

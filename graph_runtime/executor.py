@@ -24,7 +24,7 @@ from . import events
 from .cache import CacheEntry, OutputCache, make_cache
 from .context import ExecutionContext, Interrupted, NodeError, Services
 from .node import Node, NodeResult
-from .paths import RuntimePaths
+from .paths import RuntimePaths, using_paths
 from .registry import NodeRegistry
 from .validation import Plan, PlannedNode, ValidationResult, WorkflowValidationError, validate
 from .workflow import unwrap
@@ -82,7 +82,8 @@ class Executor:
     # -- public API -----------------------------------------------------------------------------------------
 
     def validate(self, workflow: Any, targets: Iterable[str] | None = None) -> ValidationResult:
-        return validate(_as_document(workflow), self.registry, targets)
+        with using_paths(self.paths):
+            return validate(_as_document(workflow), self.registry, targets)
 
     def run(
         self,
@@ -95,10 +96,11 @@ class Executor:
     ) -> RunResult:
         """Validate and run. Raises WorkflowValidationError if invalid; failures while running are in the result."""
         document = _as_document(workflow)
-        checked = validate(document, self.registry, targets)
+        with using_paths(self.paths):
+            checked = validate(document, self.registry, targets)
         if not checked.ok:
             raise WorkflowValidationError(checked)
-        with self._lock:
+        with self._lock, using_paths(self.paths):
             self._cancel.clear()
             self._current = prompt_id = prompt_id or str(uuid.uuid4())
             try:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,3 +82,24 @@ class RuntimePaths:
         if kind not in ("output", "input", "temp"):
             raise UnsafePathError(f"unknown folder type {kind!r}: use output, input or temp")
         return getattr(self, kind)
+
+
+#: the folders of the runtime that is validating, describing or running nodes right now: what a node's
+#: choices (LoadImage's input files, the models folders) list when they are built outside a node's context
+_ACTIVE: ContextVar[RuntimePaths | None] = ContextVar("graph_runtime_paths", default=None)
+
+
+def active_paths() -> RuntimePaths | None:
+    """The paths set by :func:`using_paths` in this context (None outside any runtime)."""
+    return _ACTIVE.get()
+
+
+@contextmanager
+def using_paths(paths: RuntimePaths | None) -> Iterator[None]:
+    """Make ``paths`` the active ones while validating, describing or running (the executor and the server
+    do this), so lists of files on disk follow the runtime's folders, not the working directory."""
+    token = _ACTIVE.set(paths)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)

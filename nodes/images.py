@@ -24,6 +24,7 @@ from graph_runtime import (
     Output,
     UnsafePathError,
     Widget,
+    active_paths,
     resolve_inside,
 )
 from graph_runtime.limits import LIMITS
@@ -43,9 +44,14 @@ def set_input_folder(path: str | os.PathLike | None) -> None:
 
 
 def input_folder() -> Path:
-    """The folder listed by LoadImage: :func:`set_input_folder`, else ``GRAPH_RUNTIME_INPUT``, else ./input."""
+    """The folder listed by LoadImage: :func:`set_input_folder`, else the running runtime's input folder
+    (``graph_runtime.active_paths``: the server's ``--input-dir``, an executor's paths), else
+    ``GRAPH_RUNTIME_INPUT``, else ./input."""
     if _input_folder is not None:
         return _input_folder
+    active = active_paths()
+    if active is not None:
+        return active.input
     return Path(os.environ.get("GRAPH_RUNTIME_INPUT") or "input").resolve()
 
 

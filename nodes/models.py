@@ -13,7 +13,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from graph_runtime import Node, NodeError, NodeInputs, Output, UnsafePathError, Widget, resolve_inside
+from graph_runtime import (
+    Node,
+    NodeError,
+    NodeInputs,
+    Output,
+    UnsafePathError,
+    Widget,
+    active_paths,
+    resolve_inside,
+)
 
 from .device import DEVICE_CHOICES, DTYPE_CHOICES, resolve_device, resolve_dtype
 from .model_store import ModelStore, file_identity
@@ -28,7 +37,11 @@ _SKIP = {"configs", "__pycache__"}
 
 
 def model_dirs(extra: Iterable[Path] = ()) -> list[Path]:
-    """The models folders, in the order they are searched: ``extra``, ``GRAPH_RUNTIME_MODELS``, the repo's."""
+    """The models folders, in the order they are searched: ``extra`` (by default the running runtime's
+    ``paths.models``), ``GRAPH_RUNTIME_MODELS``, the repo's."""
+    if not extra:
+        active = active_paths()
+        extra = active.models if active is not None else ()
     found: list[Path] = []
     env = [p for p in os.environ.get("GRAPH_RUNTIME_MODELS", "").split(os.pathsep) if p.strip()]
     for d in [*extra, *map(Path, env), REPO_MODELS]:

@@ -118,3 +118,25 @@ def test_vae_roundtrip_workflow(models_dir, services, tmp_path):
             assert png.size == (64, 64) and "workflow" in png.text and "prompt" in png.text
     finally:
         images.set_input_folder(None)
+
+
+def test_load_image_lists_the_servers_input_folder(tmp_path):
+    """serve --input-dir elsewhere: the editor's LoadImage list and validation read that folder, not ./input
+    of the working directory."""
+    from test_web_support import http
+
+    from graph_runtime import RuntimePaths
+    from web.app import BackgroundServer
+    from web.config import ServerConfig
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    Image.new("RGB", (8, 8), "red").save(elsewhere / "only-here.png")
+    config = ServerConfig(host="127.0.0.1", port=0, paths=RuntimePaths(base=tmp_path / "run", input=elsewhere),
+                          node_modules=("nodes",))
+    server = BackgroundServer(config).start()
+    try:
+        info = http("GET", f"{server.url}/object_info/LoadImage").json()
+        assert "only-here.png" in info["LoadImage"]["input"]["required"]["image"][0]
+    finally:
+        server.stop()

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from graph_runtime import WorkflowFormatError, strict_json
+from graph_runtime import WorkflowFormatError, strict_json, using_paths
 from graph_runtime.validation import error as v_error
 
 from . import files
@@ -67,8 +67,13 @@ async def stats(request: Request) -> Response:
 
 
 async def object_info(request: Request) -> Response:
-    registry = request.app.state.server.registry
-    info = await run_in_threadpool(registry.object_info)
+    server = request.app.state.server
+
+    def describe() -> dict:
+        with using_paths(server.paths):  # file lists (LoadImage, models) follow the server's folders
+            return server.registry.object_info()
+
+    info = await run_in_threadpool(describe)
     name = request.path_params.get("node_class")
     if name is not None:
         return JSONResponse({name: info[name]} if name in info else {})
