@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal
 
 from graph_runtime import Link, Node, NodeError, NodeInputs, Output, Widget
 from schedulers import comfy_names, registry
 
-from .conditioning import TextEncode, check_clip, encode
+from .conditioning import check_clip, encode
 from .latents import MAX_SIZE, empty_latent
-from .models import EMBEDDED_NAME, LoadModel, list_models
+from .models import EMBEDDED_NAME, list_models, load_model, model_fingerprint
 from .sampling import SEED_MAX, SIGMAS, _check_model, check_sigmas, run_sampler, schedule_for_sigmas
 from .types import Conditioning
 
@@ -43,11 +42,7 @@ def _sigma_runner(sampler_name: str) -> str:
     if plan.runner == "kdiffusion":
         return plan.name
     entry = registry.get(plan.name)
-    try:
-        ok = entry.accepts_sigmas and not plan.overrides
-    except registry.MissingDependencyError:
-        ok = False
-    if ok:
+    if plan.name in registry.sigma_runners() and not plan.overrides:
         return plan.name
     usable = [n for n in comfy_names.COMFY_SAMPLERS if comfy_names.resolve(n, "normal").runner == "kdiffusion"]
     raise NodeError(f"sampler_name: {sampler_name!r} runs here as diffusers' {entry.class_name}, which cannot "
@@ -67,11 +62,11 @@ class CheckpointLoaderSimple(Node):
     OUTPUTS = (Output("MODEL", "MODEL"), Output("CLIP", "CLIP"), Output("VAE", "VAE"))
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
-        return LoadModel().execute(SimpleNamespace(model_name=inputs.ckpt_name, device="auto", dtype="auto"), ctx)
+        return load_model(ctx, inputs.ckpt_name, what="ckpt_name")
 
     @classmethod
     def fingerprint(cls, literals: dict, ctx: Any) -> Any:
-        return LoadModel.fingerprint({"model_name": literals.get("ckpt_name", EMBEDDED_NAME)}, ctx)
+        return model_fingerprint(ctx, str(literals.get("ckpt_name", EMBEDDED_NAME)))
 
 
 class CLIPTextEncode(Node):
@@ -87,7 +82,7 @@ class CLIPTextEncode(Node):
     OUTPUTS = (Output("CONDITIONING", "CONDITIONING"),)
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
-        return TextEncode().execute(SimpleNamespace(text=inputs.text, clip=inputs.clip, long_prompt="truncate"), ctx)
+        return (encode(inputs.clip, inputs.text, ctx),)
 
 
 class EmptyLatentImage(Node):

@@ -60,7 +60,7 @@ class TextEncode(Node):
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
         clip = check_clip(inputs.clip)
-        mode = inputs.long_prompt or "truncate"
+        mode = inputs.long_prompt
         if mode == "chunk" and clip.family.name not in ("sd1", "sd2"):
             raise NodeError(f"long_prompt: chunk is for SD1.x / SD2.x text encoders; this is "
                             f"{clip.family.label}: use truncate")

@@ -136,7 +136,7 @@ class CLIPLoader(Node):
     OUTPUTS = (Output("CLIP", "CLIP"),)
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
-        return (make_clip(ctx, inputs.type, [("clip_name", inputs.clip_name)], inputs.device or "default"),)
+        return (make_clip(ctx, inputs.type, [("clip_name", inputs.clip_name)], inputs.device),)
 
     fingerprint = _fingerprint("text_encoder", "clip_name")
 
@@ -157,7 +157,7 @@ class DualCLIPLoader(Node):
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
         names = [("clip_name1", inputs.clip_name1), ("clip_name2", inputs.clip_name2)]
-        return (make_clip(ctx, inputs.type, names, inputs.device or "default"),)
+        return (make_clip(ctx, inputs.type, names, inputs.device),)
 
     fingerprint = _fingerprint("text_encoder", "clip_name1", "clip_name2")
 

@@ -194,7 +194,7 @@ def load_original_checkpoint(path: Path, config_folder: Path, dtype: torch.dtype
 
     try:
         return StableDiffusionPipeline.from_single_file(
-            str(path), config=str(config_folder), local_files_only=True, torch_dtype=dtype,
+            str(path), config=str(config_folder), local_files_only=True, torch_dtype=dtype, low_cpu_mem_usage=False,
             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise NodeError(f"cannot load checkpoint {path.name}: {exc}") from exc

@@ -124,22 +124,29 @@ class LoadModel(Node):
     )
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
-        extra = getattr(ctx.paths, "models", []) or []
-        path = find_model(inputs.model_name, extra)
-        device = resolve_device(inputs.device or "auto")
-        dtype = resolve_dtype(inputs.dtype or "auto", device)
-        loaded = ctx.service(ModelStore).load(path, device=device, dtype=dtype, name=inputs.model_name,
-                                              config_folders=config_folders(extra))
-        missing = [n for n, v in (("MODEL", loaded.model), ("CLIP", loaded.clip), ("VAE", loaded.vae)) if v is None]
-        if missing:
-            raise NodeError(f"model_name: {inputs.model_name} holds no {' / '.join(missing)}; load that part "
-                            "with its own loader")
-        return (loaded.model, loaded.clip, loaded.vae)
+        return load_model(ctx, inputs.model_name, inputs.device, inputs.dtype)
 
     @classmethod
     def fingerprint(cls, literals: dict, ctx: Any) -> Any:
-        try:
-            path = find_model(str(literals.get("model_name", EMBEDDED_NAME)), getattr(ctx.paths, "models", []))
-        except NodeError:
-            return None
-        return file_identity(path)
+        return model_fingerprint(ctx, str(literals.get("model_name", EMBEDDED_NAME)))
+
+
+def load_model(ctx: Any, name: str, device: str = "auto", dtype: str = "auto", what: str = "model_name") -> tuple:
+    """(MODEL, CLIP, VAE) of model ``name``: LoadModel's work, and CheckpointLoaderSimple's."""
+    extra = getattr(ctx.paths, "models", []) or []
+    path = find_model(name, extra)
+    dev = resolve_device(device)
+    loaded = ctx.service(ModelStore).load(path, device=dev, dtype=resolve_dtype(dtype, dev), name=name,
+                                          config_folders=config_folders(extra))
+    missing = [n for n, v in (("MODEL", loaded.model), ("CLIP", loaded.clip), ("VAE", loaded.vae)) if v is None]
+    if missing:
+        raise NodeError(f"{what}: {name} holds no {' / '.join(missing)}; load that part with its own loader")
+    return (loaded.model, loaded.clip, loaded.vae)
+
+
+def model_fingerprint(ctx: Any, name: str) -> Any:
+    """The identity of model ``name``'s files (a changed file re-runs its loader), or None if not found."""
+    try:
+        return file_identity(find_model(name, getattr(ctx.paths, "models", [])))
+    except NodeError:
+        return None

@@ -167,7 +167,8 @@ def _load_network(path: Path, dtype: torch.dtype, candidates: list[Path]):
         cls, cfg = _component_class(path)
         family = families.for_network_config(cfg)
         try:
-            network = cls.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True, use_safetensors=True)
+            network = cls.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True, use_safetensors=True,
+                                          low_cpu_mem_usage=False)
         except (OSError, ValueError) as exc:
             raise NodeError(f"cannot load {path.name}: {exc}") from exc
         return network, family, dict(family.default_scheduler)
@@ -188,7 +189,7 @@ def _load_network(path: Path, dtype: torch.dtype, candidates: list[Path]):
         cls, _ = _component_class(sub)
         try:
             network = cls.from_single_file(str(path), config=str(folder), subfolder=family.network_part,
-                                           torch_dtype=dtype, local_files_only=True)
+                                           torch_dtype=dtype, local_files_only=True, low_cpu_mem_usage=False)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             tried.append(f"{folder.name} ({exc})")
             continue
@@ -311,7 +312,8 @@ def _load_vae(path: Path, dtype: torch.dtype, candidates: list[Path]):
     from diffusers import AutoencoderKL
 
     if path.is_dir():
-        return AutoencoderKL.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
+        return AutoencoderKL.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True,
+                                             low_cpu_mem_usage=False)
     shapes = _shapes(path)
     conv = shapes.get("decoder.conv_in.weight")
     if conv is None:
@@ -330,7 +332,8 @@ def _load_vae(path: Path, dtype: torch.dtype, candidates: list[Path]):
         try:
             if ldm:
                 return AutoencoderKL.from_single_file(str(path), config=str(folder), subfolder="vae",
-                                                      torch_dtype=dtype, local_files_only=True)
+                                                      torch_dtype=dtype, local_files_only=True,
+                                                      low_cpu_mem_usage=False)
             vae = AutoencoderKL.from_config(cfg)
             vae.load_state_dict(_state(path, dtype))
             return vae.to(dtype)

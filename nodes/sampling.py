@@ -36,18 +36,7 @@ TIMESTEP_SPACINGS = ("default", "leading", "linspace", "trailing")
 PREVIEW_INTERVAL_S = 0.05
 
 
-def sigma_samplers() -> list[str]:
-    """What can run a SIGMAS tensor: the k-diffusion rules, then registered diffusers schedulers whose
-    ``set_timesteps`` takes ``sigmas`` (with ``auto``, a name that is both runs the diffusers class)."""
-    out = list(registry.STEP_RULES)
-    for name, entry in registry.REGISTRY.items():
-        try:
-            ok = entry.accepts_sigmas
-        except registry.MissingDependencyError:
-            ok = False
-        if ok and name not in out:
-            out.append(name)
-    return out
+sigma_samplers = registry.sigma_runners  # the Sampler's and SchedulerFromSigmas' choices
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -315,8 +304,7 @@ class Scheduler(Node):
     def execute(self, inputs: Any, ctx: Any) -> tuple:
         model = _check_model(inputs.model)
         sch = make_schedule(model, inputs.scheduler, inputs.steps, inputs.denoise,
-                            inputs.sigma_spacing or "default", inputs.timestep_spacing or "default",
-                            inputs.config_overrides or "")
+                            inputs.sigma_spacing, inputs.timestep_spacing, inputs.config_overrides)
         return (sch, sch.sigmas, sch.timesteps)
 
 
@@ -378,8 +366,7 @@ class Sampler(Node):
                 raise NodeError(f"schedule: expected a SCHEDULE, got {type(inputs.schedule).__name__}")
             schedule = inputs.schedule
         else:
-            schedule = schedule_for_sigmas(model, inputs.sigmas, inputs.sampler or "euler")
-        add_noise = True if inputs.add_noise is None else inputs.add_noise
+            schedule = schedule_for_sigmas(model, inputs.sigmas, inputs.sampler)
         res = run_sampler(ctx, model, inputs.positive, inputs.negative, inputs.latent, schedule,
-                          inputs.seed, inputs.cfg, add_noise)
+                          inputs.seed, inputs.cfg, inputs.add_noise)
         return ({**inputs.latent, "samples": res.samples},)

@@ -250,6 +250,12 @@ def _init_params(cls: type) -> frozenset[str]:
 STEP_RULES = ("euler", "euler_ancestral", "heun", "dpmpp_2m", "dpmpp_2m_sde", "lms")
 
 
+def sigma_runners() -> list[str]:
+    """What can run a given SIGMAS tensor: the k-diffusion step rules, then registered diffusers schedulers
+    that follow custom sigmas (a name that is both runs the diffusers class where it fits the model)."""
+    return [*STEP_RULES, *(n for n, e in REGISTRY.items() if e.accepts_sigmas and n not in STEP_RULES)]
+
+
 def probe(name: str, kind: str) -> bool:
     """Whether the class of entry ``name`` really takes ``set_timesteps(<kind>=...)`` for an SD config."""
     return _probe(name, kind)

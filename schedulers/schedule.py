@@ -176,7 +176,7 @@ def schedule_from_sigmas(
             eta=eta,
             stochastic=sampler in kdiffusion.STOCHASTIC_RULES and eta != 0,
         )
-    takes = [n for n, e in registry.REGISTRY.items() if _accepts_sigmas(e)]
+    takes = [n for n in registry.sigma_runners() if n in registry.REGISTRY and registry.REGISTRY[n].accepts_sigmas]
     raise ValueError(
         f"{sampler!r} cannot run custom sigmas with runner={runner!r}: diffusers classes that take sigmas: "
         f"{', '.join(takes) or 'none'}; k-diffusion rules: {', '.join(kdiffusion.RULES)}"
@@ -188,13 +188,6 @@ def _spacings(entry: registry.SchedulerEntry) -> tuple[str, ...]:
         return entry.sigma_spacings
     except registry.MissingDependencyError:
         return ()
-
-
-def _accepts_sigmas(entry: registry.SchedulerEntry) -> bool:
-    try:
-        return entry.accepts_sigmas
-    except registry.MissingDependencyError:
-        return False
 
 
 def _diffusers_schedule(

@@ -69,3 +69,13 @@ def test_the_registry_declares_what_the_classes_do():
     for name, entry in registry.REGISTRY.items():
         if entry.kind == "discrete":
             assert entry.custom_sigmas == registry.probe(name, "sigmas"), name
+
+
+def test_a_run_prints_no_install_hints(tmp_path):
+    """Loading models does not print diffusers' "pip install accelerate" advice (the loads say what they do)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "graph_runtime", "run", "workflows/txt2img.json", "--output-dir",
+                          str(tmp_path), "--set", "5.steps=2"], cwd=ROOT, capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "accelerate" not in out.stdout + out.stderr

@@ -79,6 +79,9 @@ def load_component(folder: Path, name: str, index: Mapping[str, Any], dtype: tor
     kwargs: dict[str, Any] = {"local_files_only": True}
     if "Tokenizer" not in class_name:
         kwargs |= {"torch_dtype": dtype, "use_safetensors": True}
+    if library == "diffusers" and "Scheduler" not in class_name:
+        # loads in full on the CPU (what diffusers falls back to without accelerate, said so in a warning)
+        kwargs["low_cpu_mem_usage"] = False
     try:
         return cls.from_pretrained(str(folder), subfolder=name, **kwargs)
     except (OSError, ValueError, TypeError) as exc:

@@ -58,7 +58,7 @@ class StableDiffusionXL(Family):
                 continue
             try:
                 pipe = StableDiffusionXLPipeline.from_single_file(str(path), config=str(folder), torch_dtype=dtype,
-                                                                  local_files_only=True)
+                                                                  local_files_only=True, low_cpu_mem_usage=False)
             except (OSError, ValueError, KeyError, RuntimeError) as exc:
                 raise NodeError(f"cannot load checkpoint {path.name}: {exc}") from exc
             return Parts(network=pipe.unet, vae=pipe.vae,
