@@ -777,6 +777,23 @@ def _running(base: str, pid: str, timeout: float = 30) -> None:
     raise AssertionError(f"{pid} did not start running")
 
 
+def _output_recorded(home, pid: str, attempt: int, timeout: float = 30) -> None:
+    """Wait until the server's queue row holds node 1's output for run ``attempt`` (the server writes it as
+    the node finishes; killing the server before that would lose it by design)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with sqlite3.connect(f"file:{home / 'user' / 'queue.sqlite3'}?mode=ro", uri=True, timeout=1) as db:
+                row = db.execute("SELECT partial FROM queue WHERE prompt_id = ?", (pid,)).fetchone()
+        except sqlite3.Error:
+            row = None
+        runs = json.loads(row[0]) if row else []
+        if len(runs) >= attempt and runs[attempt - 1] and "1" in runs[attempt - 1]:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{pid}: run {attempt} recorded no output")
+
+
 def test_a_prompt_running_at_a_crash_is_rerun_once_then_failed(tmp_path):
     from test_web_persistence import free_port, launch
 
@@ -791,11 +808,13 @@ def test_a_prompt_running_at_a_crash_is_rerun_once_then_failed(tmp_path):
         doomed = submit(base, doomed_prompt)["prompt_id"]
         behind = submit(base, gated_prompt(gate, 2))["prompt_id"]
         _running(base, doomed)
+        _output_recorded(tmp_path, doomed, 1)
     finally:
         _kill(proc)
     proc = launch(tmp_path, port)  # first restart: it runs again (once)
     try:
         _running(base, doomed)
+        _output_recorded(tmp_path, doomed, 2)
         assert [p[1] for p in http("GET", base + "/queue").json()["queue_pending"]] == [behind]
     finally:
         _kill(proc)
