@@ -167,3 +167,23 @@ def test_karras_scheduler_alias(executor):
     doc["10"]["inputs"]["sigma_min"] = 20.0
     res = run(executor, doc)
     assert res.status == "error" and "sigma_min" in res.error["exception_message"]
+
+
+def test_empty_latent_image_keeps_comfyuis_bounds(tmp_path):
+    """ComfyUI's EmptyLatentImage takes sizes from 16 (step 8) and gives [batch, 4, h/8, w/8]; its inputs are
+    its own, not EmptyLatent's (which starts at 64), and the pixel limit still holds."""
+    from nodes_support import context
+
+    from graph_runtime import NodeError
+    from nodes.aliases import EmptyLatentImage, EmptySD3LatentImage
+
+    out = EmptyLatentImage().execute(EmptyLatentImage.Inputs(width=16, height=24, batch_size=2), context(tmp_path))
+    assert out[0]["samples"].shape == (2, 4, 3, 2)
+    sd3 = EmptySD3LatentImage().execute(EmptySD3LatentImage.Inputs(width=32, height=32, batch_size=1),
+                                        context(tmp_path))
+    assert sd3[0]["samples"].shape == (1, 16, 4, 4)
+    with pytest.raises(NodeError, match="max_latent_pixels"):
+        EmptyLatentImage().execute(EmptyLatentImage.Inputs(width=16384, height=16384, batch_size=1),
+                                   context(tmp_path))
+    with pytest.raises(ValueError):
+        EmptyLatentImage.Inputs(width=8, height=64, batch_size=1)
