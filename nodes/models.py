@@ -33,7 +33,10 @@ EMBEDDED_NAME = "tiny-shapes-sd"
 CONFIGS_DIR = REPO_MODELS / "configs"
 SD15_CONFIG = CONFIGS_DIR / "stable-diffusion-v1-5"
 _MAX_DEPTH = 3
-_SKIP = {"configs", "__pycache__"}
+#: folders of a models root that hold no whole models: shipped configs, and ComfyUI's folders of parts (each
+#: read by its own loader) and of add-ons
+_SKIP = {"configs", "tokenizers", "__pycache__", "diffusion_models", "unet", "text_encoders", "clip", "vae",
+         "loras", "controlnet", "upscale_models", "embeddings", "clip_vision"}
 
 
 def model_dirs(extra: Iterable[Path] = ()) -> list[Path]:
@@ -66,6 +69,8 @@ def _walk(root: Path, here: Path, depth: int, out: list[str]) -> None:
         if p.name.startswith(".") or (here == root and p.name in _SKIP):
             continue
         if p.is_dir():
+            if any(p.glob("*.py")):  # code (the embedded model's training package), not models
+                continue
             if is_model_folder(p):
                 out.append(p.relative_to(root).as_posix())
             elif depth < _MAX_DEPTH:

@@ -178,3 +178,19 @@ def test_device_and_dtype_choice(monkeypatch):
         assert dev.default_device() == CPU
         with pytest.raises(NodeError, match="CUDA is not available"):
             dev.resolve_device("cuda")
+
+
+def test_load_model_lists_whole_models_only(tmp_path, monkeypatch):
+    """Not the classifier beside the training code (models/shapes), not shipped configs, not the parts in
+    ComfyUI's part folders (their own loaders list those)."""
+    from nodes.models import list_models
+
+    for sub in ("diffusion_models", "text_encoders", "vae", "loras"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / f"{sub}-part.safetensors").write_bytes(b"")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "whole.safetensors").write_bytes(b"")
+    monkeypatch.setenv("GRAPH_RUNTIME_MODELS", str(tmp_path))
+    names = list_models()
+    assert names[0] == "tiny-shapes-sd" and "checkpoints/whole.safetensors" in names
+    assert not [n for n in names if "classifier" in n or "part" in n or n.startswith(("configs", "tokenizers"))]
