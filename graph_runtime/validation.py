@@ -207,23 +207,24 @@ def _validate(document: Any, registry: NodeRegistry, targets: Iterable[str] | No
         document = {str(k): v for k, v in document.items()}
     out = _Collector(document)
     classes: dict[str, type[Node]] = {}
+    unusable: dict[str, dict] = {}  # reported only where a requested output needs the node (ComfyUI's rule)
     for nid, spec in document.items():
         if not isinstance(spec, dict):
-            out.add(nid, error("invalid_node", f"node {nid} must be an object with class_type and inputs",
-                               f"got {type(spec).__name__}"))
+            unusable[nid] = error("invalid_node", f"node {nid} must be an object with class_type and inputs",
+                                  f"got {type(spec).__name__}")
             continue
         ct = spec.get("class_type")
         if not isinstance(ct, str):
-            out.add(nid, error("invalid_node", f"node {nid} has no class_type string", f"got {_short(ct)}"))
+            unusable[nid] = error("invalid_node", f"node {nid} has no class_type string", f"got {_short(ct)}")
             continue
         if not isinstance(spec.get("inputs", {}), dict):
-            out.add(nid, error("invalid_node", f"node {nid}: inputs must be an object",
-                               f"got {type(spec.get('inputs')).__name__}"))
+            unusable[nid] = error("invalid_node", f"node {nid}: inputs must be an object",
+                                  f"got {type(spec.get('inputs')).__name__}")
             continue
         cls = registry.get(ct)
         if cls is None:
-            out.add(nid, error("missing_node_type", f"Node type '{ct}' is not known",
-                               "no installed node pack provides it", class_type=ct))
+            unusable[nid] = error("missing_node_type", f"Node type '{ct}' is not known",
+                                  "no installed node pack provides it", class_type=ct)
             continue
         classes[nid] = cls
 
@@ -251,12 +252,19 @@ def _validate(document: Any, registry: NodeRegistry, targets: Iterable[str] | No
     else:
         targets = [nid for nid, cls in classes.items() if cls.OUTPUT_NODE]
     if not targets and top_error is None:
-        top_error = error("prompt_no_outputs", "Prompt has no outputs",
-                          "add an output node (for example one that saves or shows a result)")
+        if unusable:  # e.g. the only output node is of an unknown type: name it, not "no outputs"
+            for nid, e in unusable.items():
+                out.add(nid, e)
+        else:
+            top_error = error("prompt_no_outputs", "Prompt has no outputs",
+                              "add an output node (for example one that saves or shows a result)")
     needed = _ancestors_and_self(graph, targets)
-    # A full run checks every node, so the user sees every problem at once; a partial run checks only what it
-    # needs, so a half-built branch elsewhere does not block it.
-    checked = needed if partial else set(document)
+    # Only what the outputs need is checked and run (ComfyUI's rule): a spare node on the canvas, or a
+    # half-built branch that feeds no output, does not block the run.
+    checked = needed
+    for nid, e in unusable.items():
+        if nid in needed:
+            out.add(nid, e)
 
     try:
         topo_order = list(nx.topological_sort(graph))

@@ -154,12 +154,30 @@ def test_every_error_is_collected_with_dependent_outputs():
            "3": show(["2", 0]),
            "4": {"class_type": "Nope"}}
     errs, result = errors_of(doc)
-    assert set(errs) == {"1", "2", "4"}
+    assert set(errs) == {"1", "2"}  # node 4 feeds no output: not checked (ComfyUI's rule)
     assert len(errs["2"]) == 2
     assert result.node_errors["1"]["dependent_outputs"] == ["3"]
     assert result.error["type"] == "prompt_outputs_failed_validation"
     text = "\n".join(result.messages())
-    assert "node 2 (IntMath) input 'op'" in text and "node 4 (Nope)" in text
+    assert "node 2 (IntMath) input 'op'" in text and "node 4" not in text
+
+
+def test_a_spare_node_feeding_no_output_does_not_block_the_run():
+    """A stray node on the canvas (broken inputs, unknown type) is ignored, as ComfyUI ignores it; an unknown
+    node that an output needs is named."""
+    doc = {"1": {"class_type": "PrimitiveInt", "inputs": {"value": 1}}, "2": show(["1", 0]),
+           "3": {"class_type": "IntMath", "inputs": {"a": "not a number"}},
+           "4": {"class_type": "NotInstalled", "inputs": {}}, "5": "not even a node"}
+    result = validate(doc, REG)
+    assert result.ok and result.plan.order == ["1", "2"]
+    doc["2"] = show(["4", 0])
+    errs, _ = errors_of(doc)
+    assert errs == {"4": [("missing_node_type", None)]}
+
+
+def test_an_unknown_output_node_is_named_not_no_outputs():
+    errs, result = errors_of({"1": {"class_type": "SaveSomethingUnknown", "inputs": {}}})
+    assert set(errs) == {"1"} and "SaveSomethingUnknown" in "\n".join(result.messages())
 
 
 def test_partial_targets_check_only_what_they_need():
