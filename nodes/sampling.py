@@ -347,7 +347,8 @@ class Sampler(Node):
         schedule: Any = Link(SCHEDULE, optional=True)
         sigmas: Any = Link(SIGMAS, optional=True, tooltip="instead of schedule: run these with 'sampler'")
         sampler: str = Widget("euler", choices=sigma_samplers, optional=True,
-                              tooltip="the step rule for a sigmas input")
+                              tooltip="the step rule for a sigmas input; a connected schedule brings its own "
+                                      "scheduler, and this choice is then not used")
         seed: int = Widget(0, ge=0, le=SEED_MAX, control_after_generate=True)
         cfg: float = Widget(7.5, ge=0.0, le=100.0, step=0.1, round=0.01)
         add_noise: bool = Widget(True, optional=True)
@@ -365,6 +366,9 @@ class Sampler(Node):
             if not isinstance(inputs.schedule, Schedule):
                 raise NodeError(f"schedule: expected a SCHEDULE, got {type(inputs.schedule).__name__}")
             schedule = inputs.schedule
+            if inputs.sampler != type(inputs).model_fields["sampler"].default and inputs.sampler != schedule.name:
+                ctx.warn(f"sampler: {inputs.sampler} is not used: the connected schedule runs "
+                         f"{schedule.name} (the sampler choice applies to a sigmas input)")
         else:
             schedule = schedule_for_sigmas(model, inputs.sigmas, inputs.sampler)
         res = run_sampler(ctx, model, inputs.positive, inputs.negative, inputs.latent, schedule,

@@ -122,3 +122,23 @@ def test_img2img_workflow(executor, start_image):
     near = run(executor, img2img(steps=10, denoise=0.3)).values[node_of(doc, "Sampler")][0]["samples"]
     far = run(executor, img2img(steps=10, denoise=1.0)).values[node_of(doc, "Sampler")][0]["samples"]
     assert (near - encoded).abs().mean() < (far - encoded).abs().mean()
+
+
+def test_the_sampler_choice_says_when_a_schedule_overrides_it(tmp_path, models_dir, services):
+    """With a schedule connected, the Sampler's sampler combo is not used: the run says so (a warning that the
+    editor's log and the CLI show), and the picture is the schedule's."""
+    from nodes_support import make_executor
+    from sampling_support import node_of, txt2img
+
+    from graph_runtime import events
+
+    executor = make_executor(tmp_path, services=services)
+    doc = txt2img("euler", steps=2)
+    base = executor.run(doc)
+    doc[node_of(doc, "Sampler")]["inputs"]["sampler"] = "heun"
+    seen = []
+    res = executor.run(doc, handlers=[lambda e, d: seen.append((e, d))])
+    warnings = [d["message"] for e, d in seen if e == events.LOG and d.get("level") == "warning"]
+    assert any("sampler: heun is not used" in w and "runs euler" in w for w in warnings), warnings
+    out = node_of(doc, "VAEDecode")
+    assert torch.equal(res.values[out][0], base.values[out][0])
