@@ -152,7 +152,11 @@ def test_editor_shows_txt2img_first_and_renders_it(editor, server):
     steps = entry["prompt"][2]["5"]["inputs"]["steps"]
     progress = [d for d in editor.of_prompt("progress", pid) if d["node"] == "6"]
     assert [d["value"] for d in progress][-1] == steps and {d["max"] for d in progress} == {steps}
-    assert any(f[:4] == b"\x00\x00\x00\x01" for f in editor.frames), "no preview frame reached the page"
+    # the editor announces supports_preview_metadata: previews come as type-4 frames naming the Sampler
+    metas = [json.loads(f[8:8 + int.from_bytes(f[4:8], "big")]) for f in editor.frames if f[:4] == b"\x00\x00\x00\x04"]
+    assert metas and all(m["node_id"] == "6" and m["prompt_id"] == pid for m in metas), metas[:2]
+    states = editor.of_prompt("progress_state", pid)
+    assert states[-1]["nodes"]["6"]["state"] == "finished" and states[-1]["nodes"]["6"]["max"] == steps
     executed = {d["node"]: d["output"] for d in editor.of_prompt("executed", pid)}
     assert executed["8"]["images"] == [image]
     assert editor.of_prompt("execution_success", pid)
@@ -187,4 +191,69 @@ def test_editor_loads_our_nodes_and_runs_a_workflow(editor, server):
     page.evaluate("async () => await window.app.api.storeSetting('Comfy.Test.Marker', 'set')")
     assert http("GET", server.url + "/api/settings/Comfy.Test.Marker").json() == "set"
     assert (server.config.paths.output / "tiles.txt").read_text() == "6 x 7 = 42 tiles"
+    assert not editor.problems, editor.problems
+
+
+# Pixels of the editor's canvas in a node's box (graph coordinates -> canvas pixels), for looking at what it drew.
+NODE_PIXELS = """([id, margin]) => {
+    const app = window.app, node = app.graph.getNodeById(id), el = app.canvas.canvas;
+    const scale = el.width / el.clientWidth, title = LiteGraph.NODE_TITLE_HEIGHT;
+    const [x0, y0] = app.canvas.ds.convertCanvasToOffset([node.pos[0] - margin, node.pos[1] - title - margin]);
+    const [x1, y1] = app.canvas.ds.convertCanvasToOffset([node.pos[0] + node.size[0] + margin,
+                                                          node.pos[1] + node.size[1] + margin]);
+    const w = Math.round((x1 - x0) * scale), h = Math.round((y1 - y0) * scale);
+    const data = el.getContext('2d').getImageData(Math.round(x0 * scale), Math.round(y0 * scale), w, h).data;
+    let outline = 0, colour = 0;
+    for (let i = 0; i < data.length; i += 4) {
+        const [r, g, b] = [data[i], data[i + 1], data[i + 2]];
+        if (g > 200 && r < 60 && b < 60) outline++;                       // the running outline, #0f0
+        else if (Math.max(r, g, b) - Math.min(r, g, b) > 60) colour++;    // saturated: not the grey node UI
+    }
+    return {outline, colour, w, h};
+}"""
+
+
+def test_running_node_is_outlined_with_progress_and_preview(editor, server):
+    """A long run: the Sampler is outlined as running, its progress bar moves, the live preview is drawn on it."""
+    page = editor.page
+    doc = json.loads((ROOT / "web" / "default_graph.json").read_text())
+    page.evaluate("async (doc) => await window.app.loadGraphData(doc)", doc)
+    page.wait_for_function("() => window.app.graph.getNodeById(6)?.type === 'Sampler'", timeout=30_000)
+    page.evaluate("""() => { const s = window.app.graph.getNodeById(5).widgets.find((w) => w.name === 'steps');
+                             s.value = 400; window.app.graph.setDirtyCanvas(true, true); }""")
+    idle = page.evaluate(NODE_PIXELS, [6, 6])
+    before = set(http("GET", server.url + "/history").json())
+    page.get_by_role("button", name="Run").first.click()
+    try:
+        page.wait_for_function(
+            """() => { const n = window.app.graph.getNodeById(6);
+                       const stroke = n.strokeStyles?.running?.call(n);
+                       const previews = window.app.nodePreviewImages?.['6'] || [];
+                       return stroke?.color === '#0f0' && n.progress > 0 && n.progress < 1 &&
+                              previews.length > 0 && n.imgs?.[0]?.complete && n.imgs[0].naturalWidth > 0 &&
+                              n.imgs[0].src.startsWith('blob:'); }""", timeout=60_000)
+        first = page.evaluate("() => window.app.graph.getNodeById(6).progress")
+        # the bar moves; by a quarter of the steps the preview shows the picture forming (colours, not black)
+        page.wait_for_function(f"() => window.app.graph.getNodeById(6).progress > Math.max({first}, 0.25)",
+                               timeout=60_000)
+        page.evaluate("() => window.app.graph.setDirtyCanvas(true, true)")
+        page.wait_for_timeout(300)
+        running = page.evaluate(NODE_PIXELS, [6, 6])
+        other = page.evaluate(NODE_PIXELS, [1, 6])
+        page.screenshot(path=str(ARTIFACTS / "frontend_running.png"))
+        topbar = page.evaluate("() => document.body.innerText")
+    finally:
+        page.evaluate("async () => await window.app.api.interrupt(null)")
+    assert running["outline"] > 200 and idle["outline"] < 20, (idle, running)
+    assert other["outline"] < 20, other  # only the running node is outlined
+    assert running["colour"] > idle["colour"] + 300, (idle, running)  # the preview image on the node body
+    assert "Sampler" in topbar or "Current node" not in topbar
+    pid = [m["data"]["prompt_id"] for m in editor.messages if m.get("type") == "progress_state"][-1]
+    assert pid not in before
+    deadline = time.monotonic() + 30
+    while pid not in http("GET", server.url + "/history").json():
+        assert time.monotonic() < deadline, "the interrupted run did not end"
+        time.sleep(0.1)
+    frames = [f for f in editor.frames if f[:4] == b"\x00\x00\x00\x04"]
+    assert frames, "no preview with metadata reached the page"
     assert not editor.problems, editor.problems

@@ -53,7 +53,7 @@ class ServerState:
         self.default_workflow: Path | None = DEFAULT_WORKFLOW
 
     def feature_flags(self) -> dict:
-        return {"supports_preview_metadata": False, "max_upload_size": self.config.max_upload_bytes}
+        return {"supports_preview_metadata": True, "max_upload_size": self.config.max_upload_bytes}
 
 
 def create_app(config: ServerConfig, registry: NodeRegistry | None = None) -> Starlette:

@@ -20,6 +20,7 @@ from graph_runtime import Executor, WorkflowValidationError
 from graph_runtime import events as ev
 
 from .hub import Hub
+from .progress import ProgressState, node_ids
 from .store import HistoryEntry, QueueItem, Store
 
 log = logging.getLogger(__name__)
@@ -225,11 +226,14 @@ class PromptQueue:
         sid = item.client_id
         messages: list[list[Any]] = []
         hub = self.hub
+        progress = ProgressState(item.prompt_id, lambda event, data, droppable: hub.send(sid, event, data, droppable))
 
         def forward(event: str, data: dict) -> None:
             if event == ev.PREVIEW:
-                hub.send_preview(sid, data.get("image", b""), data.get("format", "JPEG"))
+                hub.send_preview(sid, data.get("image", b""), data.get("format", "JPEG"),
+                                 node_ids(str(data.get("node")), item.prompt_id) if data.get("node") else None)
                 return
+            progress(event, data)
             if event == ev.LOG:
                 hub.send(sid, "logs", {"entries": [{"t": data.get("timestamp"), "m": data.get("message")}],
                                        "node": data.get("node"), "prompt_id": data.get("prompt_id")})

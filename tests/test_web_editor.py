@@ -1,0 +1,75 @@
+"""What the official editor reads from the server besides running prompts: per-node execution state and
+previews with metadata, the queue panel's job states, the logs panel, the model library, templates.
+Socket- and HTTP-level; the browser side is in test_web_frontend.py."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+from test_web_support import collect_until_done, new_id, start_server, submit, ws_connect
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = start_server(tmp_path_factory.mktemp("editor"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def base(server):
+    return server.url
+
+
+def announce(ws, **flags) -> dict:
+    assert json.loads(ws.recv(timeout=5))["type"] == "status"
+    ws.send(json.dumps({"type": "feature_flags", "data": flags}))
+    reply = json.loads(ws.recv(timeout=5))
+    assert reply["type"] == "feature_flags"
+    return reply["data"]
+
+
+def test_progress_state_and_previews_with_metadata(base):
+    cid = new_id()
+    prompt = {"1": {"class_type": "SendPreview", "inputs": {"size": 8}},
+              "2": {"class_type": "PrimitiveInt", "inputs": {"value": 3}}}
+    with ws_connect(base, cid) as ws:
+        flags = announce(ws, supports_preview_metadata=True)
+        assert flags["supports_preview_metadata"] is True
+        pid = submit(base, prompt, cid)["prompt_id"]
+        msgs = collect_until_done(ws, pid)
+
+    (frame,) = [d for k, d in msgs if k == "binary"]
+    event, length = struct.unpack(">II", frame[:8])
+    assert event == 4
+    meta = json.loads(frame[8:8 + length])
+    assert meta == {"node_id": "1", "display_node_id": "1", "prompt_id": pid, "parent_node_id": None,
+                    "real_node_id": "1", "image_type": "image/jpeg"}
+    assert frame[8 + length:8 + length + 2] == b"\xff\xd8"
+
+    states = [d for k, d in msgs if k == "progress_state"]
+    assert states and all(s["prompt_id"] == pid for s in states)
+    seen = [(s["nodes"]["1"]["state"], s["nodes"]["1"]["value"], s["nodes"]["1"]["max"]) for s in states]
+    assert seen[0] == ("running", 0, 1)
+    assert ("running", 1, 2) in seen and ("running", 2, 2) in seen
+    assert seen[-1] == ("finished", 2, 2)
+    node = states[-1]["nodes"]["1"]
+    assert node["node_id"] == node["display_node_id"] == node["real_node_id"] == "1"
+    assert node["parent_node_id"] is None and node["prompt_id"] == pid
+    # the running node's state comes before its preview; pending nodes are never listed
+    first_running = next(i for i, (k, d) in enumerate(msgs) if k == "progress_state")
+    assert first_running < next(i for i, (k, _) in enumerate(msgs) if k == "binary")
+    kinds = [k for k, _ in msgs]
+    assert "executing" in kinds and "progress" in kinds  # older clients still get these
+
+
+def test_plain_preview_frames_for_clients_without_the_flag(base):
+    cid = new_id()
+    with ws_connect(base, cid) as ws:
+        announce(ws, supports_preview_metadata=False)
+        pid = submit(base, {"1": {"class_type": "SendPreview", "inputs": {"size": 9}}}, cid)["prompt_id"]
+        msgs = collect_until_done(ws, pid)
+    (frame,) = [d for k, d in msgs if k == "binary"]
+    assert struct.unpack(">II", frame[:8]) == (1, 1) and frame[8:10] == b"\xff\xd8"
