@@ -194,6 +194,9 @@ def test_editor_loads_our_nodes_and_runs_a_workflow(editor, server):
     assert not editor.problems, editor.problems
 
 
+# One of the editor's Pinia stores by id (what its panels read).
+STORE = "((id) => document.getElementById('vue-app').__vue_app__.config.globalProperties.$pinia._s.get(id))"
+
 # Pixels of the editor's canvas in a node's box (graph coordinates -> canvas pixels), for looking at what it drew.
 NODE_PIXELS = """([id, margin]) => {
     const app = window.app, node = app.graph.getNodeById(id), el = app.canvas.canvas;
@@ -256,4 +259,12 @@ def test_running_node_is_outlined_with_progress_and_preview(editor, server):
         time.sleep(0.1)
     frames = [f for f in editor.frames if f[:4] == b"\x00\x00\x00\x04"]
     assert frames, "no preview with metadata reached the page"
+
+    # the interrupted job is cancelled, not failed, in what the queue panel reads (its jobs store)
+    job = http("GET", f"{server.url}/api/jobs/{pid}").json()
+    assert job["status"] == "cancelled" and job["execution_error"] is None, job
+    page.wait_for_function(f"() => {STORE}('queue')?.historyTasks?.some((t) => t.jobId === '{pid}')",
+                           timeout=30_000)
+    shown = page.evaluate(f"() => {STORE}('queue').historyTasks.find((t) => t.jobId === '{pid}').displayStatus")
+    assert shown == "Cancelled"
     assert not editor.problems, editor.problems
