@@ -8,7 +8,7 @@ import json
 import struct
 
 import pytest
-from test_web_support import collect_until_done, new_id, start_server, submit, ws_connect
+from test_web_support import collect_until_done, http, new_id, start_server, submit, ws_connect
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +73,24 @@ def test_plain_preview_frames_for_clients_without_the_flag(base):
         msgs = collect_until_done(ws, pid)
     (frame,) = [d for k, d in msgs if k == "binary"]
     assert struct.unpack(">II", frame[:8]) == (1, 1) and frame[8:10] == b"\xff\xd8"
+
+
+def test_user_css_is_empty_until_written(server):
+    base = server.url
+    for path in ("/api/userdata/user.css", "/userdata/user.css", "/user.css"):
+        r = http("GET", base + path)
+        assert (r.status, r.body) == (200, b""), path
+        assert r.headers["content-type"].startswith("text/css")
+    assert http("POST", base + "/api/userdata/user.css", raw="body { color: red }").status == 200
+    assert http("GET", base + "/api/userdata/user.css").body == b"body { color: red }"
+    assert http("DELETE", base + "/api/userdata/user.css").status == 204
+    assert http("GET", base + "/api/userdata/user.css").body == b""
+
+
+def test_system_stats_and_about_name_this_project(base):
+    from importlib.metadata import version
+
+    system = http("GET", base + "/api/system_stats").json()["system"]
+    assert system["comfyui_version"] == f"graph-runtime {version('graph-runtime')}"
+    readme = http("GET", base + "/api/graph_runtime/readme")
+    assert readme.status == 200 and readme.body.startswith(b"# graph-runtime")

@@ -53,9 +53,12 @@ class Page:
         self.problems: list[str] = []
         self.messages: list[dict] = []
         self.frames: list[bytes] = []
+        self.missing: list[str] = []  # requests to our server answered 4xx (the goal: none)
         page.on("pageerror", lambda exc: self.problems.append(str(exc)[:300] + " " + str(exc.stack)[:600]))
         page.on("response", lambda r: self.problems.append(f"{r.status} {r.url}")
                 if r.status >= 500 and r.url.startswith(base) else None)
+        page.on("response", lambda r: self.missing.append(f"{r.status} {r.request.method} {r.url[len(base):]}")
+                if 400 <= r.status < 500 and r.url.startswith(base) else None)
         page.on("websocket", self.watch)
 
     def watch(self, ws) -> None:
@@ -96,8 +99,10 @@ def editor(server):
                                         "Object.keys(LiteGraph.registered_node_types).includes('Sampler')",
                                         timeout=90_000)
             page.first_types = page.page.evaluate("() => window.app.graph._nodes.map((n) => n.type).sort()")
+            page.first_load_missing = list(page.missing)
             yield page
         finally:
+            ARTIFACTS.joinpath("frontend_4xx.txt").write_text("".join(m + "\n" for m in page.missing))
             browser.close()
 
 
@@ -129,6 +134,10 @@ def test_editor_shows_txt2img_first_and_renders_it(editor, server):
     assert has_embedded(), "the embedded model is missing: models/tiny-shapes-sd"
     assert editor.first_types == TXT2IMG_TYPES
     page = editor.page
+    assert not [m for m in editor.first_load_missing if "user.css" in m], editor.first_load_missing
+    # the editor names this project as its core (About, error reports)
+    core = page.evaluate(f"() => {STORE}('systemStats').systemStats.system.comfyui_version")
+    assert core.startswith("graph-runtime ")
     editor_and_ours_agree(editor, server)
 
     pid, entry = run_in_editor(editor, server)

@@ -15,6 +15,7 @@ from graph_runtime import WorkflowFormatError, strict_json
 from graph_runtime.validation import error as v_error
 
 from . import files
+from .frontend import user_css
 from .queue import QueueFull
 from .store import HistoryEntry, QueueItem, create_time, job_status, workflow_id
 from .system import system_stats
@@ -426,6 +427,7 @@ def routes() -> list:
         ("/view", files.view, ["GET"]),
         ("/upload/image", files.upload_image, ["POST"]),
         ("/userdata", files.list_userdata, ["GET"]),
+        ("/userdata/user.css", user_css, ["GET"]),  # the editor loads it on every start: empty until written
         ("/userdata/{rest:path}", files.userdata, ["GET", "POST", "DELETE"]),
     ]
     out: list = []
