@@ -94,3 +94,47 @@ def test_system_stats_and_about_name_this_project(base):
     assert system["comfyui_version"] == f"graph-runtime {version('graph-runtime')}"
     readme = http("GET", base + "/api/graph_runtime/readme")
     assert readme.status == 200 and readme.body.startswith(b"# graph-runtime")
+
+
+def test_logs_panel_reads_and_follows_the_server_log(base):
+    import logging
+
+    raw = http("GET", base + "/internal/logs/raw").json()
+    assert set(raw) == {"entries", "size"} and raw["size"]["cols"] > 0
+    assert "graph-runtime" in raw["entries"][0]["m"] and "serving on" in raw["entries"][0]["m"]
+    assert raw["entries"][0]["m"].endswith("\r\n") and raw["entries"][0]["t"]
+
+    cid = new_id()
+    with ws_connect(base, cid) as ws:
+        assert json.loads(ws.recv(timeout=5))["type"] == "status"
+        r = http("PATCH", base + "/internal/logs/subscribe", {"enabled": True, "clientId": cid})
+        assert r.status == 200
+        logging.getLogger("web.test").warning("a line for the logs panel")
+        while True:
+            msg = json.loads(ws.recv(timeout=5))
+            if msg["type"] == "logs":
+                break
+        assert "a line for the logs panel" in msg["data"]["entries"][0]["m"]
+        assert "WARNING" in msg["data"]["entries"][0]["m"]
+        assert http("PATCH", base + "/api/internal/logs/subscribe", {"enabled": False, "clientId": cid}).status == 200
+        logging.getLogger("web.test").warning("not sent after unsubscribing")
+        with pytest.raises(TimeoutError):
+            while True:
+                if json.loads(ws.recv(timeout=0.5))["type"] == "logs":
+                    break
+    text = http("GET", base + "/internal/logs")
+    assert text.status == 200 and b"a line for the logs panel" in text.body and b"not sent after" in text.body
+    bad = http("PATCH", base + "/internal/logs/subscribe", {"enabled": "yes"})
+    assert bad.status == 400 and b"enabled" in bad.body
+
+
+def test_the_log_buffer_is_bounded():
+    from web.logs import MAX_MESSAGE, LogBuffer
+
+    buf = LogBuffer(capacity=5)
+    for i in range(20):
+        buf.write(f"line {i}")
+    buf.write("x" * (MAX_MESSAGE * 3))
+    entries = buf.snapshot()
+    assert len(entries) == 5 and entries[0]["m"].startswith("line 16")
+    assert len(entries[-1]["m"]) < MAX_MESSAGE + 20

@@ -277,3 +277,21 @@ def test_running_node_is_outlined_with_progress_and_preview(editor, server):
     shown = page.evaluate(f"() => {STORE}('queue').historyTasks.find((t) => t.jobId === '{pid}').displayStatus")
     assert shown == "Cancelled"
     assert not editor.problems, editor.problems
+
+
+def test_logs_panel_shows_the_server_log(editor, server):
+    import logging
+
+    page = editor.page
+    page.evaluate("() => window.app.extensionManager.command.execute('Workspace.ToggleBottomPanelTab.logs-terminal')")
+    text = "() => [...document.querySelectorAll('.xterm-rows')].map((e) => e.innerText).join('\\\\n')"
+    page.wait_for_function(f"() => ({text})().includes('serving on')", timeout=30_000)
+    # the panel subscribed: a new line of the server's log appears without reloading
+    page.wait_for_timeout(500)
+    logging.getLogger("web.test").warning("a line the artist sees in the console")
+    page.wait_for_function(f"() => ({text})().includes('a line the artist sees')", timeout=30_000)
+    body = page.evaluate("() => document.body.innerText")
+    assert "Unable to load logs" not in body
+    page.screenshot(path=str(ARTIFACTS / "frontend_logs.png"))
+    page.evaluate("() => window.app.extensionManager.command.execute('Workspace.ToggleBottomPanelTab.logs-terminal')")
+    assert not editor.problems, editor.problems

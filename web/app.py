@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 
 from graph_runtime import Executor, NodeRegistry, default_registry
 
-from . import frontend, routes
+from . import frontend, logs, routes
 from .config import ServerConfig
 from .files import Settings, remove_stale_temp_files, touch_dirs
 from .hub import Hub
@@ -51,6 +51,8 @@ class ServerState:
         self.settings = Settings(config.user_dir / "comfy.settings.json")
         self.extensions = [frontend.EXTENSION_URL]
         self.default_workflow: Path | None = DEFAULT_WORKFLOW
+        self.logs = logs.LogBuffer()
+        self.logs.hub = self.hub
 
     def feature_flags(self) -> dict:
         return {"supports_preview_metadata": True, "max_upload_size": self.config.max_upload_bytes}
@@ -62,15 +64,20 @@ def create_app(config: ServerConfig, registry: NodeRegistry | None = None) -> St
     @asynccontextmanager
     async def lifespan(app):
         state.hub.attach(asyncio.get_running_loop())
+        state.logs.attach()
+        from .system import _version
+
+        state.logs.write(f"graph-runtime {_version('graph-runtime')} serving on http://{config.host}:{config.port}")
         state.queue.start()
         try:
             yield
         finally:
+            state.logs.detach()
             await state.hub.close_all()
             await asyncio.get_running_loop().run_in_executor(None, state.queue.stop)
             state.store.close()
 
-    app = Starlette(routes=routes.routes() + frontend.routes(config.frontend), lifespan=lifespan)
+    app = Starlette(routes=routes.routes() + logs.routes() + frontend.routes(config.frontend), lifespan=lifespan)
     app.state.server = state
     app.add_middleware(SecurityMiddleware, config=config)
     return app
