@@ -138,3 +138,60 @@ def test_the_log_buffer_is_bounded():
     entries = buf.snapshot()
     assert len(entries) == 5 and entries[0]["m"].startswith("line 16")
     assert len(entries[-1]["m"]) < MAX_MESSAGE + 20
+
+
+def _safetensors(path, meta: dict | None = None) -> None:
+    header = {"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}
+    if meta is not None:
+        header["__metadata__"] = meta
+    raw = json.dumps(header).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0\0\0\0")
+
+
+def test_model_library_lists_loadable_models_by_folder(base, tmp_path, monkeypatch):
+    models = tmp_path / "models"
+    _safetensors(models / "checkpoints" / "sd" / "mine.safetensors", {"modelspec.title": "Mine"})
+    (models / "checkpoints" / "old.ckpt").write_bytes(b"pickle")  # never loaded: not listed
+    _safetensors(models / "loras" / "style.safetensors")
+    _safetensors(models / "diffusion_models" / "dit.safetensors")
+    _safetensors(models / "upscale_models" / "x4.safetensors")
+    _safetensors(models / "tools" / "net.safetensors")  # beside code: not a model
+    (models / "tools" / "train.py").write_text("")
+    monkeypatch.setenv("GRAPH_RUNTIME_MODELS", str(models))
+
+    folders = {f["name"]: f["folders"] for f in http("GET", base + "/api/experiment/models").json()}
+    assert list(folders) == ["checkpoints", "diffusion_models", "text_encoders", "vae", "loras", "controlnet",
+                             "upscale_models"]
+    assert str(models / "checkpoints") in folders["checkpoints"]
+    assert http("GET", base + "/models").json() == list(folders)
+
+    ckpts = http("GET", base + "/api/experiment/models/checkpoints").json()
+    names = [m["name"] for m in ckpts]
+    assert names[0] == "tiny-shapes-sd"  # the embedded model, as LoadModel names it
+    assert "checkpoints/sd/mine.safetensors" in names
+    assert not [n for n in names if n.startswith(("shapes/", "tools/", "loras/", "diffusion_models/"))], names
+    assert not [n for n in names if n.endswith(".ckpt")]
+    mine = next(m for m in ckpts if m["name"] == "checkpoints/sd/mine.safetensors")
+    assert mine["size"] > 0 and mine["modified"] > 0
+    assert folders["checkpoints"][mine["pathIndex"]] == str(models / "checkpoints")
+
+    assert http("GET", base + "/models/loras").json() == ["style.safetensors"]
+    assert http("GET", base + "/api/models/diffusion_models").json() == ["dit.safetensors"]
+    assert [m["name"] for m in http("GET", base + "/api/experiment/models/upscale_models").json()] == ["x4.safetensors"]
+    assert http("GET", base + "/api/experiment/models/controlnet").json() == []
+
+    meta = http("GET", base + "/api/view_metadata/checkpoints?filename=checkpoints/sd/mine.safetensors")
+    assert meta.json() == {"modelspec.title": "Mine"}
+    assert http("GET", base + "/view_metadata/loras?filename=style.safetensors").json() == {}
+    embedded = http("GET", base + "/api/view_metadata/checkpoints?filename=tiny-shapes-sd").json()
+    assert embedded == {"modelspec.title": "tiny-shapes-sd", "modelspec.architecture": "StableDiffusionPipeline"}
+    (models / "checkpoints" / "sd" / "mine.webp").write_bytes(b"RIFF....WEBP")
+    pic = http("GET", base + "/api/experiment/models/preview/checkpoints/0/checkpoints/sd/mine.webp")
+    assert pic.status == 200 and pic.body == b"RIFF....WEBP" and pic.headers["content-type"] == "image/webp"
+    assert http("GET", base + "/api/experiment/models/preview/checkpoints/0/tiny-shapes-sd").status == 204
+    for url, status in (("/api/experiment/models/nope", 404), ("/models/nope", 404),
+                        ("/view_metadata/loras?filename=../checkpoints/sd/mine.safetensors", 404),
+                        ("/view_metadata/loras", 400)):
+        r = http("GET", base + url)
+        assert r.status == status and r.json()["error"]["message"], url

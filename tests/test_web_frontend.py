@@ -295,3 +295,17 @@ def test_logs_panel_shows_the_server_log(editor, server):
     page.screenshot(path=str(ARTIFACTS / "frontend_logs.png"))
     page.evaluate("() => window.app.extensionManager.command.execute('Workspace.ToggleBottomPanelTab.logs-terminal')")
     assert not editor.problems, editor.problems
+
+
+def test_model_library_lists_the_embedded_model(editor, server):
+    page = editor.page
+    page.evaluate("() => window.app.extensionManager.command.execute('Workspace.ToggleSidebarTab.model-library')")
+    page.get_by_text("checkpoints", exact=False).first.wait_for(timeout=30_000)
+    page.get_by_text("checkpoints", exact=False).first.click()
+    page.get_by_text("tiny-shapes-sd").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(500)  # its metadata (title, architecture) loaded
+    body = page.evaluate("() => document.body.innerText")
+    assert "classifier" not in body  # models/shapes is training code, not a model
+    page.screenshot(path=str(ARTIFACTS / "frontend_models.png"))
+    page.evaluate("() => window.app.extensionManager.command.execute('Workspace.ToggleSidebarTab.model-library')")
+    assert not editor.problems, editor.problems

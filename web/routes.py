@@ -406,7 +406,6 @@ def routes() -> list:
         ("/i18n", empty_dict, ["GET"]),
         ("/global_subgraphs", empty_dict, ["GET"]),
         ("/workflow_templates", empty_dict, ["GET"]),
-        ("/experiment/models", empty_list, ["GET"]),
         ("/features", features, ["GET"]),
         ("/system_stats", stats, ["GET"]),
         ("/object_info", object_info, ["GET"]),
