@@ -195,3 +195,34 @@ def test_model_library_lists_loadable_models_by_folder(base, tmp_path, monkeypat
                         ("/view_metadata/loras", 400)):
         r = http("GET", base + url)
         assert r.status == status and r.json()["error"]["message"], url
+
+
+def test_templates_index_workflows_and_thumbnails_offline(base):
+    index = http("GET", base + "/templates/index.json").json()
+    ours = index[0]
+    assert ours["title"] == "graph-runtime" and ours["moduleName"] == "default"
+    names = [t["name"] for t in ours["templates"]]
+    assert "graph_runtime-default" in names and "graph_runtime-txt2img" in names
+    theirs = [t for c in index[1:] for t in c["templates"]]
+    assert len(theirs) > 100  # ComfyUI's own, from comfyui-workflow-templates-json
+
+    own = http("GET", base + "/templates/graph_runtime-txt2img.json")
+    assert own.status == 200 and [n["type"] for n in own.json()["nodes"]]
+    first = theirs[0]["name"]
+    wf = http("GET", base + f"/api/templates/{first}.json")
+    assert wf.status == 200 and "nodes" in wf.json()
+    # thumbnails: installed ones, else a drawn card; never a request that leaves this machine
+    for name in (f"{first}-1.webp", "graph_runtime-txt2img-1.webp", "logo/google.png"):
+        thumb = http("GET", base + f"/templates/{name}")
+        assert thumb.status == 200 and thumb.headers["content-type"].startswith("image/"), name
+    assert http("GET", base + "/templates/index_logo.json").status == 200
+    localised = http("GET", base + "/templates/index.fr.json").json()
+    assert localised[0]["title"] == "graph-runtime" and len(localised) == len(index)
+    for bad in ("index.schema.json", "nope.json", "../pyproject.toml", "..%2Fpyproject.toml.json", "x.exe"):
+        assert http("GET", base + f"/templates/{bad}").status == 404, bad
+
+
+def test_saved_templates_are_empty_until_written(base):
+    assert http("GET", base + "/api/userdata/comfy.templates.json").json() == []
+    assert http("POST", base + "/api/userdata/comfy.templates.json", raw='[{"name": "t"}]').status == 200
+    assert http("GET", base + "/api/userdata/comfy.templates.json").json() == [{"name": "t"}]

@@ -134,7 +134,7 @@ def test_editor_shows_txt2img_first_and_renders_it(editor, server):
     assert has_embedded(), "the embedded model is missing: models/tiny-shapes-sd"
     assert editor.first_types == TXT2IMG_TYPES
     page = editor.page
-    assert not [m for m in editor.first_load_missing if "user.css" in m], editor.first_load_missing
+    assert not editor.first_load_missing, editor.first_load_missing  # user.css, comfy.templates.json included
     # the editor names this project as its core (About, error reports)
     core = page.evaluate(f"() => {STORE}('systemStats').systemStats.system.comfyui_version")
     assert core.startswith("graph-runtime ")
@@ -308,4 +308,23 @@ def test_model_library_lists_the_embedded_model(editor, server):
     assert "classifier" not in body  # models/shapes is training code, not a model
     page.screenshot(path=str(ARTIFACTS / "frontend_models.png"))
     page.evaluate("() => window.app.extensionManager.command.execute('Workspace.ToggleSidebarTab.model-library')")
+    assert not editor.problems, editor.problems
+
+
+def test_template_browser_lists_and_runs_our_templates(editor, server):
+    page = editor.page
+    page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+    page.get_by_text("Default graph (txt2img, embedded model)").first.wait_for(timeout=30_000)
+    known = page.evaluate(f"""() => {{ const s = {STORE}('workflowTemplates');
+        return [s.enhancedTemplates.length, !!s.getTemplateByName('graph_runtime-txt2img')]; }}""")
+    assert known[0] > 100 and known[1], known  # ComfyUI's templates and ours
+    page.screenshot(path=str(ARTIFACTS / "frontend_templates.png"))
+    page.get_by_text("Default graph (txt2img, embedded model)").first.click()
+    page.wait_for_function("() => window.app.graph._nodes.length === 8 && "
+                           "window.app.graph._nodes.some((n) => n.type === 'Sampler')", timeout=30_000)
+    page.keyboard.press("Escape")
+    types = page.evaluate("() => window.app.graph._nodes.map((n) => n.type).sort()")
+    assert types == TXT2IMG_TYPES
+    _, entry = run_in_editor(editor, server)
+    assert entry["status"]["status_str"] == "success", entry["status"]
     assert not editor.problems, editor.problems

@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 
 from graph_runtime import Executor, NodeRegistry, default_registry
 
-from . import frontend, logs, model_library, routes
+from . import frontend, logs, model_library, routes, templates
 from .config import ServerConfig
 from .files import Settings, remove_stale_temp_files, touch_dirs
 from .hub import Hub
@@ -77,7 +77,8 @@ def create_app(config: ServerConfig, registry: NodeRegistry | None = None) -> St
             await asyncio.get_running_loop().run_in_executor(None, state.queue.stop)
             state.store.close()
 
-    app = Starlette(routes=routes.routes() + logs.routes() + model_library.routes() + frontend.routes(config.frontend), lifespan=lifespan)
+    table = templates.routes() + routes.routes() + logs.routes() + model_library.routes()
+    app = Starlette(routes=table + frontend.routes(config.frontend), lifespan=lifespan)
     app.state.server = state
     app.add_middleware(SecurityMiddleware, config=config)
     return app
