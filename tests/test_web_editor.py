@@ -226,3 +226,27 @@ def test_saved_templates_are_empty_until_written(base):
     assert http("GET", base + "/api/userdata/comfy.templates.json").json() == []
     assert http("POST", base + "/api/userdata/comfy.templates.json", raw='[{"name": "t"}]').status == 200
     assert http("GET", base + "/api/userdata/comfy.templates.json").json() == [{"name": "t"}]
+
+
+def test_own_api_format_workflows_are_served_as_editor_graphs(server):
+    """Every workflow in workflows/ is a template; an API-format one reaches the editor as its graph, which
+    converts back to the same prompt (widgets the file leaves out at their defaults)."""
+    from graph_runtime.ui_format import ui_to_api
+
+    base = server.url
+    (ours,) = [c for c in http("GET", base + "/templates/index.json").json() if c["title"] == "graph-runtime"]
+    names = {t["name"] for t in ours["templates"]}
+    from test_web_support import ROOT
+
+    for path in sorted((ROOT / "workflows").glob("*.json")):
+        stem = path.name.removesuffix(".ui.json").removesuffix(".json")
+        assert f"graph_runtime-{stem}" in names, stem
+        api = json.loads(path.read_text())
+        if "nodes" in api:
+            continue
+        graph = http("GET", base + f"/templates/graph_runtime-{stem}.json").json()
+        back = ui_to_api(graph, server.state.registry)
+        assert set(back) == set(api), stem
+        for nid, node in api.items():
+            got = back[nid]["inputs"]
+            assert {k: got.get(k) for k in node["inputs"]} == node["inputs"], (stem, nid)

@@ -328,3 +328,23 @@ def test_template_browser_lists_and_runs_our_templates(editor, server):
     _, entry = run_in_editor(editor, server)
     assert entry["status"]["status_str"] == "success", entry["status"]
     assert not editor.problems, editor.problems
+
+
+def test_an_api_format_workflow_loads_as_a_template_and_runs(editor, server):
+    """workflows/arithmetic.json is API format: the template browser opens it as a graph that runs."""
+    page = editor.page
+    page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+    page.get_by_text("arithmetic", exact=True).first.wait_for(timeout=30_000)
+    page.get_by_text("arithmetic", exact=True).first.click()
+    page.wait_for_function("() => window.app.graph._nodes.some((n) => n.type === 'IntMath')", timeout=30_000)
+    page.keyboard.press("Escape")
+    editor_and_ours_agree(editor, server)
+    theirs = page.evaluate("async () => (await window.app.graphToPrompt()).output")
+    api = json.loads((ROOT / "workflows" / "arithmetic.json").read_text())
+    for nid, node in api.items():
+        assert {k: theirs[nid]["inputs"].get(k) for k in node["inputs"]} == node["inputs"], nid
+    _, entry = run_in_editor(editor, server, timeout=30)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert "6 x 7 = 42 tiles" in json.dumps(entry["outputs"])
+    page.screenshot(path=str(ARTIFACTS / "frontend_template_arithmetic.png"))
+    assert not editor.problems, editor.problems

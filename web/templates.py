@@ -50,15 +50,91 @@ def _json_dir() -> Path | None:
 
 
 def own_workflows() -> dict[str, tuple[Path, str]]:
-    """name -> (file, title) for the project's editor-format workflows."""
+    """name -> (file, title) for the project's workflows: editor-format files, and API-format ones without
+    an editor-format twin (converted when served)."""
     out: dict[str, tuple[Path, str]] = {}
     default = ROOT / "web" / "default_graph.json"
     if default.is_file():
         out[OWN_PREFIX + "default"] = (default, "Default graph (txt2img, embedded model)")
-    for path in sorted((ROOT / "workflows").glob("*.ui.json")):
-        stem = path.name[: -len(".ui.json")]
+    folder = ROOT / "workflows"
+    for path in sorted(folder.glob("*.json")):
+        stem = path.name[: -len(".ui.json")] if path.name.endswith(".ui.json") else path.stem
+        if not path.name.endswith(".ui.json") and (folder / f"{stem}.ui.json").is_file():
+            continue
         out[OWN_PREFIX + stem] = (path, stem.replace("_", " "))
     return out
+
+
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
+
+
+def _is_widget(spec: list) -> bool:
+    kind = spec[0] if spec else None
+    opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    return (isinstance(kind, list) or kind in WIDGET_TYPES or kind == "COMBO") and not opts.get("forceInput")
+
+
+def api_to_ui(doc: dict, info: dict) -> dict:
+    """An API-format workflow as the editor's graph: nodes laid out by depth, links, widget values in the
+    editor's order (a "control after generate" value after the inputs that have one). ValueError if a node
+    id is not a number or a node type is unknown."""
+    ids = {key: int(key) for key in doc}  # ValueError for a non-numeric id
+    depth: dict[str, int] = {}
+
+    def level(key: str, seen: tuple = ()) -> int:
+        if key not in depth:
+            if key in seen:
+                raise ValueError(f"node {key}: the graph has a cycle")
+            srcs = [v[0] for v in doc[key]["inputs"].values() if isinstance(v, list) and len(v) == 2
+                    and str(v[0]) in doc]
+            depth[key] = 1 + max((level(str(s), (*seen, key)) for s in srcs), default=-1)
+        return depth[key]
+
+    nodes, links, rows = [], [], {}
+    out_links: dict[tuple[str, int], list[int]] = {}
+    for key in sorted(doc, key=lambda k: ids[k]):
+        entry = doc[key]
+        node_info = info.get(entry.get("class_type"))
+        if node_info is None:
+            raise ValueError(f"node {key}: unknown type {entry.get('class_type')!r}")
+        col = level(key)
+        row = rows[col] = rows.get(col, -1) + 1
+        inputs, widgets = [], []
+        specs = {**node_info["input"].get("required", {}), **node_info["input"].get("optional", {})}
+        order = node_info["input_order"].get("required", []) + node_info["input_order"].get("optional", [])
+        for name in order:
+            spec = specs[name]
+            value = entry["inputs"].get(name)
+            linked = isinstance(value, list) and len(value) == 2 and str(value[0]) in doc
+            kind = "COMBO" if isinstance(spec[0], list) else spec[0]
+            slot = {"name": name, "type": kind, "link": None}
+            if _is_widget(spec):
+                opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+                default = opts.get("default", spec[0][0] if isinstance(spec[0], list) and spec[0] else None)
+                widgets.append(default if linked or name not in entry["inputs"] else value)
+                if opts.get("control_after_generate"):
+                    widgets.append("fixed")
+                slot["widget"] = {"name": name}
+            if linked:
+                link_id = len(links) + 1
+                src, idx = str(value[0]), int(value[1])
+                src_type = info[doc[src]["class_type"]]["output"][idx]
+                links.append([link_id, ids[src], idx, ids[key], len(inputs), src_type])
+                out_links.setdefault((src, idx), []).append(link_id)
+                slot["link"] = link_id
+            if _is_widget(spec) or linked or not _is_widget(spec):
+                inputs.append(slot)
+        nodes.append({"id": ids[key], "type": entry["class_type"], "pos": [40 + 380 * col, 40 + 300 * row],
+                      "size": [340, 220], "flags": {}, "order": len(nodes), "mode": 0, "inputs": inputs,
+                      "outputs": [], "properties": {}, "widgets_values": widgets,
+                      **({"title": entry["_meta"]["title"]} if entry.get("_meta", {}).get("title") else {})})
+    for node, key in zip(nodes, sorted(doc, key=lambda k: ids[k]), strict=True):
+        node_info = info[doc[key]["class_type"]]
+        names = node_info.get("output_name") or node_info["output"]
+        node["outputs"] = [{"name": names[i], "type": t, "links": out_links.get((key, i), [])}
+                           for i, t in enumerate(node_info["output"])]
+    return {"last_node_id": max(ids.values(), default=0), "last_link_id": len(links), "nodes": nodes,
+            "links": links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
 
 
 def _own_category() -> dict:
@@ -152,6 +228,17 @@ async def get_template_file(request: Request) -> Response:
         path = await run_in_threadpool(workflow_path, name[: -len(".json")])
         if path is None:
             return files.error(404, f"no template {name[:-5]!r}", "not_found")
+        if name.startswith(OWN_PREFIX):
+            from graph_runtime.ui_format import is_ui_format
+
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            if not is_ui_format(doc):
+                registry = request.app.state.server.registry
+                try:
+                    doc = api_to_ui(doc, await run_in_threadpool(registry.object_info))
+                except (ValueError, KeyError, TypeError, IndexError) as exc:
+                    return files.error(422, f"template {name[:-5]!r} cannot be shown in the editor: {exc}")
+            return JSONResponse(doc)
         return Response(path.read_bytes(), media_type="application/json")
     suffix = Path(name).suffix.lower()
     if suffix not in THUMB_SUFFIXES or ".." in name.split("/") or name.startswith("/"):
