@@ -255,3 +255,37 @@ def test_own_api_format_workflows_are_served_as_editor_graphs(server):
         for nid, node in api.items():
             got = back[nid]["inputs"]
             assert {k: got.get(k) for k in node["inputs"]} == node["inputs"], (stem, nid)
+
+
+def test_node_warnings_reach_the_logs_panel_as_lines(tmp_path):
+    srv = start_server(tmp_path, node_modules=("test_web_editor",))
+    try:
+        cid = new_id()
+        with ws_connect(srv.url, cid) as ws:
+            pid = submit(srv.url, {"1": {"class_type": "WarnOnce", "inputs": {"text": "two\nlines"}}}, cid)["prompt_id"]
+            msgs = collect_until_done(ws, pid)
+    finally:
+        srv.stop()
+    (logs,) = [d for k, d in msgs if k == "logs"]
+    (entry,) = logs["entries"]
+    assert entry["m"] == "node 1: two\r\nlines\r\n" and "T" in entry["t"] and logs["node"] == "1"
+
+
+def register(registry) -> None:
+    """Test nodes for a server started with node_modules=("test_web_editor",)."""
+    from graph_runtime import Node, NodeInputs, NodeResult, Widget
+
+    class WarnOnce(Node):
+        CATEGORY = "testing"
+        OUTPUT_NODE = True
+
+        class Inputs(NodeInputs):
+            text: str = Widget("")
+
+        OUTPUTS = ()
+
+        def execute(self, inputs, ctx):
+            ctx.warn(inputs.text)
+            return NodeResult(ui={"text": ["warned"]})
+
+    registry.register_all([WarnOnce])

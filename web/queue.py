@@ -14,6 +14,7 @@ import re
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from typing import Any
 
 from graph_runtime import Executor, WorkflowValidationError
@@ -234,8 +235,10 @@ class PromptQueue:
                                  node_ids(str(data.get("node")), item.prompt_id) if data.get("node") else None)
                 return
             progress(event, data)
-            if event == ev.LOG:
-                hub.send(sid, "logs", {"entries": [{"t": data.get("timestamp"), "m": data.get("message")}],
+            if event == ev.LOG:  # a node's warning, as a line of the editor's Logs panel (a terminal)
+                stamp = datetime.fromtimestamp((data.get("timestamp") or time.time() * 1000) / 1000, timezone.utc)
+                line = f"node {data.get('node')}: {data.get('message')}".replace("\n", "\r\n") + "\r\n"
+                hub.send(sid, "logs", {"entries": [{"t": stamp.isoformat(), "m": line}],
                                        "node": data.get("node"), "prompt_id": data.get("prompt_id")})
                 return
             if event == ev.EXECUTING and data.get("node") is None:
