@@ -53,9 +53,12 @@ class Page:
         self.problems: list[str] = []
         self.messages: list[dict] = []
         self.frames: list[bytes] = []
+        self.missing: list[str] = []  # requests to our server answered 4xx (the goal: none)
         page.on("pageerror", lambda exc: self.problems.append(str(exc)[:300] + " " + str(exc.stack)[:600]))
         page.on("response", lambda r: self.problems.append(f"{r.status} {r.url}")
                 if r.status >= 500 and r.url.startswith(base) else None)
+        page.on("response", lambda r: self.missing.append(f"{r.status} {r.request.method} {r.url[len(base):]}")
+                if 400 <= r.status < 500 and r.url.startswith(base) else None)
         page.on("websocket", self.watch)
 
     def watch(self, ws) -> None:
@@ -96,8 +99,10 @@ def editor(server):
                                         "Object.keys(LiteGraph.registered_node_types).includes('Sampler')",
                                         timeout=90_000)
             page.first_types = page.page.evaluate("() => window.app.graph._nodes.map((n) => n.type).sort()")
+            page.first_load_missing = list(page.missing)
             yield page
         finally:
+            ARTIFACTS.joinpath("frontend_4xx.txt").write_text("".join(m + "\n" for m in page.missing))
             browser.close()
 
 
@@ -129,6 +134,10 @@ def test_editor_shows_txt2img_first_and_renders_it(editor, server):
     assert has_embedded(), "the embedded model is missing: models/tiny-shapes-sd"
     assert editor.first_types == TXT2IMG_TYPES
     page = editor.page
+    assert not editor.first_load_missing, editor.first_load_missing  # user.css, comfy.templates.json included
+    # the editor names this project as its core (About, error reports)
+    core = page.evaluate(f"() => {STORE}('systemStats').systemStats.system.comfyui_version")
+    assert core.startswith("graph-runtime ")
     editor_and_ours_agree(editor, server)
 
     pid, entry = run_in_editor(editor, server)
@@ -152,7 +161,11 @@ def test_editor_shows_txt2img_first_and_renders_it(editor, server):
     steps = entry["prompt"][2]["5"]["inputs"]["steps"]
     progress = [d for d in editor.of_prompt("progress", pid) if d["node"] == "6"]
     assert [d["value"] for d in progress][-1] == steps and {d["max"] for d in progress} == {steps}
-    assert any(f[:4] == b"\x00\x00\x00\x01" for f in editor.frames), "no preview frame reached the page"
+    # the editor announces supports_preview_metadata: previews come as type-4 frames naming the Sampler
+    metas = [json.loads(f[8:8 + int.from_bytes(f[4:8], "big")]) for f in editor.frames if f[:4] == b"\x00\x00\x00\x04"]
+    assert metas and all(m["node_id"] == "6" and m["prompt_id"] == pid for m in metas), metas[:2]
+    states = editor.of_prompt("progress_state", pid)
+    assert states[-1]["nodes"]["6"]["state"] == "finished" and states[-1]["nodes"]["6"]["max"] == steps
     executed = {d["node"]: d["output"] for d in editor.of_prompt("executed", pid)}
     assert executed["8"]["images"] == [image]
     assert editor.of_prompt("execution_success", pid)
@@ -187,4 +200,151 @@ def test_editor_loads_our_nodes_and_runs_a_workflow(editor, server):
     page.evaluate("async () => await window.app.api.storeSetting('Comfy.Test.Marker', 'set')")
     assert http("GET", server.url + "/api/settings/Comfy.Test.Marker").json() == "set"
     assert (server.config.paths.output / "tiles.txt").read_text() == "6 x 7 = 42 tiles"
+    assert not editor.problems, editor.problems
+
+
+# One of the editor's Pinia stores by id (what its panels read).
+STORE = "((id) => document.getElementById('vue-app').__vue_app__.config.globalProperties.$pinia._s.get(id))"
+
+# Pixels of the editor's canvas in a node's box (graph coordinates -> canvas pixels), for looking at what it drew.
+NODE_PIXELS = """([id, margin]) => {
+    const app = window.app, node = app.graph.getNodeById(id), el = app.canvas.canvas;
+    const scale = el.width / el.clientWidth, title = LiteGraph.NODE_TITLE_HEIGHT;
+    const [x0, y0] = app.canvas.ds.convertCanvasToOffset([node.pos[0] - margin, node.pos[1] - title - margin]);
+    const [x1, y1] = app.canvas.ds.convertCanvasToOffset([node.pos[0] + node.size[0] + margin,
+                                                          node.pos[1] + node.size[1] + margin]);
+    const w = Math.round((x1 - x0) * scale), h = Math.round((y1 - y0) * scale);
+    const data = el.getContext('2d').getImageData(Math.round(x0 * scale), Math.round(y0 * scale), w, h).data;
+    let outline = 0, colour = 0;
+    for (let i = 0; i < data.length; i += 4) {
+        const [r, g, b] = [data[i], data[i + 1], data[i + 2]];
+        if (g > 200 && r < 60 && b < 60) outline++;                       // the running outline, #0f0
+        else if (Math.max(r, g, b) - Math.min(r, g, b) > 60) colour++;    // saturated: not the grey node UI
+    }
+    return {outline, colour, w, h};
+}"""
+
+
+def test_running_node_is_outlined_with_progress_and_preview(editor, server):
+    """A long run: the Sampler is outlined as running, its progress bar moves, the live preview is drawn on it."""
+    page = editor.page
+    doc = json.loads((ROOT / "web" / "default_graph.json").read_text())
+    page.evaluate("async (doc) => await window.app.loadGraphData(doc)", doc)
+    page.wait_for_function("() => window.app.graph.getNodeById(6)?.type === 'Sampler'", timeout=30_000)
+    page.evaluate("""() => { const s = window.app.graph.getNodeById(5).widgets.find((w) => w.name === 'steps');
+                             s.value = 400; window.app.graph.setDirtyCanvas(true, true); }""")
+    idle = page.evaluate(NODE_PIXELS, [6, 6])
+    before = set(http("GET", server.url + "/history").json())
+    page.get_by_role("button", name="Run").first.click()
+    try:
+        page.wait_for_function(
+            """() => { const n = window.app.graph.getNodeById(6);
+                       const stroke = n.strokeStyles?.running?.call(n);
+                       const previews = window.app.nodePreviewImages?.['6'] || [];
+                       return stroke?.color === '#0f0' && n.progress > 0 && n.progress < 1 &&
+                              previews.length > 0 && n.imgs?.[0]?.complete && n.imgs[0].naturalWidth > 0 &&
+                              n.imgs[0].src.startsWith('blob:'); }""", timeout=60_000)
+        first = page.evaluate("() => window.app.graph.getNodeById(6).progress")
+        # the bar moves; by a quarter of the steps the preview shows the picture forming (colours, not black)
+        page.wait_for_function(f"() => window.app.graph.getNodeById(6).progress > Math.max({first}, 0.25)",
+                               timeout=60_000)
+        page.evaluate("() => window.app.graph.setDirtyCanvas(true, true)")
+        page.wait_for_timeout(300)
+        running = page.evaluate(NODE_PIXELS, [6, 6])
+        other = page.evaluate(NODE_PIXELS, [1, 6])
+        page.screenshot(path=str(ARTIFACTS / "frontend_running.png"))
+        topbar = page.evaluate("() => document.body.innerText")
+    finally:
+        page.evaluate("async () => await window.app.api.interrupt(null)")
+    assert running["outline"] > 200 and idle["outline"] < 20, (idle, running)
+    assert other["outline"] < 20, other  # only the running node is outlined
+    assert running["colour"] > idle["colour"] + 300, (idle, running)  # the preview image on the node body
+    assert "Sampler" in topbar or "Current node" not in topbar
+    pid = [m["data"]["prompt_id"] for m in editor.messages if m.get("type") == "progress_state"][-1]
+    assert pid not in before
+    deadline = time.monotonic() + 30
+    while pid not in http("GET", server.url + "/history").json():
+        assert time.monotonic() < deadline, "the interrupted run did not end"
+        time.sleep(0.1)
+    frames = [f for f in editor.frames if f[:4] == b"\x00\x00\x00\x04"]
+    assert frames, "no preview with metadata reached the page"
+
+    # the interrupted job is cancelled, not failed, in what the queue panel reads (its jobs store)
+    job = http("GET", f"{server.url}/api/jobs/{pid}").json()
+    assert job["status"] == "cancelled" and job["execution_error"] is None, job
+    page.wait_for_function(f"() => {STORE}('queue')?.historyTasks?.some((t) => t.jobId === '{pid}')",
+                           timeout=30_000)
+    shown = page.evaluate(f"() => {STORE}('queue').historyTasks.find((t) => t.jobId === '{pid}').displayStatus")
+    assert shown == "Cancelled"
+    assert not editor.problems, editor.problems
+
+
+def test_logs_panel_shows_the_server_log(editor, server):
+    import logging
+
+    page = editor.page
+    page.evaluate("() => window.app.extensionManager.command.execute('Workspace.ToggleBottomPanelTab.logs-terminal')")
+    text = "() => [...document.querySelectorAll('.xterm-rows')].map((e) => e.innerText).join('\\\\n')"
+    page.wait_for_function(f"() => ({text})().includes('serving on')", timeout=30_000)
+    # the panel subscribed: a new line of the server's log appears without reloading
+    page.wait_for_timeout(500)
+    logging.getLogger("web.test").warning("a line the artist sees in the console")
+    page.wait_for_function(f"() => ({text})().includes('a line the artist sees')", timeout=30_000)
+    body = page.evaluate("() => document.body.innerText")
+    assert "Unable to load logs" not in body
+    page.screenshot(path=str(ARTIFACTS / "frontend_logs.png"))
+    page.evaluate("() => window.app.extensionManager.command.execute('Workspace.ToggleBottomPanelTab.logs-terminal')")
+    assert not editor.problems, editor.problems
+
+
+def test_model_library_lists_the_embedded_model(editor, server):
+    page = editor.page
+    page.evaluate("() => window.app.extensionManager.command.execute('Workspace.ToggleSidebarTab.model-library')")
+    page.get_by_text("checkpoints", exact=False).first.wait_for(timeout=30_000)
+    page.get_by_text("checkpoints", exact=False).first.click()
+    page.get_by_text("tiny-shapes-sd").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(500)  # its metadata (title, architecture) loaded
+    body = page.evaluate("() => document.body.innerText")
+    assert "classifier" not in body  # models/shapes is training code, not a model
+    page.screenshot(path=str(ARTIFACTS / "frontend_models.png"))
+    page.evaluate("() => window.app.extensionManager.command.execute('Workspace.ToggleSidebarTab.model-library')")
+    assert not editor.problems, editor.problems
+
+
+def test_template_browser_lists_and_runs_our_templates(editor, server):
+    page = editor.page
+    page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+    page.get_by_text("Default graph (txt2img, embedded model)").first.wait_for(timeout=30_000)
+    known = page.evaluate(f"""() => {{ const s = {STORE}('workflowTemplates');
+        return [s.enhancedTemplates.length, !!s.getTemplateByName('graph_runtime-txt2img')]; }}""")
+    assert known[0] > 100 and known[1], known  # ComfyUI's templates and ours
+    page.screenshot(path=str(ARTIFACTS / "frontend_templates.png"))
+    page.get_by_text("Default graph (txt2img, embedded model)").first.click()
+    page.wait_for_function("() => window.app.graph._nodes.length === 8 && "
+                           "window.app.graph._nodes.some((n) => n.type === 'Sampler')", timeout=30_000)
+    page.keyboard.press("Escape")
+    types = page.evaluate("() => window.app.graph._nodes.map((n) => n.type).sort()")
+    assert types == TXT2IMG_TYPES
+    _, entry = run_in_editor(editor, server)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert not editor.problems, editor.problems
+
+
+def test_an_api_format_workflow_loads_as_a_template_and_runs(editor, server):
+    """workflows/arithmetic.json is API format: the template browser opens it as a graph that runs."""
+    page = editor.page
+    page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+    page.get_by_text("arithmetic", exact=True).first.wait_for(timeout=30_000)
+    page.get_by_text("arithmetic", exact=True).first.click()
+    page.wait_for_function("() => window.app.graph._nodes.some((n) => n.type === 'IntMath')", timeout=30_000)
+    page.keyboard.press("Escape")
+    editor_and_ours_agree(editor, server)
+    theirs = page.evaluate("async () => (await window.app.graphToPrompt()).output")
+    api = json.loads((ROOT / "workflows" / "arithmetic.json").read_text())
+    for nid, node in api.items():
+        assert {k: theirs[nid]["inputs"].get(k) for k in node["inputs"]} == node["inputs"], nid
+    _, entry = run_in_editor(editor, server, timeout=30)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert "6 x 7 = 42 tiles" in json.dumps(entry["outputs"])
+    page.screenshot(path=str(ARTIFACTS / "frontend_template_arithmetic.png"))
     assert not editor.problems, editor.problems

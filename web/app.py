@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse
 
 from graph_runtime import Executor, NodeRegistry, default_registry
 
-from . import frontend, routes
+from . import frontend, logs, model_library, routes, templates
 from .config import ServerConfig
 from .files import Settings, remove_stale_temp_files, touch_dirs
 from .hub import Hub
@@ -54,9 +54,11 @@ class ServerState:
         self.settings = Settings(config.user_dir / "comfy.settings.json")
         self.extensions = [frontend.EXTENSION_URL]
         self.default_workflow: Path | None = DEFAULT_WORKFLOW
+        self.logs = logs.LogBuffer()
+        self.logs.hub = self.hub
 
     def feature_flags(self) -> dict:
-        return {"supports_preview_metadata": False, "max_upload_size": self.config.max_upload_bytes}
+        return {"supports_preview_metadata": True, "max_upload_size": self.config.max_upload_bytes}
 
 
 def create_app(config: ServerConfig, registry: NodeRegistry | None = None) -> Starlette:
@@ -65,10 +67,15 @@ def create_app(config: ServerConfig, registry: NodeRegistry | None = None) -> St
     @asynccontextmanager
     async def lifespan(app):
         state.hub.attach(asyncio.get_running_loop())
+        state.logs.attach()
+        from .system import _version
+
+        state.logs.write(f"graph-runtime {_version('graph-runtime')} serving on http://{config.host}:{config.port}")
         state.queue.start()
         try:
             yield
         finally:
+            state.logs.detach()
             await state.hub.close_all()
             await asyncio.get_running_loop().run_in_executor(None, state.queue.stop)
             state.store.close()
@@ -79,7 +86,8 @@ def create_app(config: ServerConfig, registry: NodeRegistry | None = None) -> St
                                        f"available right now ({exc}); try again", "details": "", "extra_info": {}},
                              "node_errors": {}}, status_code=503, headers={"Retry-After": "1"})
 
-    app = Starlette(routes=routes.routes() + frontend.routes(config.frontend), lifespan=lifespan,
+    table = templates.routes() + routes.routes() + logs.routes() + model_library.routes()
+    app = Starlette(routes=table + frontend.routes(config.frontend), lifespan=lifespan,
                     exception_handlers={sqlite3.Error: database_busy})
     app.state.server = state
     app.add_middleware(SecurityMiddleware, config=config)

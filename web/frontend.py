@@ -24,6 +24,8 @@ const app = window.comfyAPI?.app?.app;
 if (app) {
   app.registerExtension({
     name: "graph_runtime.default_graph",
+    // About: this server is graph-runtime; its README says how to use it and where to report problems
+    aboutPageBadges: [{ label: "graph-runtime README", url: "api/graph_runtime/readme", icon: "pi pi-book" }],
     async init() {
       let ours = null;
       try {
@@ -73,13 +75,34 @@ async def user_css(request: Request) -> Response:
     return Response(path.read_bytes() if path.is_file() else b"", media_type="text/css")
 
 
+def readme_text() -> str:
+    """The project's README: the repository's file beside the package, else the installed package's."""
+    path = Path(__file__).resolve().parents[1] / "README.md"
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    try:
+        from importlib.metadata import metadata
+
+        return metadata("graph-runtime").get_payload() or ""
+    except Exception:
+        return ""
+
+
+async def readme(request: Request) -> Response:
+    text = readme_text()
+    if not text:
+        return Response("graph-runtime: no README in this installation", status_code=404, media_type="text/plain")
+    return Response(text, media_type="text/plain; charset=utf-8", headers={"X-Content-Type-Options": "nosniff"})
+
+
 async def no_frontend(request: Request) -> Response:
     return HTMLResponse(NO_FRONTEND)
 
 
 def routes(enabled: bool = True) -> list:
     out = [Route(EXTENSION_URL, extension), Route("/api/graph_runtime/default_graph", default_graph),
-           Route("/graph_runtime/default_graph", default_graph), Route("/user.css", user_css)]
+           Route("/graph_runtime/default_graph", default_graph), Route("/user.css", user_css),
+           Route("/api/graph_runtime/readme", readme), Route("/graph_runtime/readme", readme)]
     static = static_dir() if enabled else None
     if static is None:
         out.append(Route("/", no_frontend))

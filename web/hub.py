@@ -25,7 +25,9 @@ from graph_runtime import strict_json
 log = logging.getLogger(__name__)
 
 BINARY_PREVIEW_IMAGE = 1
+BINARY_PREVIEW_IMAGE_WITH_METADATA = 4  # uint32 length, JSON {node_id, display_node_id, prompt_id, ...}, image
 IMAGE_TYPES = {"JPEG": 1, "PNG": 2}
+MIME_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 DROPPABLE = ("progress",)
 CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455: the server is overloaded
 # Events for a client id that is not connected are held this long, this many, for this many client ids.
@@ -106,22 +108,34 @@ class Hub:
             return False
         return True
 
-    def send(self, sid: str | None, event: str, data: dict) -> None:
-        """A JSON event to one client (nothing if it is not connected)."""
+    def send(self, sid: str | None, event: str, data: dict, droppable: bool | None = None) -> None:
+        """A JSON event to one client (nothing if it is not connected). A droppable one (progress, by default)
+        may be left out for a client that cannot keep up: a later one says the same, newer."""
         if sid is None:
             return
         text = strict_json.dumps({"type": event, "data": data})
-        self._call(self._offer, sid, "progress" if event in DROPPABLE else "json", text)
+        if droppable is None:
+            droppable = event in DROPPABLE
+        self._call(self._offer, sid, "progress" if droppable else "json", text)
 
     def broadcast(self, event: str, data: dict) -> None:
         text = strict_json.dumps({"type": event, "data": data})
         self._call(self._offer_all, "json", text)
 
-    def send_preview(self, sid: str | None, image: bytes, fmt: str = "JPEG") -> None:
+    def send_preview(self, sid: str | None, image: bytes, fmt: str = "JPEG", metadata: dict | None = None) -> None:
+        """A preview image to one client: with ``metadata`` (which node, which prompt) as a type-4 frame to a
+        client that announced ``supports_preview_metadata``, else as a plain type-1 frame."""
         if sid is None:
             return
-        frame = struct.pack(">II", BINARY_PREVIEW_IMAGE, IMAGE_TYPES.get(fmt.upper(), 1)) + bytes(image)
-        self._call(self._offer, sid, "preview", frame)
+        self._call(self._offer_preview, sid, bytes(image), fmt.upper(), metadata)
+
+    def _offer_preview(self, sid: str, image: bytes, fmt: str, metadata: dict | None) -> None:
+        if metadata is not None and self.client_flags.get(sid, {}).get("supports_preview_metadata") is True:
+            meta = strict_json.dumps({**metadata, "image_type": MIME_TYPES.get(fmt, "image/jpeg")}).encode()
+            frame = struct.pack(">II", BINARY_PREVIEW_IMAGE_WITH_METADATA, len(meta)) + meta + image
+        else:
+            frame = struct.pack(">II", BINARY_PREVIEW_IMAGE, IMAGE_TYPES.get(fmt, 1)) + image
+        self._offer(sid, "preview", frame)
 
     def broadcast_status(self) -> None:
         """Queue status to everyone; a burst of changes becomes one message with the latest count."""

@@ -14,12 +14,14 @@ import re
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from typing import Any
 
 from graph_runtime import Executor, WorkflowValidationError
 from graph_runtime import events as ev
 
 from .hub import Hub
+from .progress import ProgressState, node_ids
 from .store import HistoryEntry, QueueItem, Store
 
 log = logging.getLogger(__name__)
@@ -260,13 +262,18 @@ class PromptQueue:
         messages: list[list[Any]] = []
         held: list[tuple[str, dict]] = []
         hub = self.hub
+        progress = ProgressState(item.prompt_id, lambda event, data, droppable: hub.send(sid, event, data, droppable))
 
         def forward(event: str, data: dict) -> None:
             if event == ev.PREVIEW:
-                hub.send_preview(sid, data.get("image", b""), data.get("format", "JPEG"))
+                hub.send_preview(sid, data.get("image", b""), data.get("format", "JPEG"),
+                                 node_ids(str(data.get("node")), item.prompt_id) if data.get("node") else None)
                 return
-            if event == ev.LOG:
-                hub.send(sid, "logs", {"entries": [{"t": data.get("timestamp"), "m": data.get("message")}],
+            progress(event, data)
+            if event == ev.LOG:  # a node's warning, as a line of the editor's Logs panel (a terminal)
+                stamp = datetime.fromtimestamp((data.get("timestamp") or time.time() * 1000) / 1000, timezone.utc)
+                line = f"node {data.get('node')}: {data.get('message')}".replace("\n", "\r\n") + "\r\n"
+                hub.send(sid, "logs", {"entries": [{"t": stamp.isoformat(), "m": line}],
                                        "node": data.get("node"), "prompt_id": data.get("prompt_id")})
                 return
             if event == ev.EXECUTING and data.get("node") is None:

@@ -15,6 +15,7 @@ from graph_runtime import WorkflowFormatError, strict_json, using_paths
 from graph_runtime.validation import error as v_error
 
 from . import files
+from .frontend import user_css
 from .queue import QueueFull
 from .store import HistoryEntry, QueueItem, create_time, job_status, workflow_id
 from .system import system_stats
@@ -434,7 +435,6 @@ def routes() -> list:
         ("/i18n", empty_dict, ["GET"]),
         ("/global_subgraphs", empty_dict, ["GET"]),
         ("/workflow_templates", empty_dict, ["GET"]),
-        ("/experiment/models", empty_list, ["GET"]),
         ("/features", features, ["GET"]),
         ("/system_stats", stats, ["GET"]),
         ("/object_info", object_info, ["GET"]),
@@ -455,6 +455,7 @@ def routes() -> list:
         ("/view", files.view, ["GET"]),
         ("/upload/image", files.upload_image, ["POST"]),
         ("/userdata", files.list_userdata, ["GET"]),
+        ("/userdata/user.css", user_css, ["GET"]),  # the editor loads it on every start: empty until written
         ("/userdata/{rest:path}", files.userdata, ["GET", "POST", "DELETE"]),
     ]
     out: list = []

@@ -73,7 +73,9 @@ def system_stats(server_limits: dict | None = None) -> dict:
             "os": os.name if os.name != "posix" else sys.platform,
             "ram_total": total,
             "ram_free": free,
-            "comfyui_version": _version("graph-runtime") or "0",
+            # the editor shows this as the core's version (About, error reports): name this project
+            "comfyui_version": f"graph-runtime {_version('graph-runtime') or '(not installed)'}",
+            "graph_runtime_version": _version("graph-runtime"),
             "required_frontend_version": _version("comfyui-frontend-package"),
             "installed_templates_version": "",
             "required_templates_version": "",
