@@ -9,10 +9,9 @@ import os
 import pytest
 import torch
 from nodes_support import *  # noqa: F403
-from nodes_support import make_executor
 from single_files import write_sd3_parts
 from test_families_parity import graph, run
-from tiny_families import shared_family
+from tiny_families import executor_over, shared_family
 from tiny_sd import single_thread
 
 pytestmark = pytest.mark.filterwarnings(
@@ -29,9 +28,8 @@ def sd3(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def executor(tmp_path_factory, sd3, services):
-    with pytest.MonkeyPatch.context() as mp, single_thread():
-        mp.setenv("GRAPH_RUNTIME_MODELS", str(sd3.models))
-        yield make_executor(tmp_path_factory.mktemp("families_files"), services=services)
+    with executor_over([sd3.models], tmp_path_factory.mktemp("families_files"), services) as ex:
+        yield ex
 
 
 def split_graph(files: dict, clip_loader: str = "TripleCLIPLoader") -> dict:
@@ -157,9 +155,8 @@ def sdxl_executor(tmp_path_factory, services):
 
     fam = shared_family("sdxl", tmp_path_factory)
     save(sdxl_checkpoint(fam.pipe), fam.models / "checkpoints" / "tiny-sdxl-base.safetensors")
-    with pytest.MonkeyPatch.context() as mp, single_thread():
-        mp.setenv("GRAPH_RUNTIME_MODELS", str(fam.models))
-        yield make_executor(tmp_path_factory.mktemp("sdxl_files"), services=services)
+    with executor_over([fam.models], tmp_path_factory.mktemp("sdxl_files"), services) as ex:
+        yield ex
 
 
 def test_sdxl_all_in_one_checkpoint_equals_its_folder(sdxl_executor):

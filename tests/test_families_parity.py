@@ -4,13 +4,11 @@ Sampler -> VAEDecode) against its own diffusers pipeline with the scheduler swap
 (StableDiffusion3Pipeline, with and without T5), two schedulers and two seeds each; the decoded pixels are
 equal (max abs difference exactly 0) on tiny random-weight models."""
 
-import os
 
 import pytest
 import torch
 from nodes_support import *  # noqa: F403
-from nodes_support import make_executor
-from tiny_families import shared_family
+from tiny_families import executor_over, shared_family
 from tiny_sd import single_thread
 
 from schedulers import registry
@@ -55,10 +53,8 @@ def families(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def executor(tmp_path_factory, families, services):
-    """An executor whose models folders (GRAPH_RUNTIME_MODELS, as a user sets them) hold the tiny models."""
-    with pytest.MonkeyPatch.context() as mp, single_thread():
-        mp.setenv("GRAPH_RUNTIME_MODELS", os.pathsep.join(str(f.models) for f in families.values()))
-        yield make_executor(tmp_path_factory.mktemp("families"), services=services)
+    with executor_over([f.models for f in families.values()], tmp_path_factory.mktemp("families"), services) as ex:
+        yield ex
 
 
 def swap(fam, name: str) -> None:

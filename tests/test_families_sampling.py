@@ -7,9 +7,8 @@ import os
 import pytest
 import torch
 from nodes_support import *  # noqa: F403
-from nodes_support import make_executor
 from test_families_parity import PROMPT, graph, run
-from tiny_families import shared_family
+from tiny_families import executor_over, shared_family
 from tiny_sd import single_thread
 
 from schedulers import comfy_names, registry
@@ -29,9 +28,9 @@ def families(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def executor(tmp_path_factory, families, services):
-    with pytest.MonkeyPatch.context() as mp, single_thread():
-        mp.setenv("GRAPH_RUNTIME_MODELS", os.pathsep.join(str(f.models) for f in families.values()))
-        yield make_executor(tmp_path_factory.mktemp("families_sampling"), services=services)
+    with executor_over([f.models for f in families.values()], tmp_path_factory.mktemp("families_sampling"),
+                       services) as ex:
+        yield ex
 
 
 def test_model_sampling_follows_the_config(families):

@@ -8,6 +8,8 @@ and, for SD3, T5 with the real T5 vocabulary the project ships. Seconds to build
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -170,3 +172,16 @@ def shared_family(name: str, tmp_path_factory) -> SimpleNamespace:
                 _own_aligned_memory(module)
         _SHARED[name] = SimpleNamespace(folder=folder, models=models, pipe=pipe, config=dict(pipe.scheduler.config))
     return _SHARED[name]
+
+
+@contextmanager
+def executor_over(models_folders, workdir: Path, services):
+    """An executor whose models folders (GRAPH_RUNTIME_MODELS, as a user sets them) are ``models_folders``,
+    on one torch thread (see tiny_sd.single_thread)."""
+    import pytest
+    from nodes_support import make_executor
+    from tiny_sd import single_thread
+
+    with pytest.MonkeyPatch.context() as mp, single_thread():
+        mp.setenv("GRAPH_RUNTIME_MODELS", os.pathsep.join(str(m) for m in models_folders))
+        yield make_executor(workdir, services=services)
