@@ -323,3 +323,56 @@ def test_events_wait_for_a_client_that_connects_after_submitting(base):
         msgs = collect_until_done(ws, pid, timeout=10)
     assert [k for k, _ in msgs][0] == "status"
     assert "execution_success" in [k for k, _ in msgs]
+
+
+def test_internal_files_lists_a_folder_newest_first(tmp_path):
+    """The editor's /internal/files/{input|output|temp}: plain file names, newest first; other names refused."""
+    import os
+
+    srv = start_server(tmp_path)
+    try:
+        folder = tmp_path / "input"
+        folder.mkdir(exist_ok=True)
+        for i, name in enumerate(["old.png", "new.png"]):
+            (folder / name).write_bytes(b"x")
+            os.utime(folder / name, (1_000_000 + i, 1_000_000 + i))
+        (folder / "sub").mkdir()
+        (folder / ".hidden").write_bytes(b"x")
+        for prefix in ("", "/api"):
+            reply = http("GET", f"{srv.url}{prefix}/internal/files/input")
+            assert reply.status == 200 and reply.json() == ["new.png", "old.png"]
+        assert http("GET", f"{srv.url}/internal/files/output").json() == []
+        assert http("GET", f"{srv.url}/internal/files/models").status == 400
+    finally:
+        srv.stop()
+
+
+def test_mask_upload_puts_the_masks_alpha_on_the_original(base):
+    """The editor's mask editor: /upload/mask takes a painted mask (its alpha) and the original's reference,
+    and stores the original with that alpha under the mask's name."""
+    from PIL import Image
+
+    def png(img):
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        return buf.getvalue()
+
+    original = png(Image.new("RGB", (8, 8), (200, 10, 10)))
+    body, ctype = multipart({"type": "input", "overwrite": "true"}, "image", "photo.png", original)
+    assert http("POST", base + "/upload/image", raw=body, headers={"Content-Type": ctype}).status == 200
+    mask = Image.new("RGBA", (4, 4), (0, 0, 0, 255))
+    mask.putpixel((0, 0), (0, 0, 0, 0))
+    ref = json.dumps({"filename": "photo.png", "subfolder": "", "type": "input"})
+    body, ctype = multipart({"type": "input", "subfolder": "clipspace", "original_ref": ref}, "image",
+                            "clipspace-mask.png", png(mask))
+    r = http("POST", base + "/api/upload/mask", raw=body, headers={"Content-Type": ctype})
+    assert r.status == 200 and r.json() == {"name": "clipspace-mask.png", "subfolder": "clipspace", "type": "input"}
+    got = Image.open(io.BytesIO(http("GET", base + "/view?filename=clipspace-mask.png&subfolder=clipspace"
+                                                   "&type=input").body))
+    assert got.size == (8, 8) and got.mode == "RGBA"
+    assert got.getpixel((7, 7)) == (200, 10, 10, 255) and got.getpixel((0, 0))[3] < 64
+    bad = json.dumps({"filename": "missing.png"})
+    body, ctype = multipart({"original_ref": bad}, "image", "m.png", png(mask))
+    assert http("POST", base + "/upload/mask", raw=body, headers={"Content-Type": ctype}).status == 404
+    body, ctype = multipart({"original_ref": "{not json"}, "image", "m.png", png(mask))
+    assert http("POST", base + "/upload/mask", raw=body, headers={"Content-Type": ctype}).status == 400

@@ -29,6 +29,9 @@ INLINE_TYPES = {"image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"}
 
 
+MAX_LISTED = 10_000
+
+
 def error(status: int, message: str, kind: str = "bad_request") -> JSONResponse:
     return JSONResponse({"error": {"type": kind, "message": message, "details": "", "extra_info": {}}},
                         status_code=status)
@@ -41,6 +44,29 @@ def _disposition(kind: str, name: str) -> str:
     if ascii_name == clean:
         return f'{kind}; filename="{clean}"'
     return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(clean, safe='')}"
+
+
+# -- /internal/files ---------------------------------------------------------------------------------------
+
+
+async def list_folder(request: Request) -> Response:
+    """ComfyUI's ``/internal/files/{output|input|temp}``: the folder's file names, newest first (the editor's
+    pickers read it). Only plain files directly in the folder; at most ``MAX_LISTED`` names."""
+    state = request.app.state.server
+    try:
+        base = state.paths.folder(request.path_params["directory_type"])
+    except UnsafePathError as exc:
+        return error(400, str(exc))
+
+    def names() -> list[str]:
+        try:
+            entries = [e for e in os.scandir(base) if e.is_file() and not e.name.startswith(".")]
+        except OSError:
+            return []
+        entries.sort(key=lambda e: -e.stat().st_mtime)
+        return [e.name for e in entries[:MAX_LISTED]]
+
+    return JSONResponse(await run_in_threadpool(names))
 
 
 # -- /view ---------------------------------------------------------------------------------------------------
@@ -111,6 +137,16 @@ def _convert(path: Path, preview: str | None, channel: str) -> tuple[bytes, str]
 
 
 async def upload_image(request: Request) -> Response:
+    return await _upload(request, mask=False)
+
+
+async def upload_mask(request: Request) -> Response:
+    """ComfyUI's mask upload: the uploaded image's alpha becomes the alpha of the image ``original_ref``
+    names (``{"filename", "subfolder", "type"}``), stored as a PNG under the upload's name (the mask editor)."""
+    return await _upload(request, mask=True)
+
+
+async def _upload(request: Request, mask: bool) -> Response:
     state = request.app.state.server
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith("multipart/form-data"):
@@ -142,13 +178,48 @@ async def upload_image(request: Request) -> Response:
             return error(409, f"subfolder {subfolder!r}: {problem}", "conflict")
         if path.is_dir():
             return error(409, f"{upload.filename!r} is a folder in the {kind} folder", "conflict")
+        source = upload.file
+        if mask:
+            try:
+                ref = strict_json.loads(str(form.get("original_ref") or ""))
+                if not isinstance(ref, dict) or not isinstance(ref.get("filename"), str):
+                    raise ValueError("expected an object with a filename")
+                original = confine(state.paths.folder(str(ref.get("type") or "input")),
+                                   str(ref.get("subfolder") or ""), ref["filename"])
+            except (ValueError, UnsafePathError) as exc:
+                return error(400, f"original_ref: {exc}")
+            if not original.is_file():
+                return error(404, f"original_ref: no such file: {ref['filename']}", "not_found")
+            try:
+                source = await run_in_threadpool(_masked, original, upload.file)
+            except Exception as exc:  # not an image, truncated, too large
+                return error(400, f"cannot apply the mask to {original.name}: {type(exc).__name__}: "
+                                  f"{str(exc).replace(str(original), original.name)}")
         try:
-            path = await run_in_threadpool(_store_upload, upload.file, path, overwrite)
+            path = await run_in_threadpool(_store_upload, source, path, overwrite)
         except OSError as exc:
             return error(409, f"cannot store {upload.filename!r}: {exc.strerror or type(exc).__name__}", "conflict")
         return JSONResponse({"name": path.name, "subfolder": subfolder, "type": kind})
     finally:
         await form.close()
+
+
+def _masked(original: Path, mask_file) -> io.BytesIO:
+    """The original image with the mask image's alpha (resized to fit), as PNG bytes."""
+    from PIL import Image
+
+
+    Image.MAX_IMAGE_PIXELS = LIMITS.max_image_pixels
+    with Image.open(original) as img, Image.open(mask_file) as m:
+        out = img.convert("RGBA")
+        alpha = m.convert("RGBA").getchannel("A")
+        if alpha.size != out.size:
+            alpha = alpha.resize(out.size, Image.Resampling.LANCZOS)
+        out.putalpha(alpha)
+    buf = io.BytesIO()
+    out.save(buf, format="PNG")
+    buf.seek(0)
+    return buf
 
 
 def _folder_problem(root: Path, folder: Path) -> str | None:

@@ -453,7 +453,9 @@ def routes() -> list:
         ("/interrupt", interrupt, ["POST"]),
         ("/free", free, ["POST"]),
         ("/view", files.view, ["GET"]),
+        ("/internal/files/{directory_type}", files.list_folder, ["GET"]),
         ("/upload/image", files.upload_image, ["POST"]),
+        ("/upload/mask", files.upload_mask, ["POST"]),
         ("/userdata", files.list_userdata, ["GET"]),
         ("/userdata/user.css", user_css, ["GET"]),  # the editor loads it on every start: empty until written
         ("/userdata/{rest:path}", files.userdata, ["GET", "POST", "DELETE"]),
