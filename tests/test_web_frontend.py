@@ -348,3 +348,29 @@ def test_an_api_format_workflow_loads_as_a_template_and_runs(editor, server):
     assert "6 x 7 = 42 tiles" in json.dumps(entry["outputs"])
     page.screenshot(path=str(ARTIFACTS / "frontend_template_arithmetic.png"))
     assert not editor.problems, editor.problems
+
+
+def test_uploading_an_image_on_load_image(editor, server, tmp_path):
+    """LoadImage's upload button: the file chooser's picture goes to /upload/image, the node's image widget
+    names it, and the page gets no 404 or error on the way."""
+    from PIL import Image
+
+    picture = tmp_path / "uploaded-in-editor.png"
+    Image.new("RGB", (16, 16), (10, 200, 10)).save(picture)
+    page = editor.page
+    page.evaluate("""() => { const n = LiteGraph.createNode('LoadImage'); n.pos = [40, 40];
+                             window.app.graph.add(n); window.__upload_node = n.id; }""")
+    missing_before = len(editor.missing)
+    with page.expect_file_chooser(timeout=30_000) as chooser:
+        page.evaluate("""() => { const n = window.app.graph.getNodeById(window.__upload_node);
+                                 const w = n.widgets.find((w) => w.type === 'button' || w.name === 'upload');
+                                 w.callback ? w.callback() : w.options.onClick(); }""")
+    with page.expect_response(lambda r: "/upload/image" in r.url, timeout=30_000) as reply:
+        chooser.value.set_files(str(picture))
+    assert reply.value.status == 200
+    page.wait_for_function("""() => window.app.graph.getNodeById(window.__upload_node)
+                                  .widgets.find((w) => w.name === 'image').value === 'uploaded-in-editor.png'""",
+                           timeout=30_000)
+    assert (server.config.paths.input / "uploaded-in-editor.png").is_file()
+    assert editor.missing[missing_before:] == [] and not editor.problems, (editor.missing, editor.problems)
+    page.evaluate("() => window.app.graph.remove(window.app.graph.getNodeById(window.__upload_node))")
