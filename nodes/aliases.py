@@ -293,16 +293,11 @@ class BasicScheduler(Node):
     def execute(self, inputs: Any, ctx: Any) -> tuple:
         import torch
 
-        from schedulers import sigmas as sigmas_mod
-
         model = _check_model(inputs.model)
-        total = inputs.steps
-        if inputs.denoise < 1.0:
-            if inputs.denoise <= 0.0:
-                return (torch.zeros(0),)
-            total = int(inputs.steps / inputs.denoise)
-        s = sigmas_mod.comfy_scheduler_sigmas(inputs.scheduler, total, model.scheduler_config)
-        return (s[-(inputs.steps + 1):],)
+        if inputs.denoise <= 0.0:
+            return (torch.zeros(0),)
+        return (comfy_names.denoised_sigmas(inputs.scheduler, inputs.steps, inputs.denoise,
+                                            model.scheduler_config)[0],)
 
 
 class KarrasScheduler(Node):

@@ -115,6 +115,19 @@ def resolve(sampler_name: str, scheduler: str) -> ComfyPlan:
     raise ValueError(f"unsupported ComfyUI sampler {sampler_name!r}; supported: {', '.join(COMFY_SAMPLERS)}")
 
 
+def denoised_sigmas(scheduler: str, steps: int, denoise: float, scheduler_config: Mapping[str, Any], *,
+                    device: torch.device | str | None = None, full_from: float = 1.0) -> tuple[torch.Tensor, int]:
+    """ComfyUI's denoise rule: ``steps`` steps over the tail of an ``int(steps / denoise)``-step schedule, and
+    the total it cut from. ComfyUI's KSampler counts a denoise above 0.9999 as full (``full_from=0.9999``),
+    BasicScheduler only 1.0."""
+    from . import sigmas as sigmas_mod
+
+    if denoise > full_from or denoise >= 1.0:
+        return sigmas_mod.comfy_scheduler_sigmas(scheduler, steps, scheduler_config, device=device), steps
+    total = int(steps / denoise)
+    return sigmas_mod.comfy_scheduler_sigmas(scheduler, total, scheduler_config, device=device)[-(steps + 1):], total
+
+
 def build_comfy_schedule(
     sampler_name: str,
     scheduler: str,
@@ -126,7 +139,6 @@ def build_comfy_schedule(
 ) -> Schedule:
     """The Schedule a ComfyUI KSampler with these settings describes, for a model with this scheduler
     config. Sample it with ``sampling.sample`` (and the seed's noise from ``sampling.make_noise``)."""
-    from . import sigmas as sigmas_mod
     from .model_sampling import is_flow_config
     from .schedule import build_schedule, schedule_from_sigmas
 
@@ -153,13 +165,7 @@ def build_comfy_schedule(
         )
     if not 0.0 < denoise <= 1.0:
         raise ValueError(f"denoise must be in (0, 1], got {denoise}")
-    if denoise > 0.9999:
-        total = steps
-        sig = sigmas_mod.comfy_scheduler_sigmas(plan.sigma_spacing, steps, scheduler_config, device=device)
-    else:  # ComfyUI: a longer schedule's last `steps` steps
-        total = int(steps / denoise)
-        sig = sigmas_mod.comfy_scheduler_sigmas(plan.sigma_spacing, total, scheduler_config, device=device)[
-            -(steps + 1) :
-        ]
+    sig, total = denoised_sigmas(plan.sigma_spacing, steps, denoise, scheduler_config, device=device,
+                                 full_from=0.9999)
     schedule = schedule_from_sigmas(sig, plan.name, scheduler_config, runner="kdiffusion", device=device)
     return replace(schedule, denoise=denoise, total_steps=total)
