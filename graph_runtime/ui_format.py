@@ -244,15 +244,24 @@ class _Converter:
             raise UIFormatError(f"node {nid} ({node['type']}): widgets_values must be a list")
         out: dict[str, Any] = {}
         i = 0
-        for name, (io_type, opts) in widgets.items():
+        items = list(widgets.items())
+        for k, (name, (io_type, opts)) in enumerate(items):
             if i >= len(values):
                 break
             out[name] = values[i]
             i += 1
             has_control = (io_type == "INT" and name in SEED_NAMES) or opts.get("control_after_generate")
-            if has_control and i < len(values) and values[i] in CONTROL_VALUES:
+            if has_control and i < len(values) and _is_control_value(values[i], items[k + 1:]):
                 i += 1
         return out
+
+
+def _is_control_value(value: Any, rest: list) -> bool:
+    """Whether ``value`` is a seed widget's saved control (``randomize`` & co.; some files save it as true /
+    false), not the next widget's value: a boolean counts only where the next widget is no BOOLEAN."""
+    if isinstance(value, str):
+        return value in CONTROL_VALUES
+    return isinstance(value, bool) and not (rest and rest[0][1][0] == "BOOLEAN")
 
 
 WIDGET_IO = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")

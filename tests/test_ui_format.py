@@ -104,6 +104,10 @@ def test_seed_control_value_is_dropped(registry):
     d = doc([node(1, "Sampler", outputs=[out("INT", [])], widgets=[5, 42, "randomize", 30, "slow", "hi"])], [])
     assert ui_to_api(d, registry)["1"]["inputs"] == {"value": 5, "seed": 42, "steps": 30, "mode": "slow",
                                                      "note": "hi"}
+    # files that saved the control as a boolean (ComfyUI's own templates) do not shift the later widgets
+    d = doc([node(1, "Sampler", outputs=[out("INT", [])], widgets=[5, 42, True, 30, "slow", "hi"])], [])
+    assert ui_to_api(d, registry)["1"]["inputs"] == {"value": 5, "seed": 42, "steps": 30, "mode": "slow",
+                                                     "note": "hi"}
     # older files without the control value convert the same
     d = doc([node(1, "Sampler", outputs=[out("INT", [])], widgets=[5, 42, 30, "slow"])], [])
     assert ui_to_api(d, registry)["1"]["inputs"] == {"value": 5, "seed": 42, "steps": 30, "mode": "slow"}
