@@ -271,7 +271,7 @@ def _load_text_encoder(path: Path, dtype: torch.dtype, candidates: list[Path]) -
                 model.tie_weights()
             _materialise(model, dtype)
             return TextEncoder(_tokenizer_for(folder, sub.name, cfg, kind), model.to(dtype).eval())
-    raise NodeError(f"{path.name}: a {kind.replace('_', ' with ')} text encoder ({shapes_summary(shapes)}) that no "
+    raise NodeError(f"{path.name}: a {kind.replace('_', ' with ')} text encoder ({len(shapes)} tensors) that no "
                     "configuration fits; put its model's diffusers folder (or config) in a models folder")
 
 
@@ -287,10 +287,6 @@ def _materialise(model: torch.nn.Module, dtype: torch.dtype) -> None:
                 owner.register_buffer(leaf, torch.arange(buf.shape[-1]).expand(buf.shape), persistent=False)
             else:
                 owner.register_buffer(leaf, torch.zeros(buf.shape, dtype=buf.dtype), persistent=False)
-
-
-def shapes_summary(shapes: dict) -> str:
-    return f"{len(shapes)} tensors"
 
 
 def _tokenizer_for(folder: Path, encoder_sub: str, cfg: dict, kind: str | None = None):

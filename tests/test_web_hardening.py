@@ -777,6 +777,16 @@ def _running(base: str, pid: str, timeout: float = 30) -> None:
     raise AssertionError(f"{pid} did not start running")
 
 
+def _stop(proc) -> None:
+    """End a launched server politely (kill it if it does not stop) and close its output."""
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except Exception:
+        proc.kill()
+    proc.stdout.close()
+
+
 def _output_recorded(home, pid: str, attempt: int, timeout: float = 30) -> None:
     """Wait until the server's queue row holds node 1's output for run ``attempt`` (the server writes it as
     the node finishes; killing the server before that would lose it by design)."""
@@ -834,12 +844,7 @@ def test_a_prompt_running_at_a_crash_is_rerun_once_then_failed(tmp_path):
         assert wait_history(base, behind)["status"]["status_str"] == "success"
         assert http("GET", base + "/queue").json() == {"queue_running": [], "queue_pending": []}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except Exception:
-            proc.kill()
-        proc.stdout.close()
+        _stop(proc)
 
 
 # -- database faults: busy, damaged, held by another process ---------------------------------------------------
@@ -1023,12 +1028,7 @@ def test_a_rerun_after_a_crash_records_what_the_cut_short_run_wrote(tmp_path):
         assert entry["status"]["previous_attempts"] == [
             {"outputs": {"1": {"images": [{"filename": "cut_003.png", "subfolder": "", "type": "output"}]}}}]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except Exception:
-            proc.kill()
-        proc.stdout.close()
+        _stop(proc)
 
 
 def test_with_a_token_no_reply_names_a_client_id(tmp_path):

@@ -7,8 +7,6 @@ from typing import Any
 
 import torch
 
-from graph_runtime import NodeError
-
 from .base import Family, LatentFormat, Parts, TextEncoder
 from .clip import chunk_ids, run_clip, window_ids
 
@@ -83,8 +81,3 @@ def _is_sd2_unet(folder: Path) -> bool:
 def _sd2_config(cfg: dict) -> bool:
     return bool(cfg.get("use_linear_projection")) or cfg.get("cross_attention_dim") == 1024
 
-
-def check_layer(clip: Any, layer: int) -> None:
-    n = int(clip.text_encoder.config.num_hidden_layers)
-    if not -n <= layer <= -1:
-        raise NodeError(f"stop_at_clip_layer: this text encoder has {n} layers; use -1 .. -{n}, got {layer}")
