@@ -72,6 +72,18 @@ def Widget(
     return Field(default, ge=ge, le=le, description=tooltip, json_schema_extra=extra)
 
 
+def autogrow_fields(group: str, io_type: str, names: Sequence[str], *, min: int = 0,
+                    tooltip: str | None = None) -> dict[str, tuple]:
+    """ComfyUI's Autogrow input: a group of optional links that the editor adds one at a time, sent in a
+    workflow as ``{group}.{name}`` (``values.a``, ``values.b``, ...). Returns pydantic ``create_model`` fields,
+    each reachable on the inputs object as ``{group}_{name}``; ``/object_info`` shows the group as one
+    ``COMFY_AUTOGROW_V3`` input, validation sees each slot as an optional input of ``io_type``."""
+    grow = {"group": group, "names": list(names), "min": min, "tooltip": tooltip}
+    return {f"{group}_{n}": (Any, Field(None, alias=f"{group}.{n}",
+                                        json_schema_extra={"io_type": io_type, "optional": True, "autogrow": grow}))
+            for n in names}
+
+
 def Hidden(kind: Literal["PROMPT", "EXTRA_PNGINFO", "UNIQUE_ID", "PROMPT_ID"]) -> Any:
     """An input the executor fills from the run itself (the whole prompt, PNG metadata, the node's id)."""
     return Field(None, json_schema_extra={"hidden": kind})
@@ -163,6 +175,10 @@ class Node:
             if spec.hidden:
                 hidden[spec.name] = spec.hidden
                 continue
+            grow = spec.extra.get("autogrow")
+            if grow:
+                required.setdefault(grow["group"], _describe_autogrow(spec, grow))
+                continue
             (optional if spec.optional else required)[spec.name] = _describe_input(spec)
         doc = (cls.__doc__ or "").strip()
         name = cls.type_name or cls.__name__
@@ -181,6 +197,15 @@ class Node:
             "output_node": cls.OUTPUT_NODE,
             "deprecated": cls.DEPRECATED,
         }
+
+
+def _describe_autogrow(spec: InputSpec, grow: dict) -> list:
+    """One ``COMFY_AUTOGROW_V3`` entry for a group of slots (ComfyUI's shape: a template input and its names)."""
+    template = {"input": {"optional": {"value": [spec.io_type, {}]}}, "names": grow["names"], "min": grow["min"]}
+    opts: dict[str, Any] = {"template": template}
+    if grow.get("tooltip"):
+        opts["tooltip"] = grow["tooltip"]
+    return ["COMFY_AUTOGROW_V3", opts]
 
 
 def _describe_input(spec: InputSpec) -> list:
@@ -226,7 +251,8 @@ def _widget_type(annotation: Any) -> tuple[str | None, list[str] | None]:
 def _input_specs(model: type[BaseModel]) -> dict[str, InputSpec]:
     specs = {}
     for name, info in model.model_fields.items():
-        specs[name] = _spec_from_field(model, name, info)
+        spec = _spec_from_field(model, name, info)
+        specs[spec.name] = spec  # a workflow names an input by its alias where it has one (values.a)
     return specs
 
 
@@ -254,7 +280,7 @@ def _spec_from_field(model: type[BaseModel], name: str, info: FieldInfo) -> Inpu
         )
     default = None if info.is_required() else info.default
     return InputSpec(
-        name=name,
+        name=info.alias or name,
         io_type=io_type or "",
         required=info.is_required(),
         optional=bool(extra.get("optional")),

@@ -95,7 +95,7 @@ def types_compatible(output_type: str, input_type: str) -> bool:
 
 @cache
 def _adapter(model: type, name: str) -> TypeAdapter:
-    info = model.model_fields[name]
+    info = model.model_fields.get(name) or next(f for f in model.model_fields.values() if f.alias == name)
     return TypeAdapter(Annotated[info.annotation, info], config=_STRICT)
 
 

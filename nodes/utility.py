@@ -1,0 +1,203 @@
+"""ComfyUI's utility nodes that workflows use between the diffusion nodes: joining strings, showing any value
+as text, an image's size, and a math expression over numbers from other nodes (ComfyMathExpression).
+
+The primitives (PrimitiveInt, PrimitiveString, ...) need no torch and live with the engine
+(:mod:`graph_runtime.builtin_nodes`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import string
+from typing import Any
+
+from pydantic import create_model
+
+from graph_runtime import Link, Node, NodeError, NodeInputs, NodeResult, Output, Widget
+from graph_runtime.limits import LIMITS
+from graph_runtime.node import autogrow_fields
+
+from .types import IMAGE
+
+
+def _bounded(text: str, what: str) -> str:
+    if len(text) > LIMITS.max_string_chars:
+        raise NodeError(f"{what}: the text would be {len(text):,} characters, over the limit of "
+                        f"{LIMITS.max_string_chars:,} (max_string_chars)")
+    return text
+
+
+class StringConcatenate(Node):
+    """string_a, the delimiter, then string_b."""
+
+    CATEGORY = "utils/string"
+    DISPLAY_NAME = "Concatenate"
+
+    class Inputs(NodeInputs):
+        string_a: str = Widget("", multiline=True)
+        string_b: str = Widget("", multiline=True)
+        delimiter: str = Widget("", multiline=False)
+
+    OUTPUTS = (Output("STRING", "STRING"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        size = len(inputs.string_a) + len(inputs.delimiter) + len(inputs.string_b)
+        if size > LIMITS.max_string_chars:
+            raise NodeError(f"string_a / string_b: the joined text would be {size:,} characters, over the limit "
+                            f"of {LIMITS.max_string_chars:,} (max_string_chars)")
+        return (inputs.delimiter.join((inputs.string_a, inputs.string_b)),)
+
+
+def preview_text(value: Any) -> str:
+    """ComfyUI's PreviewAny text: strings as they are, numbers and booleans with str(), anything else as
+    indented JSON where it can be, else its str() (tensors with six items at each edge)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int, float)):
+        return str(value)
+    if value is None:
+        return "None"
+    try:
+        return json.dumps(value, indent=4)
+    except (TypeError, ValueError):
+        pass
+    import torch
+
+    torch.set_printoptions(edgeitems=6)
+    try:
+        return str(value)
+    except Exception:  # a value whose str() fails is still shown as existing
+        return "source exists, but could not be serialized."
+    finally:
+        torch.set_printoptions(edgeitems=3)  # torch's default
+
+
+class PreviewAny(Node):
+    """Show any value as text on the node (an output node); the text is also an output."""
+
+    CATEGORY = "utilities"
+    DISPLAY_NAME = "Preview as Text"
+    OUTPUT_NODE = True
+
+    class Inputs(NodeInputs):
+        source: Any = Link("*")
+
+    OUTPUTS = (Output("STRING", "STRING"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> NodeResult:
+        text = preview_text(inputs.source)
+        if len(text) > LIMITS.max_string_chars:
+            text = text[: LIMITS.max_string_chars] + f"\n... ({len(text):,} characters in all)"
+        return NodeResult(outputs=(text,), ui={"text": [text]})
+
+
+def check_image(image: Any, what: str = "image") -> Any:
+    """An IMAGE tensor [batch, height, width, channels], or a NodeError naming the input."""
+    import torch
+
+    if not isinstance(image, torch.Tensor) or image.ndim != 4:
+        shape = list(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise NodeError(f"{what}: expected an IMAGE tensor [batch, height, width, channels], got {shape}")
+    return image
+
+
+class GetImageSize(Node):
+    """Width, height and batch size of an image batch."""
+
+    CATEGORY = "image"
+    DISPLAY_NAME = "Get Image Size"
+
+    class Inputs(NodeInputs):
+        image: Any = Link(IMAGE)
+
+    OUTPUTS = (Output("INT", "width"), Output("INT", "height"), Output("INT", "batch_size"))
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        b, h, w, _ = check_image(inputs.image).shape
+        return (int(w), int(h), int(b))
+
+
+# --- ComfyMathExpression ---------------------------------------------------------------------------------
+
+VALUE_NAMES = tuple(string.ascii_lowercase)
+MAX_EXPONENT = 4000  # pow() as a function, as ComfyUI caps it (the ** operator has simpleeval's own cap)
+
+
+def _sum(*args: Any) -> Any:
+    """sum(values) and sum(a, b, c) both work."""
+    if len(args) == 1 and hasattr(args[0], "__iter__"):
+        return sum(args[0])
+    return sum(args)
+
+
+def _pow(base: Any, exp: Any) -> Any:
+    if abs(exp) > MAX_EXPONENT:
+        raise ValueError(f"exponent {exp} is over the maximum of {MAX_EXPONENT}")
+    return pow(base, exp)
+
+
+MATH_FUNCTIONS = {
+    "sum": _sum, "min": min, "max": max, "abs": abs, "round": round, "pow": _pow, "sqrt": math.sqrt,
+    "ceil": math.ceil, "floor": math.floor, "log": math.log, "log2": math.log2, "log10": math.log10,
+    "sin": math.sin, "cos": math.cos, "tan": math.tan, "int": int, "float": float,
+}
+
+
+def evaluate_expression(expression: str, values: dict[str, Any]) -> tuple[float, int, bool]:
+    """ComfyUI's ComfyMathExpression: evaluate with simpleeval (no Python eval: only arithmetic, comparisons,
+    the names a..z and ``values``, and the functions above), then give the result as float, int and bool."""
+    from simpleeval import InvalidExpression, simple_eval
+
+    if not expression.strip():
+        raise NodeError("expression: the expression is empty")
+    _bounded(expression, "expression")
+    names: dict[str, Any] = dict(values)
+    names["values"] = list(values.values())
+    try:
+        result = simple_eval(expression, names=names, functions=MATH_FUNCTIONS)
+    except (InvalidExpression, SyntaxError, ArithmeticError, ValueError, TypeError, KeyError, IndexError,
+            AttributeError, RecursionError, MemoryError) as exc:
+        given = ", ".join(values) or "none"
+        raise NodeError(f"expression: {expression!r} cannot be evaluated: {type(exc).__name__}: {exc} "
+                        f"(values given: {given})") from None
+    if not isinstance(result, (int, float)):  # bool is an int, as in ComfyUI
+        raise NodeError(f"expression: {expression!r} must give a number, got {type(result).__name__}: "
+                        f"{str(result)[:100]!r}")
+    try:
+        as_float = float(result)
+    except OverflowError:
+        raise NodeError(f"expression: {expression!r} gives a number too large for a float") from None
+    if not math.isfinite(as_float):
+        raise NodeError(f"expression: {expression!r} gives a non-finite result: {result}")
+    return as_float, int(result), bool(result)
+
+
+class ComfyMathExpression(Node):
+    """Evaluate a math expression over values a, b, c, ... linked from other nodes (numbers or booleans);
+    the result as FLOAT, INT (truncated) and BOOL (non-zero)."""
+
+    CATEGORY = "utilities"
+    DISPLAY_NAME = "Math Expression"
+
+    Inputs = create_model(
+        "ComfyMathExpressionInputs", __base__=NodeInputs,
+        expression=(str, Widget("a + b", multiline=True)),
+        **autogrow_fields("values", "FLOAT,INT,BOOLEAN", VALUE_NAMES, min=1),
+    )
+
+    OUTPUTS = (Output("FLOAT", "FLOAT"), Output("INT", "INT"), Output("BOOLEAN", "BOOL"))
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        values: dict[str, Any] = {}
+        for name in VALUE_NAMES:
+            value = getattr(inputs, f"values_{name}")
+            if value is None:
+                continue
+            if not isinstance(value, (int, float)):
+                raise NodeError(f"values.{name}: expected a number or a boolean, got {type(value).__name__}")
+            values[name] = value
+        return evaluate_expression(inputs.expression, values)
+
+
+NODES = [StringConcatenate, PreviewAny, GetImageSize, ComfyMathExpression]

@@ -1,0 +1,209 @@
+"""ComfyUI's utility nodes: primitives, StringConcatenate, PreviewAny, GetImageSize, ComfyMathExpression.
+
+Each is checked through a workflow in ComfyUI's API format (what a saved ComfyUI workflow sends) and against
+ComfyUI's declaration (input names, order, defaults, outputs)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from nodes_support import make_executor, make_registry
+
+from graph_runtime.validation import WorkflowValidationError
+from nodes.utility import evaluate_expression, preview_text
+
+REG = make_registry()
+
+
+def run(tmp_path, doc: dict):
+    result = make_executor(tmp_path).run(doc)
+    return result
+
+
+def info(name: str) -> dict:
+    return REG.get(name).describe()
+
+
+# --- primitives ------------------------------------------------------------------------------------------
+
+def test_primitives_take_comfyuis_declarations():
+    ints = info("PrimitiveInt")["input"]["required"]["value"]
+    assert ints == ["INT", {"default": 0, "min": -(2**63 - 1), "max": 2**63 - 1, "control_after_generate": True}]
+    floats = info("PrimitiveFloat")["input"]["required"]["value"]
+    assert floats[1]["step"] == 0.1 and floats[1]["min"] == -(2**63 - 1) and floats[1]["max"] == 2**63 - 1
+    assert "multiline" not in info("PrimitiveString")["input"]["required"]["value"][1]
+    assert info("PrimitiveStringMultiline")["input"]["required"]["value"][1]["multiline"] is True
+    names = {n: info(n)["display_name"] for n in ("PrimitiveInt", "PrimitiveFloat", "PrimitiveBoolean",
+                                                   "PrimitiveString", "PrimitiveStringMultiline")}
+    assert names == {"PrimitiveInt": "Int", "PrimitiveFloat": "Float", "PrimitiveBoolean": "Boolean",
+                     "PrimitiveString": "String", "PrimitiveStringMultiline": "String (Multiline)"}
+    assert {info(n)["category"] for n in names} == {"utils/primitive"}
+
+
+def test_primitives_feed_string_concatenate(tmp_path):
+    doc = {"1": {"class_type": "PrimitiveString", "inputs": {"value": "a red"}},
+           "2": {"class_type": "PrimitiveStringMultiline", "inputs": {"value": "ball\non grass"}},
+           "3": {"class_type": "StringConcatenate", "inputs": {"string_a": ["1", 0], "string_b": ["2", 0],
+                                                               "delimiter": ", "}},
+           "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 0]}}}
+    result = run(tmp_path, doc)
+    assert result.ok, result.error
+    assert result.values["3"] == ("a red, ball\non grass",)
+    assert result.outputs["4"] == {"text": ["a red, ball\non grass"]}
+
+
+def test_string_concatenate_declaration_and_limit(tmp_path, monkeypatch):
+    d = info("StringConcatenate")
+    assert d["input_order"]["required"] == ["string_a", "string_b", "delimiter"]
+    assert d["input"]["required"]["string_a"][1]["multiline"] is True
+    assert d["input"]["required"]["delimiter"][1] == {"default": "", "multiline": False}
+    assert d["display_name"] == "Concatenate" and d["output"] == ["STRING"]
+    from graph_runtime.limits import LIMITS
+
+    monkeypatch.setattr(LIMITS, "max_string_chars", 10)
+    result = run(tmp_path, {"1": {"class_type": "StringConcatenate",
+                                  "inputs": {"string_a": "abcdef", "string_b": "ghijk", "delimiter": ""}},
+                            "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}})
+    assert not result.ok and result.error["node_id"] == "1"
+    assert "string_a / string_b" in result.error["exception_message"]
+    assert "max_string_chars" in result.error["exception_message"]
+
+
+# --- PreviewAny ------------------------------------------------------------------------------------------
+
+def test_preview_any_text_follows_comfyui():
+    assert preview_text("hi") == "hi"
+    assert preview_text(3) == "3" and preview_text(2.5) == "2.5" and preview_text(True) == "True"
+    assert preview_text(None) == "None"
+    assert preview_text({"a": [1, 2]}) == json.dumps({"a": [1, 2]}, indent=4)
+    text = preview_text(torch.arange(2000))  # over torch's summary threshold: six items at each edge
+    head, tail = text.split("...")
+    assert head.split() == ["tensor([", "0,", "1,", "2,", "3,", "4,", "5,"]
+    assert tail.replace(",", " ").split() == ["1994", "1995", "1996", "1997", "1998", "1999])"]
+    assert torch._tensor_str.PRINT_OPTS.edgeitems == 3  # the process-wide setting is put back
+
+
+def test_preview_any_is_an_output_node_showing_a_tensor_shape(tmp_path):
+    d = info("PreviewAny")
+    assert d["output_node"] is True and d["input"]["required"]["source"] == ["*"]
+    assert d["output"] == ["STRING"] and d["display_name"] == "Preview as Text"
+    doc = {"1": {"class_type": "EmptyImage", "inputs": {"width": 5, "height": 3, "batch_size": 2, "color": 0}},
+           "2": {"class_type": "GetImageSize", "inputs": {"image": ["1", 0]}},
+           "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}},
+           "4": {"class_type": "PreviewAny", "inputs": {"source": ["2", 2]}}}
+    result = run(tmp_path, doc)
+    assert result.ok, result.error
+    assert result.values["2"] == (5, 3, 2)
+    assert result.outputs["3"] == {"text": ["5"]} and result.outputs["4"] == {"text": ["2"]}
+
+
+# --- GetImageSize ----------------------------------------------------------------------------------------
+
+def test_get_image_size_declaration():
+    d = info("GetImageSize")
+    assert d["output"] == ["INT", "INT", "INT"] and d["output_name"] == ["width", "height", "batch_size"]
+    assert list(d["input"]["required"]) == ["image"] and d["category"] == "image"
+
+
+def test_get_image_size_refuses_a_latent(tmp_path):
+    doc = {"1": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+           "2": {"class_type": "GetImageSize", "inputs": {"image": ["1", 0]}},
+           "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}}
+    with pytest.raises(WorkflowValidationError) as exc:
+        run(tmp_path, doc)
+    errs = exc.value.result.node_errors["2"]["errors"]
+    assert errs[0]["type"] == "return_type_mismatch" and errs[0]["extra_info"]["input_name"] == "image"
+
+
+# --- ComfyMathExpression ---------------------------------------------------------------------------------
+
+def test_math_expression_declaration_is_comfyuis_autogrow():
+    d = info("ComfyMathExpression")
+    assert d["input_order"]["required"] == ["expression", "values"]
+    assert d["input"]["required"]["expression"] == ["STRING", {"default": "a + b", "multiline": True}]
+    kind, opts = d["input"]["required"]["values"]
+    assert kind == "COMFY_AUTOGROW_V3"
+    assert opts["template"]["names"] == list("abcdefghijklmnopqrstuvwxyz") and opts["template"]["min"] == 1
+    assert opts["template"]["input"]["optional"]["value"][0] == "FLOAT,INT,BOOLEAN"
+    assert d["output"] == ["FLOAT", "INT", "BOOLEAN"] and d["output_name"] == ["FLOAT", "INT", "BOOL"]
+    assert d["display_name"] == "Math Expression"
+
+
+def test_math_expression_over_linked_values(tmp_path):
+    """ComfyUI's own template shape: a PrimitiveFloat into values.a, the INT output used downstream."""
+    doc = {"1": {"class_type": "PrimitiveFloat", "inputs": {"value": 5.0}},
+           "2": {"class_type": "PrimitiveInt", "inputs": {"value": 1344}},
+           "3": {"class_type": "PrimitiveBoolean", "inputs": {"value": True}},
+           "4": {"class_type": "ComfyMathExpression",
+                 "inputs": {"expression": "floor(a * 24 / 8) * 8 + b / 2 + c + sum(values) - max(a, b)",
+                            "values.a": ["1", 0], "values.b": ["2", 0], "values.c": ["3", 0]}},
+           "5": {"class_type": "PreviewAny", "inputs": {"source": ["4", 0]}},
+           "6": {"class_type": "PreviewAny", "inputs": {"source": ["4", 1]}},
+           "7": {"class_type": "PreviewAny", "inputs": {"source": ["4", 2]}}}
+    result = run(tmp_path, doc)
+    assert result.ok, result.error
+    expected = math.floor(5.0 * 24 / 8) * 8 + 1344 / 2 + True + (5.0 + 1344 + True) - max(5.0, 1344)
+    assert result.values["4"] == (float(expected), int(expected), True)
+    assert result.outputs["6"] == {"text": [str(int(expected))]}
+
+
+@pytest.mark.parametrize("expression,values,expected", [
+    ("a + b", {"a": 1, "b": 2}, (3.0, 3, True)),
+    ("a / 2", {"a": 7}, (3.5, 3, True)),
+    ("-a / 2", {"a": 7}, (-3.5, -3, True)),  # int() truncates toward zero
+    ("a - a", {"a": 4.25}, (0.0, 0, False)),
+    ("a > b", {"a": 2, "b": 1}, (1.0, 1, True)),
+    ("round(sqrt(a), 2) + pow(2, 10) + log2(8) + a % 3", {"a": 10}, (round(math.sqrt(10), 2) + 1024 + 3 + 1,
+                                                                     int(round(math.sqrt(10), 2) + 1024 + 3 + 1),
+                                                                     True)),
+    ("a if a > 1 else b", {"a": 0.5, "b": 9}, (9.0, 9, True)),
+])
+def test_math_expression_values(expression, values, expected):
+    assert evaluate_expression(expression, values) == expected
+
+
+@pytest.mark.parametrize("expression,values,says", [
+    ("", {}, "empty"),
+    ("b + 1", {"a": 1}, "'b'"),
+    ("__import__('os').system('true')", {}, "cannot be evaluated"),
+    ("a.__class__", {"a": 1}, "cannot be evaluated"),
+    ("open('x')", {}, "cannot be evaluated"),
+    ("a / 0", {"a": 1}, "ZeroDivisionError"),
+    ("pow(2, 5000)", {}, "exponent"),
+    ("9 ** 9 ** 9", {}, "cannot be evaluated"),
+    ("'text'", {}, "must give a number"),
+    ("10.0 ** 400", {}, "cannot be evaluated"),
+    ("a * 1e308 * 10", {"a": 1.0}, "non-finite"),
+    ("log(-1)", {}, "ValueError"),
+])
+def test_math_expression_errors_name_the_input(expression, values, says):
+    from graph_runtime import NodeError
+
+    with pytest.raises(NodeError) as exc:
+        evaluate_expression(expression, values)
+    message = str(exc.value)
+    assert message.startswith("expression: ") and says in message
+
+
+def test_math_expression_error_in_a_run_names_node_and_input(tmp_path):
+    doc = {"1": {"class_type": "PrimitiveFloat", "inputs": {"value": 1.0}},
+           "2": {"class_type": "ComfyMathExpression", "inputs": {"expression": "a + q", "values.a": ["1", 0]}},
+           "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 1]}}}
+    result = run(tmp_path, doc)
+    assert not result.ok and result.error["node_id"] == "2"
+    assert result.error["exception_message"].startswith("expression: 'a + q' cannot be evaluated")
+    assert "'q'" in result.error["exception_message"] and "values given: a" in result.error["exception_message"]
+
+
+def test_math_expression_refuses_a_string_link_and_unknown_slot(tmp_path):
+    doc = {"1": {"class_type": "PrimitiveString", "inputs": {"value": "3"}},
+           "2": {"class_type": "ComfyMathExpression", "inputs": {"expression": "a", "values.a": ["1", 0],
+                                                                 "values.zz": 1}},
+           "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}}
+    with pytest.raises(WorkflowValidationError) as exc:
+        run(tmp_path, doc)
+    errs = {(e["type"], e["extra_info"]["input_name"]) for e in exc.value.result.node_errors["2"]["errors"]}
+    assert errs == {("return_type_mismatch", "values.a"), ("undeclared_input", "values.zz")}
