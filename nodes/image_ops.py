@@ -1,0 +1,528 @@
+"""ComfyUI's image, mask and latent resize nodes, and the small image/mask operations workflows use
+between them (EmptyImage, ImageBatch, ImageInvert, ImageToMask, MaskToImage, InvertMask, ImageCompositeMasked,
+Canny).
+
+Resizing follows ComfyUI's arithmetic exactly: output sizes rounded with Python's ``round``, the centre crop
+taken before resizing, torch's ``interpolate`` for nearest-exact / bilinear / area / bicubic, Pillow's Lanczos on
+8-bit copies for lanczos, and a spherical interpolation of latent vectors for bislerp. Every output size is
+checked against :mod:`graph_runtime.limits` before anything is allocated.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from graph_runtime import Link, Node, NodeError, NodeInputs, Output, Widget
+from graph_runtime.limits import LIMITS
+
+from .latents import MAX_SIZE
+from .types import IMAGE, LATENT, MASK
+from .utility import check_image
+
+if TYPE_CHECKING:
+    import torch
+
+IMAGE_METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "lanczos")
+LATENT_METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "bislerp")
+CROPS = ("disabled", "center")
+LATENT_FACTOR = 8  # ComfyUI's LatentUpscale counts widths in pixels of an 8x latent
+
+
+# --- resizing --------------------------------------------------------------------------------------------
+
+def center_crop_box(old_w: int, old_h: int, width: int, height: int) -> tuple[int, int]:
+    """How many columns (x) and rows (y) to cut from each side so the source takes the target's aspect."""
+    old_aspect, new_aspect = old_w / old_h, width / height
+    if old_aspect > new_aspect:
+        return round((old_w - old_w * (new_aspect / old_aspect)) / 2), 0
+    if old_aspect < new_aspect:
+        return 0, round((old_h - old_h * (old_aspect / new_aspect)) / 2)
+    return 0, 0
+
+
+def resize(samples: torch.Tensor, width: int, height: int, method: str, crop: str = "disabled") -> torch.Tensor:
+    """Resize ``[N, C, H, W]`` to ``height`` x ``width`` (ComfyUI's common_upscale); sizes are checked by the
+    caller."""
+    import torch
+
+    if crop == "center":
+        old_h, old_w = samples.shape[-2:]
+        x, y = center_crop_box(old_w, old_h, width, height)
+        samples = samples[..., y:old_h - y, x:old_w - x]
+    if method == "bislerp":
+        return bislerp(samples, width, height)
+    if method == "lanczos":
+        return lanczos(samples, width, height)
+    return torch.nn.functional.interpolate(samples, size=(height, width), mode=method)
+
+
+def lanczos(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Pillow's Lanczos filter, on 8-bit copies of each image (values clipped, then truncated, as ComfyUI)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    channels = samples.shape[1]
+    if channels not in (1, 3, 4):
+        raise NodeError(f"upscale_method: lanczos works on 1, 3 or 4 channels, got {channels}")
+    out = []
+    for image in samples:
+        arr = np.clip(255.0 * image.detach().float().cpu().numpy(), 0, 255).astype(np.uint8)
+        pil = Image.fromarray(arr[0] if channels == 1 else np.moveaxis(arr, 0, -1))
+        back = np.asarray(pil.resize((width, height), resample=Image.Resampling.LANCZOS), dtype=np.float32) / 255.0
+        out.append(torch.from_numpy(back[None] if channels == 1 else np.moveaxis(back, -1, 0).copy()))
+    return torch.stack(out).to(samples.device, samples.dtype)
+
+
+def _taps(n_old: int, n_new: int, device: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For each of ``n_new`` output positions: the lower and upper source index and the upper's weight, where
+    bilinear (half-pixel) resizing samples the source, edges clamped."""
+    import torch
+    import torch.nn.functional as F
+
+    ramp = torch.arange(n_old, dtype=torch.float32, device=device).reshape(1, 1, 1, -1)
+    position = F.interpolate(ramp, size=(1, n_new), mode="bilinear").reshape(-1)
+    upper_ramp = ramp + 1
+    upper_ramp[..., -1] = n_old - 1
+    upper = F.interpolate(upper_ramp, size=(1, n_new), mode="bilinear").reshape(-1).to(torch.int64)
+    return position.to(torch.int64), upper, position - position.floor()
+
+
+def _slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Rows of ``a`` towards rows of ``b`` ([N, C]) by ``t`` ([N, 1]): the direction turns on the great circle,
+    the length is interpolated linearly. Same directions keep ``a``; opposite ones fall back to a lerp."""
+    import torch
+
+    len_a, len_b = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
+    unit_a = torch.where(len_a == 0, torch.zeros_like(a), a / len_a)
+    unit_b = torch.where(len_b == 0, torch.zeros_like(b), b / len_b)
+    cos = (unit_a * unit_b).sum(-1)
+    angle = torch.acos(cos)
+    sin = torch.sin(angle)
+    t1 = t.squeeze(-1)
+    turned = (torch.sin((1 - t1) * angle) / sin)[:, None] * unit_a + (torch.sin(t1 * angle) / sin)[:, None] * unit_b
+    out = turned * (len_a * (1 - t) + len_b * t)
+    same = cos > 1 - 1e-5
+    opposite = cos < 1e-5 - 1
+    out[same] = a[same]
+    out[opposite] = (a * (1 - t) + b * t)[opposite]
+    return out
+
+
+def bislerp(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """ComfyUI's bislerp: per-pixel channel vectors interpolated spherically, first along the width, then
+    along the height, at the positions bilinear resizing uses."""
+    dtype = samples.dtype
+    x = samples.float()
+    n, c, h, _ = x.shape
+    lo, hi, t = _taps(x.shape[-1], width, x.device)
+    rows_a = x[..., lo].movedim(1, -1).reshape(-1, c)
+    rows_b = x[..., hi].movedim(1, -1).reshape(-1, c)
+    weights = t.repeat(n * h).reshape(-1, 1)
+    x = _slerp(rows_a, rows_b, weights).reshape(n, h, width, c).movedim(-1, 1)
+    lo, hi, t = _taps(h, height, x.device)
+    rows_a = x[:, :, lo, :].movedim(1, -1).reshape(-1, c)
+    rows_b = x[:, :, hi, :].movedim(1, -1).reshape(-1, c)
+    weights = t.repeat_interleave(width).repeat(n).reshape(-1, 1)
+    return _slerp(rows_a, rows_b, weights).reshape(n, height, width, c).movedim(-1, 1).to(dtype)
+
+
+def check_image_size(width: int, height: int, batch: int, what: str) -> None:
+    """Refuse an image batch larger than the limits before it is made."""
+    if width < 1 or height < 1:
+        raise NodeError(f"{what}: the result would be {width}x{height} pixels; it needs at least 1x1")
+    if width * height > LIMITS.max_image_pixels:
+        raise NodeError(f"{what}: {width}x{height} is {width * height:,} pixels per image, over the limit of "
+                        f"{LIMITS.max_image_pixels:,} (max_image_pixels)")
+    if width * height * batch > LIMITS.max_image_total_pixels:
+        raise NodeError(f"{what}: {batch} images of {width}x{height} are {width * height * batch:,} pixels, over "
+                        f"the limit of {LIMITS.max_image_total_pixels:,} (max_image_total_pixels)")
+
+
+def scale_image(image: torch.Tensor, width: int, height: int, method: str, crop: str, what: str) -> torch.Tensor:
+    check_image_size(width, height, image.shape[0], what)
+    return resize(image.movedim(-1, 1), width, height, method, crop).movedim(1, -1)
+
+
+class ImageScale(Node):
+    """Resize images to a width and height; 0 for one of them keeps the aspect ratio. crop "center" cuts the
+    source to the target's aspect first."""
+
+    CATEGORY = "image/upscaling"
+    DISPLAY_NAME = "Upscale Image"
+
+    class Inputs(NodeInputs):
+        image: Any = Link(IMAGE)
+        upscale_method: Literal[IMAGE_METHODS] = Widget("nearest-exact")  # type: ignore[valid-type]
+        width: int = Widget(512, ge=0, le=MAX_SIZE, step=1)
+        height: int = Widget(512, ge=0, le=MAX_SIZE, step=1)
+        crop: Literal[CROPS] = Widget("disabled")  # type: ignore[valid-type]
+
+    OUTPUTS = (Output(IMAGE, "IMAGE"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        image = check_image(inputs.image)
+        width, height = inputs.width, inputs.height
+        if width == 0 and height == 0:
+            return (image,)
+        h, w = image.shape[1:3]
+        if width == 0:
+            width = max(1, round(w * height / h))
+        elif height == 0:
+            height = max(1, round(h * width / w))
+        return (scale_image(image, width, height, inputs.upscale_method, inputs.crop, "width / height"),)
+
+
+class ImageScaleBy(Node):
+    """Resize images by a factor (sizes rounded)."""
+
+    CATEGORY = "image/upscaling"
+    DISPLAY_NAME = "Upscale Image By"
+
+    class Inputs(NodeInputs):
+        image: Any = Link(IMAGE)
+        upscale_method: Literal[IMAGE_METHODS] = Widget("nearest-exact")  # type: ignore[valid-type]
+        scale_by: float = Widget(1.0, ge=0.01, le=8.0, step=0.01)
+
+    OUTPUTS = (Output(IMAGE, "IMAGE"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        image = check_image(inputs.image)
+        h, w = image.shape[1:3]
+        width, height = round(w * inputs.scale_by), round(h * inputs.scale_by)
+        return (scale_image(image, width, height, inputs.upscale_method, "disabled", "scale_by"),)
+
+
+class ImageScaleToTotalPixels(Node):
+    """Resize images to about ``megapixels`` x 1024 x 1024 pixels, keeping the aspect ratio; each side rounded
+    to a multiple of resolution_steps."""
+
+    CATEGORY = "image/upscaling"
+    DISPLAY_NAME = "Scale Image to Total Pixels"
+
+    class Inputs(NodeInputs):
+        image: Any = Link(IMAGE)
+        upscale_method: Literal[IMAGE_METHODS] = Widget("nearest-exact")  # type: ignore[valid-type]
+        megapixels: float = Widget(1.0, ge=0.01, le=16.0, step=0.01)
+        resolution_steps: int = Widget(1, ge=1, le=256, advanced=True)
+
+    OUTPUTS = (Output(IMAGE, "IMAGE"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        image = check_image(inputs.image)
+        h, w = image.shape[1:3]
+        steps = inputs.resolution_steps
+        scale = (inputs.megapixels * 1024 * 1024 / (w * h)) ** 0.5
+        width, height = round(w * scale / steps) * steps, round(h * scale / steps) * steps
+        return (scale_image(image, int(width), int(height), inputs.upscale_method, "disabled",
+                            "megapixels / resolution_steps"),)
+
+
+def check_latent(latent: Any, what: str = "samples") -> torch.Tensor:
+    import torch
+
+    if not isinstance(latent, dict) or not isinstance(latent.get("samples"), torch.Tensor):
+        raise NodeError(f"{what}: expected a LATENT ({{'samples': tensor}})")
+    s = latent["samples"]
+    if s.ndim != 4:
+        raise NodeError(f"{what}: expected a latent tensor [batch, channels, h, w], got shape {list(s.shape)}")
+    return s
+
+
+def scale_latent(latent: dict, width: int, height: int, method: str, crop: str, what: str) -> dict:
+    """``latent`` with its samples resized to ``width`` x ``height`` latent pixels (other keys kept)."""
+    samples = check_latent(latent)
+    pixels = width * height * LATENT_FACTOR**2 * samples.shape[0]
+    if width < 1 or height < 1:
+        raise NodeError(f"{what}: the result would be {width}x{height} latent pixels; it needs at least 1x1")
+    if pixels > LIMITS.max_latent_pixels:
+        raise NodeError(f"{what}: {samples.shape[0]} latents of {width * LATENT_FACTOR}x{height * LATENT_FACTOR} "
+                        f"image pixels are {pixels:,}, over the limit of {LIMITS.max_latent_pixels:,} "
+                        "(max_latent_pixels)")
+    return {**latent, "samples": resize(samples, width, height, method, crop)}
+
+
+class LatentUpscale(Node):
+    """Resize latents to an image width and height (pixels; at least 64); 0 for one of them keeps the aspect
+    ratio."""
+
+    CATEGORY = "latent"
+    DISPLAY_NAME = "Upscale Latent"
+
+    class Inputs(NodeInputs):
+        samples: Any = Link(LATENT)
+        upscale_method: Literal[LATENT_METHODS] = Widget("nearest-exact")  # type: ignore[valid-type]
+        width: int = Widget(512, ge=0, le=MAX_SIZE, step=8)
+        height: int = Widget(512, ge=0, le=MAX_SIZE, step=8)
+        crop: Literal[CROPS] = Widget("disabled")  # type: ignore[valid-type]
+
+    OUTPUTS = (Output(LATENT, "LATENT"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        samples = check_latent(inputs.samples)
+        width, height = inputs.width, inputs.height
+        if width == 0 and height == 0:
+            return (inputs.samples,)
+        h, w = samples.shape[-2:]
+        if width == 0:
+            height = max(64, height)
+            width = max(64, round(w * height / h))
+        elif height == 0:
+            width = max(64, width)
+            height = max(64, round(h * width / w))
+        else:
+            width, height = max(64, width), max(64, height)
+        return (scale_latent(inputs.samples, width // LATENT_FACTOR, height // LATENT_FACTOR,
+                             inputs.upscale_method, inputs.crop, "width / height"),)
+
+
+class LatentUpscaleBy(Node):
+    """Resize latents by a factor (sizes rounded)."""
+
+    CATEGORY = "latent"
+    DISPLAY_NAME = "Upscale Latent By"
+
+    class Inputs(NodeInputs):
+        samples: Any = Link(LATENT)
+        upscale_method: Literal[LATENT_METHODS] = Widget("nearest-exact")  # type: ignore[valid-type]
+        scale_by: float = Widget(1.5, ge=0.01, le=8.0, step=0.01)
+
+    OUTPUTS = (Output(LATENT, "LATENT"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        samples = check_latent(inputs.samples)
+        h, w = samples.shape[-2:]
+        width, height = round(w * inputs.scale_by), round(h * inputs.scale_by)
+        return (scale_latent(inputs.samples, width, height, inputs.upscale_method, "disabled", "scale_by"),)
+
+
+# --- images and masks ------------------------------------------------------------------------------------
+
+def check_mask(mask: Any, what: str = "mask") -> torch.Tensor:
+    """A MASK [batch, height, width] (a single [height, width] mask is taken as a batch of one)."""
+    import torch
+
+    if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3):
+        shape = list(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise NodeError(f"{what}: expected a MASK tensor [batch, height, width], got {shape}")
+    return mask if mask.ndim == 3 else mask[None]
+
+
+class EmptyImage(Node):
+    """A batch of images of one colour (``color`` as 0xRRGGBB)."""
+
+    CATEGORY = "image"
+    DISPLAY_NAME = "Empty Image"
+
+    class Inputs(NodeInputs):
+        width: int = Widget(512, ge=1, le=MAX_SIZE, step=1)
+        height: int = Widget(512, ge=1, le=MAX_SIZE, step=1)
+        batch_size: int = Widget(1, ge=1, le=4096)
+        color: int = Widget(0, ge=0, le=0xFFFFFF, step=1, display="color")
+
+    OUTPUTS = (Output(IMAGE, "IMAGE"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        import torch
+
+        check_image_size(inputs.width, inputs.height, inputs.batch_size, "width / height / batch_size")
+        c = inputs.color
+        rgb = torch.tensor([((c >> 16) & 0xFF) / 0xFF, ((c >> 8) & 0xFF) / 0xFF, (c & 0xFF) / 0xFF])
+        return (rgb.expand(inputs.batch_size, inputs.height, inputs.width, 3).contiguous(),)
+
+
+class ImageBatch(Node):
+    """image2 appended to image1's batch: resized (bilinear, centre crop) to image1's size where it differs,
+    and given an opaque alpha channel where only one of them has one."""
+
+    CATEGORY = "image/batch"
+    DISPLAY_NAME = "Batch Images (DEPRECATED)"
+    DEPRECATED = True
+
+    class Inputs(NodeInputs):
+        image1: Any = Link(IMAGE)
+        image2: Any = Link(IMAGE)
+
+    OUTPUTS = (Output(IMAGE, "IMAGE"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        import torch
+        import torch.nn.functional as F
+
+        a, b = check_image(inputs.image1, "image1"), check_image(inputs.image2, "image2")
+        if a.shape[-1] != b.shape[-1]:
+            if abs(a.shape[-1] - b.shape[-1]) != 1:
+                raise NodeError(f"image2: {b.shape[-1]} channels cannot join a batch of {a.shape[-1]}")
+            if a.shape[-1] > b.shape[-1]:
+                b = F.pad(b, (0, 1), value=1.0)
+            else:
+                a = F.pad(a, (0, 1), value=1.0)
+        h, w = a.shape[1:3]
+        check_image_size(w, h, a.shape[0] + b.shape[0], "image2")
+        if a.shape[1:] != b.shape[1:]:
+            b = resize(b.movedim(-1, 1), w, h, "bilinear", "center").movedim(1, -1)
+        return (torch.cat((a, b), dim=0),)
+
+
+class ImageInvert(Node):
+    """1 - each colour value (an alpha channel is kept: it is transparency, not colour)."""
+
+    CATEGORY = "image/color"
+    DISPLAY_NAME = "Invert Image Colors"
+
+    class Inputs(NodeInputs):
+        image: Any = Link(IMAGE)
+
+    OUTPUTS = (Output(IMAGE, "IMAGE"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        image = check_image(inputs.image)
+        out = 1.0 - image
+        if image.shape[-1] == 4:
+            out[..., 3] = image[..., 3]
+        return (out,)
+
+
+CHANNELS = ("red", "green", "blue", "alpha")
+
+
+class ImageToMask(Node):
+    """One channel of an image as a MASK."""
+
+    CATEGORY = "mask"
+    DISPLAY_NAME = "Convert Image to Mask"
+
+    class Inputs(NodeInputs):
+        image: Any = Link(IMAGE)
+        channel: Literal[CHANNELS] = Widget("red")  # type: ignore[valid-type]
+
+    OUTPUTS = (Output(MASK, "MASK"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        image = check_image(inputs.image)
+        index = CHANNELS.index(inputs.channel)
+        if index >= image.shape[-1]:
+            raise NodeError(f"channel: the image has {image.shape[-1]} channels, so no {inputs.channel!r} channel")
+        return (image[..., index],)
+
+
+class MaskToImage(Node):
+    """A MASK as a grey RGB image."""
+
+    CATEGORY = "mask"
+    DISPLAY_NAME = "Convert Mask to Image"
+
+    class Inputs(NodeInputs):
+        mask: Any = Link(MASK)
+
+    OUTPUTS = (Output(IMAGE, "IMAGE"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        mask = check_mask(inputs.mask)
+        return (mask[..., None].expand(-1, -1, -1, 3),)
+
+
+class InvertMask(Node):
+    """1 - mask."""
+
+    CATEGORY = "mask"
+    DISPLAY_NAME = "InvertMask"
+
+    class Inputs(NodeInputs):
+        mask: Any = Link(MASK)
+
+    OUTPUTS = (Output(MASK, "MASK"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        return (1.0 - check_mask(inputs.mask),)
+
+
+def _to_batch(t: torch.Tensor, n: int) -> torch.Tensor:
+    """Cut or cycle a batch to ``n`` items."""
+    if t.shape[0] >= n:
+        return t[:n]
+    return t.repeat((-(-n // t.shape[0]),) + (1,) * (t.ndim - 1))[:n]
+
+
+def composite(destination: torch.Tensor, source: torch.Tensor, x: int, y: int, mask: torch.Tensor | None,
+              resize_source: bool) -> torch.Tensor:
+    """Paste ``source`` ([B, C, h, w]) onto a copy of ``destination`` with its top-left corner at (x, y),
+    blended by ``mask`` (resized to the source, bilinear); what falls outside the destination is cut off."""
+    import torch
+    import torch.nn.functional as F
+
+    out = destination.clone()
+    if resize_source:
+        source = F.interpolate(source, size=out.shape[-2:], mode="bilinear")
+    source = _to_batch(source, out.shape[0])
+    x, y = min(x, out.shape[-1]), min(y, out.shape[-2])
+    h, w = min(source.shape[-2], out.shape[-2] - y), min(source.shape[-1], out.shape[-1] - x)
+    if mask is None:
+        m = torch.ones_like(source[:, :1])
+    else:
+        m = F.interpolate(mask.reshape(-1, 1, *mask.shape[-2:]).to(source), size=source.shape[-2:], mode="bilinear")
+        m = _to_batch(m, source.shape[0])
+    m = m[..., :h, :w]
+    region = out[..., y:y + h, x:x + w]
+    out[..., y:y + h, x:x + w] = m * source[..., :h, :w] + (1 - m) * region
+    return out
+
+
+class ImageCompositeMasked(Node):
+    """Paste ``source`` onto ``destination`` at (x, y), through an optional mask."""
+
+    CATEGORY = "image"
+    DISPLAY_NAME = "ImageCompositeMasked"
+
+    class Inputs(NodeInputs):
+        destination: Any = Link(IMAGE)
+        source: Any = Link(IMAGE)
+        x: int = Widget(0, ge=0, le=MAX_SIZE, step=1)
+        y: int = Widget(0, ge=0, le=MAX_SIZE, step=1)
+        resize_source: bool = Widget(False)
+        mask: Any = Link(MASK, optional=True)
+
+    OUTPUTS = (Output(IMAGE, "IMAGE"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        import torch.nn.functional as F
+
+        dest, src = check_image(inputs.destination, "destination"), check_image(inputs.source, "source")
+        mask = None if inputs.mask is None else check_mask(inputs.mask)
+        if dest.shape[-1] < src.shape[-1]:
+            src = src[..., :dest.shape[-1]]
+        elif dest.shape[-1] > src.shape[-1]:  # an opaque alpha for a source without one
+            src = F.pad(src, (0, dest.shape[-1] - src.shape[-1]), value=1.0)
+        out = composite(dest.movedim(-1, 1), src.movedim(-1, 1), inputs.x, inputs.y, mask, inputs.resize_source)
+        return (out.movedim(1, -1),)
+
+
+class Canny(Node):
+    """Canny edges (white on black) with kornia's detector, as ComfyUI runs it: thresholds on the gradient
+    magnitude of the blurred grey image."""
+
+    CATEGORY = "image/preprocessors"
+    DISPLAY_NAME = "Canny"
+
+    class Inputs(NodeInputs):
+        image: Any = Link(IMAGE)
+        low_threshold: float = Widget(0.4, ge=0.01, le=0.99, step=0.01)
+        high_threshold: float = Widget(0.8, ge=0.01, le=0.99, step=0.01)
+
+    OUTPUTS = (Output(IMAGE, "IMAGE"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        from kornia.filters import canny
+
+        image = check_image(inputs.image)
+        if image.shape[-1] not in (1, 3):
+            raise NodeError(f"image: Canny takes grey or RGB images, got {image.shape[-1]} channels")
+        if inputs.low_threshold > inputs.high_threshold:
+            raise NodeError(f"low_threshold: {inputs.low_threshold} is above high_threshold "
+                            f"({inputs.high_threshold})")
+        edges = canny(image.movedim(-1, 1), inputs.low_threshold, inputs.high_threshold)[1]
+        return (edges.repeat(1, 3, 1, 1).movedim(1, -1),)
+
+
+NODES = [ImageScale, ImageScaleBy, ImageScaleToTotalPixels, LatentUpscale, LatentUpscaleBy, EmptyImage, ImageBatch,
+         ImageInvert, ImageToMask, MaskToImage, InvertMask, ImageCompositeMasked, Canny]

@@ -1,0 +1,304 @@
+"""ComfyUI's resize nodes (ImageScale, ImageScaleBy, ImageScaleToTotalPixels, LatentUpscale, LatentUpscaleBy)
+and image/mask operations, checked against ComfyUI's arithmetic: output sizes and rounding, centre-crop offsets,
+values against torch's interpolate called as ComfyUI calls it, lanczos against Pillow, bislerp on cases worked
+by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from nodes_support import context, make_executor, make_registry
+from PIL import Image
+
+from graph_runtime import NodeError
+from graph_runtime.limits import LIMITS
+from graph_runtime.validation import WorkflowValidationError
+from nodes import image_ops as ops
+
+REG = make_registry()
+
+
+def call(cls, tmp_path, **inputs):
+    return cls().execute(cls.Inputs(**inputs), context(tmp_path))
+
+
+def info(name):
+    return REG.get(name).describe()
+
+
+@pytest.fixture
+def image():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(2, 30, 50, 3, generator=g)
+
+
+# --- declarations ----------------------------------------------------------------------------------------
+
+def test_resize_declarations_are_comfyuis():
+    d = info("ImageScale")
+    assert d["input_order"]["required"] == ["image", "upscale_method", "width", "height", "crop"]
+    assert d["input"]["required"]["upscale_method"][0] == ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
+    assert d["input"]["required"]["width"][1] == {"default": 512, "min": 0, "max": 16384, "step": 1}
+    assert d["input"]["required"]["crop"][0] == ["disabled", "center"]
+    assert info("ImageScaleBy")["input"]["required"]["scale_by"][1] == {"default": 1.0, "min": 0.01, "max": 8.0,
+                                                                         "step": 0.01}
+    t = info("ImageScaleToTotalPixels")
+    assert t["input_order"]["required"] == ["image", "upscale_method", "megapixels", "resolution_steps"]
+    assert t["input"]["required"]["resolution_steps"][1] == {"default": 1, "min": 1, "max": 256, "advanced": True}
+    lu = info("LatentUpscale")
+    assert lu["input"]["required"]["upscale_method"][0] == ["nearest-exact", "bilinear", "area", "bicubic", "bislerp"]
+    assert lu["input"]["required"]["width"][1] == {"default": 512, "min": 0, "max": 16384, "step": 8}
+    assert info("LatentUpscaleBy")["input"]["required"]["scale_by"][1]["default"] == 1.5
+    assert {n: info(n)["display_name"] for n in ("ImageScale", "ImageScaleBy", "LatentUpscale", "LatentUpscaleBy")} \
+        == {"ImageScale": "Upscale Image", "ImageScaleBy": "Upscale Image By", "LatentUpscale": "Upscale Latent",
+            "LatentUpscaleBy": "Upscale Latent By"}
+
+
+# --- ImageScale ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["nearest-exact", "bilinear", "area", "bicubic"])
+def test_image_scale_values_are_torch_interpolate(tmp_path, image, method):
+    (out,) = call(ops.ImageScale, tmp_path, image=image, upscale_method=method, width=37, height=71,
+                  crop="disabled")
+    expected = F.interpolate(image.movedim(-1, 1), size=(71, 37), mode=method).movedim(1, -1)
+    assert out.shape == (2, 71, 37, 3) and torch.equal(out, expected)
+
+
+def test_image_scale_center_crop_offsets(tmp_path, image):
+    """50x30 -> 20x20: the source aspect (5:3) is wider, so round((50 - 50 * (1 / (5/3))) / 2) = 10 columns
+    go from each side."""
+    assert ops.center_crop_box(50, 30, 20, 20) == (10, 0)
+    assert ops.center_crop_box(30, 50, 20, 20) == (0, 10)
+    assert ops.center_crop_box(50, 30, 100, 60) == (0, 0)
+    assert ops.center_crop_box(101, 100, 100, 100) == (0, 0)  # round(0.5) == 0, Python's rounding
+    assert ops.center_crop_box(103, 100, 100, 100) == (2, 0)  # round(1.5) == 2
+    (out,) = call(ops.ImageScale, tmp_path, image=image, upscale_method="bilinear", width=20, height=20, crop="center")
+    expected = F.interpolate(image[:, :, 10:40].movedim(-1, 1), size=(20, 20), mode="bilinear").movedim(1, -1)
+    assert torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("width,height,expected", [
+    (0, 0, (30, 50)), (0, 45, (45, 75)), (25, 0, (15, 25)), (0, 1, (1, 2)), (1, 0, (1, 1)), (99, 0, (59, 99)),
+])
+def test_image_scale_zero_keeps_aspect_with_comfyuis_rounding(tmp_path, image, width, height, expected):
+    (out,) = call(ops.ImageScale, tmp_path, image=image, upscale_method="nearest-exact", width=width, height=height,
+                  crop="disabled")
+    assert tuple(out.shape[1:3]) == expected
+    if width == height == 0:
+        assert out is image
+
+
+def test_lanczos_is_pillows_on_8_bit_copies(tmp_path, image):
+    (out,) = call(ops.ImageScale, tmp_path, image=image, upscale_method="lanczos", width=64, height=40, crop="disabled")
+    for i in range(2):
+        pil = Image.fromarray(np.clip(255.0 * image[i].numpy(), 0, 255).astype(np.uint8))
+        ref = np.asarray(pil.resize((64, 40), resample=Image.Resampling.LANCZOS), dtype=np.float32) / 255.0
+        assert np.array_equal(out[i].numpy(), ref)
+    mask = torch.rand(1, 1, 10, 12)
+    assert ops.resize(mask, 6, 5, "lanczos").shape == (1, 1, 5, 6)
+    with pytest.raises(NodeError, match="lanczos works on 1, 3 or 4 channels"):
+        ops.resize(torch.rand(1, 2, 4, 4), 8, 8, "lanczos")
+
+
+@pytest.mark.parametrize("scale,expected", [(1.0, (30, 50)), (0.5, (15, 25)), (0.01, (0, 0)), (1.5, (45, 75)),
+                                            (0.25, (8, 12)), (0.33, (10, 16))])
+def test_image_scale_by_sizes(tmp_path, image, scale, expected):
+    """round(30 * 0.25) = round(7.5) = 8 and round(50 * 0.25) = round(12.5) = 12: Python rounds halves to even."""
+    assert (round(30 * scale), round(50 * scale)) == expected
+    if 0 in expected:
+        with pytest.raises(NodeError, match="scale_by: the result would be 0x0 pixels"):
+            call(ops.ImageScaleBy, tmp_path, image=image, upscale_method="area", scale_by=scale)
+        return
+    (out,) = call(ops.ImageScaleBy, tmp_path, image=image, upscale_method="area", scale_by=scale)
+    assert tuple(out.shape[1:3]) == expected
+    assert torch.equal(out, F.interpolate(image.movedim(-1, 1), size=expected, mode="area").movedim(1, -1))
+
+
+@pytest.mark.parametrize("mp,steps", [(1.0, 1), (0.5, 1), (1.0, 64), (0.1, 8), (2.0, 16)])
+def test_image_scale_to_total_pixels_sizes(tmp_path, mp, steps):
+    img = torch.rand(1, 30, 50, 3)
+    scale = math.sqrt(mp * 1024 * 1024 / (50 * 30))
+    expected = (round(30 * scale / steps) * steps, round(50 * scale / steps) * steps)
+    (out,) = call(ops.ImageScaleToTotalPixels, tmp_path, image=img, upscale_method="nearest-exact", megapixels=mp,
+                  resolution_steps=steps)
+    assert tuple(out.shape[1:3]) == expected
+    assert all(v % steps == 0 for v in expected)
+    if (mp, steps) == (1.0, 1):
+        assert expected == (793, 1322)
+
+
+def test_image_sizes_are_bounded_before_allocation(tmp_path, image, monkeypatch):
+    monkeypatch.setattr(LIMITS, "max_image_total_pixels", 1000)
+    with pytest.raises(NodeError, match=r"width / height: 2 images of 100x100 .*max_image_total_pixels"):
+        call(ops.ImageScale, tmp_path, image=image, upscale_method="bilinear", width=100, height=100, crop="disabled")
+    monkeypatch.setattr(LIMITS, "max_image_pixels", 100)
+    with pytest.raises(NodeError, match="width / height / batch_size: 20x20 is 400 pixels per image"):
+        call(ops.EmptyImage, tmp_path, width=20, height=20, batch_size=1, color=0)
+
+
+def test_image_scale_in_a_workflow_names_node_and_input(tmp_path, monkeypatch):
+    monkeypatch.setattr(LIMITS, "max_image_pixels", 10_000)
+    doc = {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
+           "2": {"class_type": "ImageScaleBy", "inputs": {"image": ["1", 0], "upscale_method": "bicubic",
+                                                          "scale_by": 4.0}},
+           "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}}
+    result = make_executor(tmp_path).run(doc)
+    assert not result.ok and result.error["node_id"] == "2"
+    assert result.error["exception_message"].startswith("scale_by: 256x256 is 65,536 pixels per image")
+    doc["2"]["inputs"]["upscale_method"] = "lanczos3"
+    with pytest.raises(WorkflowValidationError) as exc:
+        make_executor(tmp_path).run(doc)
+    assert exc.value.result.node_errors["2"]["errors"][0]["type"] == "value_not_in_list"
+
+
+# --- latents ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def latent():
+    return {"samples": torch.randn(2, 4, 12, 20, generator=torch.Generator().manual_seed(1)),
+            "noise_mask": torch.ones(2, 1, 12, 20)}
+
+
+@pytest.mark.parametrize("width,height,expected", [
+    (0, 0, (12, 20)), (256, 128, (16, 32)), (0, 200, (25, 41)), (300, 0, (22, 37)), (8, 8, (8, 8)),
+    (0, 8, (8, 13)), (100, 60, (8, 12)),
+])
+def test_latent_upscale_sizes(tmp_path, latent, width, height, expected):
+    """Each side at least 64 pixels, 0 keeps the aspect (rounded in latent pixels x 8 as ComfyUI does, then
+    // 8): height 200 and 12x20 latents give width round(20 * 200 / 12) = 333 -> 41."""
+    (out,) = call(ops.LatentUpscale, tmp_path, samples=latent, upscale_method="bilinear", width=width, height=height,
+                  crop="disabled")
+    assert tuple(out["samples"].shape[-2:]) == expected and out["samples"].shape[:2] == (2, 4)
+    if expected != (12, 20):
+        ref = F.interpolate(latent["samples"], size=expected, mode="bilinear")
+        assert torch.equal(out["samples"], ref)
+    assert out["noise_mask"] is latent["noise_mask"]  # other keys travel unchanged, as in ComfyUI
+
+
+def test_latent_upscale_center_crop(tmp_path, latent):
+    (out,) = call(ops.LatentUpscale, tmp_path, samples=latent, upscale_method="nearest-exact", width=128, height=128,
+                  crop="center")
+    assert ops.center_crop_box(20, 12, 16, 16) == (4, 0)
+    assert torch.equal(out["samples"], F.interpolate(latent["samples"][..., 4:16], size=(16, 16),
+                                                     mode="nearest-exact"))
+
+
+@pytest.mark.parametrize("scale,expected", [(1.5, (18, 30)), (0.5, (6, 10)), (1.25, (15, 25)), (0.125, (2, 2))])
+def test_latent_upscale_by_sizes(tmp_path, latent, scale, expected):
+    """round(12 * 0.125) = round(1.5) = 2 and round(20 * 0.125) = round(2.5) = 2."""
+    (out,) = call(ops.LatentUpscaleBy, tmp_path, samples=latent, upscale_method="area", scale_by=scale)
+    assert tuple(out["samples"].shape[-2:]) == expected
+
+
+def test_latent_sizes_are_bounded(tmp_path, latent, monkeypatch):
+    monkeypatch.setattr(LIMITS, "max_latent_pixels", 100_000)
+    with pytest.raises(NodeError, match="scale_by: 2 latents of 320x192 image pixels .*max_latent_pixels"):
+        call(ops.LatentUpscaleBy, tmp_path, samples=latent, upscale_method="bislerp", scale_by=2.0)
+    with pytest.raises(NodeError, match="samples: expected a LATENT"):
+        call(ops.LatentUpscaleBy, tmp_path, samples={"x": 1}, upscale_method="bislerp", scale_by=2.0)
+
+
+def test_bislerp_worked_by_hand():
+    """Two orthogonal unit vectors, 2 -> 4 columns: the taps sit at -0.25 (clamped), 0.25, 0.75 and 1.25
+    (clamped), so the middle columns turn a quarter and three quarters of the right angle."""
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).T.reshape(1, 2, 1, 2)
+    out = ops.bislerp(x, 4, 1)[0, :, 0].T
+    q, r = math.sin(0.75 * math.pi / 2), math.sin(0.25 * math.pi / 2)
+    assert torch.allclose(out, torch.tensor([[1.0, 0.0], [q, r], [r, q], [0.0, 1.0]]), atol=1e-6)
+
+
+def test_bislerp_keeps_the_first_tap_for_same_directions():
+    """ComfyUI's edge case: where two vectors point the same way, the first tap is kept as is (no lerp of
+    lengths), so a field of parallel vectors becomes a nearest-lower-tap resize."""
+    v = torch.tensor([0.6, 0.8, 0.0, 0.0]).reshape(1, 4, 1, 1)
+    s = torch.rand(1, 1, 3, 5) + 0.5
+    out = ops.bislerp(v * s, 9, 7)
+    rows = ops._taps(3, 7, "cpu")[0]
+    cols = ops._taps(5, 9, "cpu")[0]
+    assert torch.allclose(out, (v * s[..., rows, :][..., cols]), atol=1e-6)
+
+
+def test_bislerp_constant_field_and_opposites():
+    c = torch.randn(1, 4, 1, 1).expand(2, 4, 3, 3)
+    assert torch.allclose(ops.bislerp(c, 7, 5), c[:, :, :1, :1].expand(2, 4, 5, 7), atol=1e-6)
+    x = torch.tensor([[1.0, 0.0], [-2.0, 0.0]]).T.reshape(1, 2, 1, 2)  # opposite: a plain lerp
+    out = ops.bislerp(x, 4, 1)[0, :, 0].T
+    assert torch.allclose(out[:, 0], torch.tensor([1.0, 0.25, -1.25, -2.0])) and torch.all(out[:, 1] == 0)
+
+
+# --- image and mask operations ---------------------------------------------------------------------------
+
+def test_empty_image_color(tmp_path):
+    (img,) = call(ops.EmptyImage, tmp_path, width=3, height=2, batch_size=2, color=0xFF8000)
+    assert img.shape == (2, 2, 3, 3) and img.dtype == torch.float32
+    assert torch.equal(img[1, 1, 2], torch.tensor([1.0, 0x80 / 0xFF, 0.0]))
+    d = info("EmptyImage")["input"]["required"]
+    assert list(d) == ["width", "height", "batch_size", "color"]
+    assert d["color"][1] == {"default": 0, "min": 0, "max": 0xFFFFFF, "step": 1, "display": "color"}
+
+
+def test_image_batch_resizes_and_pads_alpha(tmp_path, image):
+    other = torch.rand(1, 10, 10, 4)
+    (out,) = call(ops.ImageBatch, tmp_path, image1=image, image2=other)
+    assert out.shape == (3, 30, 50, 4)
+    assert torch.equal(out[:2, ..., :3], image) and torch.all(out[:2, ..., 3] == 1)
+    x, y = ops.center_crop_box(10, 10, 50, 30)
+    ref = F.interpolate(other.movedim(-1, 1)[..., y:10 - y, x:10 - x], size=(30, 50), mode="bilinear").movedim(1, -1)
+    assert torch.equal(out[2:], ref)
+    (same,) = call(ops.ImageBatch, tmp_path, image1=image, image2=image[:1])
+    assert torch.equal(same, torch.cat([image, image[:1]]))
+    with pytest.raises(NodeError, match="image2: 1 channels cannot join a batch of 3"):
+        call(ops.ImageBatch, tmp_path, image1=image, image2=torch.rand(1, 4, 4, 1))
+
+
+def test_invert_and_masks(tmp_path):
+    rgba = torch.rand(1, 4, 5, 4)
+    (inv,) = call(ops.ImageInvert, tmp_path, image=rgba)
+    assert torch.equal(inv[..., :3], 1 - rgba[..., :3]) and torch.equal(inv[..., 3], rgba[..., 3])
+    (m,) = call(ops.ImageToMask, tmp_path, image=rgba, channel="green")
+    assert torch.equal(m, rgba[..., 1]) and m.shape == (1, 4, 5)
+    with pytest.raises(NodeError, match="channel: the image has 3 channels, so no 'alpha' channel"):
+        call(ops.ImageToMask, tmp_path, image=rgba[..., :3], channel="alpha")
+    (img,) = call(ops.MaskToImage, tmp_path, mask=m)
+    assert img.shape == (1, 4, 5, 3) and torch.equal(img[..., 2], m)
+    (back,) = call(ops.InvertMask, tmp_path, mask=m[0])
+    assert back.shape == (1, 4, 5) and torch.equal(back[0], 1 - m[0])
+    with pytest.raises(NodeError, match="mask: expected a MASK tensor"):
+        call(ops.InvertMask, tmp_path, mask=rgba)
+    assert info("ImageToMask")["input"]["required"]["channel"][0] == ["red", "green", "blue", "alpha"]
+
+
+def test_image_composite_masked(tmp_path):
+    dest = torch.zeros(2, 6, 8, 3)
+    src = torch.ones(1, 4, 4, 3)
+    (out,) = call(ops.ImageCompositeMasked, tmp_path, destination=dest, source=src, x=6, y=3, resize_source=False)
+    assert out[:, 3:6, 6:8].eq(1).all() and out.sum() == 2 * 3 * 2 * 3  # cut at the right and bottom edges
+    assert dest.eq(0).all()  # the destination itself is untouched
+    mask = torch.tensor([[0.0, 1.0], [0.5, 0.25]])
+    (blend,) = call(ops.ImageCompositeMasked, tmp_path, destination=dest, source=src[:, :2, :2], x=0, y=0,
+                    resize_source=False, mask=mask)
+    assert torch.equal(blend[0, :2, :2, 0], mask) and blend[:, 2:].eq(0).all()
+    (full,) = call(ops.ImageCompositeMasked, tmp_path, destination=dest, source=src, x=0, y=0, resize_source=True)
+    assert full.eq(1).all()
+    d = info("ImageCompositeMasked")
+    assert d["input_order"] == {"required": ["destination", "source", "x", "y", "resize_source"],
+                                "optional": ["mask"]}
+
+
+def test_canny_matches_kornia(tmp_path):
+    from kornia.filters import canny
+
+    img = torch.zeros(1, 32, 32, 3)
+    img[:, 8:24, 8:24] = 1.0
+    (edges,) = call(ops.Canny, tmp_path, image=img, low_threshold=0.4, high_threshold=0.8)
+    ref = canny(img.movedim(-1, 1), 0.4, 0.8)[1]
+    assert edges.shape == (1, 32, 32, 3) and torch.equal(edges[..., 0], ref[:, 0])
+    assert edges[0, 8, 4:28, 0].sum() > 0 and edges[0, 16, 16, 0] == 0  # the square's border, not its inside
+    with pytest.raises(NodeError, match="low_threshold: 0.9 is above high_threshold"):
+        call(ops.Canny, tmp_path, image=img, low_threshold=0.9, high_threshold=0.5)
+    d = info("Canny")["input"]["required"]
+    assert d["low_threshold"][1] == {"default": 0.4, "min": 0.01, "max": 0.99, "step": 0.01}
