@@ -14,7 +14,7 @@ def _node_classes() -> list:
     from .compare import CompareSchedulers
     from .conditioning import TextEncode
     from .images import LoadImage, PreviewImage, SaveImage
-    from .latents import EmptyLatent, VAEDecode, VAEEncode
+    from .latents import EmptyLatent, VAEDecode, VAEDecodeTiled, VAEEncode, VAEEncodeTiled
     from .models import LoadModel
     from .sampling import Sampler, Scheduler, SchedulerFromSigmas
 
@@ -34,6 +34,8 @@ def _node_classes() -> list:
         EmptyLatent,
         VAEEncode,
         VAEDecode,
+        VAEEncodeTiled,
+        VAEDecodeTiled,
         # images
         LoadImage,
         SaveImage,
