@@ -1,0 +1,121 @@
+"""SaveAnimatedWEBP (an animated WEBP in the output folder, ComfyUI's EXIF metadata and UI result) and
+SaveImageWebsocket (each image as a PNG binary frame on a real server's websocket, as previews are sent)."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+from nodes_support import context
+from PIL import Image, ImageSequence
+from test_web_support import collect_until_done, new_id, start_server, submit, ws_connect
+
+from graph_runtime import NodeError
+from nodes.images import SaveAnimatedWEBP, SaveImage
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    c = context(tmp_path)
+    c.paths.output.mkdir(parents=True, exist_ok=True)
+    return c
+
+
+def frames_of(path):
+    with Image.open(path) as im:
+        return [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)], im.info, im.getexif()
+
+
+def test_animated_webp_frames_timing_and_ui(ctx):
+    images = torch.zeros(3, 16, 24, 3)
+    for i in range(3):
+        images[i, :, :, i] = 1.0  # red, green, blue frames
+    prompt = {"1": {"class_type": "X", "inputs": {}}}
+    res = SaveAnimatedWEBP().execute(SaveAnimatedWEBP.Inputs(images=images, filename_prefix="anim/clip", fps=4.0,
+                                                             prompt=prompt, extra_pnginfo={"workflow": {"n": 1}}),
+                                     ctx)
+    assert res.ui == {"images": [{"filename": "clip_00001_.webp", "subfolder": "anim", "type": "output"}],
+                      "animated": [True]}
+    frames, info, exif = frames_of(ctx.paths.output / "anim" / "clip_00001_.webp")
+    assert len(frames) == 3 and info["duration"] == 250  # int(1000 / fps) ms per frame
+    for i, f in enumerate(frames):  # lossless by default
+        assert f.shape == (16, 24, 3) and np.array_equal(f, (images[i].numpy() * 255).astype(np.uint8))
+    assert exif[0x0110] == "prompt:" + json.dumps(prompt)  # ImageDescription, as ComfyUI writes it
+    assert exif[0x010F] == 'workflow:{"n": 1}'  # Make, then the tags below it for further items
+    again = SaveAnimatedWEBP().execute(SaveAnimatedWEBP.Inputs(images=images[:1], filename_prefix="anim/clip",
+                                                               lossless=False, quality=50, method="fastest"), ctx)
+    assert again.ui["images"][0]["filename"] == "clip_00002_.webp"
+
+
+def test_counters_are_shared_across_formats(ctx):
+    """ComfyUI counts every file of a prefix, whatever its extension, so a PNG after a WEBP takes the next
+    number."""
+    SaveAnimatedWEBP().execute(SaveAnimatedWEBP.Inputs(images=torch.rand(2, 8, 8, 3), filename_prefix="mix"), ctx)
+    res = SaveImage().execute(SaveImage.Inputs(images=torch.rand(1, 8, 8, 3), filename_prefix="mix"), ctx)
+    assert res.ui["images"][0]["filename"] == "mix_00002_.png"
+
+
+def test_animated_webp_declaration_and_errors(ctx):
+    from nodes_support import make_registry
+
+    d = make_registry().get("SaveAnimatedWEBP").describe()
+    assert d["input_order"]["required"] == ["images", "filename_prefix", "fps", "lossless", "quality", "method"]
+    req = d["input"]["required"]
+    assert req["fps"][1] == {"default": 6.0, "min": 0.01, "max": 1000.0, "step": 0.01}
+    assert req["method"][0] == ["default", "fastest", "slowest"] and req["lossless"][1] == {"default": True}
+    assert d["output_node"] is True and d["input"]["hidden"] == {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+    with pytest.raises(NodeError, match="filename_prefix"):
+        SaveAnimatedWEBP().execute(SaveAnimatedWEBP.Inputs(images=torch.rand(1, 8, 8, 3), filename_prefix="../x"),
+                                   ctx)
+    with pytest.raises(NodeError, match="images: expected an IMAGE tensor"):
+        SaveAnimatedWEBP().execute(SaveAnimatedWEBP.Inputs(images={"samples": 1}), ctx)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = start_server(tmp_path_factory.mktemp("server"))
+    yield srv
+    srv.stop()
+
+
+def websocket_images(server, announce_metadata: bool):
+    cid = new_id()
+    prompt = {"1": {"class_type": "EmptyImage", "inputs": {"width": 6, "height": 4, "batch_size": 2,
+                                                           "color": 0x10C0F0}},
+              "2": {"class_type": "SaveImageWebsocket", "inputs": {"images": ["1", 0]}}}
+    with ws_connect(server.url, cid) as ws:
+        if announce_metadata:
+            assert json.loads(ws.recv(timeout=5))["type"] == "status"
+            ws.send(json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}}))
+        pid = submit(server.url, prompt, cid)["prompt_id"]
+        msgs = collect_until_done(ws, pid)
+    return pid, msgs
+
+
+def test_save_image_websocket_sends_png_frames(server):
+    pid, msgs = websocket_images(server, announce_metadata=False)
+    frames = [d for k, d in msgs if k == "binary"]
+    assert len(frames) == 2
+    for frame in frames:
+        assert struct.unpack(">II", frame[:8]) == (1, 2)  # a preview image, PNG (ComfyUI's header)
+        with Image.open(io.BytesIO(frame[8:])) as png:
+            assert png.format == "PNG" and png.size == (6, 4)
+            assert np.asarray(png.convert("RGB"))[0, 0].tolist() == [0x10, 0xC0, 0xF0]
+    assert not [d for k, d in msgs if k == "executed" and d.get("node") == "2" and d.get("output")]  # no files
+    progress = [(d["value"], d["max"]) for k, d in msgs if k == "progress" and d.get("node") == "2"]
+    assert progress == [(1, 2), (2, 2)]
+
+
+def test_save_image_websocket_with_metadata_and_never_cached(server):
+    for _ in range(2):  # the same prompt twice: the node runs (and sends) both times
+        pid, msgs = websocket_images(server, announce_metadata=True)
+        frames = [d for k, d in msgs if k == "binary"]
+        assert len(frames) == 2
+        event, length = struct.unpack(">II", frames[0][:8])
+        meta = json.loads(frames[0][8:8 + length])
+        assert event == 4 and meta["node_id"] == "2" and meta["prompt_id"] == pid
+        assert meta["image_type"] == "image/png" and frames[0][8 + length:8 + length + 4] == b"\x89PNG"
