@@ -207,3 +207,31 @@ def test_math_expression_refuses_a_string_link_and_unknown_slot(tmp_path):
         run(tmp_path, doc)
     errs = {(e["type"], e["extra_info"]["input_name"]) for e in exc.value.result.node_errors["2"]["errors"]}
     assert errs == {("return_type_mismatch", "values.a"), ("undeclared_input", "values.zz")}
+
+
+def test_math_expression_from_an_editor_file(tmp_path):
+    """The node as ComfyUI's official templates save it (an Autogrow slot per value, the expression the only
+    widget, a spare empty slot b) converts and runs; PrimitiveInt's control value is skipped."""
+    from graph_runtime.ui_format import ui_to_api
+
+    doc = {"last_node_id": 3, "last_link_id": 2, "version": 0.4, "links": [[1, 1, 0, 2, 0, "INT"],
+                                                                         [2, 2, 1, 3, 0, "INT"]],
+           "nodes": [
+               {"id": 1, "type": "PrimitiveInt", "inputs": [], "widgets_values": [4097, "fixed"],
+                "outputs": [{"name": "INT", "type": "INT", "links": [1]}]},
+               {"id": 2, "type": "ComfyMathExpression", "widgets_values": ["a & ~1"],
+                "inputs": [{"label": "a", "localized_name": "a", "name": "values.a", "type": "FLOAT,INT,BOOLEAN",
+                            "link": 1},
+                           {"localized_name": "b", "name": "values.b", "shape": 7, "type": "FLOAT,INT,BOOLEAN",
+                            "link": None}],
+                "outputs": [{"name": "FLOAT", "type": "FLOAT", "links": None},
+                            {"name": "INT", "type": "INT", "links": [2]},
+                            {"name": "BOOL", "type": "BOOLEAN", "links": None}]},
+               {"id": 3, "type": "PreviewAny", "inputs": [{"name": "source", "type": "*", "link": 2}],
+                "widgets_values": []}]}
+    api = ui_to_api(doc, REG)
+    assert api["2"]["inputs"] == {"expression": "a & ~1", "values.a": ["1", 0]}
+    assert api["1"]["inputs"] == {"value": 4097}
+    result = run(tmp_path, api)
+    assert result.ok, result.error
+    assert result.outputs["3"] == {"text": ["4096"]}
