@@ -347,6 +347,23 @@ def _visible_specs(cls: type[Node]) -> dict[str, InputSpec]:
     return {name: spec for name, spec in cls.input_specs().items() if not spec.hidden}
 
 
+_LITERAL_TYPES = {"INT", "FLOAT", "BOOLEAN", "STRING"}
+
+
+def _union_literal_error(spec: InputSpec, value: Any) -> dict | None:
+    """None if ``value`` is a literal of one of the types of a union input such as ``FLOAT,INT,BOOLEAN``."""
+    kind = ("BOOLEAN" if isinstance(value, bool) else "INT" if isinstance(value, int)
+            else "FLOAT" if isinstance(value, float) else "STRING" if isinstance(value, str) else None)
+    if kind == "INT" and not -INT_LIMIT <= value < INT_LIMIT:
+        kind = None
+    if kind == "FLOAT" and not math.isfinite(value):
+        kind = None
+    if kind in spec.io_type.split(","):
+        return None
+    return error("invalid_input_type", f"'{spec.name}' expects a {spec.io_type.replace(',', ' or ')} value or a link",
+                 f"got {_short(value)}", input_name=spec.name, received_value=_short(value))
+
+
 def _check_node(nid: str, cls: type[Node], document: dict, classes: dict, out: _Collector) -> PlannedNode | None:
     inputs: dict[str, Any] = document[nid].get("inputs", {})
     visible = _visible_specs(cls)
@@ -402,6 +419,14 @@ def _check_node(nid: str, cls: type[Node], document: dict, classes: dict, out: _
                                    input_name=name, received_type=out_type, linked_node=[src, idx]))
                 continue
             links[name] = (src, idx)
+            continue
+        if "," in spec.io_type and set(spec.io_type.split(",")) <= _LITERAL_TYPES:
+            err = _union_literal_error(spec, value)  # "FLOAT,INT,BOOLEAN": a literal of one of them
+            if err is None:
+                literals[name] = value
+            else:
+                ok = False
+                out.add(nid, err)
             continue
         if not spec.is_widget and spec.io_type != ANY:
             ok = False

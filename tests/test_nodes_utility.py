@@ -235,3 +235,21 @@ def test_math_expression_from_an_editor_file(tmp_path):
     result = run(tmp_path, api)
     assert result.ok, result.error
     assert result.outputs["3"] == {"text": ["4096"]}
+
+
+def test_math_expression_takes_literal_values_in_the_api_format(tmp_path):
+    """ComfyUI accepts a number or boolean typed into the prompt for a FLOAT,INT,BOOLEAN slot; anything else
+    is refused naming the slot."""
+    doc = {"1": {"class_type": "ComfyMathExpression",
+                 "inputs": {"expression": "a * b + c", "values.a": 3, "values.b": 2.5, "values.c": True}},
+           "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+    result = run(tmp_path, doc)
+    assert result.ok, result.error
+    assert result.values["1"] == (8.5, 8, True)
+    for bad in ("3", None, [1], {"x": 1}, 2**70):
+        doc["1"]["inputs"]["values.a"] = bad
+        with pytest.raises(WorkflowValidationError) as exc:
+            run(tmp_path, doc)
+        (err,) = exc.value.result.node_errors["1"]["errors"]
+        assert err["extra_info"]["input_name"] == "values.a", bad
+        assert err["type"] in ("invalid_input_type", "bad_linked_input"), bad
