@@ -374,3 +374,29 @@ def test_uploading_an_image_on_load_image(editor, server, tmp_path):
     assert (server.config.paths.input / "uploaded-in-editor.png").is_file()
     assert editor.missing[missing_before:] == [] and not editor.problems, (editor.missing, editor.problems)
     page.evaluate("() => window.app.graph.remove(window.app.graph.getNodeById(window.__upload_node))")
+
+
+def test_math_expression_autogrow_slots_in_the_editor(editor, server):
+    """ComfyMathExpression's COMFY_AUTOGROW_V3 input: the editor makes its values.a slot, links a float into it,
+    grows a spare slot, and sends what ComfyUI sends; the result shows on PreviewAny."""
+    page = editor.page
+    page.evaluate("""() => {
+        const g = window.app.graph; g.clear();
+        const f = LiteGraph.createNode('PrimitiveFloat'); g.add(f); f.widgets[0].value = 2.5;
+        const m = LiteGraph.createNode('ComfyMathExpression'); g.add(m); m.pos = [300, 0];
+        m.widgets.find((w) => w.name === 'expression').value = 'a * 4';
+        const p = LiteGraph.createNode('PreviewAny'); g.add(p); p.pos = [650, 0];
+        f.connect(0, m, m.inputs.findIndex((i) => i.name === 'values.a'));
+        m.connect(1, p, 0);
+    }""")
+    names = page.evaluate("() => window.app.graph._nodes.find((n) => n.type === 'ComfyMathExpression')"
+                          ".inputs.map((i) => i.name)")
+    assert names[:2] == ["values.a", "values.b"]  # the linked slot and the spare one the editor grew
+    theirs = page.evaluate("async () => (await window.app.graphToPrompt()).output")
+    math_node = next(v for v in theirs.values() if v["class_type"] == "ComfyMathExpression")
+    assert math_node["inputs"]["expression"] == "a * 4" and len(math_node["inputs"]["values.a"]) == 2
+    editor_and_ours_agree(editor, server)
+    _, entry = run_in_editor(editor, server, timeout=30)
+    assert entry["status"]["status_str"] == "success"
+    assert ["10"] in [out.get("text") for out in entry["outputs"].values()]
+    assert not editor.problems, editor.problems
