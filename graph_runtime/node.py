@@ -72,16 +72,25 @@ def Widget(
     return Field(default, ge=ge, le=le, description=tooltip, json_schema_extra=extra)
 
 
-def autogrow_fields(group: str, io_type: str, names: Sequence[str], *, min: int = 0,
+def autogrow_fields(group: str, io_type: str, names: Sequence[str] = (), *, min: int = 0, prefix: str | None = None,
+                    max: int = 10, template: str = "value", required: bool = False,
                     tooltip: str | None = None) -> dict[str, tuple]:
-    """ComfyUI's Autogrow input: a group of optional links that the editor adds one at a time, sent in a
-    workflow as ``{group}.{name}`` (``values.a``, ``values.b``, ...). Returns pydantic ``create_model`` fields,
-    each reachable on the inputs object as ``{group}_{name}``; ``/object_info`` shows the group as one
-    ``COMFY_AUTOGROW_V3`` input, validation sees each slot as an optional input of ``io_type``."""
-    grow = {"group": group, "names": list(names), "min": min, "tooltip": tooltip}
-    return {f"{group}_{n}": (Any, Field(None, alias=f"{group}.{n}",
-                                        json_schema_extra={"io_type": io_type, "optional": True, "autogrow": grow}))
-            for n in names}
+    """ComfyUI's Autogrow input: a group of links that the editor adds one at a time, sent in a workflow as
+    ``{group}.{name}`` (``values.a``, ``images.image0``, ...). The names are given (``names``) or numbered
+    (``prefix`` + 0 .. max - 1); with ``required`` the first ``min`` slots must be linked. Returns pydantic
+    ``create_model`` fields, each reachable on the inputs object as ``{group}_{name}``; ``/object_info`` shows the
+    group as one ``COMFY_AUTOGROW_V3`` input (its template input named ``template``), validation sees each slot
+    as an input of ``io_type``."""
+    if prefix is not None:
+        names = [f"{prefix}{i}" for i in range(max)]
+    grow = {"group": group, "names": list(names), "min": min, "prefix": prefix, "max": max, "template": template,
+            "required": required, "tooltip": tooltip}
+    fields = {}
+    for i, n in enumerate(names):
+        needed = required and i < min
+        extra = {"io_type": io_type, "optional": not needed, "autogrow": grow}
+        fields[f"{group}_{n}"] = (Any, Field(... if needed else None, alias=f"{group}.{n}", json_schema_extra=extra))
+    return fields
 
 
 def Hidden(kind: Literal["PROMPT", "EXTRA_PNGINFO", "UNIQUE_ID", "PROMPT_ID"]) -> Any:
@@ -200,8 +209,14 @@ class Node:
 
 
 def _describe_autogrow(spec: InputSpec, grow: dict) -> list:
-    """One ``COMFY_AUTOGROW_V3`` entry for a group of slots (ComfyUI's shape: a template input and its names)."""
-    template = {"input": {"optional": {"value": [spec.io_type, {}]}}, "names": grow["names"], "min": grow["min"]}
+    """One ``COMFY_AUTOGROW_V3`` entry for a group of slots (ComfyUI's shape: a template input, and its names or
+    its prefix and maximum)."""
+    kind = "required" if grow["required"] else "optional"
+    template: dict[str, Any] = {"input": {kind: {grow["template"]: [spec.io_type, {}]}}}
+    if grow["prefix"] is None:
+        template.update(names=grow["names"], min=grow["min"])
+    else:
+        template.update(prefix=grow["prefix"], min=grow["min"], max=grow["max"])
     opts: dict[str, Any] = {"template": template}
     if grow.get("tooltip"):
         opts["tooltip"] = grow["tooltip"]

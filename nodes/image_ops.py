@@ -12,8 +12,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import create_model
+
 from graph_runtime import Link, Node, NodeError, NodeInputs, Output, Widget
 from graph_runtime.limits import LIMITS
+from graph_runtime.node import autogrow_fields
 
 from .latents import MAX_SIZE
 from .types import IMAGE, LATENT, MASK
@@ -331,9 +334,40 @@ class EmptyImage(Node):
         return (rgb.expand(inputs.batch_size, inputs.height, inputs.width, 3).contiguous(),)
 
 
+def batch_images(images: list[torch.Tensor], names: list[str]) -> torch.Tensor:
+    """ComfyUI's image batching: images with one channel fewer than the most get an opaque alpha channel, and
+    each is resized (bilinear, centre crop) to the first one's size where it differs."""
+    import torch
+    import torch.nn.functional as F
+
+    most = max(image.shape[-1] for image in images)
+    _, h, w, _ = images[0].shape
+    check_image_size(w, h, sum(image.shape[0] for image in images), names[-1])
+    out = []
+    for image, name in zip(images, names, strict=True):
+        if image.shape[-1] < most:
+            if image.shape[-1] != most - 1:
+                raise NodeError(f"{name}: {image.shape[-1]} channels cannot join a batch of {most}")
+            image = F.pad(image, (0, 1), value=1.0)
+        if image.shape[1:3] != (h, w):
+            image = resize(image.movedim(-1, 1), w, h, "bilinear", "center").movedim(1, -1)
+        out.append(image)
+    return torch.cat(out, dim=0)
+
+
+def batch_masks(masks: list[torch.Tensor], names: list[str]) -> torch.Tensor:
+    """ComfyUI's mask batching: each resized (bilinear, centre crop) to the first one's size where it differs."""
+    import torch
+
+    _, h, w = masks[0].shape
+    check_image_size(w, h, sum(m.shape[0] for m in masks), names[-1])
+    return torch.cat([m if m.shape[1:] == (h, w) else resize(m[:, None], w, h, "bilinear", "center")[:, 0]
+                      for m in masks], dim=0)
+
+
 class ImageBatch(Node):
     """image2 appended to image1's batch: resized (bilinear, centre crop) to image1's size where it differs,
-    and given an opaque alpha channel where only one of them has one."""
+    and given an opaque alpha channel where only image1 has one (or the other way round)."""
 
     CATEGORY = "image/batch"
     DISPLAY_NAME = "Batch Images (DEPRECATED)"
@@ -346,22 +380,48 @@ class ImageBatch(Node):
     OUTPUTS = (Output(IMAGE, "IMAGE"),)
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
-        import torch
-        import torch.nn.functional as F
+        images = [check_image(inputs.image1, "image1"), check_image(inputs.image2, "image2")]
+        return (batch_images(images, ["image1", "image2"]),)
 
-        a, b = check_image(inputs.image1, "image1"), check_image(inputs.image2, "image2")
-        if a.shape[-1] != b.shape[-1]:
-            if abs(a.shape[-1] - b.shape[-1]) != 1:
-                raise NodeError(f"image2: {b.shape[-1]} channels cannot join a batch of {a.shape[-1]}")
-            if a.shape[-1] > b.shape[-1]:
-                b = F.pad(b, (0, 1), value=1.0)
-            else:
-                a = F.pad(a, (0, 1), value=1.0)
-        h, w = a.shape[1:3]
-        check_image_size(w, h, a.shape[0] + b.shape[0], "image2")
-        if a.shape[1:] != b.shape[1:]:
-            b = resize(b.movedim(-1, 1), w, h, "bilinear", "center").movedim(1, -1)
-        return (torch.cat((a, b), dim=0),)
+
+IMAGE_SLOTS = [f"image{i}" for i in range(50)]
+MASK_SLOTS = [f"mask{i}" for i in range(50)]
+
+
+class BatchImagesNode(Node):
+    """Images from 2 to 50 inputs in one batch, each resized to the first one's size where it differs."""
+
+    CATEGORY = "image"
+    DISPLAY_NAME = "Batch Images"
+
+    Inputs = create_model("BatchImagesNodeInputs", __base__=NodeInputs,
+                          **autogrow_fields("images", IMAGE, prefix="image", min=2, max=50, template="image",
+                                            required=True))
+
+    OUTPUTS = (Output(IMAGE, "IMAGE"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        given = [(f"images.{n}", getattr(inputs, f"images_{n}")) for n in IMAGE_SLOTS]
+        given = [(name, check_image(v, name)) for name, v in given if v is not None]
+        return (batch_images([v for _, v in given], [name for name, _ in given]),)
+
+
+class BatchMasksNode(Node):
+    """Masks from 2 to 50 inputs in one batch, each resized to the first one's size where it differs."""
+
+    CATEGORY = "mask"
+    DISPLAY_NAME = "Batch Masks"
+
+    Inputs = create_model("BatchMasksNodeInputs", __base__=NodeInputs,
+                          **autogrow_fields("masks", MASK, prefix="mask", min=2, max=50, template="mask",
+                                            required=True))
+
+    OUTPUTS = (Output(MASK, "MASK"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        given = [(f"masks.{n}", getattr(inputs, f"masks_{n}")) for n in MASK_SLOTS]
+        given = [(name, check_mask(v, name)) for name, v in given if v is not None]
+        return (batch_masks([v for _, v in given], [name for name, _ in given]),)
 
 
 class ImageInvert(Node):
@@ -525,4 +585,5 @@ class Canny(Node):
 
 
 NODES = [ImageScale, ImageScaleBy, ImageScaleToTotalPixels, LatentUpscale, LatentUpscaleBy, EmptyImage, ImageBatch,
+         BatchImagesNode, BatchMasksNode,
          ImageInvert, ImageToMask, MaskToImage, InvertMask, ImageCompositeMasked, Canny]

@@ -302,3 +302,44 @@ def test_canny_matches_kornia(tmp_path):
         call(ops.Canny, tmp_path, image=img, low_threshold=0.9, high_threshold=0.5)
     d = info("Canny")["input"]["required"]
     assert d["low_threshold"][1] == {"default": 0.4, "min": 0.01, "max": 0.99, "step": 0.01}
+
+
+def test_batch_images_node_is_comfyuis_autogrow(tmp_path):
+    d = info("BatchImagesNode")
+    assert d["input_order"]["required"] == ["images"]
+    kind, opts = d["input"]["required"]["images"]
+    assert kind == "COMFY_AUTOGROW_V3"
+    assert opts["template"] == {"input": {"required": {"image": ["IMAGE", {}]}}, "prefix": "image", "min": 2,
+                                "max": 50}
+    assert info("BatchMasksNode")["input"]["required"]["masks"][1]["template"]["prefix"] == "mask"
+    doc = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 6, "batch_size": 2, "color": 0xFF0000}},
+           "2": {"class_type": "EmptyImage", "inputs": {"width": 4, "height": 4, "batch_size": 1, "color": 0x00FF00}},
+           "3": {"class_type": "BatchImagesNode", "inputs": {"images.image0": ["1", 0], "images.image1": ["2", 0],
+                                                             "images.image2": ["1", 0]}},
+           "4": {"class_type": "GetImageSize", "inputs": {"image": ["3", 0]}},
+           "5": {"class_type": "PreviewAny", "inputs": {"source": ["4", 2]}}}
+    result = make_executor(tmp_path).run(doc)
+    assert result.ok, result.error
+    assert result.values["4"] == (8, 6, 5)
+    (batch,) = result.values["3"]
+    assert torch.equal(batch[2, 0, 0], torch.tensor([0.0, 1.0, 0.0]))  # the square one, resized and cropped
+    del doc["3"]["inputs"]["images.image1"]
+    with pytest.raises(WorkflowValidationError) as exc:
+        make_executor(tmp_path).run(doc)
+    (err,) = exc.value.result.node_errors["3"]["errors"]
+    assert err["type"] == "required_input_missing" and err["extra_info"]["input_name"] == "images.image1"
+
+
+def test_batch_masks_node(tmp_path):
+    a, b = torch.rand(1, 6, 8), torch.rand(2, 3, 4)
+    inputs = BatchMasks.Inputs(**{"masks.mask0": a, "masks.mask1": b})
+    (out,) = BatchMasks().execute(inputs, context(tmp_path))
+    assert out.shape == (3, 6, 8) and torch.equal(out[0], a[0])
+    x, y = ops.center_crop_box(4, 3, 8, 6)
+    assert torch.equal(out[1:], F.interpolate(b[:, None, y:3 - y, x:4 - x], size=(6, 8), mode="bilinear")[:, 0])
+    with pytest.raises(NodeError, match="masks.mask1: expected a MASK tensor"):
+        BatchMasks().execute(BatchMasks.Inputs(**{"masks.mask0": a, "masks.mask1": torch.rand(1, 2, 2, 3)}),
+                             context(tmp_path))
+
+
+BatchMasks = ops.BatchMasksNode

@@ -399,4 +399,7 @@ def test_math_expression_autogrow_slots_in_the_editor(editor, server):
     _, entry = run_in_editor(editor, server, timeout=30)
     assert entry["status"]["status_str"] == "success"
     assert ["10"] in [out.get("text") for out in entry["outputs"].values()]
+    slots = page.evaluate("() => { const n = LiteGraph.createNode('BatchImagesNode'); window.app.graph.add(n);"
+                          " return n.inputs.map((i) => i.name); }")
+    assert slots[:2] == ["images.image0", "images.image1"]  # a numbered Autogrow starts with its minimum
     assert not editor.problems, editor.problems
