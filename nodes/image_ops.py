@@ -389,13 +389,13 @@ MASK_SLOTS = [f"mask{i}" for i in range(50)]
 
 
 class BatchImagesNode(Node):
-    """Images from 2 to 50 inputs in one batch, each resized to the first one's size where it differs."""
+    """Images from up to 50 inputs in one batch, each resized to the first one's size where it differs."""
 
-    CATEGORY = "image"
+    CATEGORY = "image/batch"
     DISPLAY_NAME = "Batch Images"
 
     Inputs = create_model("BatchImagesNodeInputs", __base__=NodeInputs,
-                          **autogrow_fields("images", IMAGE, prefix="image", min=2, max=50, template="image",
+                          **autogrow_fields("images", IMAGE, prefix="image", min=1, max=50, template="image",
                                             required=True))
 
     OUTPUTS = (Output(IMAGE, "IMAGE"),)
@@ -407,13 +407,13 @@ class BatchImagesNode(Node):
 
 
 class BatchMasksNode(Node):
-    """Masks from 2 to 50 inputs in one batch, each resized to the first one's size where it differs."""
+    """Masks from up to 50 inputs in one batch, each resized to the first one's size where it differs."""
 
-    CATEGORY = "mask"
+    CATEGORY = "image/mask"
     DISPLAY_NAME = "Batch Masks"
 
     Inputs = create_model("BatchMasksNodeInputs", __base__=NodeInputs,
-                          **autogrow_fields("masks", MASK, prefix="mask", min=2, max=50, template="mask",
+                          **autogrow_fields("masks", MASK, prefix="mask", min=1, max=50, template="mask",
                                             required=True))
 
     OUTPUTS = (Output(MASK, "MASK"),)

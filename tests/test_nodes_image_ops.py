@@ -309,7 +309,7 @@ def test_batch_images_node_is_comfyuis_autogrow(tmp_path):
     assert d["input_order"]["required"] == ["images"]
     kind, opts = d["input"]["required"]["images"]
     assert kind == "COMFY_AUTOGROW_V3"
-    assert opts["template"] == {"input": {"required": {"image": ["IMAGE", {}]}}, "prefix": "image", "min": 2,
+    assert opts["template"] == {"input": {"required": {"image": ["IMAGE", {}]}}, "prefix": "image", "min": 1,
                                 "max": 50}
     assert info("BatchMasksNode")["input"]["required"]["masks"][1]["template"]["prefix"] == "mask"
     doc = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 6, "batch_size": 2, "color": 0xFF0000}},
@@ -323,11 +323,11 @@ def test_batch_images_node_is_comfyuis_autogrow(tmp_path):
     assert result.values["4"] == (8, 6, 5)
     (batch,) = result.values["3"]
     assert torch.equal(batch[2, 0, 0], torch.tensor([0.0, 1.0, 0.0]))  # the square one, resized and cropped
-    del doc["3"]["inputs"]["images.image1"]
+    del doc["3"]["inputs"]["images.image0"]
     with pytest.raises(WorkflowValidationError) as exc:
         make_executor(tmp_path).run(doc)
     (err,) = exc.value.result.node_errors["3"]["errors"]
-    assert err["type"] == "required_input_missing" and err["extra_info"]["input_name"] == "images.image1"
+    assert err["type"] == "required_input_missing" and err["extra_info"]["input_name"] == "images.image0"
 
 
 def test_batch_masks_node(tmp_path):
