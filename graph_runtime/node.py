@@ -93,6 +93,51 @@ def autogrow_fields(group: str, io_type: str, names: Sequence[str] = (), *, min:
     return fields
 
 
+def dynamic_combo_fields(name: str, options: dict[str, dict[str, tuple]], *,
+                         tooltip: str | None = None) -> dict[str, tuple]:
+    """ComfyUI's DynamicCombo: a combo whose chosen option brings its own inputs, sent in a workflow as
+    ``{name}`` (the option) and ``{name}.{input}`` (its inputs). ``options`` maps each option to its inputs as
+    ``create_model`` fields (``Widget``/``Link``, with that option's defaults). Returns the fields of the combo and
+    of each option input (declared once, optional, reachable as ``{name}_{input}``); read the chosen option and
+    its inputs with :func:`dynamic_combo_choice`. ``/object_info`` shows one ``COMFY_DYNAMICCOMBO_V3`` input."""
+    from pydantic import create_model
+
+    models = {key: create_model(f"{name}.{key}", __base__=NodeInputs, **fields) for key, fields in options.items()}
+    keys = tuple(options)
+    out: dict[str, tuple] = {name: (Literal[keys], Widget(keys[0], tooltip=tooltip, dynamic_combo=models))}
+    children: dict[str, list[InputSpec]] = {}
+    for model in models.values():
+        for child, spec in _input_specs(model).items():
+            children.setdefault(child, []).append(spec)
+    for child, specs in children.items():
+        first = specs[0]
+        lows, highs = [s.ge for s in specs], [s.le for s in specs]
+        extra = {**first.extra, "optional": True, "dynamic_child": name}
+        annotation = next(models[k] for k in keys if child in models[k].model_fields).model_fields[child].annotation
+        out[f"{name}_{child}"] = (annotation | None, Field(None, alias=f"{name}.{child}", json_schema_extra=extra,
+                                                    ge=None if None in lows else min(lows),
+                                                    le=None if None in highs else max(highs)))
+    return out
+
+
+def dynamic_combo_choice(inputs: Any, name: str) -> tuple[str, dict[str, Any]]:
+    """The option chosen in DynamicCombo ``name`` and its inputs, with the option's defaults for widgets the
+    workflow left out; a missing link raises NodeError naming ``{name}.{input}``."""
+    from .context import NodeError
+
+    key = getattr(inputs, name)
+    model = type(inputs).model_fields[name].json_schema_extra["dynamic_combo"][key]
+    values: dict[str, Any] = {}
+    for child, spec in _input_specs(model).items():
+        value = getattr(inputs, f"{name}_{child}")
+        if value is None and spec.is_widget:
+            value = spec.default
+        if value is None:
+            raise NodeError(f"{name}.{child}: {key!r} needs this input ({spec.io_type})")
+        values[child] = value
+    return key, values
+
+
 def Hidden(kind: Literal["PROMPT", "EXTRA_PNGINFO", "UNIQUE_ID", "PROMPT_ID"]) -> Any:
     """An input the executor fills from the run itself (the whole prompt, PNG metadata, the node's id)."""
     return Field(None, json_schema_extra={"hidden": kind})
@@ -188,6 +233,11 @@ class Node:
             if grow:
                 required.setdefault(grow["group"], _describe_autogrow(spec, grow))
                 continue
+            if spec.extra.get("dynamic_child"):
+                continue  # shown inside its DynamicCombo's options
+            if "dynamic_combo" in spec.extra:
+                (optional if spec.optional else required)[spec.name] = _describe_dynamic_combo(spec)
+                continue
             (optional if spec.optional else required)[spec.name] = _describe_input(spec)
         doc = (cls.__doc__ or "").strip()
         name = cls.type_name or cls.__name__
@@ -221,6 +271,24 @@ def _describe_autogrow(spec: InputSpec, grow: dict) -> list:
     if grow.get("tooltip"):
         opts["tooltip"] = grow["tooltip"]
     return ["COMFY_AUTOGROW_V3", opts]
+
+
+def _describe_dynamic_combo(spec: InputSpec) -> list:
+    """One ``COMFY_DYNAMICCOMBO_V3`` entry: each option with its own inputs (ComfyUI's shape)."""
+    options = []
+    for key, model in spec.extra["dynamic_combo"].items():
+        required: dict[str, list] = {}
+        optional: dict[str, list] = {}
+        for child in _input_specs(model).values():
+            (optional if child.optional else required)[child.name] = _describe_input(child)
+        inputs: dict[str, Any] = {"required": required}
+        if optional:
+            inputs["optional"] = optional
+        options.append({"key": key, "inputs": inputs})
+    opts: dict[str, Any] = {"options": options}
+    if spec.extra.get("tooltip"):
+        opts["tooltip"] = spec.extra["tooltip"]
+    return ["COMFY_DYNAMICCOMBO_V3", opts]
 
 
 def _describe_input(spec: InputSpec) -> list:

@@ -96,7 +96,9 @@ def types_compatible(output_type: str, input_type: str) -> bool:
 @cache
 def _adapter(model: type, name: str) -> TypeAdapter:
     info = model.model_fields.get(name) or next(f for f in model.model_fields.values() if f.alias == name)
-    return TypeAdapter(Annotated[info.annotation, info], config=_STRICT)
+    if not info.metadata:
+        return TypeAdapter(info.annotation, config=_STRICT)
+    return TypeAdapter(Annotated[(info.annotation, *info.metadata)], config=_STRICT)  # bounds and validators
 
 
 # During one validate() call, each input's list of choices (files on disk for LoadImage) is built once, not

@@ -10,13 +10,14 @@ checked against :mod:`graph_runtime.limits` before anything is allocated.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import create_model
 
 from graph_runtime import Link, Node, NodeError, NodeInputs, Output, Widget
 from graph_runtime.limits import LIMITS
-from graph_runtime.node import autogrow_fields
+from graph_runtime.node import autogrow_fields, dynamic_combo_choice, dynamic_combo_fields
 
 from .latents import MAX_SIZE
 from .types import IMAGE, LATENT, MASK
@@ -297,6 +298,155 @@ class LatentUpscaleBy(Node):
         h, w = samples.shape[-2:]
         width, height = round(w * inputs.scale_by), round(h * inputs.scale_by)
         return (scale_latent(inputs.samples, width, height, inputs.upscale_method, "disabled", "scale_by"),)
+
+
+# --- ResizeImageMaskNode ---------------------------------------------------------------------------------
+
+def _crop_widget() -> Any:
+    return Widget("center", choices=CROPS, tooltip="How to handle aspect ratio mismatch: 'disabled' stretches to "
+                  "fit, 'center' crops to maintain aspect ratio.")
+
+
+def _size_widget(tooltip: str) -> Any:
+    return Widget(512, ge=0, le=MAX_SIZE, step=1, tooltip=tooltip)
+
+
+RESIZE_TYPES: dict[str, dict[str, tuple]] = {
+    "scale dimensions": {
+        "width": (int, _size_widget("Target width in pixels. Set to 0 to auto-calculate from height while "
+                                    "preserving aspect ratio.")),
+        "height": (int, _size_widget("Target height in pixels. Set to 0 to auto-calculate from width while "
+                                     "preserving aspect ratio.")),
+        "crop": (str, _crop_widget()),
+    },
+    "scale by multiplier": {
+        "multiplier": (float, Widget(1.0, ge=0.01, le=8.0, step=0.01,
+                                     tooltip="Scale factor (e.g., 2.0 doubles size, 0.5 halves size).")),
+    },
+    "scale longer dimension": {
+        "longer_size": (int, _size_widget("The longer edge will be resized to this value. Aspect ratio is "
+                                          "preserved.")),
+    },
+    "scale shorter dimension": {
+        "shorter_size": (int, _size_widget("The shorter edge will be resized to this value. Aspect ratio is "
+                                           "preserved.")),
+    },
+    "scale width": {
+        "width": (int, _size_widget("Target width in pixels. Height auto-adjusts to preserve aspect ratio.")),
+    },
+    "scale height": {
+        "height": (int, _size_widget("Target height in pixels. Width auto-adjusts to preserve aspect ratio.")),
+    },
+    "scale total pixels": {
+        "megapixels": (float, Widget(1.0, ge=0.01, le=16.0, step=0.01, tooltip="Target total megapixels (e.g., "
+                                     "1.0 ≈ 1024×1024). Aspect ratio is preserved.")),
+        "multiple": (int, Widget(1, ge=1, le=MAX_SIZE, step=1, tooltip="Round width and height to the nearest "
+                                 "multiple of this number.")),
+    },
+    "match size": {
+        "match": (Any, Link("IMAGE,MASK", tooltip="Resize input to match the dimensions of this reference image "
+                            "or mask.")),
+        "crop": (str, _crop_widget()),
+    },
+    "scale to multiple": {
+        "multiple": (int, Widget(8, ge=1, le=MAX_SIZE, step=1, tooltip="Resize so width and height are divisible "
+                                 "by this number. Useful for latent alignment (e.g., 8 or 64).")),
+    },
+}
+
+
+def resize_image_or_mask(x: torch.Tensor, width: int, height: int, method: str, crop: str, what: str) -> torch.Tensor:
+    """Resize an IMAGE [B, H, W, C] or a MASK [B, H, W] (bounded by the limits first)."""
+    check_image_size(width, height, x.shape[0], what)
+    if x.ndim == 4:
+        return resize(x.movedim(-1, 1), width, height, method, crop).movedim(1, -1)
+    return resize(x[:, None], width, height, method, crop)[:, 0]
+
+
+def _edge_sizes(w: int, h: int, size: int, longer: bool) -> tuple[int, int]:
+    """ComfyUI's longer/shorter-edge sizes: that edge becomes ``size``, the other follows the aspect."""
+    if h == w:
+        return size, size
+    if (h > w) == longer:
+        return round(w / h * size), size
+    return size, round(h / w * size)
+
+
+class ResizeImageMaskNode(Node):
+    """Resize an image or a mask by one of ComfyUI's rules: exact dimensions, a factor, the longer or shorter
+    edge, a width or height, total pixels, another image's size, or down to a multiple."""
+
+    CATEGORY = "image/transform"
+    DISPLAY_NAME = "Resize Image/Mask"
+
+    Inputs = create_model(
+        "ResizeImageMaskNodeInputs", __base__=NodeInputs,
+        input=(Any, Link("IMAGE,MASK")),
+        **dynamic_combo_fields("resize_type", RESIZE_TYPES, tooltip="Select how to resize: by exact dimensions, "
+                               "scale factor, matching another image, etc."),
+        scale_method=(Literal[IMAGE_METHODS], Widget("area", tooltip="Interpolation algorithm. 'area' is best for "
+                                                     "downscaling, 'lanczos' for upscaling, 'nearest-exact' for "
+                                                     "pixel art.")),
+    )
+
+    OUTPUTS = (Output("IMAGE,MASK", "resized"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        import torch
+
+        x = inputs.input
+        if not isinstance(x, torch.Tensor) or x.ndim not in (3, 4):
+            raise NodeError("input: expected an IMAGE [batch, height, width, channels] or a MASK [batch, height, "
+                            "width]")
+        kind, opt = dynamic_combo_choice(inputs, "resize_type")
+        method, h, w = inputs.scale_method, x.shape[1], x.shape[2]
+        what = f"resize_type.{next(iter(opt))}"
+        if kind in ("scale dimensions", "scale width", "scale height"):
+            width = opt.get("width", 0) if kind != "scale height" else 0
+            height = opt.get("height", 0) if kind != "scale width" else 0
+            if width == 0 and height == 0:
+                return (x,)
+            if width == 0:
+                width = max(1, round(w * height / h))
+            elif height == 0:
+                height = max(1, round(h * width / w))
+            return (resize_image_or_mask(x, width, height, method, opt.get("crop", "disabled"), what),)
+        if kind == "scale by multiplier":
+            m = opt["multiplier"]
+            return (resize_image_or_mask(x, round(w * m), round(h * m), method, "disabled", what),)
+        if kind in ("scale longer dimension", "scale shorter dimension"):
+            size = opt["longer_size" if kind == "scale longer dimension" else "shorter_size"]
+            width, height = _edge_sizes(w, h, size, kind == "scale longer dimension")
+            return (resize_image_or_mask(x, width, height, method, "disabled", what),)
+        if kind == "scale total pixels":
+            multiple = opt["multiple"]
+            scale = (int(opt["megapixels"] * 1024 * 1024) / (w * h)) ** 0.5
+            width = max(1, round(w * scale / multiple)) * multiple
+            height = max(1, round(h * scale / multiple)) * multiple
+            return (resize_image_or_mask(x, width, height, method, "disabled", what),)
+        if kind == "match size":
+            match = opt["match"]
+            if not isinstance(match, torch.Tensor) or match.ndim not in (3, 4):
+                raise NodeError("resize_type.match: expected an IMAGE or a MASK")
+            return (resize_image_or_mask(x, match.shape[2], match.shape[1], method, opt["crop"], what),)
+        return (_cover_multiple(x, opt["multiple"], method, what),)
+
+
+def _cover_multiple(x: torch.Tensor, multiple: int, method: str, what: str) -> torch.Tensor:
+    """ComfyUI's "scale to multiple": scale (rounding up) so the image covers the largest multiple-of-``multiple``
+    size inside it, then cut the middle of that size."""
+    h, w = x.shape[1], x.shape[2]
+    tw, th = w // multiple * multiple, h // multiple * multiple
+    if multiple <= 1 or tw == 0 or th == 0 or (tw, th) == (w, h):
+        return x
+    sw, sh = tw / w, th / h
+    if sw >= sh:
+        width, height = tw, max(th, math.ceil(h * sw))
+    else:
+        width, height = max(tw, math.ceil(w * sh)), th
+    out = resize_image_or_mask(x, width, height, method, "disabled", what)
+    x0, y0 = (width - tw) // 2, (height - th) // 2
+    return out[:, y0:y0 + th, x0:x0 + tw]
 
 
 # --- images and masks ------------------------------------------------------------------------------------
@@ -584,6 +734,6 @@ class Canny(Node):
         return (edges.repeat(1, 3, 1, 1).movedim(1, -1),)
 
 
-NODES = [ImageScale, ImageScaleBy, ImageScaleToTotalPixels, LatentUpscale, LatentUpscaleBy, EmptyImage, ImageBatch,
+NODES = [ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ResizeImageMaskNode, LatentUpscale, LatentUpscaleBy, EmptyImage, ImageBatch,
          BatchImagesNode, BatchMasksNode,
          ImageInvert, ImageToMask, MaskToImage, InvertMask, ImageCompositeMasked, Canny]

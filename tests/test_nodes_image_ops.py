@@ -343,3 +343,120 @@ def test_batch_masks_node(tmp_path):
 
 
 BatchMasks = ops.BatchMasksNode
+
+
+# --- ResizeImageMaskNode (ComfyUI's DynamicCombo) --------------------------------------------------------
+
+def resize_node(tmp_path, x, kind, scale_method="area", **opt):
+    inputs = {"input": x, "resize_type": kind, "scale_method": scale_method,
+              **{f"resize_type.{k}": v for k, v in opt.items()}}
+    (out,) = ops.ResizeImageMaskNode().execute(ops.ResizeImageMaskNode.Inputs(**inputs), context(tmp_path))
+    return out
+
+
+def test_resize_image_mask_declaration_is_comfyuis_dynamic_combo():
+    d = info("ResizeImageMaskNode")
+    assert d["input_order"]["required"] == ["input", "resize_type", "scale_method"]
+    assert d["input"]["required"]["input"] == ["IMAGE,MASK"]
+    kind, opts = d["input"]["required"]["resize_type"]
+    assert kind == "COMFY_DYNAMICCOMBO_V3"
+    assert [o["key"] for o in opts["options"]] == [
+        "scale dimensions", "scale by multiplier", "scale longer dimension", "scale shorter dimension",
+        "scale width", "scale height", "scale total pixels", "match size", "scale to multiple"]
+    by_key = {o["key"]: o["inputs"]["required"] for o in opts["options"]}
+    assert list(by_key["scale dimensions"]) == ["width", "height", "crop"]
+    assert by_key["scale dimensions"]["crop"][0] == ["disabled", "center"]
+    assert by_key["scale dimensions"]["crop"][1]["default"] == "center"
+    assert by_key["scale total pixels"]["multiple"][1]["default"] == 1
+    assert by_key["scale to multiple"]["multiple"][1]["default"] == 8
+    assert by_key["match size"]["match"] == ["IMAGE,MASK", {"tooltip": by_key["match size"]["match"][1]["tooltip"]}]
+    assert d["input"]["required"]["scale_method"][1]["default"] == "area"
+    assert d["output_name"] == ["resized"] and d["display_name"] == "Resize Image/Mask"
+
+
+def test_resize_image_mask_rules(tmp_path, image):
+    x = image  # 2 x 30 x 50
+    ref = lambda w, h, crop="disabled", method="area": F.interpolate(  # noqa: E731
+        ops.resize(x.movedim(-1, 1), w, h, method, crop), size=(h, w)).movedim(1, -1)
+    assert torch.equal(resize_node(tmp_path, x, "scale dimensions", width=20, height=20), ref(20, 20, "center"))
+    assert resize_node(tmp_path, x, "scale dimensions", width=0, height=0) is x
+    assert resize_node(tmp_path, x, "scale dimensions", width=0, height=60, crop="disabled").shape == (2, 60, 100, 3)
+    assert resize_node(tmp_path, x, "scale by multiplier", multiplier=0.5).shape == (2, 15, 25, 3)
+    assert resize_node(tmp_path, x, "scale longer dimension", longer_size=100).shape == (2, 60, 100, 3)
+    assert resize_node(tmp_path, x, "scale shorter dimension", shorter_size=45).shape == (2, 45, 75, 3)
+    assert resize_node(tmp_path, x, "scale width", width=25).shape == (2, 15, 25, 3)
+    assert resize_node(tmp_path, x, "scale height", height=15).shape == (2, 15, 25, 3)
+    scale = math.sqrt(int(0.01 * 1024 * 1024) / (50 * 30))
+    expected = (max(1, round(30 * scale / 8)) * 8, max(1, round(50 * scale / 8)) * 8)
+    got = resize_node(tmp_path, x, "scale total pixels", megapixels=0.01, multiple=8)
+    assert tuple(got.shape[1:3]) == expected == (80, 136)
+    assert resize_node(tmp_path, x, "scale total pixels", megapixels=0.01).shape[1:3] == (79, 132)  # multiple 1
+    match = torch.rand(1, 12, 16)  # a mask as the size reference
+    assert torch.equal(resize_node(tmp_path, x, "match size", scale_method="bilinear", match=match),
+                       ref(16, 12, "center", "bilinear"))
+    # scale to multiple (default 8): 50x30 covers 48x24 at scale max(48/50, 24/30) = 0.96 -> 48x29 (ceil), then
+    # the middle 24 rows
+    cover = resize_node(tmp_path, x, "scale to multiple", scale_method="bilinear")
+    full = ops.resize(x.movedim(-1, 1), 48, 29, "bilinear").movedim(1, -1)
+    assert torch.equal(cover, full[:, 2:26])
+    mask = torch.rand(3, 30, 50)
+    out = resize_node(tmp_path, mask, "scale longer dimension", scale_method="lanczos", longer_size=25)
+    assert out.shape == (3, 15, 25)
+    assert torch.equal(out, ops.resize(mask[:, None], 25, 15, "lanczos")[:, 0])
+
+
+def test_resize_image_mask_errors_name_the_input(tmp_path, image, monkeypatch):
+    with pytest.raises(NodeError, match="resize_type.match: 'match size' needs this input"):
+        resize_node(tmp_path, image, "match size")
+    with pytest.raises(NodeError, match="the result would be 0x0 pixels"):
+        resize_node(tmp_path, image, "scale longer dimension", longer_size=0)
+    monkeypatch.setattr(LIMITS, "max_image_pixels", 1000)
+    with pytest.raises(NodeError, match="resize_type.multiplier: 400x240 is 96,000 pixels per image"):
+        resize_node(tmp_path, image, "scale by multiplier", multiplier=8.0)
+    doc = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+           "2": {"class_type": "ResizeImageMaskNode", "inputs": {"input": ["1", 0], "resize_type": "scale by 2",
+                                                                 "scale_method": "area",
+                                                                 "resize_type.multiplier": 9.0}},
+           "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}}
+    with pytest.raises(WorkflowValidationError) as exc:
+        make_executor(tmp_path).run(doc)
+    errs = {(e["type"], e["extra_info"]["input_name"]) for e in exc.value.result.node_errors["2"]["errors"]}
+    assert errs == {("value_not_in_list", "resize_type"), ("value_bigger_than_max", "resize_type.multiplier")}
+
+
+def test_resize_image_mask_from_an_editor_file(tmp_path):
+    """As ComfyUI's templates save it: the option, then that option's widgets, then scale_method; a linked
+    child widget (resize_type.width) takes its link."""
+    from graph_runtime.ui_format import ui_to_api
+
+    def node(nid, wv, extra_inputs=()):
+        return {"id": nid, "type": "ResizeImageMaskNode", "widgets_values": wv,
+                "inputs": [{"localized_name": "input", "name": "input", "type": "IMAGE,MASK", "link": nid * 10},
+                           *extra_inputs],
+                "outputs": [{"localized_name": "resized", "name": "resized", "type": "IMAGE", "links": []}]}
+
+    width_link = {"localized_name": "width", "name": "resize_type.width", "type": "INT",
+                  "widget": {"name": "resize_type.width"}, "link": 99}
+    doc = {"links": [[20, 1, 0, 2, 0, "IMAGE"], [30, 1, 0, 3, 0, "IMAGE"], [99, 4, 0, 3, 1, "INT"],
+                     [5, 3, 0, 5, 0, "IMAGE"], [6, 2, 0, 6, 0, "IMAGE"]],
+           "nodes": [{"id": 1, "type": "EmptyImage", "widgets_values": [40, 20, 1, 0], "inputs": [],
+                      "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [20, 30]}]},
+                     node(2, ["scale longer dimension", 16, "lanczos"]),
+                     node(3, ["scale dimensions", 1024, 10, "center", "bilinear"], [width_link]),
+                     {"id": 4, "type": "PrimitiveInt", "widgets_values": [30, "fixed"], "inputs": [],
+                      "outputs": [{"name": "INT", "type": "INT", "links": [99]}]},
+                     {"id": 5, "type": "GetImageSize", "inputs": [{"name": "image", "type": "IMAGE", "link": 5}],
+                      "outputs": []},
+                     {"id": 6, "type": "GetImageSize", "inputs": [{"name": "image", "type": "IMAGE", "link": 6}],
+                      "outputs": []}]}
+    api = ui_to_api(doc, REG)
+    assert api["2"]["inputs"] == {"resize_type": "scale longer dimension", "resize_type.longer_size": 16,
+                                  "scale_method": "lanczos", "input": ["1", 0]}
+    assert api["3"]["inputs"] == {"resize_type": "scale dimensions", "resize_type.width": ["4", 0],
+                                  "resize_type.height": 10, "resize_type.crop": "center", "scale_method": "bilinear",
+                                  "input": ["1", 0]}
+    api["7"] = {"class_type": "PreviewAny", "inputs": {"source": ["5", 0]}}
+    api["8"] = {"class_type": "PreviewAny", "inputs": {"source": ["6", 0]}}
+    result = make_executor(tmp_path).run(api)
+    assert result.ok, result.error
+    assert result.values["6"] == (16, 8, 1) and result.values["5"] == (30, 10, 1)

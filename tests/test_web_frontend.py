@@ -403,3 +403,33 @@ def test_math_expression_autogrow_slots_in_the_editor(editor, server):
                           " return n.inputs.map((i) => i.name); }")
     assert slots[0] == "images.image0"  # a numbered Autogrow starts with its minimum
     assert not editor.problems, editor.problems
+
+
+def test_resize_dynamic_combo_in_the_editor(editor, server):
+    """ResizeImageMaskNode's COMFY_DYNAMICCOMBO_V3: the editor shows the chosen option's widgets, swaps them when
+    the option changes, saves them after the combo, and sends resize_type.* as we convert it."""
+    page = editor.page
+    widgets = page.evaluate("""async () => {
+        const g = window.app.graph; g.clear();
+        const e = LiteGraph.createNode('EmptyImage'); g.add(e);
+        const r = LiteGraph.createNode('ResizeImageMaskNode'); g.add(r); r.pos = [350, 0];
+        const p = LiteGraph.createNode('GetImageSize'); g.add(p); p.pos = [700, 0];
+        const q = LiteGraph.createNode('PreviewAny'); g.add(q); q.pos = [950, 0];
+        e.connect(0, r, 0); r.connect(0, p, 0); p.connect(0, q, 0);
+        const before = r.widgets.map((w) => w.name);
+        const combo = r.widgets.find((w) => w.name === 'resize_type');
+        combo.value = 'scale longer dimension'; combo.callback?.(combo.value);
+        await new Promise((done) => setTimeout(done, 100));
+        r.widgets.find((w) => w.name === 'resize_type.longer_size').value = 128;
+        return [before, r.widgets.map((w) => w.name)];
+    }""")
+    assert widgets[0] == ["resize_type", "resize_type.width", "resize_type.height", "resize_type.crop", "scale_method"]
+    assert widgets[1] == ["resize_type", "resize_type.longer_size", "scale_method"]
+    saved = page.evaluate("() => window.app.graph.serialize()")
+    (node,) = [n for n in saved["nodes"] if n["type"] == "ResizeImageMaskNode"]
+    assert node["widgets_values"] == ["scale longer dimension", 128, "area"]
+    editor_and_ours_agree(editor, server)
+    _, entry = run_in_editor(editor, server, timeout=30)
+    assert entry["status"]["status_str"] == "success"
+    assert ["128"] in [out.get("text") for out in entry["outputs"].values()]  # 512x512 -> longer edge 128
+    assert not editor.problems, editor.problems
