@@ -118,6 +118,58 @@ class GetImageSize(Node):
         return (int(w), int(h), int(b))
 
 
+# --- ResolutionSelector ---------------------------------------------------------------------------------
+
+ASPECT_RATIOS = {
+    "1:1 (Square)": (1, 1),
+    "3:2 (Photo)": (3, 2),
+    "4:3 (Standard)": (4, 3),
+    "16:9 (Widescreen)": (16, 9),
+    "21:9 (Ultrawide)": (21, 9),
+    "2:3 (Portrait Photo)": (2, 3),
+    "3:4 (Portrait Standard)": (3, 4),
+    "9:16 (Portrait Widescreen)": (9, 16),
+}
+
+
+def resolution_for(aspect_ratio: str, megapixels: float, multiple: int, minimum: int) -> tuple[int, int]:
+    """ComfyUI's ResolutionSelector: about ``megapixels`` x 2**20 pixels in the ratio, each side rounded to a
+    multiple; where a side would fall below ``minimum``, the smallest exact multiple of the ratio that keeps both
+    sides multiples of ``multiple`` and at least ``minimum``."""
+    rw, rh = ASPECT_RATIOS[aspect_ratio]
+    scale = math.sqrt(megapixels * 1024 * 1024 / (rw * rh))
+    width, height = round(rw * scale / multiple) * multiple, round(rh * scale / multiple) * multiple
+    if width < minimum or height < minimum:
+        step_w, step_h = multiple // math.gcd(rw, multiple), multiple // math.gcd(rh, multiple)
+        step = math.lcm(step_w, step_h)
+        k = math.ceil(math.ceil(max(minimum / rw, minimum / rh)) / step) * step
+        width, height = rw * k, rh * k
+    return width, height
+
+
+class ResolutionSelector(Node):
+    """Width and height for an aspect ratio and a number of megapixels (e.g. for an empty latent)."""
+
+    CATEGORY = "utilities"
+    DISPLAY_NAME = "Resolution Selector"
+
+    class Inputs(NodeInputs):
+        aspect_ratio: str = Widget("1:1 (Square)", choices=tuple(ASPECT_RATIOS),
+                                   tooltip="The aspect ratio for the output dimensions.")
+        megapixels: float = Widget(1.0, ge=0.1, le=16.0, step=0.1,
+                                   tooltip="Target total megapixels. 1.0 MP ≈ 1024x1024 for square.")
+        multiple: int = Widget(8, ge=8, le=128, step=4, advanced=True,
+                               tooltip="Nearest multiple of the result to set the selected resolution to.")
+        minimum: int = Widget(256, ge=32, le=4096, step=32, advanced=True,
+                              tooltip="Set minimum resolution for any side to be used")
+
+    OUTPUTS = (Output("INT", "width", "Calculated width in pixels (multiple of 8)."),
+               Output("INT", "height", "Calculated height in pixels (multiple of 8)."))
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        return resolution_for(inputs.aspect_ratio, inputs.megapixels, inputs.multiple, inputs.minimum)
+
+
 # --- ComfyMathExpression ---------------------------------------------------------------------------------
 
 VALUE_NAMES = tuple(string.ascii_lowercase)
@@ -200,4 +252,4 @@ class ComfyMathExpression(Node):
         return evaluate_expression(inputs.expression, values)
 
 
-NODES = [StringConcatenate, PreviewAny, GetImageSize, ComfyMathExpression]
+NODES = [StringConcatenate, PreviewAny, GetImageSize, ResolutionSelector, ComfyMathExpression]

@@ -253,3 +253,30 @@ def test_math_expression_takes_literal_values_in_the_api_format(tmp_path):
         (err,) = exc.value.result.node_errors["1"]["errors"]
         assert err["extra_info"]["input_name"] == "values.a", bad
         assert err["type"] in ("invalid_input_type", "bad_linked_input"), bad
+
+
+@pytest.mark.parametrize("ratio,mp,multiple,minimum,expected", [
+    ("1:1 (Square)", 1.0, 8, 256, (1024, 1024)),
+    ("16:9 (Widescreen)", 0.4, 32, 256, (864, 480)),  # round(863.5 / 32) = 27, round(485.7 / 32) = 15
+    ("9:16 (Portrait Widescreen)", 1.0, 8, 256, (768, 1368)),
+    ("21:9 (Ultrawide)", 0.1, 8, 256, (672, 288)),  # 496x208 is under 256: k = 32, the smallest fitting step
+    ("3:2 (Photo)", 0.1, 64, 512, (768, 512)),  # 384x256 is under 512: steps 64 and 32, k = 256
+])
+def test_resolution_selector(ratio, mp, multiple, minimum, expected):
+    from nodes.utility import ResolutionSelector
+
+    inputs = ResolutionSelector.Inputs(aspect_ratio=ratio, megapixels=mp, multiple=multiple, minimum=minimum)
+    assert ResolutionSelector().execute(inputs, None) == expected
+
+
+def test_resolution_selector_declaration_and_editor_file():
+    from graph_runtime.ui_format import ui_to_api
+
+    d = info("ResolutionSelector")
+    assert d["input_order"]["required"] == ["aspect_ratio", "megapixels", "multiple", "minimum"]
+    assert d["input"]["required"]["aspect_ratio"][0][:3] == ["1:1 (Square)", "3:2 (Photo)", "4:3 (Standard)"]
+    assert d["output_name"] == ["width", "height"]
+    doc = {"links": [], "nodes": [{"id": 1, "type": "ResolutionSelector", "inputs": [],
+                                   "widgets_values": ["16:9 (Widescreen)", 0.4, 32]}]}  # saved before minimum
+    assert ui_to_api(doc, REG)["1"]["inputs"] == {"aspect_ratio": "16:9 (Widescreen)", "megapixels": 0.4,
+                                                  "multiple": 32}
