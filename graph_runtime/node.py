@@ -138,6 +138,15 @@ def dynamic_combo_choice(inputs: Any, name: str) -> tuple[str, dict[str, Any]]:
     return key, values
 
 
+def EditorWidget(io_type: str, *, tooltip: str | None = None) -> Any:
+    """An input that is one of the editor's own display widgets (IMAGECOMPARE): listed in ``/object_info`` so
+    the editor draws it, its value (whatever the editor sends) taken and not used; it may be left out."""
+    extra: dict[str, Any] = {"io_type": io_type, "optional": False, "editor_widget": True}
+    if tooltip:
+        extra["tooltip"] = tooltip
+    return Field(None, description=tooltip, json_schema_extra=extra)
+
+
 def Hidden(kind: Literal["PROMPT", "EXTRA_PNGINFO", "UNIQUE_ID", "PROMPT_ID"]) -> Any:
     """An input the executor fills from the run itself (the whole prompt, PNG metadata, the node's id)."""
     return Field(None, json_schema_extra={"hidden": kind})
@@ -302,7 +311,7 @@ def _describe_input(spec: InputSpec) -> list:
     if hi is not None:
         opts["max"] = hi
     for k, v in spec.extra.items():
-        if k not in ("io_type", "optional", "choices", "hidden"):
+        if k not in ("io_type", "optional", "choices", "hidden", "editor_widget"):
             opts[k] = v
     if spec.io_type == "COMBO":
         return [spec.choice_list(), opts]

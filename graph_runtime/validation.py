@@ -379,6 +379,9 @@ def _check_node(nid: str, cls: type[Node], document: dict, classes: dict, out: _
                 out.add(nid, error("undeclared_input", f"'{name}' is not an input of {cls.type_name}",
                                    "declared inputs: " + ", ".join(visible), input_name=name))
     for name, spec in visible.items():
+        if spec.extra.get("editor_widget"):
+            literals[name] = None  # the editor's display state: never a value for the node
+            continue
         if name not in inputs:
             if spec.required:
                 ok = False

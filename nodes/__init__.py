@@ -13,7 +13,7 @@ def _node_classes() -> list:
     from . import aliases, image_ops, loaders, model_patches, sigma_nodes, utility
     from .compare import CompareSchedulers
     from .conditioning import TextEncode
-    from .images import LoadImage, PreviewImage, SaveAnimatedWEBP, SaveImage, SaveImageWebsocket
+    from .images import ImageCompare, LoadImage, PreviewImage, SaveAnimatedWEBP, SaveImage, SaveImageWebsocket
     from .latents import EmptyLatent, VAEDecode, VAEDecodeTiled, VAEEncode, VAEEncodeTiled
     from .models import LoadModel
     from .sampling import Sampler, Scheduler, SchedulerFromSigmas
@@ -40,6 +40,7 @@ def _node_classes() -> list:
         LoadImage,
         SaveImage,
         PreviewImage,
+        ImageCompare,
         SaveAnimatedWEBP,
         SaveImageWebsocket,
         # ComfyUI core names, for workflows saved from ComfyUI

@@ -1,4 +1,4 @@
-"""Image nodes: LoadImage, SaveImage, PreviewImage, SaveAnimatedWEBP, SaveImageWebsocket.
+"""Image nodes: LoadImage, SaveImage, PreviewImage, ImageCompare, SaveAnimatedWEBP, SaveImageWebsocket.
 
 IMAGE is float32 ``[B, H, W, C]`` in 0..1 on the CPU and MASK float32 ``[B, H, W]`` (ComfyUI's conventions).
 Every file name from a workflow is confined to its folder with :func:`graph_runtime.resolve_inside`.
@@ -28,6 +28,7 @@ from graph_runtime import (
     resolve_inside,
 )
 from graph_runtime.limits import LIMITS
+from graph_runtime.node import EditorWidget
 
 if TYPE_CHECKING:  # numpy, torch and PIL load when an image is read or written, not when nodes are declared
     import torch
@@ -255,10 +256,41 @@ class PreviewImage(Node):
     OUTPUTS = ()
 
     def execute(self, inputs: Any, ctx: Any) -> NodeResult:
-        suffix = "".join(random.choice(string.ascii_lowercase) for _ in range(5))
-        saved = save_images(inputs.images, ctx.paths.temp, f"graph-runtime_temp_{suffix}", kind="temp",
-                            prompt=inputs.prompt, extra_pnginfo=inputs.extra_pnginfo, compress_level=1)
-        return NodeResult(outputs=(), ui={"images": saved})
+        return NodeResult(outputs=(), ui={"images": preview_images(inputs.images, ctx, inputs.prompt,
+                                                                   inputs.extra_pnginfo)})
+
+
+def preview_images(images: Any, ctx: Any, prompt: Any = None, extra_pnginfo: Any = None,
+                   stem: str = "graph-runtime") -> list[dict]:
+    """PNG files in the temp folder for the editor to show (light compression, a random suffix per run)."""
+    suffix = "".join(random.choice(string.ascii_lowercase) for _ in range(5))
+    return save_images(images, ctx.paths.temp, f"{stem}_temp_{suffix}", kind="temp", prompt=prompt,
+                       extra_pnginfo=extra_pnginfo, compress_level=1)
+
+
+class ImageCompare(Node):
+    """Compares two images side by side with a slider (in the editor); either may be left out."""
+
+    CATEGORY = "image"
+    DISPLAY_NAME = "Image Compare"
+    OUTPUT_NODE = True
+
+    class Inputs(NodeInputs):
+        image_a: Any = Link("IMAGE", optional=True)
+        image_b: Any = Link("IMAGE", optional=True)
+        compare_view: Any = EditorWidget("IMAGECOMPARE")
+        prompt: Any = Hidden("PROMPT")
+        extra_pnginfo: Any = Hidden("EXTRA_PNGINFO")
+
+    OUTPUTS = ()
+
+    def execute(self, inputs: Any, ctx: Any) -> NodeResult:
+        ui: dict[str, list] = {"a_images": [], "b_images": []}
+        for side, images in (("a", inputs.image_a), ("b", inputs.image_b)):
+            if images is not None and len(images) > 0:
+                ui[f"{side}_images"] = preview_images(images, ctx, inputs.prompt, inputs.extra_pnginfo,
+                                                      stem=f"graph-runtime.compare.{side}")
+        return NodeResult(outputs=(), ui=ui)
 
 
 WEBP_METHODS = {"default": 4, "fastest": 0, "slowest": 6}

@@ -119,3 +119,28 @@ def test_save_image_websocket_with_metadata_and_never_cached(server):
         meta = json.loads(frames[0][8:8 + length])
         assert event == 4 and meta["node_id"] == "2" and meta["prompt_id"] == pid
         assert meta["image_type"] == "image/png" and frames[0][8 + length:8 + length + 4] == b"\x89PNG"
+
+
+def test_image_compare_previews_both_sides(tmp_path):
+    from nodes_support import make_executor, make_registry
+
+    d = make_registry().get("ImageCompare").describe()
+    assert d["input"]["required"] == {"compare_view": ["IMAGECOMPARE"]}
+    assert d["input_order"]["optional"] == ["image_a", "image_b"] and d["output_node"] is True
+    doc = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 2, "color": 0xFF0000}},
+           "2": {"class_type": "ImageCompare", "inputs": {"image_a": ["1", 0],
+                                                          "compare_view": {"__value__": ["", ""]}}}}
+    ex = make_executor(tmp_path)
+    result = ex.run(doc)
+    assert result.ok, result.error
+    ui = result.outputs["2"]
+    assert ui["b_images"] == [] and [i["type"] for i in ui["a_images"]] == ["temp", "temp"]
+    assert all(i["filename"].startswith("graph-runtime.compare.a_temp_") for i in ui["a_images"])
+    with Image.open(ex.paths.temp / ui["a_images"][1]["filename"]) as png:
+        assert png.size == (8, 8) and png.convert("RGB").getpixel((0, 0)) == (255, 0, 0)
+    # what the editor sends as the slider's state is taken and does not change the result's cache key
+    doc["2"]["inputs"]["compare_view"] = {"before": "/api/view?filename=x.png", "after": ""}
+    again = ex.run(doc)
+    assert again.ok and "2" not in again.executed
+    del doc["2"]["inputs"]["compare_view"]
+    assert ex.run(doc).ok

@@ -433,3 +433,27 @@ def test_resize_dynamic_combo_in_the_editor(editor, server):
     assert entry["status"]["status_str"] == "success"
     assert ["128"] in [out.get("text") for out in entry["outputs"].values()]  # 512x512 -> longer edge 128
     assert not editor.problems, editor.problems
+
+
+def test_image_compare_in_the_editor(editor, server):
+    """ImageCompare's IMAGECOMPARE widget: the editor draws it and sends its state, the run shows both sides."""
+    page = editor.page
+    page.evaluate("""() => {
+        const g = window.app.graph; g.clear();
+        const a = LiteGraph.createNode('EmptyImage'); g.add(a); a.widgets.find((w) => w.name === 'color').value = 255;
+        const b = LiteGraph.createNode('EmptyImage'); g.add(b); b.pos = [0, 300];
+        const c = LiteGraph.createNode('ImageCompare'); g.add(c); c.pos = [350, 0];
+        a.connect(0, c, c.inputs.findIndex((i) => i.name === 'image_a'));
+        b.connect(0, c, c.inputs.findIndex((i) => i.name === 'image_b'));
+    }""")
+    assert page.evaluate("() => window.app.graph._nodes.find((n) => n.type === 'ImageCompare')"
+                         ".widgets.map((w) => w.type)") == ["imagecompare"]
+    theirs = page.evaluate("async () => (await window.app.graphToPrompt()).output")
+    ours = ui_to_api(page.evaluate("() => window.app.graph.serialize()"), server.state.registry)
+    strip = lambda p: {k: {n: v for n, v in e["inputs"].items() if n != "compare_view"} for k, e in p.items()}  # noqa: E731
+    assert strip(theirs) == strip(ours)
+    _, entry = run_in_editor(editor, server, timeout=30)
+    assert entry["status"]["status_str"] == "success"
+    (ui,) = [o for o in entry["outputs"].values() if "a_images" in o]
+    assert len(ui["a_images"]) == 1 and len(ui["b_images"]) == 1
+    assert not editor.problems, editor.problems
