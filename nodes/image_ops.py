@@ -574,6 +574,246 @@ class BatchMasksNode(Node):
         return (batch_masks([v for _, v in given], [name for name, _ in given]),)
 
 
+class RepeatImageBatch(Node):
+    """The batch repeated ``amount`` times."""
+
+    CATEGORY = "image/batch"
+    DISPLAY_NAME = "Repeat Image Batch"
+
+    class Inputs(NodeInputs):
+        image: Any = Link(IMAGE)
+        amount: int = Widget(1, ge=1, le=4096)
+
+    OUTPUTS = (Output(IMAGE, "IMAGE"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        image = check_image(inputs.image)
+        b, h, w, _ = image.shape
+        check_image_size(w, h, b * inputs.amount, "amount")
+        return (image.repeat(inputs.amount, 1, 1, 1),)
+
+
+class ImageFromBatch(Node):
+    """``length`` images from ``batch_index`` on (a negative index counts from the end; both are clamped to
+    the batch)."""
+
+    CATEGORY = "image/batch"
+    DISPLAY_NAME = "Get Image from Batch"
+
+    class Inputs(NodeInputs):
+        image: Any = Link(IMAGE)
+        batch_index: int = Widget(0, ge=-MAX_SIZE, le=MAX_SIZE)
+        length: int = Widget(1, ge=1, le=4096)
+
+    OUTPUTS = (Output(IMAGE, "IMAGE"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        image = check_image(inputs.image)
+        n = image.shape[0]
+        index = inputs.batch_index + n if inputs.batch_index < 0 else inputs.batch_index
+        index = max(0, min(n - 1, index))
+        return (image[index:index + min(n - index, inputs.length)].clone(),)
+
+
+class ImageCrop(Node):
+    """A width x height window from (x, y), cut at the image's edges (x and y kept inside the image)."""
+
+    CATEGORY = "image/transform"
+    DISPLAY_NAME = "Crop Image (DEPRECATED)"
+    DEPRECATED = True
+
+    class Inputs(NodeInputs):
+        image: Any = Link(IMAGE)
+        width: int = Widget(512, ge=1, le=MAX_SIZE, step=1)
+        height: int = Widget(512, ge=1, le=MAX_SIZE, step=1)
+        x: int = Widget(0, ge=0, le=MAX_SIZE, step=1)
+        y: int = Widget(0, ge=0, le=MAX_SIZE, step=1)
+
+    OUTPUTS = (Output(IMAGE, "IMAGE"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        image = check_image(inputs.image)
+        x, y = min(inputs.x, image.shape[2] - 1), min(inputs.y, image.shape[1] - 1)
+        return (image[:, y:y + inputs.height, x:x + inputs.width, :],)
+
+
+ROTATIONS = ("none", "90 degrees", "180 degrees", "270 degrees")
+
+
+class ImageRotate(Node):
+    """Rotate by a quarter turn, a half or three quarters (clockwise)."""
+
+    CATEGORY = "image/transform"
+    DISPLAY_NAME = "Rotate Image"
+
+    class Inputs(NodeInputs):
+        image: Any = Link(IMAGE)
+        rotation: Literal[ROTATIONS] = Widget("none")  # type: ignore[valid-type]
+
+    OUTPUTS = (Output(IMAGE, "IMAGE"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        import torch
+
+        return (torch.rot90(check_image(inputs.image), k=ROTATIONS.index(inputs.rotation), dims=[2, 1]),)
+
+
+FLIPS = ("x-axis: vertically", "y-axis: horizontally")
+
+
+class ImageFlip(Node):
+    """Mirror top to bottom (x-axis) or left to right (y-axis)."""
+
+    CATEGORY = "image/transform"
+    DISPLAY_NAME = "Flip Image"
+
+    class Inputs(NodeInputs):
+        image: Any = Link(IMAGE)
+        flip_method: Literal[FLIPS] = Widget("x-axis: vertically")  # type: ignore[valid-type]
+
+    OUTPUTS = (Output(IMAGE, "IMAGE"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        import torch
+
+        return (torch.flip(check_image(inputs.image), dims=[1 if inputs.flip_method.startswith("x") else 2]),)
+
+
+class ImageScaleToMaxDimension(Node):
+    """Resize so the longer side is ``largest_size`` (the aspect kept, the other side rounded)."""
+
+    CATEGORY = "image/upscaling"
+    DISPLAY_NAME = "Scale Image to Max Dimension"
+
+    class Inputs(NodeInputs):
+        image: Any = Link(IMAGE)
+        upscale_method: str = Widget("area", choices=("area", "lanczos", "bilinear", "nearest-exact", "bilinear",
+                                                      "bicubic"))
+        largest_size: int = Widget(512, ge=0, le=MAX_SIZE, step=1)
+
+    OUTPUTS = (Output(IMAGE, "IMAGE"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        image = check_image(inputs.image)
+        width, height = _edge_sizes(image.shape[2], image.shape[1], inputs.largest_size, longer=True)
+        return (scale_image(image, width, height, inputs.upscale_method, "disabled", "largest_size"),)
+
+
+class ResizeAndPadImage(Node):
+    """Fit the image inside target_width x target_height (aspect kept, sizes truncated) and pad the rest with
+    white or black, centred."""
+
+    CATEGORY = "image/transform"
+    DISPLAY_NAME = "Resize And Pad Image"
+
+    class Inputs(NodeInputs):
+        image: Any = Link(IMAGE)
+        target_width: int = Widget(512, ge=1, le=MAX_SIZE, step=1)
+        target_height: int = Widget(512, ge=1, le=MAX_SIZE, step=1)
+        padding_color: Literal["white", "black"] = Widget("white", advanced=True)
+        interpolation: Literal["area", "bicubic", "nearest-exact", "bilinear", "lanczos"] = Widget(
+            "area", advanced=True)
+
+    OUTPUTS = (Output(IMAGE, "IMAGE"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        import torch
+
+        image = check_image(inputs.image)
+        b, h, w, c = image.shape
+        tw, th = inputs.target_width, inputs.target_height
+        check_image_size(tw, th, b, "target_width / target_height")
+        scale = min(tw / w, th / h)
+        nw, nh = int(w * scale), int(h * scale)
+        check_image_size(nw, nh, b, "target_width / target_height")
+        resized = resize(image.movedim(-1, 1), nw, nh, inputs.interpolation, "disabled")
+        out = torch.full((b, c, th, tw), 0.0 if inputs.padding_color == "black" else 1.0, dtype=image.dtype)
+        y, x = (th - nh) // 2, (tw - nw) // 2
+        out[:, :, y:y + nh, x:x + nw] = resized
+        return (out.movedim(1, -1),)
+
+
+SPACING_COLORS = {"white": 1.0, "black": 0.0, "red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0),
+                  "blue": (0.0, 0.0, 1.0)}
+
+
+def _pad_to(image: torch.Tensor, size: int, dim: int, value: float) -> torch.Tensor:
+    """Pad height (dim 1) or width (dim 2) of [B, H, W, C] to ``size``, split evenly (the extra one after)."""
+    import torch.nn.functional as F
+
+    extra = size - image.shape[dim]
+    if extra <= 0:
+        return image
+    before, after = extra // 2, extra - extra // 2
+    pad = (0, 0, 0, 0, before, after) if dim == 1 else (0, 0, before, after)
+    return F.pad(image, pad, value=value)
+
+
+class ImageStitch(Node):
+    """image2 joined to image1 on one side (right, down, left, up), optionally resized to match and with a
+    coloured gap between; without image2, image1 unchanged."""
+
+    CATEGORY = "image/transform"
+    DISPLAY_NAME = "Stitch Images"
+
+    class Inputs(NodeInputs):
+        image1: Any = Link(IMAGE)
+        direction: Literal["right", "down", "left", "up"] = Widget("right")
+        match_image_size: bool = Widget(True)
+        spacing_width: int = Widget(0, ge=0, le=1024, step=2, advanced=True)
+        spacing_color: Literal["white", "black", "red", "green", "blue"] = Widget("white", advanced=True)
+        image2: Any = Link(IMAGE, optional=True)
+
+    OUTPUTS = (Output(IMAGE, "IMAGE"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        import torch
+
+        a = check_image(inputs.image1, "image1")
+        if inputs.image2 is None:
+            return (a,)
+        b = check_image(inputs.image2, "image2")
+        sideways = inputs.direction in ("left", "right")
+        n = max(a.shape[0], b.shape[0])  # the shorter batch repeats its last image
+        a = torch.cat([a, a[-1:].repeat(n - a.shape[0], 1, 1, 1)]) if a.shape[0] < n else a
+        b = torch.cat([b, b[-1:].repeat(n - b.shape[0], 1, 1, 1)]) if b.shape[0] < n else b
+        colour = SPACING_COLORS[inputs.spacing_color]
+        if inputs.match_image_size:
+            (h1, w1), (h2, w2) = a.shape[1:3], b.shape[1:3]
+            th, tw = (h1, int(h1 * (w2 / h2))) if sideways else (int(w1 / (w2 / h2)), w1)
+            b = scale_image(b, tw, th, "lanczos", "disabled", "image2")
+        else:
+            value = 0.0 if isinstance(colour, tuple) else colour
+            dim = 1 if sideways else 2
+            size = max(a.shape[dim], b.shape[dim])
+            a, b = _pad_to(a, size, dim, value), _pad_to(b, size, dim, value)
+        channels = max(a.shape[-1], b.shape[-1])  # a missing alpha is opaque
+        a, b = (torch.cat([t, torch.ones(*t.shape[:-1], channels - t.shape[-1])], dim=-1) for t in (a, b))
+        parts = [b, a] if inputs.direction in ("left", "up") else [a, b]
+        gap = inputs.spacing_width + inputs.spacing_width % 2
+        if gap > 0:
+            shape = ((n, max(a.shape[1], b.shape[1]), gap, channels) if sideways
+                     else (n, gap, max(a.shape[2], b.shape[2]), channels))
+            spacing = torch.zeros(shape)
+            if isinstance(colour, tuple):
+                for i, v in enumerate(colour[:channels]):
+                    spacing[..., i] = v
+            else:
+                spacing[..., :min(3, channels)] = colour
+            if channels == 4:
+                spacing[..., 3] = 1.0
+            parts.insert(1, spacing)
+        dim = 2 if sideways else 1
+        total = sum(p.shape[dim] for p in parts)
+        size = (total, parts[0].shape[1]) if sideways else (parts[0].shape[2], total)
+        check_image_size(size[0], size[1], n, "image2")
+        try:
+            return (torch.cat(parts, dim=dim),)
+        except RuntimeError:
+            raise NodeError(f"image2: {list(b.shape[1:3])} cannot be joined to {list(a.shape[1:3])} "
+                            f"going {inputs.direction} without match_image_size") from None
+
+
 class ImageInvert(Node):
     """1 - each colour value (an alpha channel is kept: it is transparency, not colour)."""
 
@@ -736,4 +976,5 @@ class Canny(Node):
 
 NODES = [ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ResizeImageMaskNode, LatentUpscale, LatentUpscaleBy, EmptyImage, ImageBatch,
          BatchImagesNode, BatchMasksNode,
-         ImageInvert, ImageToMask, MaskToImage, InvertMask, ImageCompositeMasked, Canny]
+         RepeatImageBatch, ImageFromBatch, ImageCrop, ImageRotate, ImageFlip, ImageScaleToMaxDimension, ResizeAndPadImage,
+         ImageStitch, ImageInvert, ImageToMask, MaskToImage, InvertMask, ImageCompositeMasked, Canny]

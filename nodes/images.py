@@ -300,8 +300,8 @@ class SaveAnimatedWEBP(Node):
     """Save a batch of images as one animated WEBP in the output folder (the workflow in its EXIF, as
     ComfyUI writes it: ``prompt:{json}`` in ImageDescription, each extra item in the tags below Make)."""
 
-    CATEGORY = "image/animation"
-    DISPLAY_NAME = "SaveAnimatedWEBP"
+    CATEGORY = "image"
+    DISPLAY_NAME = "Save Animated WEBP"
     OUTPUT_NODE = True
 
     class Inputs(NodeInputs):
@@ -314,7 +314,7 @@ class SaveAnimatedWEBP(Node):
         prompt: Any = Hidden("PROMPT")
         extra_pnginfo: Any = Hidden("EXTRA_PNGINFO")
 
-    OUTPUTS = ()
+    OUTPUTS = (Output("IMAGE", "images"),)  # the images pass on (current ComfyUI)
 
     def execute(self, inputs: Any, ctx: Any) -> NodeResult:
         _check_images(inputs.images)
@@ -331,8 +331,9 @@ class SaveAnimatedWEBP(Node):
         frames[0].save(folder / name, save_all=True, append_images=frames[1:], duration=int(1000.0 / inputs.fps),
                        exif=exif, lossless=inputs.lossless, quality=inputs.quality,
                        method=WEBP_METHODS[inputs.method])
-        return NodeResult(outputs=(), ui={"images": [{"filename": name, "subfolder": subfolder, "type": "output"}],
-                                          "animated": [True]})
+        return NodeResult(outputs=(inputs.images,),
+                          ui={"images": [{"filename": name, "subfolder": subfolder, "type": "output"}],
+                              "animated": [True]})
 
 
 class SaveImageWebsocket(Node):

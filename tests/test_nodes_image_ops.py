@@ -460,3 +460,69 @@ def test_resize_image_mask_from_an_editor_file(tmp_path):
     result = make_executor(tmp_path).run(api)
     assert result.ok, result.error
     assert result.values["6"] == (16, 8, 1) and result.values["5"] == (30, 10, 1)
+
+
+# --- batch, crop, rotate, flip, pad, stitch ----------------------------------------------------------------
+
+def test_repeat_and_pick_from_batch(tmp_path):
+    img = torch.arange(3.0).reshape(3, 1, 1, 1).expand(3, 2, 2, 3).contiguous()
+    (rep,) = call(ops.RepeatImageBatch, tmp_path, image=img, amount=2)
+    assert rep[:, 0, 0, 0].tolist() == [0, 1, 2, 0, 1, 2]
+    pick = lambda i, n: call(ops.ImageFromBatch, tmp_path, image=img, batch_index=i, length=n)[0][:, 0, 0, 0]  # noqa: E731
+    assert pick(1, 5).tolist() == [1, 2]  # the length is cut at the end of the batch
+    assert pick(-1, 1).tolist() == [2] and pick(-3, 2).tolist() == [0, 1]  # from the end
+    assert pick(9, 1).tolist() == [2] and pick(-9, 1).tolist() == [0]  # clamped into the batch
+    d = info("ImageFromBatch")["input"]["required"]
+    assert d["batch_index"][1] == {"default": 0, "min": -16384, "max": 16384} and d["length"][1]["max"] == 4096
+
+
+def test_crop_rotate_flip(tmp_path):
+    img = torch.arange(12.0).reshape(1, 3, 4, 1).expand(1, 3, 4, 3).contiguous()
+    (crop,) = call(ops.ImageCrop, tmp_path, image=img, width=2, height=5, x=3, y=1)
+    assert crop.shape == (1, 2, 1, 3) and crop[0, :, 0, 0].tolist() == [7.0, 11.0]
+    (rot,) = call(ops.ImageRotate, tmp_path, image=img, rotation="90 degrees")
+    assert rot.shape == (1, 4, 3, 3) and rot[0, 0, :, 0].tolist() == [8.0, 4.0, 0.0]  # clockwise
+    (half,) = call(ops.ImageRotate, tmp_path, image=img, rotation="180 degrees")
+    assert torch.equal(half, img.flip(1).flip(2))
+    (fx,) = call(ops.ImageFlip, tmp_path, image=img, flip_method="x-axis: vertically")
+    (fy,) = call(ops.ImageFlip, tmp_path, image=img, flip_method="y-axis: horizontally")
+    assert fx[0, 0, :, 0].tolist() == [8, 9, 10, 11] and fy[0, 0, :, 0].tolist() == [3, 2, 1, 0]
+
+
+def test_scale_to_max_dimension_and_resize_and_pad(tmp_path, image):
+    (m,) = call(ops.ImageScaleToMaxDimension, tmp_path, image=image, upscale_method="bicubic", largest_size=100)
+    assert torch.equal(m, F.interpolate(image.movedim(-1, 1), size=(60, 100), mode="bicubic").movedim(1, -1))
+    assert info("ImageScaleToMaxDimension")["input"]["required"]["upscale_method"][0] == [
+        "area", "lanczos", "bilinear", "nearest-exact", "bilinear", "bicubic"]  # ComfyUI's list, as it is
+    (p,) = call(ops.ResizeAndPadImage, tmp_path, image=image, target_width=64, target_height=64,
+                padding_color="black", interpolation="bilinear")
+    # 50x30 into 64x64: scale min(1.28, 2.13) -> 64x38, centred with 13 rows above and 13 below
+    inner = F.interpolate(image.movedim(-1, 1), size=(38, 64), mode="bilinear").movedim(1, -1)
+    assert p.shape == (2, 64, 64, 3) and torch.equal(p[:, 13:51], inner)
+    assert p[:, :13].eq(0).all() and p[:, 51:].eq(0).all()
+
+
+def test_image_stitch(tmp_path):
+    a = torch.zeros(2, 4, 6, 3)
+    b = torch.ones(1, 2, 2, 3)
+    (right,) = call(ops.ImageStitch, tmp_path, image1=a, image2=b, direction="right", match_image_size=True,
+                    spacing_width=0, spacing_color="white")
+    assert right.shape == (2, 4, 10, 3)  # b resized (lanczos) to height 4, width int(4 * 1) = 4
+    assert torch.equal(right[:, :, :6], a) and right[1, :, 6:].eq(1).all()  # b's last image repeats
+    (up,) = call(ops.ImageStitch, tmp_path, image1=a, image2=b, direction="up", match_image_size=False,
+                 spacing_width=3, spacing_color="red")
+    # b's width padded to 6 (2 each side; black, since a colour gap pads with 0), a 4-row red gap (3 made
+    # even), b above a
+    assert up.shape == (2, 2 + 4 + 4, 6, 3)
+    assert up[0, :2, :2].eq(0).all() and up[0, :2, 2:4].eq(1).all() and up[0, :2, 4:].eq(0).all()
+    assert up[0, 2:6, :, 0].eq(1).all() and up[0, 2:6, :, 1:].eq(0).all() and torch.equal(up[:, 6:], a)
+    (alone,) = call(ops.ImageStitch, tmp_path, image1=a, direction="left", match_image_size=True,
+                    spacing_width=0, spacing_color="white")
+    assert alone is a
+    rgba = torch.rand(1, 4, 6, 4)
+    (mixed,) = call(ops.ImageStitch, tmp_path, image1=rgba, image2=a[:1], direction="down",
+                    match_image_size=True, spacing_width=2, spacing_color="black")
+    assert mixed.shape == (1, 4 + 2 + 4, 6, 4) and mixed[0, 6:, :, 3].eq(1).all()  # an opaque alpha for a
+    d = info("ImageStitch")
+    assert d["input_order"] == {"required": ["image1", "direction", "match_image_size", "spacing_width",
+                                             "spacing_color"], "optional": ["image2"]}

@@ -40,6 +40,7 @@ def test_animated_webp_frames_timing_and_ui(ctx):
                                      ctx)
     assert res.ui == {"images": [{"filename": "clip_00001_.webp", "subfolder": "anim", "type": "output"}],
                       "animated": [True]}
+    assert res.outputs == (images,)
     frames, info, exif = frames_of(ctx.paths.output / "anim" / "clip_00001_.webp")
     assert len(frames) == 3 and info["duration"] == 250  # int(1000 / fps) ms per frame
     for i, f in enumerate(frames):  # lossless by default
@@ -68,6 +69,7 @@ def test_animated_webp_declaration_and_errors(ctx):
     assert req["fps"][1] == {"default": 6.0, "min": 0.01, "max": 1000.0, "step": 0.01}
     assert req["method"][0] == ["default", "fastest", "slowest"] and req["lossless"][1] == {"default": True}
     assert d["output_node"] is True and d["input"]["hidden"] == {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+    assert d["output"] == ["IMAGE"] and d["output_name"] == ["images"] and d["display_name"] == "Save Animated WEBP"
     with pytest.raises(NodeError, match="filename_prefix"):
         SaveAnimatedWEBP().execute(SaveAnimatedWEBP.Inputs(images=torch.rand(1, 8, 8, 3), filename_prefix="../x"),
                                    ctx)
