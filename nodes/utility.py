@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import string
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import create_model
 
@@ -31,8 +31,8 @@ def _bounded(text: str, what: str) -> str:
 class StringConcatenate(Node):
     """string_a, the delimiter, then string_b."""
 
-    CATEGORY = "utils/string"
-    DISPLAY_NAME = "Concatenate"
+    CATEGORY = "text"
+    DISPLAY_NAME = "Concatenate Text"
 
     class Inputs(NodeInputs):
         string_a: str = Widget("", multiline=True)
@@ -47,6 +47,175 @@ class StringConcatenate(Node):
             raise NodeError(f"string_a / string_b: the joined text would be {size:,} characters, over the limit "
                             f"of {LIMITS.max_string_chars:,} (max_string_chars)")
         return (inputs.delimiter.join((inputs.string_a, inputs.string_b)),)
+
+
+class StringSubstring(Node):
+    """string[start:end], Python's slice (negative positions count from the end)."""
+
+    CATEGORY = "text"
+    DISPLAY_NAME = "Substring"
+
+    class Inputs(NodeInputs):
+        string: str = Widget("", multiline=True)
+        start: int = Widget(0)
+        end: int = Widget(0)
+
+    OUTPUTS = (Output("STRING", "STRING"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        return (inputs.string[inputs.start:inputs.end],)
+
+
+class StringLength(Node):
+    """The number of characters."""
+
+    CATEGORY = "text"
+    DISPLAY_NAME = "Text Length"
+
+    class Inputs(NodeInputs):
+        string: str = Widget("", multiline=True)
+
+    OUTPUTS = (Output("INT", "length"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        return (len(inputs.string),)
+
+
+CASES = {"UPPERCASE": str.upper, "lowercase": str.lower, "Capitalize": str.capitalize, "Title Case": str.title}
+
+
+class CaseConverter(Node):
+    """UPPERCASE, lowercase, Capitalize (the first letter) or Title Case (each word)."""
+
+    CATEGORY = "text"
+    DISPLAY_NAME = "Convert Text Case"
+
+    class Inputs(NodeInputs):
+        string: str = Widget("", multiline=True)
+        mode: Literal[tuple(CASES)] = Widget("UPPERCASE")  # type: ignore[valid-type]
+
+    OUTPUTS = (Output("STRING", "STRING"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        return (_bounded(CASES[inputs.mode](inputs.string), "string"),)  # a few characters grow (ß -> SS)
+
+
+TRIMS = {"Both": str.strip, "Left": str.lstrip, "Right": str.rstrip}
+
+
+class StringTrim(Node):
+    """Whitespace removed from both ends, the left or the right."""
+
+    CATEGORY = "text"
+    DISPLAY_NAME = "Trim Text"
+
+    class Inputs(NodeInputs):
+        string: str = Widget("", multiline=True)
+        mode: Literal[tuple(TRIMS)] = Widget("Both")  # type: ignore[valid-type]
+
+    OUTPUTS = (Output("STRING", "STRING"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        return (TRIMS[inputs.mode](inputs.string),)
+
+
+class StringReplace(Node):
+    """Every occurrence of ``find`` replaced (an empty ``find`` inserts between every character, as Python)."""
+
+    CATEGORY = "text"
+    DISPLAY_NAME = "Replace Text"
+
+    class Inputs(NodeInputs):
+        string: str = Widget("", multiline=True)
+        find: str = Widget("", multiline=True)
+        replace: str = Widget("", multiline=True)
+
+    OUTPUTS = (Output("STRING", "STRING"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        text, find, new = inputs.string, inputs.find, inputs.replace
+        count = text.count(find)  # len(text) + 1 for an empty find
+        size = len(text) + count * (len(new) - len(find))
+        if size > LIMITS.max_string_chars:
+            raise NodeError(f"replace: the text would be {size:,} characters, over the limit of "
+                            f"{LIMITS.max_string_chars:,} (max_string_chars)")
+        return (text.replace(find, new),)
+
+
+class StringContains(Node):
+    """Whether ``substring`` occurs in ``string``."""
+
+    CATEGORY = "text"
+    DISPLAY_NAME = "Contains Text"
+
+    class Inputs(NodeInputs):
+        string: str = Widget("", multiline=True)
+        substring: str = Widget("", multiline=True)
+        case_sensitive: bool = Widget(True, advanced=True)
+
+    OUTPUTS = (Output("BOOLEAN", "contains"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        if inputs.case_sensitive:
+            return (inputs.substring in inputs.string,)
+        return (inputs.substring.lower() in inputs.string.lower(),)
+
+
+class StringCompare(Node):
+    """Whether string_a starts with, ends with or equals string_b."""
+
+    CATEGORY = "text"
+    DISPLAY_NAME = "Compare Text"
+
+    class Inputs(NodeInputs):
+        string_a: str = Widget("", multiline=True)
+        string_b: str = Widget("", multiline=True)
+        mode: Literal["Starts With", "Ends With", "Equal"] = Widget("Starts With")
+        case_sensitive: bool = Widget(True, advanced=True)
+
+    OUTPUTS = (Output("BOOLEAN", "BOOLEAN"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        a, b = inputs.string_a, inputs.string_b
+        if not inputs.case_sensitive:
+            a, b = a.lower(), b.lower()
+        if inputs.mode == "Equal":
+            return (a == b,)
+        return (a.startswith(b) if inputs.mode == "Starts With" else a.endswith(b),)
+
+
+MAX_JSON_STARTS = 1000  # "{" positions tried before giving up: each try may read far, so the work is bounded
+
+
+class JsonExtractString(Node):
+    """The value of ``key`` in the first JSON object found in the text (e.g. inside a Markdown code block of
+    a language model's answer); empty when the key is absent."""
+
+    CATEGORY = "text"
+    DISPLAY_NAME = "Extract Text from JSON"
+
+    class Inputs(NodeInputs):
+        json_string: str = Widget("", multiline=True)
+        key: str = Widget("", multiline=False)
+
+    OUTPUTS = (Output("STRING", "STRING"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        text = inputs.json_string
+        decoder = json.JSONDecoder()
+        start, tries = text.find("{"), 0
+        while start != -1:
+            tries += 1
+            if tries > MAX_JSON_STARTS:
+                raise NodeError(f"json_string: no JSON object at the first {MAX_JSON_STARTS} '{{' of the text")
+            try:
+                data, _ = decoder.raw_decode(text, start)
+            except (ValueError, RecursionError):
+                start = text.find("{", start + 1)
+                continue
+            value = data.get(inputs.key) if isinstance(data, dict) else None
+            return ("" if value is None else str(value),)
+        return ("",)
 
 
 def preview_text(value: Any) -> str:
@@ -252,4 +421,5 @@ class ComfyMathExpression(Node):
         return evaluate_expression(inputs.expression, values)
 
 
-NODES = [StringConcatenate, PreviewAny, GetImageSize, ResolutionSelector, ComfyMathExpression]
+NODES = [StringConcatenate, StringSubstring, StringLength, CaseConverter, StringTrim, StringReplace, StringContains,
+         StringCompare, JsonExtractString, PreviewAny, GetImageSize, ResolutionSelector, ComfyMathExpression]

@@ -60,7 +60,7 @@ def test_string_concatenate_declaration_and_limit(tmp_path, monkeypatch):
     assert d["input_order"]["required"] == ["string_a", "string_b", "delimiter"]
     assert d["input"]["required"]["string_a"][1]["multiline"] is True
     assert d["input"]["required"]["delimiter"][1] == {"default": "", "multiline": False}
-    assert d["display_name"] == "Concatenate" and d["output"] == ["STRING"]
+    assert d["display_name"] == "Concatenate Text" and d["output"] == ["STRING"]
     from graph_runtime.limits import LIMITS
 
     monkeypatch.setattr(LIMITS, "max_string_chars", 10)
@@ -279,3 +279,46 @@ def test_resolution_selector_declaration_and_editor_file():
                                    "widgets_values": ["16:9 (Widescreen)", 0.4, 32]}]}  # saved before minimum
     assert ui_to_api(doc, REG)["1"]["inputs"] == {"aspect_ratio": "16:9 (Widescreen)", "megapixels": 0.4,
                                                   "multiple": 32}
+
+
+# --- text nodes ------------------------------------------------------------------------------------------
+
+def text_node(name, **inputs):
+    cls = REG.get(name)
+    return cls().execute(cls.Inputs(**inputs), None)
+
+
+def test_text_nodes_follow_python_as_comfyui_does():
+    assert text_node("StringSubstring", string="hello world", start=-5, end=100) == ("world",)
+    assert text_node("StringLength", string="héllo") == (5,)
+    assert [text_node("CaseConverter", string="hello wORLD", mode=m)[0]
+            for m in ("UPPERCASE", "lowercase", "Capitalize", "Title Case")] == [
+        "HELLO WORLD", "hello world", "Hello world", "Hello World"]
+    assert text_node("StringTrim", string="  x \n", mode="Left") == ("x \n",)
+    assert text_node("StringReplace", string="a cat, a hat", find="at", replace="og") == ("a cog, a hog",)
+    assert text_node("StringReplace", string="ab", find="", replace="-") == ("-a-b-",)
+    assert text_node("StringContains", string="Red Ball", substring="red", case_sensitive=False) == (True,)
+    assert text_node("StringContains", string="Red Ball", substring="red", case_sensitive=True) == (False,)
+    assert text_node("StringCompare", string_a="Photo.PNG", string_b=".png", mode="Ends With",
+                     case_sensitive=False) == (True,)
+    assert text_node("StringCompare", string_a="a", string_b="A", mode="Equal", case_sensitive=True) == (False,)
+    answer = 'Sure:\n```json\n{"prompt": "a red ball", "n": 2, "tags": ["x"]}\n```'
+    assert text_node("JsonExtractString", json_string=answer, key="prompt") == ("a red ball",)
+    assert text_node("JsonExtractString", json_string=answer, key="tags") == ("['x']",)  # str() of the value
+    assert text_node("JsonExtractString", json_string="{bad {\"k\": 1}", key="k") == ("1",)  # the first valid one
+    assert text_node("JsonExtractString", json_string="no json", key="k") == ("",)
+    d = {n: REG.get(n).describe() for n in ("StringReplace", "StringCompare", "StringContains")}
+    assert d["StringReplace"]["input_order"]["required"] == ["string", "find", "replace"]
+    assert d["StringCompare"]["input"]["required"]["mode"][0] == ["Starts With", "Ends With", "Equal"]
+    assert d["StringContains"]["output_name"] == ["contains"]
+
+
+def test_text_nodes_are_bounded(monkeypatch):
+    from graph_runtime import NodeError
+    from graph_runtime.limits import LIMITS
+
+    monkeypatch.setattr(LIMITS, "max_string_chars", 100)
+    with pytest.raises(NodeError, match="replace: the text would be 1,000 characters"):
+        text_node("StringReplace", string="a" * 10, find="a", replace="b" * 100)
+    with pytest.raises(NodeError, match="json_string: no JSON object at the first 1000"):
+        text_node("JsonExtractString", json_string="{" * 5000, key="k")
