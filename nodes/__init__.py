@@ -13,7 +13,15 @@ def _node_classes() -> list:
     from . import aliases, image_ops, loaders, model_patches, sigma_nodes, utility
     from .compare import CompareSchedulers
     from .conditioning import TextEncode
-    from .images import ImageCompare, LoadImage, PreviewImage, SaveAnimatedWEBP, SaveImage, SaveImageWebsocket
+    from .images import (
+        ImageCompare,
+        LoadImage,
+        MaskPreview,
+        PreviewImage,
+        SaveAnimatedWEBP,
+        SaveImage,
+        SaveImageWebsocket,
+    )
     from .latents import EmptyLatent, VAEDecode, VAEDecodeTiled, VAEEncode, VAEEncodeTiled
     from .models import LoadModel
     from .sampling import Sampler, Scheduler, SchedulerFromSigmas
@@ -41,6 +49,7 @@ def _node_classes() -> list:
         SaveImage,
         PreviewImage,
         ImageCompare,
+        MaskPreview,
         SaveAnimatedWEBP,
         SaveImageWebsocket,
         # ComfyUI core names, for workflows saved from ComfyUI

@@ -887,6 +887,230 @@ class InvertMask(Node):
         return (1.0 - check_mask(inputs.mask),)
 
 
+class ImageColorToMask(Node):
+    """1 where a pixel's 8-bit colour is exactly ``color`` (0xRRGGBB), else 0."""
+
+    CATEGORY = "mask"
+    DISPLAY_NAME = "ImageColorToMask"
+
+    class Inputs(NodeInputs):
+        image: Any = Link(IMAGE)
+        color: int = Widget(0, ge=0, le=0xFFFFFF, step=1, display="color")
+
+    OUTPUTS = (Output(MASK, "MASK"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        import torch
+
+        image = check_image(inputs.image)
+        if image.shape[-1] < 3:
+            raise NodeError(f"image: ImageColorToMask needs RGB, got {image.shape[-1]} channel(s)")
+        v = (image.clamp(0, 1) * 255.0).round().to(torch.int)
+        packed = (v[..., 0] << 16) + (v[..., 1] << 8) + v[..., 2]
+        return ((packed == inputs.color).float(),)
+
+
+class SolidMask(Node):
+    """A width x height mask of one value."""
+
+    CATEGORY = "mask"
+    DISPLAY_NAME = "SolidMask"
+
+    class Inputs(NodeInputs):
+        value: float = Widget(1.0, ge=0.0, le=1.0, step=0.01)
+        width: int = Widget(512, ge=1, le=MAX_SIZE, step=1)
+        height: int = Widget(512, ge=1, le=MAX_SIZE, step=1)
+
+    OUTPUTS = (Output(MASK, "MASK"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        import torch
+
+        check_image_size(inputs.width, inputs.height, 1, "width / height")
+        return (torch.full((1, inputs.height, inputs.width), inputs.value, dtype=torch.float32),)
+
+
+class CropMask(Node):
+    """A width x height window of the mask from (x, y), cut at its edges."""
+
+    CATEGORY = "mask"
+    DISPLAY_NAME = "CropMask"
+
+    class Inputs(NodeInputs):
+        mask: Any = Link(MASK)
+        x: int = Widget(0, ge=0, le=MAX_SIZE, step=1)
+        y: int = Widget(0, ge=0, le=MAX_SIZE, step=1)
+        width: int = Widget(512, ge=1, le=MAX_SIZE, step=1)
+        height: int = Widget(512, ge=1, le=MAX_SIZE, step=1)
+
+    OUTPUTS = (Output(MASK, "MASK"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        m = check_mask(inputs.mask)
+        return (m[:, inputs.y:inputs.y + inputs.height, inputs.x:inputs.x + inputs.width],)
+
+
+MASK_OPERATIONS = ("multiply", "add", "subtract", "and", "or", "xor")
+
+
+class MaskComposite(Node):
+    """Combine ``source`` into ``destination`` at (x, y) by an operation (and/or/xor on the rounded masks);
+    the result is clamped to 0..1."""
+
+    CATEGORY = "mask"
+    DISPLAY_NAME = "MaskComposite"
+
+    class Inputs(NodeInputs):
+        destination: Any = Link(MASK)
+        source: Any = Link(MASK)
+        x: int = Widget(0, ge=0, le=MAX_SIZE, step=1)
+        y: int = Widget(0, ge=0, le=MAX_SIZE, step=1)
+        operation: Literal[MASK_OPERATIONS] = Widget("multiply")  # type: ignore[valid-type]
+
+    OUTPUTS = (Output(MASK, "MASK"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        import torch
+
+        out = check_mask(inputs.destination, "destination").clone()
+        src = check_mask(inputs.source, "source")
+        x, y = inputs.x, inputs.y
+        w, h = min(x + src.shape[-1], out.shape[-1]) - x, min(y + src.shape[-2], out.shape[-2]) - y
+        if w > 0 and h > 0:
+            d, s_ = out[:, y:y + h, x:x + w], src[:, :h, :w]
+            op = inputs.operation
+            if op in ("and", "or", "xor"):
+                fn = {"and": torch.bitwise_and, "or": torch.bitwise_or, "xor": torch.bitwise_xor}[op]
+                value = fn(d.round().bool(), s_.round().bool()).float()
+            else:
+                value = d * s_ if op == "multiply" else d + s_ if op == "add" else d - s_
+            out[:, y:y + h, x:x + w] = value
+        return (out.clamp(0.0, 1.0),)
+
+
+class FeatherMask(Node):
+    """Fade the mask towards its edges over ``left``/``top``/``right``/``bottom`` pixels (ComfyUI's ramps,
+    which for right and bottom start at the first column or row and then run from the far edge inwards)."""
+
+    CATEGORY = "mask"
+    DISPLAY_NAME = "FeatherMask"
+
+    class Inputs(NodeInputs):
+        mask: Any = Link(MASK)
+        left: int = Widget(0, ge=0, le=MAX_SIZE, step=1)
+        top: int = Widget(0, ge=0, le=MAX_SIZE, step=1)
+        right: int = Widget(0, ge=0, le=MAX_SIZE, step=1)
+        bottom: int = Widget(0, ge=0, le=MAX_SIZE, step=1)
+
+    OUTPUTS = (Output(MASK, "MASK"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        out = check_mask(inputs.mask).clone()
+        h, w = out.shape[-2:]
+        left, right, top, bottom = min(inputs.left, w), min(inputs.right, w), min(inputs.top, h), min(inputs.bottom, h)
+        for i in range(left):
+            out[:, :, i] *= (i + 1) / left
+        for i in range(right):  # index -0 is column 0, as ComfyUI has it
+            out[:, :, -i] *= (i + 1) / right
+        for i in range(top):
+            out[:, i, :] *= (i + 1) / top
+        for i in range(bottom):
+            out[:, -i, :] *= (i + 1) / bottom
+        return (out,)
+
+
+class GrowMask(Node):
+    """Grow (expand > 0) or shrink (< 0) the mask by that many pixels: grey dilation or erosion with a 3x3
+    cross (tapered corners) or square, repeated."""
+
+    CATEGORY = "mask"
+    DISPLAY_NAME = "GrowMask"
+
+    class Inputs(NodeInputs):
+        mask: Any = Link(MASK)
+        expand: int = Widget(0, ge=-MAX_SIZE, le=MAX_SIZE, step=1)
+        tapered_corners: bool = Widget(True)
+
+    OUTPUTS = (Output(MASK, "MASK"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        import numpy as np
+        import scipy.ndimage
+        import torch
+
+        m = check_mask(inputs.mask)
+        c = 0 if inputs.tapered_corners else 1
+        footprint = np.array([[c, 1, c], [1, 1, 1], [c, 1, c]])
+        step = scipy.ndimage.grey_erosion if inputs.expand < 0 else scipy.ndimage.grey_dilation
+        # after height + width steps nothing moves any more: more would cost time and change nothing
+        times = min(abs(inputs.expand), m.shape[-2] + m.shape[-1])
+        out = []
+        for item in m:
+            a = item.detach().cpu().numpy()
+            for _ in range(times):
+                ctx.check_interrupted()
+                a = step(a, footprint=footprint)
+            out.append(torch.from_numpy(a))
+        return (torch.stack(out),)
+
+
+class ThresholdMask(Node):
+    """1 where the mask is above ``value``, else 0."""
+
+    CATEGORY = "mask"
+    DISPLAY_NAME = "ThresholdMask"
+
+    class Inputs(NodeInputs):
+        mask: Any = Link(MASK)
+        value: float = Widget(0.5, ge=0.0, le=1.0, step=0.01)
+
+    OUTPUTS = (Output(MASK, "MASK"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        return ((check_mask(inputs.mask) > inputs.value).float(),)
+
+
+class SplitImageWithAlpha(Node):
+    """The RGB channels, and 1 - alpha as a MASK (zeros without alpha)."""
+
+    CATEGORY = "mask/compositing"
+    DISPLAY_NAME = "Split Image with Alpha"
+
+    class Inputs(NodeInputs):
+        image: Any = Link(IMAGE)
+
+    OUTPUTS = (Output(IMAGE, "IMAGE"), Output(MASK, "MASK"))
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        import torch
+
+        image = check_image(inputs.image)
+        alpha = image[..., 3] if image.shape[-1] > 3 else torch.ones_like(image[..., 0])
+        return (image[..., :3], 1.0 - alpha)
+
+
+class JoinImageWithAlpha(Node):
+    """RGB plus 1 - alpha (the mask resized bilinear to the image) as a fourth channel."""
+
+    CATEGORY = "mask/compositing"
+    DISPLAY_NAME = "Join Image with Alpha"
+
+    class Inputs(NodeInputs):
+        image: Any = Link(IMAGE)
+        alpha: Any = Link(MASK)
+
+    OUTPUTS = (Output(IMAGE, "IMAGE"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        import torch
+        import torch.nn.functional as F
+
+        image, alpha = check_image(inputs.image), check_mask(inputs.alpha, "alpha")
+        n = min(image.shape[0], alpha.shape[0])
+        alpha = 1.0 - F.interpolate(alpha[:, None], size=image.shape[1:3], mode="bilinear")[:, 0]
+        return (torch.cat((image[:n, ..., :3], alpha[:n, ..., None]), dim=-1),)
+
+
 def _to_batch(t: torch.Tensor, n: int) -> torch.Tensor:
     """Cut or cycle a batch to ``n`` items."""
     if t.shape[0] >= n:
@@ -977,4 +1201,6 @@ class Canny(Node):
 NODES = [ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ResizeImageMaskNode, LatentUpscale, LatentUpscaleBy, EmptyImage, ImageBatch,
          BatchImagesNode, BatchMasksNode,
          RepeatImageBatch, ImageFromBatch, ImageCrop, ImageRotate, ImageFlip, ImageScaleToMaxDimension, ResizeAndPadImage,
-         ImageStitch, ImageInvert, ImageToMask, MaskToImage, InvertMask, ImageCompositeMasked, Canny]
+         ImageStitch, ImageInvert, ImageToMask, MaskToImage, InvertMask, ImageColorToMask, SolidMask, CropMask,
+         MaskComposite, FeatherMask, GrowMask, ThresholdMask, SplitImageWithAlpha, JoinImageWithAlpha, ImageCompositeMasked,
+         Canny]

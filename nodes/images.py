@@ -268,6 +268,30 @@ def preview_images(images: Any, ctx: Any, prompt: Any = None, extra_pnginfo: Any
                        extra_pnginfo=extra_pnginfo, compress_level=1)
 
 
+class MaskPreview(Node):
+    """Show a mask as a grey image, without keeping it (temp folder)."""
+
+    CATEGORY = "mask"
+    DISPLAY_NAME = "MaskPreview"
+    OUTPUT_NODE = True
+
+    class Inputs(NodeInputs):
+        mask: Any = Link("MASK")
+        prompt: Any = Hidden("PROMPT")
+        extra_pnginfo: Any = Hidden("EXTRA_PNGINFO")
+
+    OUTPUTS = ()
+
+    def execute(self, inputs: Any, ctx: Any) -> NodeResult:
+        import torch
+
+        m = inputs.mask
+        if not isinstance(m, torch.Tensor) or m.ndim not in (2, 3):
+            raise NodeError("mask: expected a MASK tensor [batch, height, width]")
+        grey = m.reshape(-1, 1, *m.shape[-2:]).movedim(1, -1).expand(-1, -1, -1, 3)
+        return NodeResult(outputs=(), ui={"images": preview_images(grey, ctx, inputs.prompt, inputs.extra_pnginfo)})
+
+
 class ImageCompare(Node):
     """Compares two images side by side with a slider (in the editor); either may be left out."""
 

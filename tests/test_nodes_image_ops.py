@@ -526,3 +526,85 @@ def test_image_stitch(tmp_path):
     d = info("ImageStitch")
     assert d["input_order"] == {"required": ["image1", "direction", "match_image_size", "spacing_width",
                                              "spacing_color"], "optional": ["image2"]}
+
+
+# --- masks ---------------------------------------------------------------------------------------------------
+
+def test_mask_sources_and_crops(tmp_path):
+    img = torch.zeros(1, 2, 3, 3)
+    img[0, 1, 2] = torch.tensor([0x12, 0x34, 0x56]) / 255.0
+    (m,) = call(ops.ImageColorToMask, tmp_path, image=img, color=0x123456)
+    assert m.shape == (1, 2, 3) and m.sum() == 1 and m[0, 1, 2] == 1
+    (solid,) = call(ops.SolidMask, tmp_path, value=0.25, width=5, height=4)
+    assert solid.shape == (1, 4, 5) and solid.eq(0.25).all()
+    (crop,) = call(ops.CropMask, tmp_path, mask=torch.arange(12.0).reshape(1, 3, 4), x=2, y=1, width=9, height=1)
+    assert crop.tolist() == [[[6.0, 7.0]]]
+    (t,) = call(ops.ThresholdMask, tmp_path, mask=torch.tensor([[[0.2, 0.5, 0.7]]]), value=0.5)
+    assert t.tolist() == [[[0.0, 0.0, 1.0]]]
+
+
+@pytest.mark.parametrize("operation,expected", [  # and/or/xor on rounded masks: 0.5 rounds to 0 (half to even)
+    ("multiply", [0.0, 0.25, 0.5]), ("add", [1.0, 1.0, 1.0]), ("subtract", [0.0, 0.0, 0.5]),
+    ("and", [0.0, 0.0, 0.0]), ("or", [1.0, 0.0, 1.0]), ("xor", [1.0, 0.0, 1.0]),
+])
+def test_mask_composite(tmp_path, operation, expected):
+    dest = torch.tensor([[[0.0, 0.5, 1.0, 0.3]]])
+    src = torch.tensor([[[1.0, 0.5, 0.5]]])
+    (out,) = call(ops.MaskComposite, tmp_path, destination=dest, source=src, x=0, y=0, operation=operation)
+    assert torch.allclose(out[0, 0, :3], torch.tensor(expected)) and out[0, 0, 3] == 0.3
+    (off,) = call(ops.MaskComposite, tmp_path, destination=dest, source=src, x=3, y=0, operation="add")
+    assert torch.allclose(off, torch.tensor([[[0.0, 0.5, 1.0, 1.0]]]))  # cut at the right edge
+
+
+def test_feather_mask_keeps_comfyuis_ramps(tmp_path):
+    ones = torch.ones(1, 1, 4)
+    (left,) = call(ops.FeatherMask, tmp_path, mask=ones, left=2, top=0, right=0, bottom=0)
+    assert left.tolist() == [[[0.5, 1.0, 1.0, 1.0]]]
+    (right,) = call(ops.FeatherMask, tmp_path, mask=ones, left=0, top=0, right=2, bottom=0)
+    assert right.tolist() == [[[0.5, 1.0, 1.0, 1.0]]]  # index -0 is column 0; the last column gets 2/2
+
+
+@pytest.mark.parametrize("expand,tapered", [(2, True), (3, False), (-1, True), (-2, False), (0, True)])
+def test_grow_mask_is_scipys_grey_morphology(tmp_path, expand, tapered):
+    import scipy.ndimage
+
+    g = torch.Generator().manual_seed(3)
+    m = (torch.rand(2, 9, 11, generator=g) > 0.7).float() * torch.rand(2, 9, 11, generator=g)
+    (out,) = call(ops.GrowMask, tmp_path, mask=m, expand=expand, tapered_corners=tapered)
+    c = 0 if tapered else 1
+    fp = np.array([[c, 1, c], [1, 1, 1], [c, 1, c]])
+    for i in range(2):
+        ref = m[i].numpy()
+        for _ in range(abs(expand)):
+            ref = (scipy.ndimage.grey_erosion if expand < 0 else scipy.ndimage.grey_dilation)(ref, footprint=fp)
+        assert np.array_equal(out[i].numpy(), ref)
+
+
+def test_grow_mask_large_expand_is_cut_to_what_changes_anything(tmp_path):
+    m = torch.zeros(1, 5, 6)
+    m[0, 2, 3] = 1
+    (out,) = call(ops.GrowMask, tmp_path, mask=m, expand=16384, tapered_corners=True)
+    assert out.eq(1).all()
+
+
+def test_split_and_join_alpha(tmp_path):
+    rgba = torch.rand(2, 4, 5, 4)
+    img, mask = call(ops.SplitImageWithAlpha, tmp_path, image=rgba)
+    assert torch.equal(img, rgba[..., :3]) and torch.equal(mask, 1 - rgba[..., 3])
+    _, none = call(ops.SplitImageWithAlpha, tmp_path, image=rgba[..., :3])
+    assert none.eq(0).all()
+    (joined,) = call(ops.JoinImageWithAlpha, tmp_path, image=img, alpha=mask[:1])
+    assert joined.shape == (1, 4, 5, 4) and torch.allclose(joined[..., 3], rgba[:1, ..., 3])
+    (resized,) = call(ops.JoinImageWithAlpha, tmp_path, image=img, alpha=torch.zeros(2, 2, 2))
+    assert resized.shape == (2, 4, 5, 4) and resized[..., 3].eq(1).all()
+
+
+def test_mask_preview_shows_grey_images(tmp_path):
+    from nodes.images import MaskPreview
+
+    ctx = context(tmp_path)
+    ctx.paths.temp.mkdir(parents=True, exist_ok=True)
+    res = MaskPreview().execute(MaskPreview.Inputs(mask=torch.full((2, 3, 4), 0.5)), ctx)
+    assert [i["type"] for i in res.ui["images"]] == ["temp", "temp"]
+    with Image.open(ctx.paths.temp / res.ui["images"][0]["filename"]) as png:
+        assert png.size == (4, 3) and png.convert("RGB").getpixel((0, 0)) == (128, 128, 128)
