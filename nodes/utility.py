@@ -339,6 +339,51 @@ class ResolutionSelector(Node):
         return resolution_for(inputs.aspect_ratio, inputs.megapixels, inputs.multiple, inputs.minimum)
 
 
+def convert_number(value: Any) -> tuple[float, int]:
+    """ComfyUI's ComfyNumberConvert: a bool, int, float or numeric text as (float, int); text is parsed as an
+    integer where it is one, else truncated from its float."""
+    if isinstance(value, bool):
+        as_float, as_int = float(value), int(value)
+    elif isinstance(value, int):
+        as_float, as_int = float(value), value
+    elif isinstance(value, float):
+        as_float, as_int = value, int(value) if math.isfinite(value) else 0
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text:
+            raise NodeError("value: cannot convert empty text to a number")
+        try:
+            as_float = float(text)
+        except ValueError:
+            raise NodeError(f"value: cannot convert {value[:100]!r} to a number") from None
+        if not math.isfinite(as_float):
+            raise NodeError(f"value: {value[:100]!r} is not a finite number")
+        try:
+            as_int = int(text)
+        except ValueError:
+            as_int = int(as_float)
+    else:
+        raise NodeError(f"value: expected INT, FLOAT, STRING or BOOLEAN, got {type(value).__name__}")
+    if not math.isfinite(as_float):
+        raise NodeError(f"value: {as_float} is not a finite number")
+    return as_float, as_int
+
+
+class ComfyNumberConvert(Node):
+    """A number, boolean or numeric text as FLOAT and INT."""
+
+    CATEGORY = "math"
+    DISPLAY_NAME = "Number Convert"
+
+    class Inputs(NodeInputs):
+        value: Any = Link("INT,FLOAT,STRING,BOOLEAN")
+
+    OUTPUTS = (Output("FLOAT", "FLOAT"), Output("INT", "INT"))
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        return convert_number(inputs.value)
+
+
 # --- ComfyMathExpression ---------------------------------------------------------------------------------
 
 VALUE_NAMES = tuple(string.ascii_lowercase)
@@ -422,4 +467,5 @@ class ComfyMathExpression(Node):
 
 
 NODES = [StringConcatenate, StringSubstring, StringLength, CaseConverter, StringTrim, StringReplace, StringContains,
-         StringCompare, JsonExtractString, PreviewAny, GetImageSize, ResolutionSelector, ComfyMathExpression]
+         StringCompare, JsonExtractString, PreviewAny, GetImageSize, ResolutionSelector, ComfyNumberConvert,
+         ComfyMathExpression]

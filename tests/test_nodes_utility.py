@@ -322,3 +322,25 @@ def test_text_nodes_are_bounded(monkeypatch):
         text_node("StringReplace", string="a" * 10, find="a", replace="b" * 100)
     with pytest.raises(NodeError, match="json_string: no JSON object at the first 1000"):
         text_node("JsonExtractString", json_string="{" * 5000, key="k")
+
+
+def test_number_convert(tmp_path):
+    from graph_runtime import NodeError
+    from nodes.utility import convert_number
+
+    assert convert_number(True) == (1.0, 1) and convert_number(7) == (7.0, 7) and convert_number(-2.7) == (-2.7, -2)
+    assert convert_number(" 42 ") == (42.0, 42) and convert_number("2.9") == (2.9, 2) and convert_number("1e3") == (
+        1000.0, 1000)
+    assert convert_number("12345678901234567890") == (1.2345678901234567e19, 12345678901234567890)  # exact int
+    for bad, says in (("", "empty"), ("abc", "cannot convert 'abc'"), ("inf", "not a finite"), ([1], "got list")):
+        with pytest.raises(NodeError, match=says):
+            convert_number(bad)
+    doc = {"1": {"class_type": "ComfyNumberConvert", "inputs": {"value": "3.5"}},
+           "2": {"class_type": "PrimitiveString", "inputs": {"value": "8"}},
+           "3": {"class_type": "ComfyNumberConvert", "inputs": {"value": ["2", 0]}},
+           "4": {"class_type": "PreviewAny", "inputs": {"source": ["1", 1]}},
+           "5": {"class_type": "PreviewAny", "inputs": {"source": ["3", 0]}}}
+    result = run(tmp_path, doc)
+    assert result.ok, result.error
+    assert result.values["1"] == (3.5, 3) and result.values["3"] == (8.0, 8)
+    assert info("ComfyNumberConvert")["input"]["required"]["value"] == ["INT,FLOAT,STRING,BOOLEAN"]
