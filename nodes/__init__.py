@@ -18,6 +18,7 @@ def _node_classes() -> list:
         LoadImage,
         MaskPreview,
         PreviewImage,
+        SaveAnimatedPNG,
         SaveAnimatedWEBP,
         SaveImage,
         SaveImageWebsocket,
@@ -51,6 +52,7 @@ def _node_classes() -> list:
         ImageCompare,
         MaskPreview,
         SaveAnimatedWEBP,
+        SaveAnimatedPNG,
         SaveImageWebsocket,
         # ComfyUI core names, for workflows saved from ComfyUI
         *aliases.NODES,

@@ -360,6 +360,45 @@ class SaveAnimatedWEBP(Node):
                               "animated": [True]})
 
 
+class SaveAnimatedPNG(Node):
+    """Save a batch of images as one animated PNG in the output folder (the workflow in "comf" chunks after the
+    image data, as ComfyUI writes it)."""
+
+    CATEGORY = "image"
+    DISPLAY_NAME = "Save Animated PNG"
+    OUTPUT_NODE = True
+
+    class Inputs(NodeInputs):
+        images: Any = Link("IMAGE")
+        filename_prefix: str = Widget("graph-runtime", tooltip="file name prefix; may start with a sub-folder")
+        fps: float = Widget(6.0, ge=0.01, le=1000.0, step=0.01)
+        compress_level: int = Widget(4, ge=0, le=9, advanced=True)
+        prompt: Any = Hidden("PROMPT")
+        extra_pnginfo: Any = Hidden("EXTRA_PNGINFO")
+
+    OUTPUTS = (Output("IMAGE", "images"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> NodeResult:
+        from PIL.PngImagePlugin import PngInfo
+
+        _check_images(inputs.images)
+        folder, filename, subfolder, counter = save_target(ctx.paths.output, inputs.filename_prefix)
+        frames = [_to_pil(image) for image in inputs.images]
+        meta = PngInfo()
+        items = [("prompt", inputs.prompt)] if inputs.prompt is not None else []
+        if isinstance(inputs.extra_pnginfo, dict):
+            items += list(inputs.extra_pnginfo.items())
+        for key, value in items:  # json.dumps writes ASCII, so latin-1 always holds it
+            meta.add(b"comf", str(key).encode("latin-1", "replace") + b"\0" + json.dumps(value).encode("latin-1"),
+                     after_idat=True)
+        name = f"{filename}_{counter:05}_.png"
+        frames[0].save(folder / name, pnginfo=meta, compress_level=inputs.compress_level, save_all=True,
+                       duration=int(1000.0 / inputs.fps), append_images=frames[1:])
+        return NodeResult(outputs=(inputs.images,),
+                          ui={"images": [{"filename": name, "subfolder": subfolder, "type": "output"}],
+                              "animated": [True]})
+
+
 class SaveImageWebsocket(Node):
     """Send each image as a PNG over the websocket, in the binary frame previews use (nothing is written to
     disk and no metadata is embedded). For API clients that collect images from the socket."""

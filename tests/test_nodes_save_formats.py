@@ -146,3 +146,24 @@ def test_image_compare_previews_both_sides(tmp_path):
     assert again.ok and "2" not in again.executed
     del doc["2"]["inputs"]["compare_view"]
     assert ex.run(doc).ok
+
+
+def test_animated_png(ctx):
+    from nodes.images import SaveAnimatedPNG
+
+    images = torch.zeros(2, 6, 8, 3)
+    images[1] = 1.0
+    prompt = {"1": {"class_type": "X", "inputs": {}}}
+    res = SaveAnimatedPNG().execute(SaveAnimatedPNG.Inputs(images=images, filename_prefix="apng", fps=10.0,
+                                                           prompt=prompt, extra_pnginfo={"workflow": {"n": 2}}),
+                                    ctx)
+    assert res.ui == {"images": [{"filename": "apng_00001_.png", "subfolder": "", "type": "output"}],
+                      "animated": [True]}
+    assert res.outputs == (images,)
+    path = ctx.paths.output / "apng_00001_.png"
+    frames, info, _ = frames_of(path)
+    assert len(frames) == 2 and info["duration"] == 100
+    assert frames[0].max() == 0 and frames[1].min() == 255
+    raw = path.read_bytes()
+    idat = raw.index(b"IDAT")
+    assert raw.index(b"comfprompt\0") > idat and raw.index(b"comfworkflow\0" + b'{"n": 2}') > idat
