@@ -1119,9 +1119,10 @@ def _to_batch(t: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def composite(destination: torch.Tensor, source: torch.Tensor, x: int, y: int, mask: torch.Tensor | None,
-              resize_source: bool) -> torch.Tensor:
+              resize_source: bool, multiplier: int = 1) -> torch.Tensor:
     """Paste ``source`` ([B, C, h, w]) onto a copy of ``destination`` with its top-left corner at (x, y),
-    blended by ``mask`` (resized to the source, bilinear); what falls outside the destination is cut off."""
+    blended by ``mask`` (resized to the source, bilinear); what falls outside the destination is cut off. x and
+    y count in units of 1 / ``multiplier`` of a pixel of the tensors (8 for latents placed in image pixels)."""
     import torch
     import torch.nn.functional as F
 
@@ -1129,7 +1130,7 @@ def composite(destination: torch.Tensor, source: torch.Tensor, x: int, y: int, m
     if resize_source:
         source = F.interpolate(source, size=out.shape[-2:], mode="bilinear")
     source = _to_batch(source, out.shape[0])
-    x, y = min(x, out.shape[-1]), min(y, out.shape[-2])
+    x, y = min(x, out.shape[-1] * multiplier) // multiplier, min(y, out.shape[-2] * multiplier) // multiplier
     h, w = min(source.shape[-2], out.shape[-2] - y), min(source.shape[-1], out.shape[-1] - x)
     if mask is None:
         m = torch.ones_like(source[:, :1])

@@ -24,7 +24,7 @@ DECLARING = ["nodes/__init__.py", "nodes/device.py", "nodes/preview.py", "nodes/
              "nodes/models.py", "nodes/model_store.py", "nodes/part_files.py", "nodes/loaders.py",
              "nodes/model_patches.py", "nodes/sampling.py", "nodes/types.py", "schedulers/__init__.py",
              "schedulers/registry.py", "schedulers/comfy_names.py", "graph_runtime/builtin_nodes.py", "nodes/utility.py",
-             "nodes/image_ops.py"]
+             "nodes/image_ops.py", "nodes/latent_ops.py"]
 
 PROBE = f"""
 import json, sys
