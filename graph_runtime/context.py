@@ -97,9 +97,11 @@ class ExecutionContext:
                                      "node": self.node_id})
         self.check_interrupted()
 
-    def preview(self, image: bytes, fmt: str = "JPEG") -> None:
+    def preview(self, image: bytes, fmt: str = "JPEG", *, keep: bool = False) -> None:
+        """An image for the editor (a sampling preview); ``keep`` marks a result that a slow client must still
+        get (SaveImageWebsocket's images), where a plain preview may be skipped."""
         self._emit(events.PREVIEW, {"node": self.node_id, "prompt_id": self.prompt_id, "format": fmt,
-                                    "image": image})
+                                    "image": image, "keep": keep})
 
     def warn(self, message: str) -> None:
         self._emit(events.LOG, {"node": self.node_id, "prompt_id": self.prompt_id, "level": "warning",

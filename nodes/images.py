@@ -401,7 +401,8 @@ class SaveAnimatedPNG(Node):
 
 class SaveImageWebsocket(Node):
     """Send each image as a PNG over the websocket, in the binary frame previews use (nothing is written to
-    disk and no metadata is embedded). For API clients that collect images from the socket."""
+    disk and no metadata is embedded); unlike a preview, a slow client still gets every one. For API clients
+    that collect images from the socket."""
 
     CATEGORY = "api/image"
     DISPLAY_NAME = "SaveImageWebsocket"
@@ -421,6 +422,6 @@ class SaveImageWebsocket(Node):
         for step, image in enumerate(inputs.images):
             buf = io.BytesIO()
             _to_pil(image).save(buf, format="PNG", compress_level=1)
-            ctx.preview(buf.getvalue(), "PNG")
+            ctx.preview(buf.getvalue(), "PNG", keep=True)  # a result: never skipped for a slow client
             ctx.progress(step + 1, total)
         return NodeResult(outputs=())

@@ -167,3 +167,17 @@ def test_animated_png(ctx):
     raw = path.read_bytes()
     idat = raw.index(b"IDAT")
     assert raw.index(b"comfprompt\0") > idat and raw.index(b"comfworkflow\0" + b'{"n": 2}') > idat
+
+
+def test_websocket_images_are_not_skipped_like_previews():
+    """A client whose outbox is full skips a sampling preview, but a SaveImageWebsocket image ("image" kind)
+    takes a preview's place, or, where only messages that must arrive are queued, the client is dropped as
+    too slow (as for any JSON message) rather than losing the image unseen."""
+    from web.hub import Client
+
+    c = Client("sid", ws=None, cap=3)
+    assert c.offer("json", "a") and c.offer("preview", b"p1") and c.offer("json", "b")
+    assert c.offer("preview", b"p2") and c.dropped == 1  # skipped
+    assert c.offer("image", b"img") and [k for k, _ in c.outbox] == ["json", "json", "image"]
+    assert c.dropped == 2  # the old preview made room
+    assert c.offer("image", b"img2") is False  # nothing left to skip: the client is behind
