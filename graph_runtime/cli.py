@@ -115,6 +115,9 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return EXIT_OK
+    if args.markdown:
+        print(nodes_table(info))
+        return EXIT_OK
     for name, entry in sorted(info.items(), key=lambda kv: (kv[1]["category"], kv[0])):
         ins = ", ".join(list(entry["input"]["required"]) + [f"{n}?" for n in entry["input"]["optional"]])
         outs = ", ".join(entry["output"]) or "-"
@@ -122,6 +125,17 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     for pack, err in registry.load_errors.items():
         print(f"warning: node pack {pack!r} failed to load: {err}", file=sys.stderr)
     return EXIT_OK
+
+
+def nodes_table(info: dict) -> str:
+    """A Markdown table of the nodes by category (the README's node list is this output)."""
+    rows = ["| category | nodes |", "|---|---|"]
+    by_category: dict[str, list[str]] = {}
+    for name, entry in info.items():
+        by_category.setdefault(entry["category"], []).append(name)
+    for category in sorted(by_category):
+        rows.append(f"| {category} | {', '.join(sorted(by_category[category]))} |")
+    return "\n".join(rows)
 
 
 def quiet_threads() -> None:
@@ -159,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("nodes", help="list the installed nodes")
     p.add_argument("--json", action="store_true", help="print /object_info JSON")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table of the nodes by category")
     p.set_defaults(func=cmd_nodes)
 
     for ep in entry_points(group=COMMANDS_GROUP):
