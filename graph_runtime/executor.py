@@ -44,6 +44,7 @@ class RunResult:
     cached: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     error: dict[str, Any] | None = None
+    warnings: list[dict[str, Any]] = field(default_factory=list)  # from validation (see ValidationResult)
 
     @property
     def ok(self) -> bool:
@@ -104,8 +105,10 @@ class Executor:
             self._cancel.clear()
             self._current = prompt_id = prompt_id or str(uuid.uuid4())
             try:
-                return self._run(checked.plan, document, prompt_id, extra_data or {},
-                                 events.EventBus([*self.handlers, *handlers]))
+                result = self._run(checked.plan, document, prompt_id, extra_data or {},
+                                   events.EventBus([*self.handlers, *handlers]))
+                result.warnings = checked.warnings
+                return result
             finally:
                 self._current = None
 

@@ -142,7 +142,8 @@ async def post_prompt(request: Request) -> Response:
                                outputs=result.plan.targets, client_id=client_id)
     except QueueFull as exc:
         return bad_prompt(str(exc), kind="queue_full", status=503)
-    return JSONResponse({"prompt_id": item.prompt_id, "number": item.number, "node_errors": {}})
+    return JSONResponse({"prompt_id": item.prompt_id, "number": item.number, "node_errors": {},
+                         "warnings": result.warnings})
 
 
 async def get_queue(request: Request) -> Response:
