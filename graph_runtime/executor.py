@@ -8,6 +8,7 @@ Changing the seed of a sampler changes its key and its descendants' keys only, s
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import threading
 import time
@@ -151,6 +152,12 @@ class Executor:
         return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
 
     def _run(self, plan: Plan, document: dict, prompt_id: str, extra_data: dict, bus: events.EventBus) -> RunResult:
+        """Run what the targets need, pulling lazy inputs only when their node asks for them.
+
+        Nodes wait in a heap ordered by their place in the topological order: whatever a node needs sits
+        before it, so it always runs first, also when a lazy input adds it after the node was reached. A
+        cached node needs nothing above it; lazy branches never asked for never run.
+        """
         result = RunResult(prompt_id=prompt_id, status="success")
         emit = bus.emit
 
@@ -170,12 +177,37 @@ class Executor:
 
         values = result.values
         used: set[str] = set()
-        for nid in plan.order:
+        for nid, entry in hits.items():  # every cached node of this prompt stays cached, as in ComfyUI
+            values[nid] = entry.outputs
+            used.add(keys[nid])
+        place = {nid: i for i, nid in enumerate(plan.order)}
+        waiting: list[tuple[int, str]] = []
+        active: set[str] = set()
+
+        def activate(roots: Iterable[str]) -> None:
+            stack = [r for r in roots if r not in active]
+            while stack:
+                nid = stack.pop()
+                if nid in active:
+                    continue
+                active.add(nid)
+                heapq.heappush(waiting, (place[nid], nid))
+                if nid in hits:
+                    continue
+                lazy = _lazy_inputs(plan.nodes[nid].cls)
+                stack.extend(src for name, (src, _) in plan.nodes[nid].links.items()
+                             if name not in lazy and src not in active)
+
+        activate(plan.targets)
+        finished: set[str] = set()
+        while waiting:
+            _, nid = heapq.heappop(waiting)
+            if nid in finished:
+                continue
             pn = plan.nodes[nid]
             entry = hits.get(nid)
             if entry is not None:
-                values[nid] = entry.outputs
-                used.add(keys[nid])
+                finished.add(nid)
                 if entry.ui is not None:
                     result.outputs[nid] = entry.ui
                     emit(events.EXECUTED, {"node": nid, "display_node": nid, "output": entry.ui,
@@ -184,19 +216,39 @@ class Executor:
             if self._cancel.is_set():
                 self._interrupted(result, pn, emit)
                 break
-            emit(events.EXECUTING, {"node": nid, "display_node": nid, "prompt_id": prompt_id})
+            node = pn.cls()
             kwargs = dict(pn.literals)
+            pending: dict[str, str] = {}  # lazy input -> its source node, not evaluated yet
             for name, (src, idx) in pn.links.items():
-                kwargs[name] = values[src][idx]
+                if src in values:
+                    kwargs[name] = values[src][idx]
+                else:
+                    kwargs[name] = None
+                    pending[name] = src
             for name, kind in _hidden_inputs(pn.cls):
                 kwargs[name] = _hidden_value(kind, document, extra_data, nid, prompt_id)
+            try:
+                if pending:
+                    wanted = node.check_lazy_status(pn.cls.Inputs.model_construct(**kwargs), make_ctx(pn))
+                    needed = [pending[name] for name in wanted or () if name in pending]
+                    if needed:
+                        activate(needed)
+                        heapq.heappush(waiting, (place[nid], nid))  # asked again once they ran
+                        continue
+            except Interrupted:
+                self._interrupted(result, pn, emit)
+                break
+            except Exception as exc:
+                self._failed(result, pn, exc, kwargs, emit)
+                break
+            emit(events.EXECUTING, {"node": nid, "display_node": nid, "prompt_id": prompt_id})
             started = time.perf_counter()
             try:
                 try:
                     inputs = pn.cls.Inputs.model_validate(kwargs)
                 except PydanticValidationError as exc:
                     raise NodeError(_linked_input_message(exc)) from None
-                out = pn.cls().execute(inputs, make_ctx(pn))
+                out = node.execute(inputs, make_ctx(pn))
                 entry = _normalize(pn.cls, out)
             except Interrupted:
                 self._interrupted(result, pn, emit)
@@ -206,6 +258,7 @@ class Executor:
                 break
             result.timings[nid] = time.perf_counter() - started
             result.executed.append(nid)
+            finished.add(nid)
             values[nid] = entry.outputs
             self.cache.put(keys[nid], entry)
             used.add(keys[nid])
@@ -245,6 +298,11 @@ class Executor:
 
 def _as_document(workflow: Any) -> Any:
     return unwrap(workflow)
+
+
+@cache
+def _lazy_inputs(cls: type[Node]) -> frozenset[str]:
+    return frozenset(s.name for s in cls.input_specs().values() if s.lazy)
 
 
 @cache

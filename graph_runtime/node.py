@@ -33,9 +33,15 @@ class NodeInputs(BaseModel):
     )
 
 
-def Link(io_type: str, *, optional: bool = False, tooltip: str | None = None) -> Any:
-    """An input that only a link fills (MODEL, LATENT, ...). ``optional`` ones may stay unconnected (None)."""
-    extra = {"io_type": io_type, "optional": optional}
+def Link(io_type: str, *, optional: bool = False, lazy: bool = False, tooltip: str | None = None) -> Any:
+    """An input that only a link fills (MODEL, LATENT, ...). ``optional`` ones may stay unconnected (None).
+
+    ``lazy`` ones are evaluated only when the node's :meth:`Node.check_lazy_status` asks for them (a switch
+    pulls only the branch it takes).
+    """
+    extra: dict[str, Any] = {"io_type": io_type, "optional": optional}
+    if lazy:
+        extra["lazy"] = True
     if tooltip:
         extra["tooltip"] = tooltip
     return Field(None if optional else ..., description=tooltip, json_schema_extra=extra)
@@ -50,15 +56,19 @@ def Widget(
     choices: Sequence[str] | Callable[[], Sequence[str]] | None = None,
     multiline: bool | None = None,
     optional: bool = False,
+    lazy: bool = False,
     tooltip: str | None = None,
     **ui: Any,
 ) -> Any:
     """A literal input (an editor widget) that may also be fed by a link of the same type.
 
     ``choices`` makes a combo; a callable is evaluated when the node is described or validated, so lists of
-    files on disk stay current. Extra keyword arguments pass through to the editor (e.g. ``round=0.01``).
+    files on disk stay current. ``lazy``: as for :func:`Link`, when a link feeds the widget. Extra keyword
+    arguments pass through to the editor (e.g. ``round=0.01``).
     """
     extra: dict[str, Any] = {"optional": optional, **ui}
+    if lazy:
+        extra["lazy"] = True
     if step is not None:
         extra["step"] = step
     if multiline is not None:
@@ -111,6 +121,10 @@ class InputSpec:
     def is_widget(self) -> bool:
         return self.io_type in WIDGET_TYPES
 
+    @property
+    def lazy(self) -> bool:
+        return bool(self.extra.get("lazy"))
+
     def choice_list(self) -> list[str]:
         c = self.choices
         return list(c() if callable(c) else c or [])
@@ -143,6 +157,15 @@ class Node:
 
     def execute(self, inputs: Any, ctx: Any) -> tuple | NodeResult:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def check_lazy_status(self, inputs: Any, ctx: Any) -> Sequence[str]:
+        """Which lazy inputs this run needs, given the values known so far (ComfyUI's hook of that name).
+
+        ``inputs`` holds every input; a lazy one whose link is not evaluated yet is None. The executor
+        evaluates the named ones and asks again, until nothing new is named; then ``execute`` runs, with the
+        lazy inputs never asked for left at None. By default every lazy input is needed.
+        """
+        return [spec.name for spec in self.input_specs().values() if spec.lazy]
 
     @classmethod
     def fingerprint(cls, literals: dict[str, Any], ctx: Any) -> Any:
