@@ -17,13 +17,15 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import ConfigDict, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from . import events
 from .cache import CacheEntry, OutputCache, make_cache
 from .context import ExecutionContext, Interrupted, NodeError, Services
+from .limits import LIMITS
 from .node import Node, NodeResult
 from .paths import RuntimePaths, using_paths
 from .registry import NodeRegistry
@@ -175,10 +177,11 @@ class Executor:
         result.cached = [nid for nid in plan.order if nid in hits]
         emit(events.EXECUTION_CACHED, {"nodes": result.cached, "prompt_id": prompt_id, "timestamp": _now_ms()})
 
-        values = result.values
+        lists: dict[str, tuple[list, ...]] = {}  # node id -> one list of values per output (ComfyUI's form)
         used: set[str] = set()
         for nid, entry in hits.items():  # every cached node of this prompt stays cached, as in ComfyUI
-            values[nid] = entry.outputs
+            lists[nid] = entry.outputs
+            result.values[nid] = _public_values(plan.nodes[nid].cls, entry.outputs)
             used.add(keys[nid])
         place = {nid: i for i, nid in enumerate(plan.order)}
         waiting: list[tuple[int, str]] = []
@@ -217,49 +220,39 @@ class Executor:
                 self._interrupted(result, pn, emit)
                 break
             node = pn.cls()
-            kwargs = dict(pn.literals)
+            given: dict[str, list] = {name: [value] for name, value in pn.literals.items()}
             pending: dict[str, str] = {}  # lazy input -> its source node, not evaluated yet
             for name, (src, idx) in pn.links.items():
-                if src in values:
-                    kwargs[name] = values[src][idx]
+                if src in lists:
+                    given[name] = lists[src][idx]
                 else:
-                    kwargs[name] = None
+                    given[name] = [None]
                     pending[name] = src
             for name, kind in _hidden_inputs(pn.cls):
-                kwargs[name] = _hidden_value(kind, document, extra_data, nid, prompt_id)
+                given[name] = [_hidden_value(kind, document, extra_data, nid, prompt_id)]
+            run = _NodeRun(pn, node, make_ctx(pn), given, self._cancel)
             try:
                 if pending:
-                    wanted = node.check_lazy_status(pn.cls.Inputs.model_construct(**kwargs), make_ctx(pn))
-                    needed = [pending[name] for name in wanted or () if name in pending]
+                    wanted = run.lazy_status()
+                    needed = [pending[name] for name in wanted if name in pending]
                     if needed:
                         activate(needed)
                         heapq.heappush(waiting, (place[nid], nid))  # asked again once they ran
                         continue
+                emit(events.EXECUTING, {"node": nid, "display_node": nid, "prompt_id": prompt_id})
+                started = time.perf_counter()
+                entry = run.execute()
             except Interrupted:
                 self._interrupted(result, pn, emit)
                 break
             except Exception as exc:
-                self._failed(result, pn, exc, kwargs, emit)
-                break
-            emit(events.EXECUTING, {"node": nid, "display_node": nid, "prompt_id": prompt_id})
-            started = time.perf_counter()
-            try:
-                try:
-                    inputs = pn.cls.Inputs.model_validate(kwargs)
-                except PydanticValidationError as exc:
-                    raise NodeError(_linked_input_message(exc)) from None
-                out = node.execute(inputs, make_ctx(pn))
-                entry = _normalize(pn.cls, out)
-            except Interrupted:
-                self._interrupted(result, pn, emit)
-                break
-            except Exception as exc:
-                self._failed(result, pn, exc, kwargs, emit)
+                self._failed(result, pn, exc, run.current, emit)
                 break
             result.timings[nid] = time.perf_counter() - started
             result.executed.append(nid)
             finished.add(nid)
-            values[nid] = entry.outputs
+            lists[nid] = entry.outputs
+            result.values[nid] = _public_values(pn.cls, entry.outputs)
             self.cache.put(keys[nid], entry)
             used.add(keys[nid])
             if entry.ui is not None:
@@ -322,7 +315,121 @@ def _hidden_value(kind: str, document: dict, extra_data: dict, nid: str, prompt_
     return None
 
 
-def _normalize(cls: type[Node], out: Any) -> CacheEntry:
+class _NodeRun:
+    """One node's run over its inputs, ComfyUI's way: every input is a list; a node that does not take whole
+    lists (INPUT_IS_LIST) runs once per item of the longest one, shorter lists repeating their last item; its
+    outputs collect one item per run, and a list output's items are joined."""
+
+    def __init__(self, pn: PlannedNode, node: Node, ctx: ExecutionContext, given: dict[str, list], cancel) -> None:
+        self.pn, self.node, self.ctx, self.given, self.cancel = pn, node, ctx, given, cancel
+        self.current: dict[str, Any] = {}  # the inputs of the run under way (shown when it fails)
+
+    def _items(self) -> Iterable[dict[str, Any]]:
+        given = self.given
+        if self.pn.cls.INPUT_IS_LIST:
+            self.current = given
+            yield given
+            return
+        count = 1
+        for name, items in given.items():
+            if len(items) != 1:
+                if not items:
+                    raise NodeError(f"input '{name}' received an empty list: there is nothing to run this node on")
+                count = max(count, len(items))
+        if count == 1:
+            self.current = {name: items[0] for name, items in given.items()}
+            yield self.current
+            return
+        for i in range(count):
+            if i and self.cancel.is_set():
+                raise Interrupted()
+            self.current = {name: items[min(i, len(items) - 1)] for name, items in given.items()}
+            yield self.current
+
+    def lazy_status(self) -> list[str]:
+        wanted: list[str] = []
+        for kwargs in self._items():
+            for name in self.node.check_lazy_status(self.pn.cls.Inputs.model_construct(**kwargs), self.ctx) or ():
+                if name not in wanted:
+                    wanted.append(name)
+        return wanted
+
+    def execute(self) -> CacheEntry:
+        cls = self.pn.cls
+        declared = cls.OUTPUTS
+        outputs: list[list] = [[] for _ in declared]
+        ui: dict[str, Any] | None = None
+        for kwargs in self._items():
+            inputs = _whole_lists(cls, kwargs) if cls.INPUT_IS_LIST else _checked(cls, kwargs)
+            values, run_ui = _normalize(cls, self.node.execute(inputs, self.ctx))
+            for slot, (out, value) in enumerate(zip(declared, values, strict=True)):
+                if out.is_list:
+                    if not isinstance(value, list | tuple):
+                        raise TypeError(f"{cls.type_name}.execute: output {slot} ({out.label}) is declared a list, "
+                                        f"got {type(value).__name__}")
+                    outputs[slot].extend(value)
+                else:
+                    outputs[slot].append(value)
+                if len(outputs[slot]) > LIMITS.max_list_items:
+                    raise NodeError(f"output {out.label} holds more than {LIMITS.max_list_items} items "
+                                    f"(max_list_items)")
+            if run_ui is not None:
+                ui = _merge_ui(ui, run_ui)
+        return CacheEntry(outputs=tuple(outputs), ui=ui)
+
+
+def _checked(cls: type[Node], kwargs: dict[str, Any]) -> Any:
+    try:
+        return cls.Inputs.model_validate(kwargs)
+    except PydanticValidationError as exc:
+        raise NodeError(_linked_input_message(exc)) from None
+
+
+def _whole_lists(cls: type[Node], kwargs: dict[str, list]) -> Any:
+    """The inputs of an INPUT_IS_LIST node: each input a list, each item checked against the declared type."""
+    lazy = _lazy_inputs(cls)
+    hidden = {name for name, _ in _hidden_inputs(cls)}
+    checked: dict[str, list] = {}
+    for name, items in kwargs.items():
+        if name in hidden or (name in lazy and items == [None]):
+            checked[name] = list(items)
+            continue
+        adapter = _item_adapter(cls.Inputs, name)
+        try:
+            checked[name] = [adapter.validate_python(item) for item in items]
+        except PydanticValidationError as exc:
+            raise NodeError(f"input '{name}': an item is not valid here: {exc.errors()[0].get('msg')}") from None
+    return cls.Inputs.model_construct(**checked)
+
+
+@cache
+def _item_adapter(model: type, name: str) -> TypeAdapter:
+    info = model.model_fields[name]
+    return TypeAdapter(Annotated[info.annotation, info], config=_ITEM_CONFIG)
+
+
+_ITEM_CONFIG = ConfigDict(strict=True, allow_inf_nan=False, arbitrary_types_allowed=True)
+
+
+def _merge_ui(ui: dict[str, Any] | None, more: dict[str, Any]) -> dict[str, Any]:
+    """UI data of several runs of one node: lists are joined (images of every item), other values replaced."""
+    if ui is None:
+        return dict(more)
+    for key, value in more.items():
+        if isinstance(value, list) and isinstance(ui.get(key), list):
+            ui[key] = ui[key] + value
+        else:
+            ui[key] = value
+    return ui
+
+
+def _public_values(cls: type[Node], outputs: tuple[list, ...]) -> tuple:
+    """RunResult.values' form: an output's one value, or the list where it is declared a list or the node
+    ran other than once."""
+    return tuple(items if out.is_list or len(items) != 1 else items[0] for out, items in zip(cls.OUTPUTS, outputs, strict=True))
+
+
+def _normalize(cls: type[Node], out: Any) -> tuple[tuple, dict[str, Any] | None]:
     if isinstance(out, NodeResult):
         outputs, ui = tuple(out.outputs), out.ui
     elif isinstance(out, tuple | list):
@@ -333,7 +440,7 @@ def _normalize(cls: type[Node], out: Any) -> CacheEntry:
         raise TypeError(f"{cls.type_name}.execute must return a tuple or NodeResult, got {type(out).__name__}")
     if len(outputs) != len(cls.OUTPUTS):
         raise TypeError(f"{cls.type_name}.execute returned {len(outputs)} output(s), declares {len(cls.OUTPUTS)}")
-    return CacheEntry(outputs=outputs, ui=ui)
+    return outputs, ui
 
 
 def _linked_input_message(exc: PydanticValidationError) -> str:

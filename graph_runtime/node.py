@@ -89,11 +89,13 @@ def Hidden(kind: Literal["PROMPT", "EXTRA_PNGINFO", "UNIQUE_ID", "PROMPT_ID"]) -
 
 @dataclass(frozen=True)
 class Output:
-    """One typed, named output slot."""
+    """One typed, named output slot. ``is_list``: ``execute`` returns a list of values for it (ComfyUI's
+    OUTPUT_IS_LIST); a node downstream that does not take whole lists runs once per item."""
 
     type: str
     name: str | None = None
     tooltip: str | None = None
+    is_list: bool = False
 
     @property
     def label(self) -> str:
@@ -152,6 +154,9 @@ class Node:
     OUTPUT_NODE: ClassVar[bool] = False
     NOT_CACHED: ClassVar[bool] = False
     DEPRECATED: ClassVar[bool] = False
+    # ComfyUI's INPUT_IS_LIST: the node runs once with every input as a whole list (each item checked against
+    # the declared type), instead of once per item of the longest list fed to it.
+    INPUT_IS_LIST: ClassVar[bool] = False
     # Set by the registry: the name workflows use in class_type.
     type_name: ClassVar[str] = ""
 
@@ -193,7 +198,8 @@ class Node:
             "input": {"required": required, "optional": optional, "hidden": hidden},
             "input_order": {"required": list(required), "optional": list(optional)},
             "output": [o.type for o in cls.OUTPUTS],
-            "output_is_list": [False for _ in cls.OUTPUTS],
+            "is_input_list": cls.INPUT_IS_LIST,
+            "output_is_list": [o.is_list for o in cls.OUTPUTS],
             "output_name": [o.label for o in cls.OUTPUTS],
             "output_tooltips": [o.tooltip for o in cls.OUTPUTS],
             "name": name,
