@@ -54,6 +54,7 @@ def Widget(
     le: float | None = None,
     step: float | None = None,
     choices: Sequence[str] | Callable[[], Sequence[str]] | None = None,
+    accept: Callable[[str], bool] | None = None,
     multiline: bool | None = None,
     optional: bool = False,
     lazy: bool = False,
@@ -63,7 +64,9 @@ def Widget(
     """A literal input (an editor widget) that may also be fed by a link of the same type.
 
     ``choices`` makes a combo; a callable is evaluated when the node is described or validated, so lists of
-    files on disk stay current. ``lazy``: as for :func:`Link`, when a link feeds the widget. Extra keyword
+    files on disk stay current. ``accept`` lets a combo take a value outside its list when it says yes (a
+    file named another way, as ComfyUI's VALIDATE_INPUTS lets LoadImage take ``x.png [output]``). ``lazy``:
+    as for :func:`Link`, when a link feeds the widget. Extra keyword
     arguments pass through to the editor (e.g. ``round=0.01``).
     """
     extra: dict[str, Any] = {"optional": optional, **ui}
@@ -77,6 +80,8 @@ def Widget(
         extra["tooltip"] = tooltip
     if choices is not None:
         extra["choices"] = choices
+    if accept is not None:
+        extra["accept"] = accept
     if optional and default is ...:
         default = None
     return Field(default, ge=ge, le=le, description=tooltip, json_schema_extra=extra)
@@ -223,7 +228,7 @@ def _describe_input(spec: InputSpec) -> list:
     if hi is not None:
         opts["max"] = hi
     for k, v in spec.extra.items():
-        if k not in ("io_type", "optional", "choices", "hidden"):
+        if k not in ("io_type", "optional", "choices", "accept", "hidden"):
             opts[k] = v
     if spec.io_type == "COMBO":
         return [spec.choice_list(), opts]

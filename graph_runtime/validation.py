@@ -135,7 +135,8 @@ def check_literal(cls: type[Node], spec: InputSpec, value: Any) -> tuple[Any, di
             return value, error("invalid_input_type", f"'{name}' expects one of a list of strings",
                                 f"got {type(value).__name__}", input_name=name, received_value=_short(value))
         choices, members = _choices(spec)
-        if value not in members:
+        accept = spec.extra.get("accept")
+        if value not in members and not (accept is not None and accept(value)):
             shown = ", ".join(choices[:20]) + (" ..." if len(choices) > 20 else "")
             return value, error("value_not_in_list", f"Value not in list: {name}: '{value}' not in [{shown}]",
                                 "", input_name=name, received_value=_short(value), input_config=choices[:200])
