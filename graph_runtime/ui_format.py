@@ -5,6 +5,12 @@ order (required inputs, then optional ones, widgets only), exactly the order the
 Like the editor's own conversion: an extra "control after generate" value follows seed inputs and is
 dropped; muted nodes are left out; bypassed nodes pass a matching-typed input through; Reroute nodes are
 followed; PrimitiveNode values become literals; Note nodes are ignored.
+
+Subgraphs (``definitions.subgraphs``) are flattened as the editor's graphToPrompt flattens them: each inner
+node becomes a node of its own, its id prefixed with its instances' ids (``56:52``; nested ``48:35:43``),
+links cross subgraph inputs and outputs, and a subgraph input no link feeds takes the value the instance
+saved for it (else each inner widget keeps its own). A node type that is not installed is converted from the
+widget slots its file lists; validation names it only where an output needs it.
 """
 
 from __future__ import annotations
@@ -216,8 +222,9 @@ class _Converter:
 
     def promoted_value(self, graph: _Graph, index: int) -> tuple[str, Any] | None:
         """The value of a subgraph input no link feeds, shown as a widget on the instance: from the instance's
-        widgets_values (one per input that feeds a widget, in order), or from the inner widget the instance
-        shows (proxyWidgets); None leaves each inner widget its own value."""
+        widgets_values (one per input that feeds a widget, in the subgraph's order). None leaves each inner
+        widget its own value: the newer editor saves none on the instance, whose widgets show the inner ones
+        (proxyWidgets), each keeping its own, as the editor's graphToPrompt does."""
         values = self._promoted.get(graph.path)
         if values is None:
             values = self._promoted[graph.path] = self.promoted_values(graph)
@@ -235,23 +242,9 @@ class _Converter:
                 if slot.get("widget"):
                     targets.setdefault(i, []).append((link[2], slot["widget"].get("name") or slot.get("name")))
         saved = graph.instance.get("widgets_values")
-        if isinstance(saved, list) and saved:
+        if isinstance(saved, list):
             return {i: saved[k] for k, i in enumerate(sorted(targets)) if k < len(saved)}
-        shown = (graph.instance.get("properties") or {}).get("proxyWidgets")
-        out: dict[int, Any] = {}
-        for entry in shown if isinstance(shown, list) else []:
-            if not (isinstance(entry, list) and len(entry) == 2):
-                continue
-            for i, pairs in targets.items():
-                promoted_input = str(entry[0]) == "-1" and graph.definition["inputs"][i].get("name") == entry[1]
-                for nid, name in pairs:  # [inner node, widget], or [-1, subgraph input]: its first inner widget
-                    if i not in out and (promoted_input or (str(nid) == str(entry[0]) and name == entry[1])):
-                        node = graph.nodes[nid]
-                        info = self.info(node["type"]) or _info_from_slots(node)
-                        value = self.widget_inputs(graph, nid, node, info).get(name, ...)
-                        if value is not ...:
-                            out[i] = value
-        return out
+        return {}
 
     # -- links --------------------------------------------------------------------------------------------
 

@@ -119,15 +119,27 @@ def test_an_unfed_subgraph_input_without_saved_widgets_keeps_the_inner_widget(re
     assert ui_to_api(area_doc(()), registry)["10:3"]["inputs"]["b"] == 5
 
 
-def test_a_promoted_widget_shared_by_two_inner_widgets_takes_the_shown_ones_value(registry):
+def shared_widget_doc(saved=None):
+    """Area's nested Double gets no link for x, which feeds two inner widgets; the instance shows one of them,
+    or saves its own value for x (``saved``)."""
     doc = area_doc(())
-    double = doc["definitions"]["subgraphs"][1]
+    area, double = doc["definitions"]["subgraphs"]
     double["nodes"][0]["widgets_values"] = [3, 4, "add"]
-    area = doc["definitions"]["subgraphs"][0]
-    area["nodes"][1]["inputs"][0]["link"] = None  # the nested instance's x is fed by nothing outside
-    area["nodes"][1]["properties"] = {"proxyWidgets": [["5", "b"]]}
-    api = ui_to_api(doc, registry)
-    assert api["10:4:5"]["inputs"] == {"a": 4, "b": 4, "op": "add"}  # both from the widget it shows
+    area["nodes"][1]["inputs"][0]["link"] = None
+    area["links"] = [lk for lk in area["links"] if lk["id"] != 33]
+    area["nodes"][0]["outputs"][0]["links"] = []
+    if saved is None:
+        area["nodes"][1]["properties"] = {"proxyWidgets": [["5", "b"]]}
+    else:
+        area["nodes"][1]["widgets_values"] = [saved]
+    return doc
+
+
+def test_a_subgraph_input_feeding_two_inner_widgets(registry):
+    # the editor's graphToPrompt (tests/test_web_frontend_subgraphs.py): shown widgets keep their own values,
+    # a value saved on the instance goes to every widget the input feeds
+    assert ui_to_api(shared_widget_doc(), registry)["10:4:5"]["inputs"] == {"a": 3, "b": 4, "op": "add"}
+    assert ui_to_api(shared_widget_doc(9), registry)["10:4:5"]["inputs"] == {"a": 9, "b": 9, "op": "add"}
 
 
 def test_muted_and_bypassed_subgraph_instances(registry):
