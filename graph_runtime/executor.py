@@ -3,6 +3,10 @@
 A node's cache key is a hash of its class, its literal inputs, its fingerprint and its parents' keys (a
 Merkle key), computed once per node in topological order: bookkeeping is linear in the size of the graph.
 Changing the seed of a sampler changes its key and its descendants' keys only, so only they re-run.
+
+ComfyUI's run semantics: only what the outputs need runs; a lazy input is evaluated only when its node asks
+for it (``check_lazy_status``), so a switch runs only the branch it takes; every output is a list of values,
+and a node fed a list runs once per item unless it takes whole lists (``INPUT_IS_LIST``).
 """
 
 from __future__ import annotations

@@ -174,3 +174,49 @@ def test_object_info_declares_list_outputs_and_list_inputs():
     assert REG.get("Total").describe()["is_input_list"] is True
     assert REG.get("CountingAdd").describe()["is_input_list"] is False
     assert REG.get("CountingAdd").describe()["output_is_list"] == [False]
+
+
+class Bools(Node):
+    """A list of booleans from text such as "1,0,1"."""
+
+    class Inputs(NodeInputs):
+        text: str = Widget("1")
+
+    OUTPUTS = (Output("BOOLEAN", "values", is_list=True),)
+
+    def execute(self, inputs, ctx):
+        return ([t.strip() == "1" for t in inputs.text.split(",")],)
+
+
+def test_a_switch_fed_a_list_asks_per_item_and_runs_per_item():
+    from nodes.logic import NODES
+
+    reg = engine_registry()
+    reg.register_all([Range, Bools, ShowEach, *NODES])
+    doc = {"b": {"class_type": "Bools", "inputs": {"text": "1,1"}},
+           "t": add(10, 1), "f": add(20, 1),
+           "sw": {"class_type": "ComfySwitchNode", "inputs": {"switch": ["b", 0], "on_true": ["t", 0],
+                                                              "on_false": ["f", 0]}},
+           "s": {"class_type": "ShowEach", "inputs": {"value": ["sw", 0]}}}
+    res = Executor(reg).run(doc)
+    assert res.outputs["s"] == {"text": ["v=11", "v=11"]} and CALLS[("CountingAdd", "f")] == 0
+    doc["b"]["inputs"]["text"] = "1,0,1"  # one item takes the other branch: both are evaluated, each item picks
+    res = Executor(reg).run(doc)
+    assert res.outputs["s"] == {"text": ["v=11", "v=21", "v=11"]} and CALLS[("CountingAdd", "f")] == 1
+
+
+def test_an_interrupt_stops_between_the_items_of_a_list():
+    ex = Executor(REG)
+    seen = []
+
+    def stop_after_first(event, data):
+        if event == "executing" and data["node"] == "a":
+            seen.append(data)
+            ex.interrupt()  # while the node runs: it stops before its second item
+
+    doc = {"r": {"class_type": "Range", "inputs": {"count": 5}},
+           "a": add(["r", 0]),  # checks nothing itself: the executor stops it between items
+           "s": {"class_type": "ShowEach", "inputs": {"value": ["a", 0]}}}
+    res = ex.run(doc, handlers=[stop_after_first])
+    assert res.status == "interrupted" and res.error["node_id"] == "a"
+    assert CALLS[("CountingAdd", "a")] == 1 and len(seen) == 1
