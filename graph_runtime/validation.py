@@ -80,7 +80,7 @@ class ValidationResult:
 
 def warning_line(warning: dict[str, Any]) -> str:
     """A warning as one readable line, for terminals."""
-    return f"node {warning['node_id']} ({warning['class_type']}): {warning['message']}"
+    return f"node {warning.get('node_id')} ({warning.get('class_type')}): {warning.get('message')}"
 
 
 class WorkflowValidationError(Exception):
