@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -13,12 +14,15 @@ from starlette.websockets import WebSocket
 
 from graph_runtime import WorkflowFormatError, strict_json, using_paths
 from graph_runtime.validation import error as v_error
+from graph_runtime.validation import warning_line
 
 from . import files
 from .frontend import user_css
 from .queue import QueueFull
 from .store import HistoryEntry, QueueItem, create_time, job_status, workflow_id
 from .system import system_stats
+
+log = logging.getLogger(__name__)
 
 JOB_STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
 
@@ -142,6 +146,8 @@ async def post_prompt(request: Request) -> Response:
                                outputs=result.plan.targets, client_id=client_id)
     except QueueFull as exc:
         return bad_prompt(str(exc), kind="queue_full", status=503)
+    for warning in result.warnings:  # the editor ignores the answer's warnings: its Logs panel shows these
+        log.warning("prompt %s: %s", item.prompt_id, warning_line(warning))
     return JSONResponse({"prompt_id": item.prompt_id, "number": item.number, "node_errors": {},
                          "warnings": result.warnings})
 
