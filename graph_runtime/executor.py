@@ -353,7 +353,8 @@ class _NodeRun:
     def lazy_status(self) -> list[str]:
         wanted: list[str] = []
         for kwargs in self._items():
-            for name in self.node.check_lazy_status(self.pn.cls.Inputs.model_construct(**kwargs), self.ctx) or ():
+            names = self.node.check_lazy_status(self.pn.cls.Inputs.model_construct(**kwargs), self.ctx) or ()
+            for name in [names] if isinstance(names, str) else names:
                 if name not in wanted:
                     wanted.append(name)
         return wanted

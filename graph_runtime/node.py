@@ -3,6 +3,9 @@
 A node is a class with a pydantic ``Inputs`` model (types, defaults, bounds, choices), a tuple of typed
 ``OUTPUTS`` and one ``execute``. Validation, ``/object_info`` and the CLI's node listing all read the same
 declaration through :func:`input_specs` and :meth:`Node.describe`, so they cannot drift apart.
+
+ComfyUI's run semantics are declared here too: lazy inputs (``Link(..., lazy=True)`` with
+:meth:`Node.check_lazy_status`), list outputs (``Output(..., is_list=True)``) and ``INPUT_IS_LIST``.
 """
 
 from __future__ import annotations

@@ -45,8 +45,24 @@ class SumAll(Node):
         return (inputs.a + inputs.b,)
 
 
+class TakeA(Node):
+    """Names the one input it needs as a bare string, not a list."""
+
+    class Inputs(NodeInputs):
+        a: Any = Link("INT", lazy=True)
+        b: Any = Link("INT", lazy=True)
+
+    OUTPUTS = (Output("INT", "x"),)
+
+    def check_lazy_status(self, inputs, ctx):
+        return "a"
+
+    def execute(self, inputs, ctx):
+        return (inputs.a if inputs.b is None else -1,)
+
+
 REG = engine_registry()
-REG.register_all([*logic.NODES, FirstPositive, SumAll])
+REG.register_all([*logic.NODES, FirstPositive, SumAll, TakeA])
 
 
 @pytest.fixture(autouse=True)
@@ -143,6 +159,13 @@ def test_lazy_inputs_are_all_needed_without_a_check_of_the_nodes_own():
            "s": {"class_type": "SumAll", "inputs": {"a": ["one", 0], "b": ["two", 0]}},
            "out": {"class_type": "Collect", "inputs": {"value": ["s", 0]}}}
     assert Executor(REG).run(doc).outputs["out"] == {"value": [5]}
+
+
+def test_one_name_as_a_string_is_one_name():
+    doc = {"one": add(1, 1), "two": add(2, 1),
+           "t": {"class_type": "TakeA", "inputs": {"a": ["one", 0], "b": ["two", 0]}},
+           "out": {"class_type": "Collect", "inputs": {"value": ["t", 0]}}}
+    assert Executor(REG).run(doc).outputs["out"] == {"value": [2]} and ran() == ["one"]
 
 
 def test_object_info_marks_lazy_inputs():
