@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -13,6 +14,7 @@ from starlette.websockets import WebSocket
 
 from graph_runtime import WorkflowFormatError, using_paths
 from graph_runtime.validation import error as v_error
+from graph_runtime.validation import warning_line
 
 from . import files, jobs, userdata
 from .frontend import user_css
@@ -20,6 +22,8 @@ from .queue import QueueFull
 from .replies import error, hide_client_ids, query_int, read_json
 from .store import HistoryEntry
 from .system import system_stats
+
+log = logging.getLogger(__name__)
 
 
 def bad_prompt(message: str, details: str = "", kind: str = "invalid_prompt", status: int = 400) -> JSONResponse:
@@ -134,7 +138,10 @@ async def post_prompt(request: Request) -> Response:
                                outputs=result.plan.targets, client_id=client_id)
     except QueueFull as exc:
         return bad_prompt(str(exc), kind="queue_full", status=503)
-    return JSONResponse({"prompt_id": item.prompt_id, "number": item.number, "node_errors": {}})
+    for warning in result.warnings:  # the editor ignores the answer's warnings: its Logs panel shows these
+        log.warning("prompt %s: %s", item.prompt_id, warning_line(warning))
+    return JSONResponse({"prompt_id": item.prompt_id, "number": item.number, "node_errors": {},
+                         "warnings": result.warnings})
 
 
 async def get_queue(request: Request) -> Response:
