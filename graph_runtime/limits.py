@@ -31,6 +31,8 @@ class Limits:
     # starts. A 512x512 SD1.5 image at 30 steps with CFG is 245,760; 8192x8192 at 1 step is 2,097,152.
     max_sampling_work_cpu: int = 2_000_000
     max_sampling_work_gpu: int = 400_000_000
+    # List outputs (OUTPUT_IS_LIST): items one node may return, so a node fed the list runs at most that often.
+    max_list_items: int = 10_000
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -10,7 +10,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 def _node_classes() -> list:
     """Every built-in node class, in the order the editor lists them. Add new modules' nodes here."""
-    from . import aliases, image_ops, latent_ops, loaders, model_patches, sigma_nodes, utility
+    from . import aliases, image_ops, latent_ops, loaders, logic, model_patches, sigma_nodes, utility
     from .compare import CompareSchedulers
     from .conditioning import TextEncode
     from .images import (
@@ -60,6 +60,8 @@ def _node_classes() -> list:
         *utility.NODES,
         *image_ops.NODES,
         *latent_ops.NODES,
+        # control flow
+        *logic.NODES,
     ]
 
 
