@@ -397,10 +397,49 @@ def _sum(*args: Any) -> Any:
     return sum(args)
 
 
+# An integer past this many bits cannot become a finite FLOAT, and building one costs time that nothing can
+# interrupt (4000000 ** 4000000, which simpleeval allows, takes 38 s here): such results are refused first.
+MAX_INT_BITS = 65_536
+
+
+def _check_int_bits(bits: int, what: str) -> None:
+    if bits > MAX_INT_BITS:
+        raise ValueError(f"{what} would be an integer of about {bits:,} bits (at most {MAX_INT_BITS:,})")
+
+
+def _power_bits(base: Any, exp: Any) -> None:
+    if isinstance(base, int) and isinstance(exp, int) and exp > 0 and abs(base) > 1:
+        _check_int_bits(math.ceil(exp * math.log2(abs(base))), "the power")
+
+
 def _pow(base: Any, exp: Any) -> Any:
     if abs(exp) > MAX_EXPONENT:
         raise ValueError(f"exponent {exp} is over the maximum of {MAX_EXPONENT}")
+    _power_bits(base, exp)
     return pow(base, exp)
+
+
+def _operators() -> dict:
+    """simpleeval's operators, with the integer ones that can grow without bound checked first."""
+    import ast
+
+    import simpleeval
+
+    def power(a: Any, b: Any) -> Any:
+        _power_bits(a, b)
+        return simpleeval.safe_power(a, b)
+
+    def multiply(a: Any, b: Any) -> Any:
+        if isinstance(a, int) and isinstance(b, int):
+            _check_int_bits(abs(a).bit_length() + abs(b).bit_length(), "the product")
+        return simpleeval.safe_mult(a, b)
+
+    def shift_left(a: Any, b: Any) -> Any:
+        if isinstance(a, int) and isinstance(b, int) and b > 0:
+            _check_int_bits(abs(a).bit_length() + b, "the shift")
+        return simpleeval.safe_lshift(a, b)
+
+    return {**simpleeval.DEFAULT_OPERATORS, ast.Pow: power, ast.Mult: multiply, ast.LShift: shift_left}
 
 
 MATH_FUNCTIONS = {
@@ -421,7 +460,7 @@ def evaluate_expression(expression: str, values: dict[str, Any]) -> tuple[float,
     names: dict[str, Any] = dict(values)
     names["values"] = list(values.values())
     try:
-        result = simple_eval(expression, names=names, functions=MATH_FUNCTIONS)
+        result = simple_eval(expression, operators=_operators(), names=names, functions=MATH_FUNCTIONS)
     except (InvalidExpression, SyntaxError, ArithmeticError, ValueError, TypeError, KeyError, IndexError,
             AttributeError, RecursionError, MemoryError) as exc:
         given = ", ".join(values) or "none"

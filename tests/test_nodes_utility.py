@@ -160,6 +160,7 @@ def test_math_expression_over_linked_values(tmp_path):
                                                                      int(round(math.sqrt(10), 2) + 1024 + 3 + 1),
                                                                      True)),
     ("a if a > 1 else b", {"a": 0.5, "b": 9}, (9.0, 9, True)),
+    ("(2 ** 2000) % 7 + 2 ** 60000 // 2 ** 59999", {}, (6.0, 6, True)),  # 2 ** 2000 = 4 (mod 7)
 ])
 def test_math_expression_values(expression, values, expected):
     assert evaluate_expression(expression, values) == expected
@@ -178,6 +179,11 @@ def test_math_expression_values(expression, values, expected):
     ("10.0 ** 400", {}, "cannot be evaluated"),
     ("a * 1e308 * 10", {"a": 1.0}, "non-finite"),
     ("log(-1)", {}, "ValueError"),
+    ("4000000 ** 4000000 > 1", {}, "bits"),  # simpleeval allows it; it would take tens of seconds to build
+    ("a ** 70000 > 1", {"a": 3}, "bits"),
+    ("(2 ** 60000) * (2 ** 60000) > 1", {}, "the product"),
+    ("1 << 100000 > 1", {}, "bits"),
+    ("pow(a, 3999) > 1", {"a": 10 ** 20}, "bits"),
 ])
 def test_math_expression_errors_name_the_input(expression, values, says):
     from graph_runtime import NodeError
