@@ -103,6 +103,10 @@ class ExecutionContext:
         self._emit(events.PREVIEW, {"node": self.node_id, "prompt_id": self.prompt_id, "format": fmt,
                                     "image": image, "keep": keep})
 
+    def progress_text(self, text: str) -> None:
+        """A short text the editor shows on the running node (ComfyUI's progress text, e.g. an image's size)."""
+        self._emit(events.PROGRESS_TEXT, {"node": self.node_id, "prompt_id": self.prompt_id, "text": text})
+
     def warn(self, message: str) -> None:
         self._emit(events.LOG, {"node": self.node_id, "prompt_id": self.prompt_id, "level": "warning",
                                 "message": message, "timestamp": int(time.time() * 1000)})

@@ -17,6 +17,7 @@ EXECUTION_CACHED = "execution_cached"
 EXECUTING = "executing"
 PROGRESS = "progress"
 PREVIEW = "preview"  # data: {node, prompt_id, format, image: bytes, keep: never skipped for a slow client}
+PROGRESS_TEXT = "progress_text"  # data: {node, prompt_id, text}: a line the editor shows on the node
 EXECUTED = "executed"
 EXECUTION_ERROR = "execution_error"
 EXECUTION_INTERRUPTED = "execution_interrupted"

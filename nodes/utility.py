@@ -284,6 +284,8 @@ class GetImageSize(Node):
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
         b, h, w, _ = check_image(inputs.image).shape
+        if ctx is not None:  # shown on the node, as ComfyUI shows it
+            ctx.progress_text(f"width: {w}, height: {h}\n batch size: {b}")
         return (int(w), int(h), int(b))
 
 

@@ -181,3 +181,18 @@ def test_websocket_images_are_not_skipped_like_previews():
     assert c.offer("image", b"img") and [k for k, _ in c.outbox] == ["json", "json", "image"]
     assert c.dropped == 2  # the old preview made room
     assert c.offer("image", b"img2") is False  # nothing left to skip: the client is behind
+
+
+def test_get_image_size_shows_the_size_on_the_node(server):
+    """ComfyUI's progress text: a binary frame of type 3 with the node id and the text the editor shows."""
+    cid = new_id()
+    prompt = {"1": {"class_type": "EmptyImage", "inputs": {"width": 6, "height": 4, "batch_size": 3, "color": 0}},
+              "2": {"class_type": "GetImageSize", "inputs": {"image": ["1", 0]}},
+              "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}}
+    with ws_connect(server.url, cid) as ws:
+        pid = submit(server.url, prompt, cid)["prompt_id"]
+        msgs = collect_until_done(ws, pid)
+    (frame,) = [d for k, d in msgs if k == "binary"]
+    kind, length = struct.unpack(">II", frame[:8])
+    assert kind == 3 and frame[8:8 + length] == b"2"
+    assert frame[8 + length:].decode() == "width: 6, height: 4\n batch size: 3"

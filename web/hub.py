@@ -25,6 +25,7 @@ from graph_runtime import strict_json
 log = logging.getLogger(__name__)
 
 BINARY_PREVIEW_IMAGE = 1
+BINARY_TEXT = 3  # uint32 length, node id, UTF-8 text: shown on that node (ComfyUI's progress text)
 BINARY_PREVIEW_IMAGE_WITH_METADATA = 4  # uint32 length, JSON {node_id, display_node_id, prompt_id, ...}, image
 IMAGE_TYPES = {"JPEG": 1, "PNG": 2}
 MIME_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
@@ -132,6 +133,15 @@ class Hub:
         if sid is None:
             return
         self._call(self._offer_preview, sid, bytes(image), fmt.upper(), metadata, keep)
+
+    def send_progress_text(self, sid: str | None, node_id: str, text: str) -> None:
+        """A line of text for the editor to show on a node, as ComfyUI's binary text frame (may be skipped for a
+        client that cannot keep up, like a preview)."""
+        if sid is None:
+            return
+        nid = str(node_id).encode()
+        frame = struct.pack(">II", BINARY_TEXT, len(nid)) + nid + str(text).encode()
+        self._call(self._offer, sid, "preview", frame)
 
     def _offer_preview(self, sid: str, image: bytes, fmt: str, metadata: dict | None, keep: bool = False) -> None:
         if metadata is not None and self.client_flags.get(sid, {}).get("supports_preview_metadata") is True:
