@@ -184,6 +184,151 @@ class StringCompare(Node):
         return (a.startswith(b) if inputs.mode == "Starts With" else a.endswith(b),)
 
 
+REGEX_SECONDS = 2.0  # a pattern may backtrack without end: each search stops after this long
+
+
+def _regex_flags(inputs: Any) -> int:
+    import regex
+
+    flags = 0
+    if inputs.case_insensitive:
+        flags |= regex.IGNORECASE
+    if inputs.multiline:
+        flags |= regex.MULTILINE
+    if inputs.dotall:
+        flags |= regex.DOTALL
+    return flags
+
+
+def _timed_out(pattern: str) -> NodeError:
+    return NodeError(f"regex_pattern: {pattern[:100]!r} took more than {REGEX_SECONDS:g} s on this text "
+                     "(a pattern that backtracks without end?)")
+
+
+class RegexMatch(Node):
+    """Whether the pattern matches anywhere in the text (an invalid pattern matches nothing)."""
+
+    CATEGORY = "text"
+    DISPLAY_NAME = "Match Text"
+
+    class Inputs(NodeInputs):
+        string: str = Widget("", multiline=True)
+        regex_pattern: str = Widget("", multiline=True)
+        case_insensitive: bool = Widget(True, advanced=True)
+        multiline: bool = Widget(False, advanced=True)
+        dotall: bool = Widget(False, advanced=True)
+
+    OUTPUTS = (Output("BOOLEAN", "matches"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        import regex
+
+        try:
+            found = regex.search(inputs.regex_pattern, inputs.string, _regex_flags(inputs), timeout=REGEX_SECONDS)
+        except regex.error:
+            return (False,)
+        except TimeoutError:
+            raise _timed_out(inputs.regex_pattern) from None
+        return (found is not None,)
+
+
+EXTRACT_MODES = ("First Match", "All Matches", "First Group", "All Groups")
+
+
+class RegexExtract(Node):
+    """Text the pattern finds: the first match, all matches (one per line), or group ``group_index`` of the
+    first or of every match; empty for no match or an invalid pattern."""
+
+    CATEGORY = "text"
+    DISPLAY_NAME = "Extract Text"
+
+    class Inputs(NodeInputs):
+        string: str = Widget("", multiline=True)
+        regex_pattern: str = Widget("", multiline=True)
+        mode: Literal[EXTRACT_MODES] = Widget("First Match")  # type: ignore[valid-type]
+        case_insensitive: bool = Widget(True, advanced=True)
+        multiline: bool = Widget(False, advanced=True)
+        dotall: bool = Widget(False, advanced=True)
+        group_index: int = Widget(1, ge=0, le=100, advanced=True)
+
+    OUTPUTS = (Output("STRING", "STRING"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        import regex
+
+        pattern, text, flags, g = inputs.regex_pattern, inputs.string, _regex_flags(inputs), inputs.group_index
+        try:
+            if inputs.mode == "First Match":
+                m = regex.search(pattern, text, flags, timeout=REGEX_SECONDS)
+                return (m.group(0) if m else "",)
+            if inputs.mode == "All Matches":
+                found = regex.findall(pattern, text, flags, timeout=REGEX_SECONDS)
+                return (_bounded("\n".join(f[0] if isinstance(f, tuple) else f for f in found), "regex_pattern"),)
+
+            def group(m: Any) -> str | None:
+                return m.group(g) if m and len(m.groups()) >= g and m.group(g) is not None else None
+
+            if inputs.mode == "First Group":
+                return (group(regex.search(pattern, text, flags, timeout=REGEX_SECONDS)) or "",)
+            groups = [group(m) for m in regex.finditer(pattern, text, flags, timeout=REGEX_SECONDS)]
+            return (_bounded("\n".join(x for x in groups if x is not None), "regex_pattern"),)
+        except regex.error:
+            return ("",)
+        except TimeoutError:
+            raise _timed_out(pattern) from None
+
+
+class _TooLong(Exception):
+    pass
+
+
+class RegexReplace(Node):
+    """Replace what the pattern matches (``count`` 0: every match), with \\1 / \\g<name> group references."""
+
+    CATEGORY = "text"
+    DISPLAY_NAME = "Replace Text (Regex)"
+
+    class Inputs(NodeInputs):
+        string: str = Widget("", multiline=True)
+        regex_pattern: str = Widget("", multiline=True)
+        replace: str = Widget("", multiline=True)
+        case_insensitive: bool = Widget(True, optional=True, advanced=True)
+        multiline: bool = Widget(False, optional=True, advanced=True)
+        dotall: bool = Widget(False, optional=True, advanced=True, tooltip="When enabled, the dot (.) character "
+                              "will match any character including newline characters. When disabled, dots won't "
+                              "match newlines.")
+        count: int = Widget(0, ge=0, le=100, optional=True, advanced=True, tooltip="Maximum number of replacements "
+                            "to make. Set to 0 to replace all occurrences (default). Set to 1 to replace only the "
+                            "first match, 2 for the first two matches, etc.")
+
+    OUTPUTS = (Output("STRING", "STRING"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        import regex
+
+        size = len(inputs.string)
+
+        def expand(m: Any) -> str:  # the growth is counted as it happens, so a huge result is never built
+            nonlocal size
+            piece = m.expand(inputs.replace)
+            size += len(piece) - (m.end() - m.start())
+            if size > LIMITS.max_string_chars:
+                raise _TooLong
+            return piece
+
+        flags = _regex_flags(inputs)
+        try:
+            return (regex.sub(inputs.regex_pattern, expand, inputs.string, count=inputs.count or 0, flags=flags,
+                              timeout=REGEX_SECONDS),)
+        except regex.error as exc:
+            raise NodeError(f"regex_pattern: {inputs.regex_pattern[:100]!r} is not a valid pattern ({exc})") from None
+        except TimeoutError:
+            raise _timed_out(inputs.regex_pattern) from None
+        except _TooLong:
+            raise NodeError(f"replace: the text would be over the limit of {LIMITS.max_string_chars:,} characters "
+                            "(max_string_chars)") from None
+
+
 MAX_JSON_STARTS = 1000  # "{" positions tried before giving up: each try may read far, so the work is bounded
 
 
@@ -508,5 +653,5 @@ class ComfyMathExpression(Node):
 
 
 NODES = [StringConcatenate, StringSubstring, StringLength, CaseConverter, StringTrim, StringReplace, StringContains,
-         StringCompare, JsonExtractString, PreviewAny, GetImageSize, ResolutionSelector, ComfyNumberConvert,
-         ComfyMathExpression]
+         StringCompare, RegexMatch, RegexExtract, RegexReplace, JsonExtractString, PreviewAny, GetImageSize,
+         ResolutionSelector, ComfyNumberConvert, ComfyMathExpression]

@@ -350,3 +350,43 @@ def test_number_convert(tmp_path):
     assert result.ok, result.error
     assert result.values["1"] == (3.5, 3) and result.values["3"] == (8.0, 8)
     assert info("ComfyNumberConvert")["input"]["required"]["value"] == ["INT,FLOAT,STRING,BOOLEAN"]
+
+
+def test_regex_nodes_follow_comfyui():
+    text = "Seed 42, steps 20\nseed 7"
+    assert text_node("RegexMatch", string=text, regex_pattern=r"^seed \d+$", case_insensitive=True,
+                     multiline=True, dotall=False) == (True,)
+    assert text_node("RegexMatch", string=text, regex_pattern=r"^seed \d+$", case_insensitive=True,
+                     multiline=False, dotall=False) == (False,)
+    assert text_node("RegexMatch", string=text, regex_pattern="(", case_insensitive=True, multiline=False,
+                     dotall=False) == (False,)  # an invalid pattern matches nothing
+    extract = lambda mode, pattern, g=1: text_node(  # noqa: E731
+        "RegexExtract", string=text, regex_pattern=pattern, mode=mode, case_insensitive=True, multiline=False,
+        dotall=False, group_index=g)[0]
+    assert extract("First Match", r"\d+") == "42"
+    assert extract("All Matches", r"(\w+) (\d+)") == "Seed\nsteps\nseed"  # findall tuples: their first group
+    assert extract("First Group", r"steps (\d+)") == "20" and extract("First Group", r"steps (\d+)", 2) == ""
+    assert extract("All Groups", r"seed (\d+)") == "42\n7" and extract("All Groups", "[") == ""
+    assert text_node("RegexReplace", string=text, regex_pattern=r"(\d+)", replace=r"<\1>", case_insensitive=True,
+                     multiline=False, dotall=False, count=2) == ("Seed <42>, steps <20>\nseed 7",)
+    d = REG.get("RegexReplace").describe()
+    assert d["input_order"] == {"required": ["string", "regex_pattern", "replace"],
+                                "optional": ["case_insensitive", "multiline", "dotall", "count"]}
+
+
+def test_regex_nodes_are_bounded(monkeypatch):
+    import nodes.utility as utility
+    from graph_runtime import NodeError
+    from graph_runtime.limits import LIMITS
+
+    monkeypatch.setattr(utility, "REGEX_SECONDS", 0.2)
+    with pytest.raises(NodeError, match=r"regex_pattern: '\(x\+x\+\)\+y' took more than 0.2 s"):
+        text_node("RegexMatch", string="x" * 5000, regex_pattern=r"(x+x+)+y", case_insensitive=False,
+                  multiline=False, dotall=False)
+    with pytest.raises(NodeError, match="regex_pattern: '\\(' is not a valid pattern"):
+        text_node("RegexReplace", string="a", regex_pattern="(", replace="", case_insensitive=True, multiline=False,
+                  dotall=False, count=0)
+    monkeypatch.setattr(LIMITS, "max_string_chars", 1000)
+    with pytest.raises(NodeError, match="replace: the text would be over the limit of 1,000"):
+        text_node("RegexReplace", string="a" * 100, regex_pattern="a", replace="b" * 50, case_insensitive=True,
+                  multiline=False, dotall=False, count=0)
