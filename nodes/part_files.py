@@ -261,7 +261,7 @@ def _load_text_encoder(path: Path, dtype: torch.dtype, candidates: list[Path]) -
             config = cls.config_class.from_pretrained(str(sub))
             with torch.device("meta"):
                 model = cls(config)
-            state = _state(path, dtype)
+            state = _model_names(_state(path, dtype), model)
             missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
             missing = [k for k in missing if not k.endswith("position_ids") and k != "encoder.embed_tokens.weight"]
             if missing or unexpected:
@@ -273,6 +273,14 @@ def _load_text_encoder(path: Path, dtype: torch.dtype, candidates: list[Path]) -
             return TextEncoder(_tokenizer_for(folder, sub.name, cfg, kind), model.to(dtype).eval())
     raise NodeError(f"{path.name}: a {kind.replace('_', ' with ')} text encoder ({len(shapes)} tensors) that no "
                     "configuration fits; put its model's diffusers folder (or config) in a models folder")
+
+
+def _model_names(state: dict, model: torch.nn.Module) -> dict:
+    """A CLIP file's names (``text_model.``..., as the files and CLIPTextModelWithProjection keep them) for a
+    CLIPTextModel of a transformers version that dropped the ``text_model`` wrapper."""
+    if hasattr(model, "text_model") or not any(k.startswith("text_model.") for k in state):
+        return state
+    return {k.removeprefix("text_model."): v for k, v in state.items()}
 
 
 def _materialise(model: torch.nn.Module, dtype: torch.dtype) -> None:
