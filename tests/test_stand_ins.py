@@ -65,6 +65,8 @@ GRAPHS = {
     # LoadModel's names without a suffix are diffusers folders
     "folder.json": txt2img({"10": {"class_type": "LoadModel", "inputs": {"model_name": "my-sdxl-finetune"}}},
                            ["10", 0], ["10", 1], ["10", 2]),
+    "sd2_folder.json": txt2img({"10": {"class_type": "LoadModel", "inputs": {"model_name": "stable-diffusion-2-1"}}},
+                               ["10", 0], ["10", 1], ["10", 2]),
 }
 #: ComfyUI's official templates (editor format), shrunk to 64x64 and 2 steps by ``--set`` (node ids theirs)
 TEMPLATES = {"image_sdxl_simple": ["13.width=64", "13.height=64", "12.steps=2"],
@@ -115,6 +117,7 @@ def test_the_command_names_each_file_it_writes(written):
         "text_encoders/clip_l_sdxl.safetensors": "Stable Diffusion XL text encoder (clip_l)",
         "text_encoders/clip_g_sdxl.safetensors": "Stable Diffusion XL text encoder (clip_g)",
         "my-sdxl-finetune": "Stable Diffusion XL model",
+        "stable-diffusion-2-1": "Stable Diffusion 2.x model",
         "sd_xl_base_1.0.safetensors": "Stable Diffusion XL all-in-one checkpoint",
         "sd3.5_large_fp8_scaled.safetensors": "Stable Diffusion 3.x all-in-one checkpoint",
     }
@@ -159,7 +162,8 @@ def test_files_are_recognised_as_their_family(written):
     for name, family, encoders in (("v1-5-pruned-emaonly.safetensors", "sd1", {"clip_l"}),
                                    ("juggernautXL_v9.safetensors", "sdxl", {"clip_l", "clip_g"}),
                                    ("sd3.5_large_fp8_scaled.safetensors", "sd3", {"clip_l", "clip_g", "t5"}),
-                                   ("my-sdxl-finetune", "sdxl", {"clip_l", "clip_g"})):
+                                   ("my-sdxl-finetune", "sdxl", {"clip_l", "clip_g"}),
+                                   ("stable-diffusion-2-1", "sd2", {"clip_l"})):
         loaded = store.load(models / name, device=cpu, dtype=torch.float32, config_folders=folders)
         assert loaded.model.family.name == family and loaded.clip.family.name == family, name
         assert set(loaded.clip.encoders) == encoders and loaded.vae is not None, name
@@ -198,6 +202,19 @@ def test_our_workflows_need_no_stand_ins(tmp_path, capsys):
     loading = [w for w in WORKFLOWS if '"tiny-shapes-sd"' in w.read_text()]
     assert len(loading) > 1 and out.count("tiny-shapes-sd: shipped with the runtime, no stand-in needed") == len(loading)
     assert not (tmp_path / "m").exists()
+
+
+def test_the_command_loads_no_torch():
+    """Reading workflows and planning (and the command's registration) stay light: torch loads only when
+    stand-ins are built."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from nodes.stand_ins import cli, placement, registry, write; "
+            "placement.plan({'w': {'1': {'class_type': 'CheckpointLoaderSimple', 'inputs': {'ckpt_name': 'sd_xl.safetensors'}}}}); "
+            "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stderr
 
 
 def refused(tmp_path, capsys, *docs: dict) -> str:

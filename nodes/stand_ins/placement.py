@@ -1,7 +1,8 @@
 """What a set of workflows loads, and which stand-in goes under each name.
 
-:func:`references` reads the loader nodes of a workflow (API format, or the editor's format: converted with
-the node declarations where it converts, else read node by node, subgraphs included). :func:`plan` decides
+:func:`references` reads the loader nodes of a workflow: API format by input name; the editor's format node by
+node, widget values in the loaders' own widget order (:data:`LOADERS`), the nodes inside
+``definitions.subgraphs`` included -- so files the editor-format converter cannot take yet are read too. :func:`plan` decides
 each file's family and part -- from the loader and its ``type``, from the file name, and from the other
 models the same workflow loads -- and gives the files to write and, for each name it cannot place, why.
 No torch is imported here.
