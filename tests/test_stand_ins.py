@@ -278,6 +278,28 @@ def test_names_that_cannot_be_placed_say_why(tmp_path, capsys):
     assert "w2.json: node 1 (CheckpointLoaderSimple) input ckpt_name: 'mystery.safetensors': no family is told" in err
 
 
+def test_a_family_can_share_another_familys_text_encoder_files(monkeypatch):
+    """A family that declares its CLIP-L and T5 to be SD3's (as Flux's are) gets SD3's stand-ins under those
+    names, so one models folder serves both families' workflows without a conflict."""
+    from nodes.stand_ins import registry
+    from nodes.stand_ins.placement import plan
+
+    monkeypatch.setitem(registry.FAMILIES, "flux", registry.FamilyStandIns(
+        "flux", "Flux", build=lambda workdir: None, roles_by_position={2: ("clip_l", "t5")},
+        encoders_from={"clip_l": "sd3", "t5": "sd3"}))
+    flux = {"1": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "clip_l.safetensors",
+                                                             "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"}}}
+    sd3 = {"1": {"class_type": "TripleCLIPLoader", "inputs": {"clip_name1": "clip_l.safetensors",
+                                                              "clip_name2": "clip_g.safetensors",
+                                                              "clip_name3": "t5xxl_fp16.safetensors"}}}
+    result = plan({"flux.json": flux, "sd3.json": sd3})
+    assert not result.refusals
+    placed = {p.path: (p.family, p.role, [r.workflow for r in p.refs]) for p in result.placements.values()}
+    assert placed == {"text_encoders/clip_l.safetensors": ("sd3", "clip_l", ["flux.json", "sd3.json"]),
+                      "text_encoders/t5xxl_fp16.safetensors": ("sd3", "t5", ["flux.json", "sd3.json"]),
+                      "text_encoders/clip_g.safetensors": ("sd3", "clip_g", ["sd3.json"])}
+
+
 def test_an_unsupported_template_fails_with_its_node(tmp_path, capsys):
     """ComfyUI's SDXL base + refiner template: the refiner (its own family) has no stand-ins yet."""
     path = template("sdxl_simple_example")

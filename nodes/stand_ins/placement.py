@@ -25,29 +25,31 @@ MUTED, BYPASSED = 2, 4
 @dataclass(frozen=True)
 class Loader:
     """A loader node: the part its files are, its widgets in the editor's order, which of them name files,
-    and its CLIP ``type`` input (or the type it always has)."""
+    and its CLIP ``type`` input with its default (or, without the input, the type it always has)."""
 
     part: str
     widgets: tuple[str, ...]
     names: tuple[str, ...]
     type_input: str | None = None
-    fixed_type: str | None = None
+    default_type: str | None = None
 
 
-def _loader(part: str, *widgets: str, type_input: str | None = None, fixed_type: str | None = None) -> Loader:
+def _loader(part: str, *widgets: str, type_input: str | None = None, default_type: str | None = None) -> Loader:
     names = tuple(w for w in widgets if w.endswith("_name") or w[:-1].endswith("_name"))
-    return Loader(part, widgets, names, type_input, fixed_type)
+    return Loader(part, widgets, names, type_input, default_type)
 
 
 LOADERS: dict[str, Loader] = {
     "CheckpointLoaderSimple": _loader("checkpoint", "ckpt_name"),
     "LoadModel": _loader("model", "model_name", "device", "dtype"),
     "UNETLoader": _loader("diffusion_model", "unet_name", "weight_dtype"),
-    "CLIPLoader": _loader("text_encoder", "clip_name", "type", "device", type_input="type"),
-    "DualCLIPLoader": _loader("text_encoder", "clip_name1", "clip_name2", "type", "device", type_input="type"),
-    "TripleCLIPLoader": _loader("text_encoder", "clip_name1", "clip_name2", "clip_name3", fixed_type="sd3"),
+    "CLIPLoader": _loader("text_encoder", "clip_name", "type", "device", type_input="type",
+                          default_type="stable_diffusion"),
+    "DualCLIPLoader": _loader("text_encoder", "clip_name1", "clip_name2", "type", "device", type_input="type",
+                              default_type="sdxl"),
+    "TripleCLIPLoader": _loader("text_encoder", "clip_name1", "clip_name2", "clip_name3", default_type="sd3"),
     "QuadrupleCLIPLoader": _loader("text_encoder", "clip_name1", "clip_name2", "clip_name3", "clip_name4",
-                                   fixed_type="hidream"),
+                                   default_type="hidream"),
     "VAELoader": _loader("vae", "vae_name"),
     "LoraLoader": _loader("lora", "lora_name", "strength_model", "strength_clip"),
     "LoraLoaderModelOnly": _loader("lora", "lora_name", "strength_model"),
@@ -153,7 +155,8 @@ def _api_references(doc: dict, workflow: str) -> list[Reference]:
         if loader is None:
             refs += [Reference(workflow, str(nid), cls, k, v) for k, v in inputs.items() if _looks_like_file(v)]
             continue
-        clip_type = loader.fixed_type or (str(inputs.get(loader.type_input)) if loader.type_input else None)
+        given = inputs.get(loader.type_input) if loader.type_input else None
+        clip_type = given if isinstance(given, str) else loader.default_type
         names = [n for n in loader.names if n in inputs]
         for i, key in enumerate(names):
             refs.append(Reference(workflow, str(nid), cls, key, inputs[key], loader.part, clip_type,
@@ -253,8 +256,8 @@ def _role(ref: Reference, fam: registry.FamilyStandIns) -> tuple[str | None, str
     if role is None:
         by_pos = fam.roles_by_position.get(ref.slot[1], ())
         role = by_pos[ref.slot[0]] if ref.slot[0] < len(by_pos) else None
-    if role is None or role not in fam.text_encoders:
-        parts = ", ".join(fam.text_encoders) or "none read from single files yet"
+    if role is None or role not in fam.encoder_roles:
+        parts = ", ".join(fam.encoder_roles) or "none read from single files yet"
         said = f"the name says {role}" if role else "the name says none of its parts"
         return None, f"a {fam.label} text encoder, but {said} (its text encoders: {parts})"
     return role, ""
@@ -322,7 +325,7 @@ def _place(ref: Reference, primary: str | None, plan: Plan) -> None:
                                           f"yet (families with stand-ins: {', '.join(registry.FAMILIES)})"))
         return
     kind = writer_kind(ref.part, ref.name)
-    writable = bool(fam.text_encoders) if kind == "text_encoder" else (
+    writable = bool(fam.encoder_roles) if kind == "text_encoder" else (
         kind == "folder" or getattr(fam, kind) is not None)
     if not writable:
         plan.refusals.append(Refusal(ref, fam.notes.get(kind)
@@ -334,6 +337,7 @@ def _place(ref: Reference, primary: str | None, plan: Plan) -> None:
         if role is None:
             plan.refusals.append(Refusal(ref, why))
             return
+        family = fam.encoders_from.get(role, family)  # a shared file: the lending family's stand-in
     path, why = _target(ref, family)
     if path is None:
         plan.refusals.append(Refusal(ref, why))

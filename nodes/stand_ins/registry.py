@@ -34,6 +34,14 @@ class FamilyStandIns:
     roles_by_position: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
     #: why a kind of file has no writer (shown instead of a generic "not read yet")
     notes: Mapping[str, str] = field(default_factory=dict)
+    #: text-encoder roles whose stand-in is another family's (role -> that family): files such as
+    #: ``clip_l.safetensors`` and ``t5xxl_fp16.safetensors`` serve several families, so one stand-in does too
+    #: (the borrowing family's tiny network then takes that family's encoder widths)
+    encoders_from: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def encoder_roles(self) -> tuple[str, ...]:
+        return (*self.text_encoders, *(r for r in self.encoders_from if r not in self.text_encoders))
 
 
 def _vae(pipe) -> dict:
