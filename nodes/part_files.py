@@ -261,7 +261,7 @@ def _load_text_encoder(path: Path, dtype: torch.dtype, candidates: list[Path]) -
             config = cls.config_class.from_pretrained(str(sub))
             with torch.device("meta"):
                 model = cls(config)
-            state = _model_names(_state(path, dtype), model)
+            state = _own_names(_state(path, dtype), model)
             missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
             missing = [k for k in missing if not k.endswith("position_ids") and k != "encoder.embed_tokens.weight"]
             if missing or unexpected:
@@ -275,12 +275,16 @@ def _load_text_encoder(path: Path, dtype: torch.dtype, candidates: list[Path]) -
                     "configuration fits; put its model's diffusers folder (or config) in a models folder")
 
 
-def _model_names(state: dict, model: torch.nn.Module) -> dict:
-    """A CLIP file's names (``text_model.``..., as the files and CLIPTextModelWithProjection keep them) for a
-    CLIPTextModel of a transformers version that dropped the ``text_model`` wrapper."""
-    if hasattr(model, "text_model") or not any(k.startswith("text_model.") for k in state):
+def _own_names(state: dict, model) -> dict:
+    """A CLIP file's names as ``model`` names them: transformers' newer CLIPTextModel has no ``text_model.``
+    level, and a plain CLIPTextModel no ``text_projection`` (which clip_l files often carry)."""
+    own = model.state_dict().keys()
+    if any(k.startswith("text_model.") for k in own):
         return state
-    return {k.removeprefix("text_model."): v for k, v in state.items()}
+    out = {k.removeprefix("text_model."): v for k, v in state.items()}
+    if "text_projection.weight" not in own:
+        out.pop("text_projection.weight", None)
+    return out
 
 
 def _materialise(model: torch.nn.Module, dtype: torch.dtype) -> None:

@@ -342,14 +342,15 @@ def _place(ref: Reference, primary: str | None, plan: Plan) -> None:
     if path is None:
         plan.refusals.append(Refusal(ref, why))
         return
+    part = "checkpoint" if kind == "checkpoint" else ref.part  # LoadModel's files are checkpoints too
     have = plan.placements.get(path)
     if have is None:
-        plan.placements[path] = Placement(path, family, ref.part, role, [ref])
-    elif (have.family, have.part, have.role) == (family, ref.part, role):
+        plan.placements[path] = Placement(path, family, part, role, [ref])
+    elif (have.family, have.part, have.role) == (family, part, role):
         have.refs.append(ref)
     else:
         plan.refusals.append(Refusal(ref, f"wanted here as a {registry.FAMILIES[family].label} "
-                                          f"{PART_LABELS[ref.part]}{f' ({role})' if role else ''}, but "
+                                          f"{PART_LABELS[part]}{f' ({role})' if role else ''}, but "
                                           f"{have.refs[0].where()} wants it as a {have.describe()}"))
 
 
