@@ -172,6 +172,38 @@ def test_files_are_recognised_as_their_family(written):
     assert net.model.family.name == "sd3"
 
 
+def test_every_file_loads_through_its_loader_as_its_family_and_part(written):
+    """Each placed file, through the part loader its node uses: a diffusion model of its family, a text
+    encoder of the kind its role is (CLIP-L narrower than CLIP-G, T5), a VAE with its family's latent
+    channels; checkpoints and folders as their family with every part."""
+    import torch
+
+    from nodes import families
+    from nodes.model_store import ModelStore
+    from nodes.part_files import config_folders
+    from nodes.stand_ins.placement import plan, read_workflow
+
+    *_, models, work = written
+    docs = {str(work / n): read_workflow(work / n) for n in GRAPHS} | {t: read_workflow(template(t)) for t in TEMPLATES}
+    result = plan(docs)
+    store, cpu, folders = ModelStore(), torch.device("cpu"), config_folders([models])
+    widths = {}
+    for p in result.placements.values():
+        kind = {"diffusion_model": "network", "text_encoder": "text_encoder", "vae": "vae"}.get(p.part, "model")
+        loaded = store.load(models / p.path, device=cpu, dtype=torch.float32, kind=kind, config_folders=folders)
+        if kind in ("model", "network"):
+            assert loaded.model.family.name == p.family, p.path
+        if kind == "model":
+            assert loaded.clip.family.name == p.family and loaded.vae is not None, p.path
+        if kind == "vae":
+            assert loaded.vae.vae.config.latent_channels == families.by_name(p.family).latent.channels, p.path
+        if kind == "text_encoder":
+            config = loaded.encoder.model.config
+            assert (config.model_type == "t5") == (p.role == "t5"), p.path
+            widths[(p.family, p.role)] = config.hidden_size if config.model_type != "t5" else config.d_model
+    assert widths[("sdxl", "clip_l")] < widths[("sdxl", "clip_g")] and widths[("sd3", "clip_l")] < widths[("sd3", "clip_g")]
+
+
 def test_an_sd3_checkpoint_loads_back_to_the_tensors_it_was_written_from(written, tmp_path):
     """ComfyUI's SD3 all-in-one layout (MMDiT, VAE and three text encoders) read by CheckpointLoaderSimple's
     loader gives exactly the tiny pipeline's weights."""
