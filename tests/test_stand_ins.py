@@ -299,7 +299,8 @@ def test_names_that_cannot_be_placed_say_why(tmp_path, capsys):
     assert "node 3 (CheckpointLoaderSimple) input ckpt_name: ['9', 0]: the file name comes from a link" in err
     assert "node 4 (CLIPLoader) input clip_name: 'qwen_2.5_vl_7b.safetensors': a Stable Diffusion 1.x text " \
            "encoder, but the name says qwen (its text encoders: clip_l)" in err
-    assert "node 5 (LoraLoaderModelOnly) input lora_name: 'style.safetensors': LoRA files have no stand-ins yet" in err
+    assert "node 5 (LoraLoaderModelOnly) input lora_name: 'style.safetensors': Stable Diffusion 1.x LoRA files have no "\
+           "stand-ins yet" in err
     assert "node 7 (UNETLoader) input unet_name: 'sdxl_unet.safetensors': SDXL UNets are not read from single " \
            "files here yet" in err
     w0 = tmp_path / "w0.json"

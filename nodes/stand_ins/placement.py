@@ -60,9 +60,10 @@ LOADERS: dict[str, Loader] = {
     "StyleModelLoader": _loader("style_model", "style_model_name"),
 }
 #: where each part is looked for under a models folder ("" = the models folder itself, as LoadModel and
-#: CheckpointLoaderSimple resolve names); the first name is where stand-ins are written
+#: CheckpointLoaderSimple resolve names): where stand-ins are written. A family gives a part stand-ins with a
+#: writer in its registry entry.
 PART_FOLDERS = {"checkpoint": "", "model": "", "diffusion_model": "diffusion_models", "text_encoder": "text_encoders",
-                "vae": "vae"}
+                "vae": "vae", "lora": "loras", "controlnet": "controlnet"}
 PART_LABELS = {"checkpoint": "all-in-one checkpoint", "model": "model", "diffusion_model": "diffusion model",
                "text_encoder": "text encoder", "vae": "VAE", "lora": "LoRA", "controlnet": "ControlNet",
                "upscale_model": "upscale model", "clip_vision": "CLIP vision model", "style_model": "style model"}
@@ -325,11 +326,10 @@ def _place(ref: Reference, primary: str | None, plan: Plan) -> None:
                                           f"yet (families with stand-ins: {', '.join(registry.FAMILIES)})"))
         return
     kind = writer_kind(ref.part, ref.name)
-    writable = bool(fam.encoder_roles) if kind == "text_encoder" else (
-        kind == "folder" or getattr(fam, kind) is not None)
+    writable = bool(fam.encoder_roles) if kind == "text_encoder" else (kind == "folder" or kind in fam.parts)
     if not writable:
         plan.refusals.append(Refusal(ref, fam.notes.get(kind)
-                                     or f"{fam.label} {PART_LABELS[kind]} files are not read here yet"))
+                                     or f"{fam.label} {PART_LABELS[kind]} files have no stand-ins yet"))
         return
     role = None
     if ref.part == "text_encoder":

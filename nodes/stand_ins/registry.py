@@ -20,16 +20,15 @@ Writer = Callable[[Any], dict]  # a built pipeline -> the tensors of one file
 @dataclass(frozen=True)
 class FamilyStandIns:
     """The stand-ins of one family: ``build(workdir)`` makes its tiny pipeline; each writer turns that
-    pipeline into one file's tensors (None: files of that kind are not read for this family yet)."""
+    pipeline into one file's tensors. A kind of file without a writer is refused, with its note if it has one."""
 
     name: str
     label: str
     build: Callable[..., Any]
-    checkpoint: Writer | None = None
-    diffusion_model: Writer | None = None
+    #: part kind (checkpoint, diffusion_model, vae; lora, controlnet as their loaders land) -> writer
+    parts: Mapping[str, Writer] = field(default_factory=dict)
     #: text-encoder role (clip_l, clip_g, t5, ...) -> writer
     text_encoders: Mapping[str, Writer] = field(default_factory=dict)
-    vae: Writer | None = None
     #: the roles of a CLIP loader's files by position, by how many files it takes
     roles_by_position: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
     #: why a kind of file has no writer (shown instead of a generic "not read yet")
@@ -54,25 +53,28 @@ def _encoder(attr: str) -> Writer:
 
 FAMILIES: dict[str, FamilyStandIns] = {f.name: f for f in (
     FamilyStandIns(
-        "sd1", "Stable Diffusion 1.x", partial(tiny.build_sd1, **tiny.STAND_IN_SIZES), checkpoint=layouts.sd1_checkpoint,
-        text_encoders={"clip_l": _encoder("text_encoder")}, vae=_vae, roles_by_position={1: ("clip_l",)},
+        "sd1", "Stable Diffusion 1.x", partial(tiny.build_sd1, **tiny.STAND_IN_SIZES),
+        parts={"checkpoint": layouts.sd1_checkpoint, "vae": _vae},
+        text_encoders={"clip_l": _encoder("text_encoder")}, roles_by_position={1: ("clip_l",)},
         notes={"diffusion_model": "SD1.x UNets are not read from single files here yet (use the checkpoint)"}),
     FamilyStandIns(
-        "sd2", "Stable Diffusion 2.x", partial(tiny.build_sd2v, **tiny.STAND_IN_SIZES), vae=_vae,
+        "sd2", "Stable Diffusion 2.x", partial(tiny.build_sd2v, **tiny.STAND_IN_SIZES), parts={"vae": _vae},
         notes={"checkpoint": "SD2.x single-file checkpoints are not read here yet (a diffusers folder is)",
                "diffusion_model": "SD2.x UNets are not read from single files here yet",
                "text_encoder": "SD2.x text encoders are not read from single files here yet"}),
     FamilyStandIns(
-        "sdxl", "Stable Diffusion XL", partial(tiny.build_sdxl, **tiny.STAND_IN_SIZES), checkpoint=layouts.sdxl_checkpoint,
-        text_encoders={"clip_l": _encoder("text_encoder"), "clip_g": _encoder("text_encoder_2")}, vae=_vae,
+        "sdxl", "Stable Diffusion XL", partial(tiny.build_sdxl, **tiny.STAND_IN_SIZES),
+        parts={"checkpoint": layouts.sdxl_checkpoint, "vae": _vae},
+        text_encoders={"clip_l": _encoder("text_encoder"), "clip_g": _encoder("text_encoder_2")},
         roles_by_position={1: ("clip_l",), 2: ("clip_l", "clip_g")},
         notes={"diffusion_model": "SDXL UNets are not read from single files here yet (use the checkpoint)"}),
     FamilyStandIns(
-        "sd3", "Stable Diffusion 3.x", tiny.build_sd3_single_file, checkpoint=layouts.sd3_checkpoint,
-        diffusion_model=lambda pipe: layouts.sd3_original(pipe.transformer),
+        "sd3", "Stable Diffusion 3.x", tiny.build_sd3_single_file,
+        parts={"checkpoint": layouts.sd3_checkpoint, "vae": _vae,
+               "diffusion_model": lambda pipe: layouts.sd3_original(pipe.transformer)},
         text_encoders={"clip_l": _encoder("text_encoder"), "clip_g": _encoder("text_encoder_2"),
                        "t5": _encoder("text_encoder_3")},
-        vae=_vae, roles_by_position={1: ("t5",), 2: ("clip_l", "clip_g"), 3: ("clip_l", "clip_g", "t5")}),
+        roles_by_position={1: ("t5",), 2: ("clip_l", "clip_g"), 3: ("clip_l", "clip_g", "t5")}),
 )}
 
 #: file-name patterns -> the family they name, first match wins (matched against the lower-cased name).

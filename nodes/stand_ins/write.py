@@ -72,7 +72,7 @@ def write(plan: Plan, models_dir: Path) -> list[tuple[Placement, Path]]:
                 pipe.save_pretrained(target)
                 (target / FOLDER_MARKER).write_text(f"{p.describe()}\n", encoding="utf-8")
             else:
-                writer = fam.text_encoders[p.role] if kind == "text_encoder" else getattr(fam, kind)
+                writer = fam.text_encoders[p.role] if kind == "text_encoder" else fam.parts[kind]
                 save(writer(pipe), target, metadata={METADATA_KEY: f"{p.family} {kind} {p.role or ''}".strip()})
             written.append((p, target))
     return written
