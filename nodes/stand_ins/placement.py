@@ -264,13 +264,10 @@ def _role(ref: Reference, fam: registry.FamilyStandIns) -> tuple[str | None, str
     return role, ""
 
 
-def _target(ref: Reference, family: str) -> tuple[str | None, str]:
+def _target(ref: Reference, kind: str) -> tuple[str | None, str]:
     """Where the stand-in for ``ref`` goes (relative to the models folder), or why it cannot be made."""
     name = ref.name
-    if ref.part in ("checkpoint", "diffusion_model", "text_encoder", "vae") and not name.lower().endswith(
-            ".safetensors"):
-        return None, "only .safetensors files are loaded here (pickle formats can run code)"
-    if ref.part == "model" and name.lower().endswith(MODEL_SUFFIXES) and not name.lower().endswith(".safetensors"):
+    if kind != "folder" and not name.lower().endswith(".safetensors"):
         return None, "only .safetensors files are loaded here (pickle formats can run code)"
     parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
     if not parts or ".." in parts or name.startswith(("/", "\\")) or ":" in parts[0] or "\x00" in name:
@@ -338,7 +335,7 @@ def _place(ref: Reference, primary: str | None, plan: Plan) -> None:
             plan.refusals.append(Refusal(ref, why))
             return
         family = fam.encoders_from.get(role, family)  # a shared file: the lending family's stand-in
-    path, why = _target(ref, family)
+    path, why = _target(ref, kind)
     if path is None:
         plan.refusals.append(Refusal(ref, why))
         return
