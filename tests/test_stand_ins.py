@@ -353,6 +353,23 @@ def test_real_files_are_never_overwritten(tmp_path, capsys):
     assert (models / "sd_xl_base_1.0.safetensors").read_bytes() == b"my real model"
 
 
+def test_stand_ins_are_rewritten_in_place(written, capsys):
+    """A second run over the same folder replaces its own stand-ins (their metadata says what they are)."""
+    *_, models, work = written
+    before = (models / "v1-5-pruned-emaonly.safetensors").stat().st_mtime_ns
+    with single_thread():
+        assert main(["stand-ins", str(work / "sd1.json"), "--models-dir", str(models)]) == 0, capsys.readouterr().err
+    assert (models / "v1-5-pruned-emaonly.safetensors").stat().st_mtime_ns > before
+
+
+def test_unreadable_workflows_are_named(tmp_path, capsys):
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "broken.json").write_text("{")
+    for name, why in (("list.json", "a workflow is a JSON object, got list"), ("broken.json", "cannot read")):
+        assert main(["stand-ins", str(tmp_path / name), "--models-dir", str(tmp_path / "m")]) == 2
+        assert f"error: {tmp_path / name}: {why}" in capsys.readouterr().err
+
+
 def test_dry_run_says_what_it_would_write(tmp_path, capsys):
     assert main(["stand-ins", str(template("sd3.5_simple_example")), "--models-dir", str(tmp_path / "m"),
                  "--dry-run"]) == 0
