@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import torch
 
-from nodes.stand_ins.tiny import write_tokenizer_files  # noqa: F401 (tests import it from here)
+from nodes.stand_ins.tiny import write_tokenizer_files
 from schedulers import registry as _registry
 
 #: Stable Diffusion 1.5's scheduler_config.json
