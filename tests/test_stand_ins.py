@@ -21,7 +21,9 @@ pytestmark = pytest.mark.filterwarnings(
 
 
 def template(name: str) -> Path:
-    pkg = pytest.importorskip("comfyui_workflow_templates_json")
+    """One of ComfyUI's official templates (the pinned dependency comfyui-workflow-templates-json)."""
+    import comfyui_workflow_templates_json as pkg
+
     return Path(pkg.__file__).parent / "templates" / f"{name}.json"
 
 
