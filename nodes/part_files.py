@@ -261,7 +261,7 @@ def _load_text_encoder(path: Path, dtype: torch.dtype, candidates: list[Path]) -
             config = cls.config_class.from_pretrained(str(sub))
             with torch.device("meta"):
                 model = cls(config)
-            state = _state(path, dtype)
+            state = _own_names(_state(path, dtype), model)
             missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
             missing = [k for k in missing if not k.endswith("position_ids") and k != "encoder.embed_tokens.weight"]
             if missing or unexpected:
@@ -273,6 +273,18 @@ def _load_text_encoder(path: Path, dtype: torch.dtype, candidates: list[Path]) -
             return TextEncoder(_tokenizer_for(folder, sub.name, cfg, kind), model.to(dtype).eval())
     raise NodeError(f"{path.name}: a {kind.replace('_', ' with ')} text encoder ({len(shapes)} tensors) that no "
                     "configuration fits; put its model's diffusers folder (or config) in a models folder")
+
+
+def _own_names(state: dict, model) -> dict:
+    """A CLIP file's names as ``model`` names them: transformers' newer CLIPTextModel has no ``text_model.``
+    level, and a plain CLIPTextModel no ``text_projection`` (which clip_l files often carry)."""
+    own = model.state_dict().keys()
+    if any(k.startswith("text_model.") for k in own):
+        return state
+    out = {k.removeprefix("text_model."): v for k, v in state.items()}
+    if "text_projection.weight" not in own:
+        out.pop("text_projection.weight", None)
+    return out
 
 
 def _materialise(model: torch.nn.Module, dtype: torch.dtype) -> None:
