@@ -1,0 +1,256 @@
+"""LoraLoader / LoraLoaderModelOnly on the embedded model (and tiny SDXL): a LoRA made for the model (random
+low-rank weights, saved in kohya's, peft's and ComfyUI's layouts) changes the image exactly as diffusers'
+pipeline with ``load_lora_weights`` does; the base branch of the same graph, and the base graph after the LoRA
+is gone, give the base image bit for bit; bad files are refused naming lora_name."""
+
+from __future__ import annotations
+
+import copy
+import gc
+import re
+
+import pytest
+import torch
+from nodes_support import *  # noqa: F403
+from nodes_support import make_executor
+from safetensors.torch import save_file
+from sampling_support import PROMPT, txt2img
+from tiny_sd import single_thread
+
+from nodes.checkpoint import unet_key_to_ldm
+from schedulers import registry
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation:DeprecationWarning", "ignore:__array_wrap__:DeprecationWarning",
+)
+
+SEED, STEPS, CFG, RANK, ALPHA = 5, 3, 6.0, 4, 2.0
+TE_LAYERS = re.compile(r"encoder\.layers\.\d+\.(self_attn\.(q|k|v|out)_proj|mlp\.fc[12])$")
+
+
+def linears(module, keep) -> dict:
+    return {n: m for n, m in module.named_modules() if isinstance(m, torch.nn.Linear) and keep(n)}
+
+
+def low_rank(layers: dict, seed: int) -> dict:
+    """name -> (down [r, in], up [out, r]): small random LoRA weights for each layer."""
+    g = torch.Generator().manual_seed(seed)
+    return {n: (torch.randn(RANK, m.in_features, generator=g) / m.in_features ** 0.5,
+                torch.randn(m.out_features, RANK, generator=g) * 0.3) for n, m in layers.items()}
+
+
+def kohya(parts: dict) -> dict:
+    """kohya's layout: ``<prefix><module with _>.lora_down / lora_up / alpha``; parts: prefix -> weights."""
+    out = {}
+    for prefix, weights in parts.items():
+        for name, (down, up) in weights.items():
+            k = prefix + name.replace(".", "_")
+            out |= {f"{k}.lora_down.weight": down, f"{k}.lora_up.weight": up, f"{k}.alpha": torch.tensor(ALPHA)}
+    return out
+
+
+def peft_layout(parts: dict) -> dict:
+    """diffusers' / peft's layout: ``<component>.<module>.lora_A / lora_B`` (no alpha: scale 1)."""
+    return {f"{comp}.{name}.lora_{ab}.weight": w for comp, weights in parts.items()
+            for name, (down, up) in weights.items() for ab, w in (("A", down), ("B", up))}
+
+
+def comfy_layout(unet_weights: dict, te_weights: dict, unet, ldm_kohya: bool = False) -> dict:
+    """ComfyUI's layout: ``diffusion_model.<original UNet name>`` (or kohya names over original names) and
+    ``text_encoders.clip_l.transformer.<module>``, with kohya's suffixes."""
+    keys = list(unet.state_dict())
+    with_attn = {int(m[1]) for k in keys if (m := re.match(r"up_blocks\.(\d+)\.attentions\.", k))}
+    out = {}
+    for name, (down, up) in unet_weights.items():
+        ldm = unet_key_to_ldm(name + ".weight", unet.config.layers_per_block, with_attn)[: -len(".weight")]
+        k = "lora_unet_" + ldm.replace(".", "_") if ldm_kohya else "diffusion_model." + ldm
+        out |= {f"{k}.lora_up.weight": up, f"{k}.lora_down.weight": down, f"{k}.alpha": torch.tensor(ALPHA)}
+    for name, (down, up) in te_weights.items():
+        k = "text_encoders.clip_l.transformer." + name
+        out |= {f"{k}.lora_up.weight": up, f"{k}.lora_down.weight": down, f"{k}.alpha": torch.tensor(ALPHA)}
+    return out
+
+
+@pytest.fixture(scope="module")
+def pipe(model_folder):
+    from diffusers import StableDiffusionPipeline
+
+    p = StableDiffusionPipeline.from_pretrained(model_folder, safety_checker=None, feature_extractor=None,
+                                                requires_safety_checker=False, local_files_only=True)
+    p.set_progress_bar_config(disable=True)
+    entry = registry.get("euler")
+    p.scheduler = entry.cls.from_config(p.scheduler.config, **entry.overrides)
+    return p
+
+
+@pytest.fixture(scope="module")
+def loras(tmp_path_factory, pipe):
+    """A models folder whose loras/ holds the same LoRA in each layout, and its weights."""
+    root = tmp_path_factory.mktemp("lora_models")
+    folder = root / "loras"
+    folder.mkdir()
+    unet_w = low_rank(linears(pipe.unet, lambda n: ".attentions." in n), 1)
+    te_w = low_rank(linears(pipe.text_encoder, lambda n: bool(TE_LAYERS.search(n))), 2)
+    files = {
+        "kohya.safetensors": kohya({"lora_unet_": unet_w, "lora_te_": te_w}),
+        "peft.safetensors": peft_layout({"unet": unet_w, "text_encoder": te_w}),
+        "comfy.safetensors": comfy_layout(unet_w, te_w, pipe.unet),
+        "comfy_kohya_ldm.safetensors": comfy_layout(unet_w, te_w, pipe.unet, ldm_kohya=True),
+        "unet_only.safetensors": kohya({"lora_unet_": unet_w}),
+        # a LoRA for a wider model: layers of the same names, other sizes
+        "other_family.safetensors": kohya({"lora_unet_": {n: (torch.zeros(RANK, 320), torch.zeros(320, RANK))
+                                                           for n in list(unet_w)[:4]}}),
+        # layers the tiny model does not have at all
+        "missing_layers.safetensors": kohya({"lora_unet_": {
+            "down_blocks.3.attentions.0.transformer_blocks.5.attn1.to_q": (torch.zeros(RANK, 64),
+                                                                          torch.zeros(64, RANK))}}),
+        "not_a_lora.safetensors": {k: v.clone() for k, v in list(pipe.unet.state_dict().items())[:8]},
+    }
+    for name, state in files.items():
+        save_file({k: v.contiguous() for k, v in state.items()}, folder / name)
+    (folder / "pickled.pt").write_bytes(b"not loaded")
+    return root
+
+
+@pytest.fixture(scope="module")
+def executor(tmp_path_factory, loras, services):
+    with single_thread():
+        yield make_executor(tmp_path_factory.mktemp("lora_run"), services=services, models=[loras])
+
+
+def with_lora(name: str, strength_model: float = 1.0, strength_clip: float = 1.0, model_only: bool = False) -> dict:
+    """txt2img with a LoRA node between the model and everything that uses it."""
+    doc = txt2img("euler", steps=STEPS, seed=SEED, cfg=CFG)
+    if model_only:
+        doc["20"] = {"class_type": "LoraLoaderModelOnly",
+                     "inputs": {"model": ["1", 0], "lora_name": name, "strength_model": strength_model}}
+    else:
+        doc["20"] = {"class_type": "LoraLoader",
+                     "inputs": {"model": ["1", 0], "clip": ["1", 1], "lora_name": name,
+                                "strength_model": strength_model, "strength_clip": strength_clip}}
+        for nid in ("2", "3"):
+            doc[nid]["inputs"]["clip"] = ["20", 1]
+    for nid in ("5", "6"):
+        doc[nid]["inputs"]["model"] = ["20", 0]
+    return doc
+
+
+def run(executor, doc, node: str = "7") -> torch.Tensor:
+    with single_thread():
+        res = executor.run(doc)
+    assert res.status == "success", res.error and res.error.get("exception_message")
+    return res.values[node][0]
+
+
+def fails(executor, doc) -> str:
+    with single_thread():
+        res = executor.run(doc)
+    assert res.status == "error"
+    return res.error["exception_message"]
+
+
+def pipeline_image(pipe, path, weights: dict | None = None) -> torch.Tensor:
+    pipe.load_lora_weights(str(path), adapter_name="reference")
+    try:
+        if weights is not None:
+            pipe.set_adapters(["reference"], adapter_weights=[weights])
+        with single_thread():
+            out = pipe(PROMPT, negative_prompt="", num_inference_steps=STEPS, guidance_scale=CFG, height=64,
+                       width=64, generator=torch.Generator("cpu").manual_seed(SEED), output_type="pt").images
+    finally:
+        pipe.unload_lora_weights()
+    return out.permute(0, 2, 3, 1).float()
+
+
+@pytest.fixture(scope="module")
+def base(executor):
+    return run(executor, txt2img("euler", steps=STEPS, seed=SEED, cfg=CFG))
+
+
+@pytest.mark.parametrize("layout", ["kohya", "peft"])
+def test_lora_matches_diffusers_load_lora_weights(executor, pipe, loras, base, layout):
+    ours = run(executor, with_lora(f"{layout}.safetensors"))
+    ref = pipeline_image(pipe, loras / "loras" / f"{layout}.safetensors")
+    assert (ours - base).abs().max().item() > 0.05  # the LoRA changes the image
+    assert (ours - ref).abs().max().item() == 0.0
+
+
+def test_strengths_match_diffusers_set_adapters(executor, pipe, loras):
+    ours = run(executor, with_lora("kohya.safetensors", strength_model=0.6, strength_clip=-0.4))
+    ref = pipeline_image(pipe, loras / "loras" / "kohya.safetensors", {"unet": 0.6, "text_encoder": -0.4})
+    assert (ours - ref).abs().max().item() == 0.0
+
+
+def test_model_only_leaves_the_text_encoder(executor, pipe, loras):
+    ours = run(executor, with_lora("kohya.safetensors", model_only=True))
+    ref = pipeline_image(pipe, loras / "loras" / "unet_only.safetensors")
+    assert (ours - ref).abs().max().item() == 0.0
+
+
+@pytest.mark.parametrize("layout", ["comfy", "comfy_kohya_ldm"])
+def test_comfyui_layouts_equal_kohya(executor, layout):
+    kohya_image = run(executor, with_lora("kohya.safetensors", 0.8, 1.2))
+    assert (run(executor, with_lora(f"{layout}.safetensors", 0.8, 1.2)) - kohya_image).abs().max().item() == 0.0
+
+
+def test_base_branch_unchanged_and_restored(executor, loras, base, services):
+    from nodes.lora import adapter_names
+    from nodes.model_store import ModelStore
+
+    doc = with_lora("kohya.safetensors")
+    both = copy.deepcopy(doc)  # plus a base branch: the base model and CLIP straight from LoadModel
+    both |= {"12": {"class_type": "TextEncode", "inputs": {"text": PROMPT, "clip": ["1", 1]}},
+             "13": {"class_type": "TextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+             "15": {"class_type": "Scheduler", "inputs": {"model": ["1", 0], "scheduler": "euler", "steps": STEPS}},
+             "16": {"class_type": "Sampler", "inputs": {"model": ["1", 0], "positive": ["12", 0],
+                                                        "negative": ["13", 0], "latent": ["4", 0],
+                                                        "schedule": ["15", 0], "seed": SEED, "cfg": CFG}},
+             "17": {"class_type": "VAEDecode", "inputs": {"samples": ["16", 0], "vae": ["1", 2]}},
+             "18": {"class_type": "PreviewImage", "inputs": {"images": ["17", 0]}}}
+    with single_thread():
+        res = executor.run(both)
+    assert res.status == "success", res.error and res.error.get("exception_message")
+    lora_image, base_branch = res.values["7"][0], res.values["17"][0]
+    assert (base_branch - base).abs().max().item() == 0.0
+    assert (lora_image - base).abs().max().item() > 0.05
+    loaded = services.get(ModelStore).loaded()
+    unet = next(e for e in services.get(ModelStore)._entries.values() if e.name == "tiny-shapes-sd").model.network
+    assert adapter_names(unet), loaded
+    # the LoRA leaves the graph: the base image, bit for bit, and the adapter is gone from the network
+    after = run(executor, txt2img("euler", steps=STEPS, seed=SEED, cfg=CFG))
+    del res
+    gc.collect()
+    assert (after - base).abs().max().item() == 0.0
+    assert adapter_names(unet) == []
+    assert not any("lora" in type(m).__module__ for m in unet.modules())
+    assert (run(executor, txt2img("euler", steps=STEPS, seed=SEED, cfg=CFG)) - base).abs().max().item() == 0.0
+
+
+def test_strength_zero_is_the_base_model(executor, base):
+    assert (run(executor, with_lora("kohya.safetensors", 0.0, 0.0)) - base).abs().max().item() == 0.0
+    assert (run(executor, with_lora("kohya.safetensors", 0.0, model_only=True)) - base).abs().max().item() == 0.0
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    ("other_family.safetensors", "does not fit this Stable Diffusion 1.x model"),
+    ("missing_layers.safetensors", "no such layer"),
+    ("not_a_lora.safetensors", "is not a LoRA"),
+    ("pickled.pt", "only .safetensors are loaded"),
+])
+def test_bad_files_are_refused_naming_lora_name(executor, name, says):
+    message = fails(executor, with_lora(name))
+    assert message.startswith("lora_name") and says in message, message
+
+
+def test_comfyui_inputs_and_outputs():
+    import nodes
+    from graph_runtime import default_registry
+
+    reg = default_registry(with_entry_points=False)
+    nodes.register(reg)
+    full, only = reg.get("LoraLoader"), reg.get("LoraLoaderModelOnly")
+    assert list(full.input_specs()) == ["model", "clip", "lora_name", "strength_model", "strength_clip"]
+    assert list(only.input_specs()) == ["model", "lora_name", "strength_model"]
+    spec = full.input_specs()["strength_model"]
+    assert (spec.default, spec.ge, spec.le, spec.extra.get("step")) == (1.0, -100.0, 100.0, 0.01)
+    assert [o.type for o in full.OUTPUTS] == ["MODEL", "CLIP"] and [o.type for o in only.OUTPUTS] == ["MODEL"]
