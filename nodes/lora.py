@@ -177,13 +177,11 @@ def _wanted(module: Any, loras: tuple) -> tuple:
 
 @contextmanager
 def applied(modules: list, loras: tuple):
-    """Run ``modules`` with exactly the adapters of ``loras`` switched on (each module locked meanwhile, so two
-    prompts on one shared network take turns). A module this runtime never gave an adapter is left alone."""
+    """Run ``modules`` with exactly the adapters of ``loras`` switched on. Each module is locked meanwhile, so
+    two prompts on one shared network take turns and no LoRA is loaded into a module while it runs."""
     with ExitStack() as stack:
         for module in sorted({id(m): m for m in modules}.values(), key=id):  # one lock order: no deadlock
-            slot = _SLOTS.get(module)
-            if slot is None:
-                continue
+            slot = _slot(module)
             stack.enter_context(slot.lock)
             slot.sweep(module)
             if slot.adapters:

@@ -254,3 +254,74 @@ def test_comfyui_inputs_and_outputs():
     spec = full.input_specs()["strength_model"]
     assert (spec.default, spec.ge, spec.le, spec.extra.get("step")) == (1.0, -100.0, 100.0, 0.01)
     assert [o.type for o in full.OUTPUTS] == ["MODEL", "CLIP"] and [o.type for o in only.OUTPUTS] == ["MODEL"]
+
+
+# ---- SDXL: kohya's layout over the original (sgm) UNet names, with both text encoders (lora_te1_, lora_te2_)
+
+@pytest.fixture(scope="module")
+def sdxl(tmp_path_factory, services):
+    from tiny_families import executor_over, shared_family
+
+    fam = shared_family("sdxl", tmp_path_factory)
+    unet = fam.pipe.unet
+    keys = list(unet.state_dict())
+    with_attn = {int(m[1]) for k in keys if (m := re.match(r"up_blocks\.(\d+)\.attentions\.", k))}
+    unet_w = low_rank(linears(unet, lambda n: ".attentions." in n), 3)
+    sgm = {unet_key_to_ldm(n + ".weight", unet.config.layers_per_block, with_attn)[: -len(".weight")]: w
+           for n, w in unet_w.items()}
+    state = kohya({"lora_unet_": sgm,
+                   "lora_te1_": low_rank(linears(fam.pipe.text_encoder, lambda n: bool(TE_LAYERS.search(n))), 4),
+                   "lora_te2_": low_rank(linears(fam.pipe.text_encoder_2, lambda n: bool(TE_LAYERS.search(n))), 5)})
+    loras = tmp_path_factory.mktemp("sdxl_loras")
+    (loras / "loras").mkdir()
+    save_file(state, loras / "loras" / "sdxl_kohya.safetensors")
+    with executor_over([fam.models, loras], tmp_path_factory.mktemp("sdxl_run"), services) as ex:
+        yield fam, ex, loras / "loras" / "sdxl_kohya.safetensors"
+
+
+def test_sdxl_lora_with_both_text_encoders_matches_diffusers(sdxl):
+    fam, ex, path = sdxl
+    doc = {
+        "1": {"class_type": "LoadModel", "inputs": {"model_name": "tiny-sdxl", "device": "cpu", "dtype": "fp32"}},
+        "20": {"class_type": "LoraLoader", "inputs": {"model": ["1", 0], "clip": ["1", 1], "lora_name": path.name,
+                                                     "strength_model": 0.7, "strength_clip": 1.3}},
+        "2": {"class_type": "TextEncode", "inputs": {"text": PROMPT, "clip": ["20", 1]}},
+        "3": {"class_type": "TextEncode", "inputs": {"text": "", "clip": ["20", 1]}},
+        "4": {"class_type": "EmptyLatent", "inputs": {"width": 64, "height": 64, "batch_size": 1, "model": ["1", 0]}},
+        "5": {"class_type": "Scheduler", "inputs": {"model": ["20", 0], "scheduler": "euler", "steps": STEPS}},
+        "6": {"class_type": "Sampler", "inputs": {"model": ["20", 0], "positive": ["2", 0], "negative": ["3", 0],
+                                                  "latent": ["4", 0], "schedule": ["5", 0], "seed": SEED,
+                                                  "cfg": CFG}},
+        "7": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
+        "8": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}},
+    }
+    with single_thread():
+        res = ex.run(doc)
+    assert res.status == "success", res.error and res.error.get("exception_message")
+    ours = res.values["7"][0]
+    model, clip = res.values["20"]
+    assert {a.component for a, _ in model.loras} == {"unet"}
+    assert sorted(a.component for a, _ in clip.loras) == ["text_encoder", "text_encoder_2"]
+    del res, model, clip
+    entry = registry.get("euler")
+    pipe = fam.pipe
+    with registry.quiet_diffusers():
+        pipe.scheduler = entry.cls.from_config(fam.config, **entry.config_overrides(fam.config))
+    pipe.load_lora_weights(str(path), adapter_name="reference")
+    try:
+        pipe.set_adapters(["reference"], adapter_weights=[{"unet": 0.7, "text_encoder": 1.3, "text_encoder_2": 1.3}])
+        with single_thread():
+            ref = pipe(PROMPT, negative_prompt="", num_inference_steps=STEPS, guidance_scale=CFG, height=64,
+                       width=64, generator=torch.Generator("cpu").manual_seed(SEED), output_type="pt").images
+    finally:
+        pipe.unload_lora_weights()
+    ref = ref.permute(0, 2, 3, 1).float()
+    assert ref.std() > 0.005
+    assert (ours - ref).abs().max().item() == 0.0
+    # every part took its share: without the LoRA the image differs
+    doc.pop("20")
+    for nid in ("2", "3"):
+        doc[nid]["inputs"]["clip"] = ["1", 1]
+    for nid in ("5", "6"):
+        doc[nid]["inputs"]["model"] = ["1", 0]
+    assert (run(ex, doc) - ours).abs().max().item() > 0.01
