@@ -317,7 +317,9 @@ def read_lora(path: Path, name: str, model: ModelBundle | None, clip: TextEncode
     if family.name == "sdxl" and model is not None:
         kwargs["unet_config"] = model.network.config  # as the SDXL pipeline passes it (sgm block numbers)
     try:
-        state, alphas, metadata = loader.lora_state_dict(raw, **kwargs)
+        out = loader.lora_state_dict(raw, **kwargs)
+        # (state, alphas, metadata); the transformer families' loaders have no kohya alphas: (state, metadata)
+        state, alphas, metadata = out if len(out) == 3 else (out[0], None, out[1])
     except (ValueError, KeyError, RuntimeError, IndexError) as exc:
         raise NodeError(f"{what}: {name!r} is not a LoRA diffusers can read: {exc}") from exc
     digest = hashlib.sha256(f"{path}:{file_identity(path)}".encode()).hexdigest()[:16]

@@ -279,22 +279,45 @@ def sdxl(tmp_path_factory, services):
         yield fam, ex, loras / "loras" / "sdxl_kohya.safetensors"
 
 
-def test_sdxl_lora_with_both_text_encoders_matches_diffusers(sdxl):
-    fam, ex, path = sdxl
-    doc = {
-        "1": {"class_type": "LoadModel", "inputs": {"model_name": "tiny-sdxl", "device": "cpu", "dtype": "fp32"}},
-        "20": {"class_type": "LoraLoader", "inputs": {"model": ["1", 0], "clip": ["1", 1], "lora_name": path.name,
-                                                     "strength_model": 0.7, "strength_clip": 1.3}},
-        "2": {"class_type": "TextEncode", "inputs": {"text": PROMPT, "clip": ["20", 1]}},
-        "3": {"class_type": "TextEncode", "inputs": {"text": "", "clip": ["20", 1]}},
+def family_graph(model_name: str, scheduler: str, lora: dict) -> dict:
+    """LoadModel -> ``lora`` (node 20) -> TextEncode x2 / Scheduler / Sampler -> VAEDecode, over 64x64."""
+    clip = ["20", 1] if lora["class_type"] == "LoraLoader" else ["1", 1]
+    return {
+        "1": {"class_type": "LoadModel", "inputs": {"model_name": model_name, "device": "cpu", "dtype": "fp32"}},
+        "20": lora,
+        "2": {"class_type": "TextEncode", "inputs": {"text": PROMPT, "clip": clip}},
+        "3": {"class_type": "TextEncode", "inputs": {"text": "", "clip": clip}},
         "4": {"class_type": "EmptyLatent", "inputs": {"width": 64, "height": 64, "batch_size": 1, "model": ["1", 0]}},
-        "5": {"class_type": "Scheduler", "inputs": {"model": ["20", 0], "scheduler": "euler", "steps": STEPS}},
+        "5": {"class_type": "Scheduler", "inputs": {"model": ["20", 0], "scheduler": scheduler, "steps": STEPS}},
         "6": {"class_type": "Sampler", "inputs": {"model": ["20", 0], "positive": ["2", 0], "negative": ["3", 0],
                                                   "latent": ["4", 0], "schedule": ["5", 0], "seed": SEED,
                                                   "cfg": CFG}},
         "7": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
         "8": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}},
     }
+
+
+def family_pipeline_image(fam, scheduler: str, path, weights: dict) -> torch.Tensor:
+    entry = registry.get(scheduler)
+    pipe = fam.pipe
+    with registry.quiet_diffusers():
+        pipe.scheduler = entry.cls.from_config(fam.config, **entry.config_overrides(fam.config))
+    pipe.load_lora_weights(str(path), adapter_name="reference")
+    try:
+        pipe.set_adapters(["reference"], adapter_weights=[weights])
+        with single_thread():
+            ref = pipe(PROMPT, negative_prompt="", num_inference_steps=STEPS, guidance_scale=CFG, height=64,
+                       width=64, generator=torch.Generator("cpu").manual_seed(SEED), output_type="pt").images
+    finally:
+        pipe.unload_lora_weights()
+    return ref.permute(0, 2, 3, 1).float()
+
+
+def test_sdxl_lora_with_both_text_encoders_matches_diffusers(sdxl):
+    fam, ex, path = sdxl
+    doc = family_graph("tiny-sdxl", "euler", {
+        "class_type": "LoraLoader", "inputs": {"model": ["1", 0], "clip": ["1", 1], "lora_name": path.name,
+                                               "strength_model": 0.7, "strength_clip": 1.3}})
     with single_thread():
         res = ex.run(doc)
     assert res.status == "success", res.error and res.error.get("exception_message")
@@ -303,19 +326,7 @@ def test_sdxl_lora_with_both_text_encoders_matches_diffusers(sdxl):
     assert {a.component for a, _ in model.loras} == {"unet"}
     assert sorted(a.component for a, _ in clip.loras) == ["text_encoder", "text_encoder_2"]
     del res, model, clip
-    entry = registry.get("euler")
-    pipe = fam.pipe
-    with registry.quiet_diffusers():
-        pipe.scheduler = entry.cls.from_config(fam.config, **entry.config_overrides(fam.config))
-    pipe.load_lora_weights(str(path), adapter_name="reference")
-    try:
-        pipe.set_adapters(["reference"], adapter_weights=[{"unet": 0.7, "text_encoder": 1.3, "text_encoder_2": 1.3}])
-        with single_thread():
-            ref = pipe(PROMPT, negative_prompt="", num_inference_steps=STEPS, guidance_scale=CFG, height=64,
-                       width=64, generator=torch.Generator("cpu").manual_seed(SEED), output_type="pt").images
-    finally:
-        pipe.unload_lora_weights()
-    ref = ref.permute(0, 2, 3, 1).float()
+    ref = family_pipeline_image(fam, "euler", path, {"unet": 0.7, "text_encoder": 1.3, "text_encoder_2": 1.3})
     assert ref.std() > 0.005
     assert (ours - ref).abs().max().item() == 0.0
     # every part took its share: without the LoRA the image differs
@@ -325,3 +336,26 @@ def test_sdxl_lora_with_both_text_encoders_matches_diffusers(sdxl):
     for nid in ("5", "6"):
         doc[nid]["inputs"]["model"] = ["1", 0]
     assert (run(ex, doc) - ours).abs().max().item() > 0.01
+
+
+def test_sd3_transformer_lora_matches_diffusers(tmp_path_factory, services):
+    """The same code on SD3's MMDiT: a diffusers/peft-layout transformer LoRA through LoraLoaderModelOnly."""
+    from tiny_families import executor_over, shared_family
+
+    fam = shared_family("sd3", tmp_path_factory)
+    weights = low_rank(linears(fam.pipe.transformer, lambda n: ".attn." in n), 6)
+    root = tmp_path_factory.mktemp("sd3_loras")
+    (root / "loras").mkdir()
+    path = root / "loras" / "sd3_peft.safetensors"
+    save_file(peft_layout({"transformer": weights}), path)
+    doc = family_graph("tiny-sd3", "flow_euler", {
+        "class_type": "LoraLoaderModelOnly", "inputs": {"model": ["1", 0], "lora_name": path.name,
+                                                        "strength_model": 0.8}})
+    with executor_over([fam.models, root], tmp_path_factory.mktemp("sd3_run"), services) as ex:
+        ours = run(ex, doc)
+        doc["20"]["inputs"]["strength_model"] = 0.0
+        base = run(ex, doc)
+    ref = family_pipeline_image(fam, "flow_euler", path, {"transformer": 0.8})
+    assert ref.std() > 0.005
+    assert (ours - ref).abs().max().item() == 0.0
+    assert (ours - base).abs().max().item() > 0.01
