@@ -5,8 +5,9 @@ A model file lives in ``upscale_models/`` of any models folder and is read only 
 networks read here are the RRDB super-resolution networks of ESRGAN and Real-ESRGAN (RealESRGAN_x4plus,
 x2plus, 4x-UltraSharp and the many community models of that architecture), in both key layouts users have:
 the original ESRGAN one (``model.0``, ``model.1.sub.N.RDB1.conv1.0``, ...) and BasicSR's (``conv_first``,
-``body.N.rdb1.conv1``, ...). The architecture's sizes (features, blocks, growth channels, scale) are read from
-the tensors' shapes.
+``body.N.rdb1.conv1``, ...), and Real-ESRGAN's compact network (``body.N``: convolutions and PReLUs, then a
+pixel shuffle). The architecture's sizes (features, blocks, growth channels, scale) are read from the tensors'
+shapes.
 
 Images are upscaled in overlapping tiles as ComfyUI does (512-pixel tiles, 32 pixels of overlap, blended
 with linear ramps across each overlap; an image that fits one tile is run whole), so one network call sees
@@ -101,6 +102,30 @@ def _rrdb_classes():
     return RRDBNet
 
 
+def _compact_class():
+    """Real-ESRGAN's compact network (SRVGGNetCompact: realesr-general-x4v3, realesr-animevideov3)."""
+    from torch import nn
+
+    class Compact(nn.Module):
+        """3x3 convolutions with PReLU, the last one making ``scale**2`` sub-pixels per channel (pixel
+        shuffle), added to the nearest-upscaled input."""
+
+        def __init__(self, channels: int, feat: int, convs: int, scale: int) -> None:
+            super().__init__()
+            layers: list[nn.Module] = [nn.Conv2d(channels, feat, 3, 1, 1), nn.PReLU(feat)]
+            for _ in range(convs):
+                layers += [nn.Conv2d(feat, feat, 3, 1, 1), nn.PReLU(feat)]
+            layers.append(nn.Conv2d(feat, channels * scale ** 2, 3, 1, 1))
+            self.body = nn.Sequential(*layers)
+            self.scale = scale
+
+        def forward(self, x):
+            out = nn.functional.pixel_shuffle(self.body(x), self.scale)
+            return out + nn.functional.interpolate(x, scale_factor=self.scale, mode="nearest")
+
+    return Compact
+
+
 @dataclass(eq=False)
 class UpscaleModel:
     """The UPSCALE_MODEL value: a network that maps ``[B, C, H, W]`` in 0..1 to ``[B, C, H*scale, W*scale]``."""
@@ -138,13 +163,37 @@ def _original_to_basicsr(state: dict) -> dict:
     return out
 
 
+def _is_compact(state: dict) -> bool:
+    first, act = state.get("body.0.weight"), state.get("body.1.weight")
+    return first is not None and first.ndim == 4 and act is not None and act.ndim == 1
+
+
+def _build_compact(state: dict) -> tuple[Any, int, int]:
+    convs = sorted(int(m[1]) for k in state if (m := re.fullmatch(r"body\.(\d+)\.weight", k)))
+    first, last = state["body.0.weight"], state[f"body.{convs[-1]}.weight"]
+    channels, feat = first.shape[1], first.shape[0]
+    scale = round((last.shape[0] / channels) ** 0.5)
+    if scale < 1 or channels * scale ** 2 != last.shape[0] or (convs[-1] - 2) % 2:
+        raise ValueError(f"a last convolution of {last.shape[0]} channels for {channels}-channel images")
+    network = _compact_class()(channels, feat, (convs[-1] - 2) // 2, scale)
+    network.load_state_dict(state, strict=True)
+    return network, scale, int(channels)
+
+
 def build(state: dict, name: str, what: str = "model_name") -> tuple[Any, int, str, int]:
-    """(network with the weights, scale, architecture name, channels) of an RRDB state dict."""
+    """(network with the weights, scale, architecture name, channels) of an ESRGAN-family state dict."""
     original = "model.0.weight" in state and any(k.startswith("model.1.sub.0.RDB1.") for k in state)
+    if _is_compact(state):
+        try:
+            network, scale, channels = _build_compact(state)
+        except (ValueError, KeyError, RuntimeError, IndexError) as exc:
+            raise NodeError(f"{what}: {name!r} looks like a compact Real-ESRGAN model but does not load: "
+                            f"{exc}") from exc
+        return network.eval().requires_grad_(False), scale, "Real-ESRGAN compact (SRVGGNet)", channels
     if not original and not ("conv_first.weight" in state and "body.0.rdb1.conv1.weight" in state):
         sample = ", ".join(list(state)[:4])
-        raise NodeError(f"{what}: {name!r} is not an upscale model read here: only ESRGAN / Real-ESRGAN (RRDB) "
-                        f"networks are (its tensors: {sample}, ...)")
+        raise NodeError(f"{what}: {name!r} is not an upscale model read here: only ESRGAN / Real-ESRGAN (RRDB and "
+                        f"compact) networks are (its tensors: {sample}, ...)")
     try:
         if original:
             state = _original_to_basicsr(state)

@@ -1,5 +1,5 @@
-"""UpscaleModelLoader + ImageUpscaleWithModel on tiny random ESRGAN / Real-ESRGAN (RRDB) networks saved as
-safetensors in both key layouts: the output is scale x the input, both layouts of the same weights give the
+"""UpscaleModelLoader + ImageUpscaleWithModel on tiny random ESRGAN / Real-ESRGAN networks (RRDB in both key
+layouts, and the compact one) saved as safetensors: the output is scale x the input, both layouts of the same weights give the
 same image, tiling equals the whole-image run where one tile covers the image (and stays close with many
 tiles), and pickle files, other networks and oversized outputs are refused naming the input."""
 
@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from sampling_support import ROOT
 
 from nodes import images
-from nodes.upscale_models import _rrdb_classes, upscale_image, upscale_tiled
+from nodes.upscale_models import _compact_class, _rrdb_classes, upscale_image, upscale_tiled
 
 FEAT, BLOCKS, GROW = 8, 2, 4
 
@@ -28,6 +28,19 @@ def rrdb(upsamples: int = 2, unshuffle: int = 1, seed: int = 0):
         for p in net.parameters():
             p.mul_(0.5)
     return net
+
+
+def compact(seed: int = 2):
+    torch.manual_seed(seed)
+    net = _compact_class()(3, FEAT, 2, 4).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(0.5)
+    return net
+
+
+NETWORKS = {"RealESRGAN_tiny_x4.safetensors": (rrdb, 4), "RealESRGAN_tiny_x2.safetensors": (
+    lambda: rrdb(upsamples=2, unshuffle=2, seed=1), 2), "realesr_compact_x4.safetensors": (compact, 4)}
 
 
 def original_layout(state: dict, blocks: int = BLOCKS) -> dict:
@@ -51,10 +64,9 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("upscale_models")
     folder = root / "upscale_models"
     folder.mkdir()
-    x4 = rrdb().state_dict()
-    save_file(x4, folder / "RealESRGAN_tiny_x4.safetensors")
-    save_file(original_layout(x4), folder / "ESRGAN_tiny_x4.safetensors")
-    save_file(rrdb(upsamples=2, unshuffle=2, seed=1).state_dict(), folder / "RealESRGAN_tiny_x2.safetensors")
+    for name, (make, _) in NETWORKS.items():
+        save_file(make().state_dict(), folder / name)
+    save_file(original_layout(rrdb().state_dict()), folder / "ESRGAN_tiny_x4.safetensors")
     save_file({"conv.weight": torch.zeros(4, 3, 3, 3)}, folder / "not_esrgan.safetensors")
     (folder / "4x_pickled.pth").write_bytes(b"not loaded")
     return root
@@ -84,16 +96,16 @@ def run(executor, doc):
     return res.values["1"][0], res.values["3"][0], res.values["2"][0]
 
 
-@pytest.mark.parametrize(("name", "scale"), [("RealESRGAN_tiny_x4.safetensors", 4),
-                                             ("RealESRGAN_tiny_x2.safetensors", 2)])
-def test_output_is_scale_times_the_input(executor, name, scale):
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_output_is_scale_times_the_input(executor, name):
+    make, scale = NETWORKS[name]
     image, out, model = run(executor, graph(name))
     assert model.scale == scale
     b, h, w, c = image.shape
     assert out.shape == (b, h * scale, w * scale, c)
     assert out.dtype == torch.float32 and out.min() >= 0 and out.max() <= 1 and out.std() > 0.01
     # the loaded network is the saved one: the same weights run directly give the same pixels
-    net = rrdb() if scale == 4 else rrdb(upsamples=2, unshuffle=2, seed=1)
+    net = make()
     with torch.inference_mode():
         direct = net(image.movedim(-1, 1)).clamp(0, 1).movedim(1, -1)
     assert (out - direct).abs().max().item() == 0.0
