@@ -359,3 +359,24 @@ def test_sd3_transformer_lora_matches_diffusers(tmp_path_factory, services):
     assert ref.std() > 0.005
     assert (ours - ref).abs().max().item() == 0.0
     assert (ours - base).abs().max().item() > 0.01
+
+
+def test_editor_saved_lora_loader_converts_with_comfyui_widget_order():
+    """ComfyUI's editor saves LoraLoader's widgets as [lora_name, strength_model, strength_clip]."""
+    import nodes
+    from graph_runtime import default_registry
+    from graph_runtime.ui_format import ui_to_api
+
+    reg = default_registry(with_entry_points=False)
+    nodes.register(reg)
+    ui = {"nodes": [
+        {"id": 4, "type": "CheckpointLoaderSimple", "inputs": [], "widgets_values": ["tiny-shapes-sd"],
+         "outputs": [{"name": "MODEL", "type": "MODEL", "links": [1]}, {"name": "CLIP", "type": "CLIP", "links": [2]}]},
+        {"id": 10, "type": "LoraLoader", "widgets_values": ["kohya.safetensors", 0.6, -0.4],
+         "inputs": [{"name": "model", "type": "MODEL", "link": 1}, {"name": "clip", "type": "CLIP", "link": 2}],
+         "outputs": []}],
+        "links": [[1, 4, 0, 10, 0, "MODEL"], [2, 4, 1, 10, 1, "CLIP"]]}
+    api = ui_to_api(ui, reg)
+    assert api["10"]["class_type"] == "LoraLoader"
+    assert api["10"]["inputs"] == {"model": ["4", 0], "clip": ["4", 1], "lora_name": "kohya.safetensors",
+                                   "strength_model": 0.6, "strength_clip": -0.4}

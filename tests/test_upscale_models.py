@@ -1,7 +1,7 @@
 """UpscaleModelLoader + ImageUpscaleWithModel on tiny random ESRGAN / Real-ESRGAN networks (RRDB in both key
-layouts, and the compact one) saved as safetensors: the output is scale x the input, both layouts of the same weights give the
-same image, tiling equals the whole-image run where one tile covers the image (and stays close with many
-tiles), and pickle files, other networks and oversized outputs are refused naming the input."""
+layouts, and the compact one) saved as safetensors: the output is scale x the input, both layouts of the same
+weights give the same image, tiling equals the whole-image run where one tile covers the image (and stays
+close with many tiles), and pickle files, other networks and oversized outputs are refused naming the input."""
 
 from __future__ import annotations
 
