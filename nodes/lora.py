@@ -78,9 +78,11 @@ class _Slot:
 
     def sweep(self, module: Any) -> None:
         """Delete the adapters no value holds any more; with none left, take the peft layers out."""
+        dead = [n for n, ref in self.adapters.items() if ref() is None]
+        if not dead:
+            return
         from diffusers.utils.peft_utils import delete_adapter_layers, recurse_remove_peft_layers
 
-        dead = [n for n, ref in self.adapters.items() if ref() is None]
         for name in dead:
             del self.adapters[name]
             if not self.adapters:
@@ -88,7 +90,7 @@ class _Slot:
             delete_adapter_layers(module, name)
             getattr(module, "peft_config", {}).pop(name, None)
             self.state = None
-        if dead and not self.adapters:
+        if not self.adapters:
             recurse_remove_peft_layers(module)
             if hasattr(module, "peft_config"):
                 del module.peft_config
@@ -307,10 +309,13 @@ def read_lora(path: Path, name: str, model: ModelBundle | None, clip: TextEncode
         raw = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types for damaged headers
         raise NodeError(f"{what}: cannot read {name!r}: not a valid .safetensors file ({exc})") from exc
-    if not raw or not all("lora" in k or k.endswith(".alpha") for k in raw):
+    if not raw or not all("lora" in k or k.endswith((".alpha", ".dora_scale")) for k in raw):
         sample = ", ".join(k for k in list(raw)[:3] if "lora" not in k)
         raise NodeError(f"{what}: {name!r} is not a LoRA: its tensors are not LoRA layers (e.g. {sample or 'none'});"
                         " a whole model goes to a checkpoint or model loader")
+    for marker, kind in ((".hada_", "LoHa"), ("dora_scale", "DoRA")):
+        if any(marker in k for k in raw):
+            raise NodeError(f"{what}: {name!r} is a {kind} LoRA, which is not read here (plain LoRA and LoKr are)")
     raw = _comfy_to_kohya(raw, model, clip, family, f"{what} {name!r}")
     loader = getattr(loaders, loader_name)
     kwargs: dict[str, Any] = {"return_lora_metadata": True}

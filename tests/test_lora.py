@@ -105,6 +105,9 @@ def loras(tmp_path_factory, pipe):
             "down_blocks.3.attentions.0.transformer_blocks.5.attn1.to_q": (torch.zeros(RANK, 64),
                                                                           torch.zeros(64, RANK))}}),
         "not_a_lora.safetensors": {k: v.clone() for k, v in list(pipe.unet.state_dict().items())[:8]},
+        "dora.safetensors": kohya({"lora_unet_": unet_w}) | {
+            f"lora_unet_{n.replace('.', '_')}.dora_scale": torch.ones(1, m.out_features)
+            for n, m in list(linears(pipe.unet, lambda n: ".attentions." in n).items())[:2]},
     }
     for name, state in files.items():
         save_file({k: v.contiguous() for k, v in state.items()}, folder / name)
@@ -235,6 +238,7 @@ def test_strength_zero_is_the_base_model(executor, base):
     ("other_family.safetensors", "does not fit this Stable Diffusion 1.x model"),
     ("missing_layers.safetensors", "no such layer"),
     ("not_a_lora.safetensors", "is not a LoRA"),
+    ("dora.safetensors", "is a DoRA LoRA, which is not read here"),
     ("pickled.pt", "only .safetensors are loaded"),
 ])
 def test_bad_files_are_refused_naming_lora_name(executor, name, says):
