@@ -273,12 +273,19 @@ def sdxl(tmp_path_factory, services):
     unet_w = low_rank(linears(unet, lambda n: ".attentions." in n), 3)
     sgm = {unet_key_to_ldm(n + ".weight", unet.config.layers_per_block, with_attn)[: -len(".weight")]: w
            for n, w in unet_w.items()}
-    state = kohya({"lora_unet_": sgm,
-                   "lora_te1_": low_rank(linears(fam.pipe.text_encoder, lambda n: bool(TE_LAYERS.search(n))), 4),
-                   "lora_te2_": low_rank(linears(fam.pipe.text_encoder_2, lambda n: bool(TE_LAYERS.search(n))), 5)})
+    te1 = low_rank(linears(fam.pipe.text_encoder, lambda n: bool(TE_LAYERS.search(n))), 4)
+    te2 = low_rank(linears(fam.pipe.text_encoder_2, lambda n: bool(TE_LAYERS.search(n))), 5)
     loras = tmp_path_factory.mktemp("sdxl_loras")
     (loras / "loras").mkdir()
-    save_file(state, loras / "loras" / "sdxl_kohya.safetensors")
+    save_file(kohya({"lora_unet_": sgm, "lora_te1_": te1, "lora_te2_": te2}),
+              loras / "loras" / "sdxl_kohya.safetensors")
+    comfy = {}  # the same LoRA in ComfyUI's layout: diffusion_model.<sgm name>, text_encoders.clip_l / clip_g
+    for prefix, weights in (("diffusion_model.", sgm), ("text_encoders.clip_l.transformer.", te1),
+                            ("text_encoders.clip_g.transformer.", te2)):
+        for name, (down, up) in weights.items():
+            comfy |= {f"{prefix}{name}.lora_down.weight": down, f"{prefix}{name}.lora_up.weight": up,
+                      f"{prefix}{name}.alpha": torch.tensor(ALPHA)}
+    save_file(comfy, loras / "loras" / "sdxl_comfy.safetensors")
     with executor_over([fam.models, loras], tmp_path_factory.mktemp("sdxl_run"), services) as ex:
         yield fam, ex, loras / "loras" / "sdxl_kohya.safetensors"
 
@@ -333,6 +340,9 @@ def test_sdxl_lora_with_both_text_encoders_matches_diffusers(sdxl):
     ref = family_pipeline_image(fam, "euler", path, {"unet": 0.7, "text_encoder": 1.3, "text_encoder_2": 1.3})
     assert ref.std() > 0.005
     assert (ours - ref).abs().max().item() == 0.0
+    # ComfyUI's layout of the same LoRA: the same image
+    doc["20"]["inputs"]["lora_name"] = "sdxl_comfy.safetensors"
+    assert (run(ex, doc) - ours).abs().max().item() == 0.0
     # every part took its share: without the LoRA the image differs
     doc.pop("20")
     for nid in ("2", "3"):
