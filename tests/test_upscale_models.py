@@ -151,3 +151,27 @@ def test_bad_files_are_refused_naming_model_name(executor, name, says):
     assert res.status == "error"
     message = res.error["exception_message"]
     assert message.startswith("model_name") and says in message, message
+
+
+def test_comfyui_workflow_upscales_the_decoded_image(executor):
+    """A ComfyUI API-format graph: txt2img on the embedded model, then the decoded image through the model."""
+    doc = {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-shapes-sd"}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red circle", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "3": {"class_type": "KSampler", "inputs": {"model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
+                                                   "latent_image": ["5", 0], "seed": 3, "steps": 3, "cfg": 6.0,
+                                                   "sampler_name": "euler", "scheduler": "normal",
+                                                   "denoise": 1.0}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "10": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "RealESRGAN_tiny_x4.safetensors"}},
+        "11": {"class_type": "ImageUpscaleWithModel", "inputs": {"upscale_model": ["10", 0], "image": ["8", 0]}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["11", 0], "filename_prefix": "upscaled"}},
+    }
+    res = executor.run(doc)
+    assert res.status == "success", res.error and res.error.get("exception_message")
+    decoded, upscaled, model = res.values["8"][0], res.values["11"][0], res.values["10"][0]
+    assert decoded.shape == (1, 64, 64, 3) and upscaled.shape == (1, 256, 256, 3)
+    assert (upscaled - upscale_image(model, decoded)).abs().max().item() == 0.0
+    assert list((executor.paths.output).glob("upscaled_*.png"))
