@@ -407,11 +407,13 @@ def apply_lora(model: ModelBundle | None, clip: TextEncoderBundle | None, lora: 
     found = {comp: _peft_keys(lora.state, comp, module if is_te else None) for comp, module, is_te in targets}
     known = {comp for comp, _, _ in targets} | {comp for _, _, comp in family.encoder_slots} | {family.network_part}
     foreign = sorted({k.split(".")[0] for k in lora.state} - known)
-    if foreign or not any(found.values()):
-        names = ", ".join(foreign or sorted({k.split(".")[0] for k in lora.state}))
+    if foreign:
+        raise NodeError(f"{what}: {lora.name!r} has layers for parts this {family.label} model does not have "
+                        f"({', '.join(foreign)}): a LoRA for another model family?")
+    if not any(found.values()):
         raise NodeError(f"{what}: {lora.name!r} holds no LoRA layers for this {family.label} model's "
-                        f"{' and '.join(c for c, _, _ in targets)} (it is for: {names}); a LoRA for another "
-                        "model family?")
+                        f"{' and '.join(c for c, _, _ in targets)} (only for: "
+                        f"{', '.join(sorted({k.split('.')[0] for k in lora.state}))})")
     problems = [f"{comp}.{p}" for comp, module, _ in targets for p in _misfits(module, found[comp])]
     if problems:
         raise NodeError(f"{what}: {lora.name!r} does not fit this {family.label} model: "

@@ -104,6 +104,7 @@ def loras(tmp_path_factory, pipe):
         "missing_layers.safetensors": kohya({"lora_unet_": {
             "down_blocks.3.attentions.0.transformer_blocks.5.attn1.to_q": (torch.zeros(RANK, 64),
                                                                           torch.zeros(64, RANK))}}),
+        "second_text_encoder.safetensors": kohya({"lora_unet_": unet_w, "lora_te2_": te_w}),  # SDXL's te2
         "not_a_lora.safetensors": {k: v.clone() for k, v in list(pipe.unet.state_dict().items())[:8]},
         "dora.safetensors": kohya({"lora_unet_": unet_w}) | {
             f"lora_unet_{n.replace('.', '_')}.dora_scale": torch.ones(1, m.out_features)
@@ -237,6 +238,7 @@ def test_strength_zero_is_the_base_model(executor, base):
 @pytest.mark.parametrize(("name", "says"), [
     ("other_family.safetensors", "does not fit this Stable Diffusion 1.x model"),
     ("missing_layers.safetensors", "no such layer"),
+    ("second_text_encoder.safetensors", "parts this Stable Diffusion 1.x model does not have (text_encoder_2)"),
     ("not_a_lora.safetensors", "is not a LoRA"),
     ("dora.safetensors", "is a DoRA LoRA, which is not read here"),
     ("pickled.pt", "only .safetensors are loaded"),
