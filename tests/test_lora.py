@@ -22,6 +22,7 @@ from schedulers import registry
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation:DeprecationWarning", "ignore:__array_wrap__:DeprecationWarning",
+    "ignore:Already found a `peft_config` attribute:UserWarning",  # the reference pipeline with two adapters
 )
 
 SEED, STEPS, CFG, RANK, ALPHA = 5, 3, 6.0, 4, 2.0
@@ -228,6 +229,59 @@ def test_base_branch_unchanged_and_restored(executor, loras, base, services):
     assert adapter_names(unet) == []
     assert not any("lora" in type(m).__module__ for m in unet.modules())
     assert (run(executor, txt2img("euler", steps=STEPS, seed=SEED, cfg=CFG)) - base).abs().max().item() == 0.0
+
+
+def chained(first: tuple, second: tuple) -> dict:
+    """txt2img through two LoraLoaders in a row: (lora_name, strength_model, strength_clip) each."""
+    doc = with_lora(*first)
+    doc["21"] = {"class_type": "LoraLoader",
+                 "inputs": {"model": ["20", 0], "clip": ["20", 1], "lora_name": second[0],
+                            "strength_model": second[1], "strength_clip": second[2]}}
+    for nid in ("2", "3"):
+        doc[nid]["inputs"]["clip"] = ["21", 1]
+    for nid in ("5", "6"):
+        doc[nid]["inputs"]["model"] = ["21", 0]
+    return doc
+
+
+def test_two_loras_match_diffusers_with_two_adapters(executor, pipe, loras):
+    ours = run(executor, chained(("kohya.safetensors", 0.5, 0.7), ("peft.safetensors", 0.4, -0.3)))
+    pipe.load_lora_weights(str(loras / "loras" / "kohya.safetensors"), adapter_name="one")
+    pipe.load_lora_weights(str(loras / "loras" / "peft.safetensors"), adapter_name="two")
+    try:
+        pipe.set_adapters(["one", "two"], adapter_weights=[{"unet": 0.5, "text_encoder": 0.7},
+                                                           {"unet": 0.4, "text_encoder": -0.3}])
+        with single_thread():
+            ref = pipe(PROMPT, negative_prompt="", num_inference_steps=STEPS, guidance_scale=CFG, height=64,
+                       width=64, generator=torch.Generator("cpu").manual_seed(SEED), output_type="pt").images
+    finally:
+        pipe.unload_lora_weights()
+    assert (ours - ref.permute(0, 2, 3, 1)).abs().max().item() == 0.0
+
+
+def test_one_file_is_one_adapter_shared_by_branches(executor, services):
+    """Two branches with the same LoRA at different strengths: one adapter, each branch its own strength; the
+    same LoRA twice in a row adds its strengths."""
+    from nodes.lora import adapter_names
+    from nodes.model_store import ModelStore
+
+    half, full = run(executor, with_lora("kohya.safetensors", 0.5, 0.5)), run(executor, with_lora("kohya.safetensors"))
+    doc = with_lora("kohya.safetensors")
+    for nid, node in with_lora("kohya.safetensors", 0.5, 0.5).items():  # a second branch, ids prefixed with 3
+        if nid == "1":
+            continue  # both branches share the base model
+        node["inputs"] = {k: [f"3{v[0]}", v[1]] if isinstance(v, list) and v[0] != "1" else v
+                          for k, v in node["inputs"].items()}
+        doc[f"3{nid}"] = node
+    with single_thread():
+        res = executor.run(doc)
+    assert res.status == "success", res.error and res.error.get("exception_message")
+    assert (res.values["7"][0] - full).abs().max().item() == 0.0
+    assert (res.values["37"][0] - half).abs().max().item() == 0.0
+    unet = next(e for e in services.get(ModelStore)._entries.values() if e.name == "tiny-shapes-sd").model.network
+    assert len(adapter_names(unet)) == 1
+    twice = chained(("kohya.safetensors", 0.5, 0.5), ("kohya.safetensors", 0.5, 0.5))
+    assert (run(executor, twice) - full).abs().max().item() == 0.0
 
 
 def test_strength_zero_is_the_base_model(executor, base):
