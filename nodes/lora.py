@@ -69,17 +69,20 @@ class Adapter:
 
 class _Slot:
     """What this runtime has put on one module: its adapters (weakly), the state last switched on, a lock that
-    every change and every run of the module holds."""
+    every change and every run of the module holds, and how many runs are under way in it (a run may start
+    another inside it, in the same thread)."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.adapters: dict[str, weakref.ref] = {}
         self.state: tuple | None = None  # (name, strength) pairs switched on; () = adapters off; None = unknown
+        self.busy = 0
 
     def sweep(self, module: Any) -> None:
-        """Delete the adapters no value holds any more; with none left, take the peft layers out."""
+        """Delete the adapters no value holds any more; with none left, take the peft layers out. Never while
+        the module runs (a freed adapter then goes at the next sweep)."""
         dead = [n for n, ref in self.adapters.items() if ref() is None]
-        if not dead:
+        if not dead or self.busy:
             return
         from diffusers.utils.peft_utils import delete_adapter_layers, recurse_remove_peft_layers
 
@@ -111,7 +114,8 @@ def _slot(module: Any) -> _Slot:
 
 
 def _released(module_ref: weakref.ref) -> None:
-    """An adapter was freed: sweep its module now if nothing is using it (never waits: this runs at GC time)."""
+    """An adapter was freed: sweep its module now if no other thread holds it (never waits: this runs at GC
+    time, possibly inside a run of the module, which the sweep then leaves alone)."""
     module = module_ref()
     slot = _SLOTS.get(module) if module is not None else None
     if slot is not None and slot.lock.acquire(blocking=False):
@@ -138,8 +142,9 @@ def _adapter(module: Any, name: str, file: str, component: str, load) -> Adapter
         live = ref() if ref is not None else None
         if live is not None:
             return live
-        load()
-        slot.state = None  # loading switches the new adapter on
+        if ref is None:  # a freed adapter not yet swept (the module is running) is taken up again as it is
+            load()
+            slot.state = None  # loading switches the new adapter on
         adapter = Adapter(name=name, module=module, file=file, component=component)
         adapter._finalizer = weakref.finalize(adapter, _released, weakref.ref(module))
         slot.adapters[name] = weakref.ref(adapter)
@@ -183,12 +188,27 @@ def applied(modules: list, loras: tuple):
     two prompts on one shared network take turns and no LoRA is loaded into a module while it runs."""
     with ExitStack() as stack:
         for module in sorted({id(m): m for m in modules}.values(), key=id):  # one lock order: no deadlock
-            slot = _slot(module)
-            stack.enter_context(slot.lock)
-            slot.sweep(module)
-            if slot.adapters:
-                _switch(module, slot, _wanted(module, loras))
+            stack.enter_context(_running(module, _wanted(module, loras)))
         yield
+
+
+@contextmanager
+def _running(module: Any, wanted: tuple):
+    """One run of ``module`` with ``wanted`` switched on; a run inside another gets its own adapters and hands
+    the outer run's back when it ends."""
+    slot = _slot(module)
+    with slot.lock:
+        outer = slot.state if slot.busy else None
+        slot.sweep(module)
+        if slot.adapters:
+            _switch(module, slot, wanted)
+        slot.busy += 1
+        try:
+            yield
+        finally:
+            slot.busy -= 1
+            if outer is not None and slot.adapters:
+                _switch(module, slot, outer)
 
 
 def model_applied(model: ModelBundle):

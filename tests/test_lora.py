@@ -450,3 +450,32 @@ def test_editor_saved_lora_loader_converts_with_comfyui_widget_order():
     assert api["10"]["class_type"] == "LoraLoader"
     assert api["10"]["inputs"] == {"model": ["4", 0], "clip": ["4", 1], "lora_name": "kohya.safetensors",
                                    "strength_model": 0.6, "strength_clip": -0.4}
+
+
+def test_a_run_inside_a_run_gets_its_own_adapters_and_hands_them_back(executor):
+    """A LoRA'd run that starts a base run of the same network inside it (in the same thread): the inner run
+    sees the base network, the outer one its LoRA again afterwards."""
+    from nodes.lora import model_applied
+
+    with single_thread():
+        res = executor.run(with_lora("kohya.safetensors", 0.9, 0.0))
+    assert res.status == "success", res.error and res.error.get("exception_message")
+    base_model, lora_model = res.values["1"][0], res.values["20"][0]
+    net = base_model.network
+    g = torch.Generator().manual_seed(0)
+    x, emb = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 77, net.config.cross_attention_dim, generator=g)
+
+    def out():
+        with torch.inference_mode():
+            return net(x, 500, encoder_hidden_states=emb).sample
+
+    with model_applied(base_model):
+        base = out()
+    with model_applied(lora_model):
+        outer = out()
+        with model_applied(base_model):
+            inner = out()
+        again = out()
+    assert (inner - base).abs().max().item() == 0.0
+    assert (again - outer).abs().max().item() == 0.0
+    assert (outer - base).abs().max().item() > 1e-3
