@@ -1,5 +1,7 @@
 """Model parts kept alone, as ComfyUI users keep them: a diffusion model in ``diffusion_models/`` (or ``unet/``),
-text encoders in ``text_encoders/`` (or ``clip/``), VAEs in ``vae/``, under any models folder.
+text encoders in ``text_encoders/`` (or ``clip/``), VAEs in ``vae/``, LoRAs in ``loras/`` and upscale models in
+``upscale_models/`` (these two read by :mod:`nodes.lora` and :mod:`nodes.upscale_models`), under any models
+folder.
 
 A part is a diffusers component folder (``config.json`` + ``.safetensors``, as a diffusers repository holds
 it) or one ``.safetensors`` file in the layout users download:
@@ -38,7 +40,8 @@ def read_json(path: Path) -> dict:
 log = logging.getLogger(__name__)
 
 #: part kind -> the ComfyUI folders that hold it (first: the current name, then older ones)
-FOLDERS = {"network": ("diffusion_models", "unet"), "text_encoder": ("text_encoders", "clip"), "vae": ("vae",)}
+FOLDERS = {"network": ("diffusion_models", "unet"), "text_encoder": ("text_encoders", "clip"), "vae": ("vae",),
+           "lora": ("loras",), "upscale_model": ("upscale_models",)}
 T5_TOKENIZER = Path(__file__).resolve().parent.parent / "models" / "tokenizers" / "t5"
 
 
@@ -48,8 +51,10 @@ def _is_component_folder(p: Path) -> bool:
     return (p / "config.json").is_file() and any(p.glob("*.safetensors"))
 
 
-def list_parts(kind: str, extra: Iterable[Path] = ()) -> list[str]:
-    """The names (relative to their ComfyUI folder) of every loadable part of ``kind``."""
+def list_parts(kind: str, extra: Iterable[Path] = (), suffixes: tuple[str, ...] = (".safetensors",)) -> list[str]:
+    """The names (relative to their ComfyUI folder) of every loadable part of ``kind``: files ending in one of
+    ``suffixes`` and diffusers component folders. A loader that refuses pickle files by name lists them too
+    (``suffixes``), so a workflow naming one gets that loader's explanation rather than "not in list"."""
     from .models import model_dirs
 
     names: list[str] = []
@@ -61,7 +66,7 @@ def list_parts(kind: str, extra: Iterable[Path] = ()) -> list[str]:
             for p in sorted(base.rglob("*")):
                 if any(part.startswith(".") for part in p.relative_to(base).parts):
                     continue
-                hit = (p.is_file() and p.suffix.lower() == ".safetensors" and not _is_component_folder(p.parent)) \
+                hit = (p.is_file() and p.suffix.lower() in suffixes and not _is_component_folder(p.parent)) \
                     or (p.is_dir() and _is_component_folder(p))
                 name = p.relative_to(base).as_posix()
                 if hit and name not in names:
