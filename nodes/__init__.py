@@ -10,7 +10,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 def _node_classes() -> list:
     """Every built-in node class, in the order the editor lists them. Add new modules' nodes here."""
-    from . import aliases, loaders, model_patches, sigma_nodes
+    from . import aliases, custom_sampling, loaders, model_patches, sigma_nodes
     from .compare import CompareSchedulers
     from .conditioning import TextEncode
     from .images import LoadImage, PreviewImage, SaveImage
@@ -40,6 +40,7 @@ def _node_classes() -> list:
         PreviewImage,
         # ComfyUI core names, for workflows saved from ComfyUI
         *aliases.NODES,
+        *custom_sampling.NODES,
         *model_patches.NODES,
     ]
 

@@ -56,7 +56,8 @@ _DIFFUSERS: dict[str, tuple[str, dict[str, Any]]] = {
 
 COMFY_SAMPLERS = tuple(_RULES) + tuple(_DIFFUSERS)
 #: ComfyUI's scheduler names (their SIGMAS formulas are in schedulers.sigmas)
-COMFY_SCHEDULERS = ("normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta")
+COMFY_SCHEDULERS = ("normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta",
+                    "linear_quadratic", "kl_optimal")
 
 #: ComfyUI scheduler -> (diffusers sigma spacing, timestep spacing) for diffusers plans. 'linspace' makes
 #: diffusers' Karras / exponential span the full train range as ComfyUI's do.
@@ -100,6 +101,9 @@ def resolve(sampler_name: str, scheduler: str) -> ComfyPlan:
         return ComfyPlan(sampler_name, scheduler, "kdiffusion", _RULES[sampler_name], scheduler, exact=True)
     if sampler_name in _DIFFUSERS:
         name, overrides = _DIFFUSERS[sampler_name]
+        if scheduler not in _SPACINGS:
+            raise ValueError(f"ComfyUI sampler {sampler_name!r} runs here as diffusers' {name!r}, which has no "
+                             f"{scheduler} spacing; use one of {', '.join(_SPACINGS)} with it")
         sigma_spacing, timestep_spacing = _SPACINGS[scheduler]
         entry = registry.get(name)
         if sigma_spacing != "default" and sigma_spacing not in entry.sigma_spacings:
@@ -113,6 +117,11 @@ def resolve(sampler_name: str, scheduler: str) -> ComfyPlan:
             sampler_name, scheduler, "diffusers", name, sigma_spacing, timestep_spacing, overrides
         )
     raise ValueError(f"unsupported ComfyUI sampler {sampler_name!r}; supported: {', '.join(COMFY_SAMPLERS)}")
+
+
+def runs_over_sigmas(sampler_name: str) -> bool:
+    """Whether ComfyUI sampler ``sampler_name`` runs here as a step rule over any SIGMAS (SamplerCustom)."""
+    return sampler_name in _RULES
 
 
 def denoised_sigmas(scheduler: str, steps: int, denoise: float, scheduler_config: Mapping[str, Any], *,

@@ -57,10 +57,14 @@ def test_other_samplers_map_to_registered_schedulers():
 def test_unsupported_names_are_refused():
     with pytest.raises(ValueError, match="unsupported ComfyUI sampler 'dpm_fast'; supported: euler"):
         C.resolve("dpm_fast", "normal")
-    with pytest.raises(ValueError, match="unsupported ComfyUI scheduler 'kl_optimal'"):
-        C.resolve("euler", "kl_optimal")
+    with pytest.raises(ValueError, match="unsupported ComfyUI scheduler 'cosine'"):
+        C.resolve("euler", "cosine")
     with pytest.raises(ValueError, match="'lcm'.*no karras spacing"):
         C.resolve("lcm", "karras")
+
+
+def plan_runner(sampler):
+    return C.resolve(sampler, "normal").runner
 
 
 def test_every_supported_pair_builds():
@@ -70,7 +74,8 @@ def test_every_supported_pair_builds():
             try:
                 plan = C.resolve(sampler, scheduler)
             except ValueError:
-                assert sampler in ("lcm", "ddpm") and scheduler in ("karras", "exponential", "beta")
+                assert (sampler in ("lcm", "ddpm") and scheduler in ("karras", "exponential", "beta")) or (
+                    scheduler in ("linear_quadratic", "kl_optimal") and plan_runner(sampler) == "diffusers")
                 continue
             if plan.runner == "diffusers" and registry.get(plan.name).order > 1 and scheduler != "normal":
                 continue  # the order-2 classes rebuild 1000 train sigmas per instance; one spacing is enough
