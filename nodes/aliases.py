@@ -214,7 +214,6 @@ class KSamplerAdvanced(Node):
     OUTPUTS = (Output("LATENT", "LATENT"),)
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
-        from schedulers import sigmas as sigmas_mod
         from schedulers.schedule import schedule_from_sigmas
 
         model = _check_model(inputs.model)
@@ -231,8 +230,8 @@ class KSamplerAdvanced(Node):
             if plan.runner != "kdiffusion":
                 raise NodeError(f"start_at_step / end_at_step: {inputs.sampler_name!r} runs as a diffusers "
                                 "scheduler, which cannot start or stop mid-schedule; use a sampler with a "
-                                "k-diffusion rule (euler, euler_ancestral, heun, dpmpp_2m, dpmpp_2m_sde, lms)")
-            s = sigmas_mod.comfy_scheduler_sigmas(inputs.scheduler, steps, model.scheduler_config)
+                                "k-diffusion rule (euler, euler_ancestral, heun, dpmpp_2m, res_multistep, ...)")
+            s = comfy_names.ksampler_sigmas(inputs.sampler_name, inputs.scheduler, steps, model.scheduler_config)
             s = s[: end + 1].clone()
             if full_denoise:
                 s[-1] = 0

@@ -180,7 +180,9 @@ def sampling_work(schedule: Schedule, shape: tuple[int, ...], do_cfg: bool) -> i
     if schedule.runner == "diffusers":
         calls = len(schedule.timesteps)
     else:
-        calls = 2 * schedule.steps - 1 if schedule.rule == "heun" else schedule.steps
+        from schedulers.kdiffusion import model_calls
+
+        calls = model_calls(schedule.rule, schedule.steps)
     return calls * shape[0] * shape[2] * shape[3] * (2 if do_cfg else 1)
 
 

@@ -1,10 +1,11 @@
 """ComfyUI KSampler names -> our schedules, so ComfyUI workflows can run.
 
 A ComfyUI KSampler names a ``sampler_name`` (the step rule) and a ``scheduler`` (how SIGMAS are spaced).
-Samplers with a k-diffusion rule here run that rule over SIGMAS built with ComfyUI's own scheduler
-formulas, which is what ComfyUI does (``ddim`` included: ComfyUI runs it as Euler). The others map to the
-closest registered diffusers scheduler, with the spacing expressed through its config flags; those sigmas
-follow diffusers' formulas and are close to, not equal to, ComfyUI's (``ComfyPlan.exact`` says which).
+Samplers with a k-diffusion rule here (all but four of ComfyUI's list) run that rule over SIGMAS built with
+ComfyUI's own scheduler formulas, which is what ComfyUI does (``ddim`` included: ComfyUI runs it as Euler).
+uni_pc, uni_pc_bh2, deis and sa_solver run diffusers' implementation of the same method, with the spacing
+expressed through its config flags; those sigmas follow diffusers' formulas and are close to, not equal to,
+ComfyUI's (``ComfyPlan.exact`` says which). The CFG++ variants and a few others are refused with the reason.
 
 ``denoise`` follows ComfyUI for rule-based plans (``steps`` steps over the tail of a ``steps / denoise``
 schedule) and the img2img pipeline for diffusers plans (``int(steps * denoise)`` steps).
@@ -25,36 +26,49 @@ if TYPE_CHECKING:  # torch and the schedule builders load when a schedule is bui
 
 __all__ = ["COMFY_SAMPLERS", "COMFY_SCHEDULERS", "ComfyPlan", "build_comfy_schedule", "resolve"]
 
-#: sampler_name -> k-diffusion rule (ComfyUI's "_gpu" variants only move the Brownian noise to the GPU; our
-#: SDE rule draws Gaussian noise from the run's generator on the latents' device anyway)
-_RULES = {
-    "euler": "euler",
-    "euler_ancestral": "euler_ancestral",
-    "heun": "heun",
-    "dpmpp_2m": "dpmpp_2m",
-    "dpmpp_2m_sde": "dpmpp_2m_sde",
+#: ComfyUI's KSampler sampler names, in its order (comfy.samplers.KSampler.SAMPLERS)
+COMFY_SAMPLERS = (
+    "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "exp_heun_2_x0",
+    "exp_heun_2_x0_sde", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral",
+    "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde",
+    "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm",
+    "lcm", "ipndm", "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
+    "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde", "seeds_2",
+    "seeds_3", "sa_solver", "sa_solver_pece", "ddim", "uni_pc", "uni_pc_bh2",
+)
+
+#: sampler_name -> k-diffusion rule (schedulers.kdiffusion.RULES). ComfyUI's "_gpu" variants only move the
+#: Brownian noise to the GPU; our SDE rules draw Gaussian noise from the run's generator on the latents' device
+#: anyway. ComfyUI itself runs "ddim" as Euler.
+_RULES = {name: name for name in registry.STEP_RULES} | {
+    "dpmpp_sde_gpu": "dpmpp_sde",
     "dpmpp_2m_sde_gpu": "dpmpp_2m_sde",
-    "lms": "lms",
+    "dpmpp_2m_sde_heun_gpu": "dpmpp_2m_sde_heun",
+    "dpmpp_3m_sde_gpu": "dpmpp_3m_sde",
     "ddim": "euler",
 }
 
-#: sampler_name -> (registry name, config overrides)
+#: sampler_name -> (registry name, config overrides): the same method as diffusers implements it, over
+#: diffusers' sigma formulas (close to, not equal to, ComfyUI's)
 _DIFFUSERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "dpm_2": ("kdpm2", {}),
-    "dpm_2_ancestral": ("kdpm2_ancestral", {}),
-    "dpmpp_sde": ("dpmpp_sde", {}),
-    "dpmpp_sde_gpu": ("dpmpp_sde", {}),
-    "dpmpp_3m_sde": ("dpmpp_3m_sde", {}),
-    "dpmpp_3m_sde_gpu": ("dpmpp_3m_sde", {}),
     "uni_pc": ("unipc", {"solver_type": "bh1"}),
     "uni_pc_bh2": ("unipc", {"solver_type": "bh2"}),
     "deis": ("deis", {}),
-    "ddpm": ("ddpm", {}),
-    "lcm": ("lcm", {}),
     "sa_solver": ("sasolver", {}),
 }
 
-COMFY_SAMPLERS = tuple(_RULES) + tuple(_DIFFUSERS)
+#: ComfyUI samplers not implemented here: refused with this reason rather than run as something else
+_MISSING = {name: "needs the unconditional prediction beside the guided one (CFG++)" for name in COMFY_SAMPLERS
+            if name.endswith("_cfg_pp")} | {
+    name: "is not implemented here" for name in
+    ("exp_heun_2_x0", "exp_heun_2_x0_sde", "dpm_fast", "dpm_adaptive", "er_sde", "seeds_2", "seeds_3",
+     "sa_solver_pece")
+}
+
+#: samplers whose KSampler schedule is built one step longer with the next-to-last level dropped (ComfyUI's
+#: DISCARD_PENULTIMATE_SIGMA_SAMPLERS: the second-order rules end with a long first-order step otherwise)
+DISCARD_PENULTIMATE = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})
+
 #: ComfyUI's scheduler names (their SIGMAS formulas are in schedulers.sigmas)
 COMFY_SCHEDULERS = ("normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta",
                     "linear_quadratic", "kl_optimal")
@@ -99,6 +113,9 @@ def resolve(sampler_name: str, scheduler: str) -> ComfyPlan:
         )
     if sampler_name in _RULES:
         return ComfyPlan(sampler_name, scheduler, "kdiffusion", _RULES[sampler_name], scheduler, exact=True)
+    if sampler_name in _MISSING:
+        usable = ", ".join(n for n in COMFY_SAMPLERS if n in _RULES)
+        raise ValueError(f"ComfyUI sampler {sampler_name!r} {_MISSING[sampler_name]}; use one of: {usable}")
     if sampler_name in _DIFFUSERS:
         name, overrides = _DIFFUSERS[sampler_name]
         if scheduler not in _SPACINGS:
@@ -124,17 +141,31 @@ def runs_over_sigmas(sampler_name: str) -> bool:
     return sampler_name in _RULES
 
 
+def ksampler_sigmas(sampler_name: str | None, scheduler: str, steps: int, scheduler_config: Mapping[str, Any], *,
+                    device: torch.device | str | None = None) -> torch.Tensor:
+    """The full schedule a KSampler with ``sampler_name`` runs: the scheduler's SIGMAS, built one step longer
+    with the next-to-last level dropped for the samplers in ``DISCARD_PENULTIMATE``."""
+    import torch
+
+    from . import sigmas as sigmas_mod
+
+    if sampler_name not in DISCARD_PENULTIMATE:
+        return sigmas_mod.comfy_scheduler_sigmas(scheduler, steps, scheduler_config, device=device)
+    s = sigmas_mod.comfy_scheduler_sigmas(scheduler, steps + 1, scheduler_config, device=device)
+    return torch.cat([s[:-2], s[-1:]])
+
+
 def denoised_sigmas(scheduler: str, steps: int, denoise: float, scheduler_config: Mapping[str, Any], *,
-                    device: torch.device | str | None = None, full_from: float = 1.0) -> tuple[torch.Tensor, int]:
+                    device: torch.device | str | None = None, full_from: float = 1.0,
+                    sampler_name: str | None = None) -> tuple[torch.Tensor, int]:
     """ComfyUI's denoise rule: ``steps`` steps over the tail of an ``int(steps / denoise)``-step schedule, and
     the total it cut from. ComfyUI's KSampler counts a denoise above 0.9999 as full (``full_from=0.9999``),
     BasicScheduler only 1.0."""
-    from . import sigmas as sigmas_mod
-
     if denoise > full_from or denoise >= 1.0:
-        return sigmas_mod.comfy_scheduler_sigmas(scheduler, steps, scheduler_config, device=device), steps
+        return ksampler_sigmas(sampler_name, scheduler, steps, scheduler_config, device=device), steps
     total = int(steps / denoise)
-    return sigmas_mod.comfy_scheduler_sigmas(scheduler, total, scheduler_config, device=device)[-(steps + 1):], total
+    full = ksampler_sigmas(sampler_name, scheduler, total, scheduler_config, device=device)
+    return full[-(steps + 1):], total
 
 
 def build_comfy_schedule(
@@ -157,7 +188,7 @@ def build_comfy_schedule(
         if is_flow_config(scheduler_config):  # the solver's flow-sigma form, over the model's own shift
             name, timestep_spacing = f"flow_{plan.name}", None
             if name not in registry.REGISTRY or sigma_spacing != "default":
-                rules = ", ".join(_RULES)
+                rules = ", ".join(n for n in COMFY_SAMPLERS if n in _RULES)
                 raise ValueError(
                     f"ComfyUI sampler {sampler_name!r} with scheduler {scheduler!r} has no flow-matching form "
                     f"here; on this model use one of {rules} (any scheduler), or uni_pc with normal/simple"
@@ -175,6 +206,6 @@ def build_comfy_schedule(
     if not 0.0 < denoise <= 1.0:
         raise ValueError(f"denoise must be in (0, 1], got {denoise}")
     sig, total = denoised_sigmas(plan.sigma_spacing, steps, denoise, scheduler_config, device=device,
-                                 full_from=0.9999)
+                                 full_from=0.9999, sampler_name=sampler_name)
     schedule = schedule_from_sigmas(sig, plan.name, scheduler_config, runner="kdiffusion", device=device)
     return replace(schedule, denoise=denoise, total_steps=total)

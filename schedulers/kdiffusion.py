@@ -15,6 +15,7 @@ copy of the sigmas made once before the loop, so the loop never waits on the dev
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -23,7 +24,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from .model_sampling import Discrete, ModelSampling
 
-__all__ = ["RULES", "STOCHASTIC_RULES", "SigmaDenoiser", "sigma_to_t"]
+__all__ = ["RULES", "STOCHASTIC_RULES", "SigmaDenoiser", "model_calls", "sigma_to_t"]
 
 
 class Hooks(Protocol):
@@ -74,6 +75,22 @@ class SigmaDenoiser:
         out = self.network(x, self.timesteps[j], scale=scale)
         return self.sampling.denoised(x, self.sigmas[j], out)
 
+    def at(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        """The denoised estimate at a noise level between grid points (second stages of two-stage rules)."""
+        s = torch.tensor(float(sigma), dtype=torch.float32, device=self.sigmas.device)
+        t = self.sampling.timestep(s.reshape(1))[0]
+        denom = self.sampling.input_scale(s)
+        scale = None if denom is None else (lambda x_in, t_in: x_in / denom)
+        return self.sampling.denoised(x, s, self.network(x, t, scale=scale))
+
+    def on(self, sigmas: torch.Tensor) -> SigmaDenoiser:
+        """The same network over another grid (a rule that moves a grid point, e.g. off a flow model's 1)."""
+        return SigmaDenoiser(self.network, sigmas, self.sampling)
+
+    @property
+    def flow(self) -> bool:
+        return self.sampling.kind == "flow"
+
 
 def _to_d(x, sigma, denoised):
     return (x - denoised) / sigma
@@ -86,22 +103,6 @@ def euler(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks()):
         denoised = model(x, i)
         d = _to_d(x, sigmas[i], denoised)
         x = x + d * (sigmas[i + 1] - sigmas[i])
-        hooks.end(i, x, denoised)
-    return x
-
-
-def euler_ancestral(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), eta: float = 1.0):
-    """Euler step to sigma_down, then fresh noise up to sigma_next (k-diffusion sample_euler_ancestral)."""
-    host = sigmas.tolist()
-    for i in range(len(sigmas) - 1):
-        hooks.begin(i)
-        denoised = model(x, i)
-        s, sn = sigmas[i], sigmas[i + 1]
-        sigma_up = torch.minimum(sn, eta * (sn**2 * (s**2 - sn**2) / s**2) ** 0.5)
-        sigma_down = (sn**2 - sigma_up**2) ** 0.5
-        x = x + _to_d(x, s, denoised) * (sigma_down - s)
-        if host[i + 1] > 0:
-            x = x + randn_tensor(x.shape, generator=generator, device=x.device, dtype=x.dtype) * sigma_up
         hooks.end(i, x, denoised)
     return x
 
@@ -148,35 +149,6 @@ def dpmpp_2m(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks()):
     return x
 
 
-def dpmpp_2m_sde(
-    model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), eta: float = 1.0, s_noise: float = 1.0
-):
-    """DPM-Solver++(2M) SDE, midpoint variant (k-diffusion sample_dpmpp_2m_sde). The noise is Gaussian from
-    the run's generator (as diffusers' sde-dpmsolver++ draws it), not a Brownian tree."""
-    host = sigmas.tolist()
-    neg_log = -sigmas.clamp(min=1e-10).log()
-    old, h_last = None, None
-    for i in range(len(sigmas) - 1):
-        hooks.begin(i)
-        denoised = model(x, i)
-        if host[i + 1] == 0:
-            x = denoised
-        else:
-            h = neg_log[i + 1] - neg_log[i]
-            eta_h = eta * h
-            x = sigmas[i + 1] / sigmas[i] * torch.exp(-eta_h) * x + (-torch.expm1(-h - eta_h)) * denoised
-            if old is not None:
-                r = h_last / h
-                x = x + 0.5 * (-torch.expm1(-h - eta_h)) * (1 / r) * (denoised - old)
-            if eta:
-                noise = randn_tensor(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-                x = x + noise * sigmas[i + 1] * (-torch.expm1(-2 * eta_h)) ** 0.5 * s_noise
-            h_last = h
-        old = denoised
-        hooks.end(i, x, denoised)
-    return x
-
-
 def _lms_coefficient(host: list[float], order: int, i: int, j: int) -> float:
     from scipy import integrate
 
@@ -210,15 +182,470 @@ def lms(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), order: i
     return x
 
 
+# ---------------------------------------------------------------------------------- the rest of ComfyUI's list
+#
+# Scalars (step sizes, log-SNRs, weights) are worked out in float64 on the host copy of the sigmas; only the
+# latents live on the device. A flow model (sigma in [0, 1]) takes the rectified-flow forms ComfyUI gives it:
+# ancestral steps that renoise along (1 - sigma) x0 + sigma noise, and log-SNRs lambda = log((1 - s) / s).
+
+
+def _noise(x: torch.Tensor, generator) -> torch.Tensor:
+    return randn_tensor(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def _ancestral(s: float, sn: float, eta: float) -> tuple[float, float]:
+    """(sigma_down, sigma_up): where the deterministic part of an ancestral step lands, and the noise added."""
+    if not eta or sn == 0:
+        return sn, 0.0
+    up = min(sn, eta * (sn**2 * (s**2 - sn**2) / s**2) ** 0.5)
+    return (sn**2 - up**2) ** 0.5, up
+
+
+def _flow_ancestral(s: float, sn: float, eta: float) -> tuple[float, float, float]:
+    """A flow model's ancestral step: (sigma_down, the scale that brings the signal back to 1 - sigma_next, the
+    noise added)."""
+    down = sn * (1 + (sn / s - 1) * eta)
+    alpha_n, alpha_down = 1 - sn, 1 - down
+    renoise = max(sn**2 - down**2 * alpha_n**2 / alpha_down**2, 0.0) ** 0.5
+    return down, alpha_n / alpha_down, renoise
+
+
+def _lam(model, sigma: float) -> float:
+    """Half log-SNR ``log(alpha / sigma)``: ``-log sigma`` for a discrete model, ``log((1 - s) / s)`` for flow."""
+    return math.log((1 - sigma) / sigma) if model.flow else -math.log(sigma)
+
+
+def _sigma_of(model, lam: float) -> float:
+    return 1 / (1 + math.exp(lam)) if model.flow else math.exp(-lam)
+
+
+def _snr_grid(model, sigmas: torch.Tensor, host: list[float]):
+    """A flow schedule starting at 1 (infinite log-SNR) starts a hair below instead, as ComfyUI does."""
+    if model.flow and host[0] >= 1:
+        first = float(model.sampling.sigma_ramp(torch.tensor(1 - 1e-4, dtype=torch.float64)))
+        sigmas = sigmas.clone()
+        sigmas[0] = first
+        host = [first, *host[1:]]
+        model = model.on(sigmas)
+    return model, sigmas, host
+
+
+def _euler_to(x, s: float, denoised, target: float):
+    return x + (x - denoised) / s * (target - s)
+
+
+def euler_ancestral(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), eta: float = 1.0):
+    """Euler step to sigma_down, then fresh noise up to sigma_next (k-diffusion sample_euler_ancestral; on a
+    flow model its rectified-flow form)."""
+    host = sigmas.tolist()
+    for i in range(len(host) - 1):
+        hooks.begin(i)
+        denoised = model(x, i)
+        s, sn = host[i], host[i + 1]
+        if sn == 0:
+            x = denoised
+        elif model.flow:
+            down, rescale, renoise = _flow_ancestral(s, sn, eta)
+            x = (down / s) * x + (1 - down / s) * denoised
+            if eta > 0:
+                x = rescale * x + _noise(x, generator) * renoise
+        else:
+            down, up = _ancestral(s, sn, eta)
+            x = _euler_to(x, s, denoised, down)
+            if up:
+                x = x + _noise(x, generator) * up
+        hooks.end(i, x, denoised)
+    return x
+
+
+def dpm_2(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks()):
+    """DPM-Solver-2 in k-diffusion's form: an Euler half step to the log-midpoint sigma, then the full step
+    with the slope found there; Euler for the last step to 0. 2N-1 model calls."""
+    host = sigmas.tolist()
+    for i in range(len(host) - 1):
+        hooks.begin(i)
+        denoised = model(x, i)
+        s, sn = host[i], host[i + 1]
+        if sn == 0:
+            x = _euler_to(x, s, denoised, sn)
+        else:
+            mid = math.exp((math.log(s) + math.log(sn)) / 2)
+            x2 = _euler_to(x, s, denoised, mid)
+            d2 = (x2 - model.at(x2, mid)) / mid
+            x = x + d2 * (sn - s)
+        hooks.end(i, x, denoised)
+    return x
+
+
+def dpm_2_ancestral(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), eta: float = 1.0):
+    """DPM-Solver-2 to sigma_down, then noise up to sigma_next (k-diffusion sample_dpm_2_ancestral; the
+    rectified-flow form on a flow model)."""
+    host = sigmas.tolist()
+    for i in range(len(host) - 1):
+        hooks.begin(i)
+        denoised = model(x, i)
+        s, sn = host[i], host[i + 1]
+        if model.flow:
+            down, rescale, up = _flow_ancestral(s, sn, eta)
+        else:
+            (down, up), rescale = _ancestral(s, sn, eta), 1.0
+        if down == 0:
+            x = _euler_to(x, s, denoised, 0.0)
+        else:
+            mid = math.exp((math.log(s) + math.log(down)) / 2)
+            x2 = _euler_to(x, s, denoised, mid)
+            d2 = (x2 - model.at(x2, mid)) / mid
+            x = x + d2 * (down - s)
+            x = rescale * x + _noise(x, generator) * up
+        hooks.end(i, x, denoised)
+    return x
+
+
+def dpmpp_2s_ancestral(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), eta: float = 1.0):
+    """DPM-Solver++(2S) single-step second order to sigma_down (midpoint in log-SNR), then noise up to
+    sigma_next (k-diffusion sample_dpmpp_2s_ancestral; the rectified-flow form on a flow model)."""
+    host = sigmas.tolist()
+    for i in range(len(host) - 1):
+        hooks.begin(i)
+        denoised = model(x, i)
+        s, sn = host[i], host[i + 1]
+        if model.flow:
+            down, rescale, up = _flow_ancestral(s, sn, eta)
+            if sn == 0:
+                x = _euler_to(x, s, denoised, down)
+            else:
+                mid = 0.9999 if s == 1.0 else _sigma_of(model, (_lam(model, s) + _lam(model, down)) / 2)
+                u = (mid / s) * x + (1 - mid / s) * denoised
+                d2 = model.at(u, mid)
+                x = (down / s) * x + (1 - down / s) * d2
+                if eta > 0:
+                    x = rescale * x + _noise(x, generator) * up
+        else:
+            down, up = _ancestral(s, sn, eta)
+            if down == 0:
+                x = _euler_to(x, s, denoised, 0.0)
+            else:
+                h = math.log(s) - math.log(down)
+                mid = math.exp(math.log(s) - h / 2)
+                x2 = (mid / s) * x - math.expm1(-h / 2) * denoised
+                x = (down / s) * x - math.expm1(-h) * model.at(x2, mid)
+            if sn > 0 and up:
+                x = x + _noise(x, generator) * up
+        hooks.end(i, x, denoised)
+    return x
+
+
+def dpmpp_sde(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), eta: float = 1.0,
+              s_noise: float = 1.0, r: float = 0.5):
+    """DPM-Solver++ SDE (k-diffusion sample_dpmpp_sde): a stochastic first stage to the log-SNR fraction ``r``
+    of the step, then the step with the two estimates combined. Gaussian noise from the run's generator
+    (ComfyUI draws it from a Brownian tree). 2N-1 model calls."""
+    model, sigmas, host = _snr_grid(model, sigmas, sigmas.tolist())
+    for i in range(len(host) - 1):
+        hooks.begin(i)
+        denoised = model(x, i)
+        s, sn = host[i], host[i + 1]
+        if sn == 0:
+            x = denoised
+        else:
+            lam_s, lam_t = _lam(model, s), _lam(model, sn)
+            h = lam_t - lam_s
+            lam_1 = lam_s + r * h
+            s1 = _sigma_of(model, lam_1)
+            alpha_s, alpha_1, alpha_t = s * math.exp(lam_s), s1 * math.exp(lam_1), sn * math.exp(lam_t)
+            down, up = _ancestral(math.exp(-lam_s), math.exp(-lam_1), eta)
+            h_ = -math.log(down) - lam_s
+            x2 = (alpha_1 / alpha_s) * math.exp(-h_) * x - alpha_1 * math.expm1(-h_) * denoised
+            if eta > 0 and s_noise > 0:
+                x2 = x2 + _noise(x, generator) * (alpha_1 * s_noise * up)
+            d2 = model.at(x2, s1)
+            down, up = _ancestral(math.exp(-lam_s), math.exp(-lam_t), eta)
+            h_ = -math.log(down) - lam_s
+            fac = 1 / (2 * r)
+            mixed = (1 - fac) * denoised + fac * d2
+            x = (alpha_t / alpha_s) * math.exp(-h_) * x - alpha_t * math.expm1(-h_) * mixed
+            if eta > 0 and s_noise > 0:
+                x = x + _noise(x, generator) * (alpha_t * s_noise * up)
+        hooks.end(i, x, denoised)
+    return x
+
+
+def _dpmpp_multistep_sde(model, x, sigmas, generator, hooks, eta, s_noise, order, solver_type="midpoint"):
+    """DPM-Solver++(2M) / (3M) SDE over the half log-SNR (k-diffusion sample_dpmpp_2m_sde / _3m_sde)."""
+    model, sigmas, host = _snr_grid(model, sigmas, sigmas.tolist())
+    d1 = d2 = None  # the previous two denoised estimates
+    h1 = h2 = None  # and their step sizes
+    for i in range(len(host) - 1):
+        hooks.begin(i)
+        denoised = model(x, i)
+        s, sn = host[i], host[i + 1]
+        h = None
+        if sn == 0:
+            x = denoised
+        else:
+            lam_s, lam_t = _lam(model, s), _lam(model, sn)
+            h = lam_t - lam_s
+            h_eta = h * (eta + 1)
+            alpha_t = sn * math.exp(lam_t)
+            x = (sn / s * math.exp(-h * eta)) * x + (-alpha_t * math.expm1(-h_eta)) * denoised
+            phi_2 = math.expm1(-h_eta) / h_eta + 1
+            if order == 3 and h2 is not None:
+                r0, r1 = h1 / h, h2 / h
+                g0 = (denoised - d1) / r0
+                g1 = (d1 - d2) / r1
+                first = g0 + (g0 - g1) * (r0 / (r0 + r1))
+                second = (g0 - g1) / (r0 + r1)
+                phi_3 = phi_2 / h_eta - 0.5
+                x = x + (alpha_t * phi_2) * first - (alpha_t * phi_3) * second
+            elif h1 is not None:
+                r = h1 / h
+                if order == 3 or solver_type == "heun":
+                    x = x + (alpha_t * phi_2 / r) * (denoised - d1)
+                else:  # midpoint
+                    x = x + (-0.5 * alpha_t * math.expm1(-h_eta) / r) * (denoised - d1)
+            if eta > 0 and s_noise > 0:
+                x = x + _noise(x, generator) * (sn * (-math.expm1(-2 * h * eta)) ** 0.5 * s_noise)
+        if order == 3:
+            d1, d2, h1, h2 = denoised, d1, h, h1
+        else:
+            d1 = denoised
+            h1 = h if h is not None else h1
+        hooks.end(i, x, denoised)
+    return x
+
+
+def dpmpp_2m_sde(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), eta: float = 1.0,
+                 s_noise: float = 1.0):
+    """DPM-Solver++(2M) SDE, midpoint variant (k-diffusion sample_dpmpp_2m_sde). Gaussian noise from the run's
+    generator, as diffusers' sde-dpmsolver++ draws it (ComfyUI: a Brownian tree)."""
+    return _dpmpp_multistep_sde(model, x, sigmas, generator, hooks, eta, s_noise, 2, "midpoint")
+
+
+def dpmpp_2m_sde_heun(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), eta: float = 1.0,
+                      s_noise: float = 1.0):
+    """DPM-Solver++(2M) SDE with the Heun-type second-order correction (solver_type='heun')."""
+    return _dpmpp_multistep_sde(model, x, sigmas, generator, hooks, eta, s_noise, 2, "heun")
+
+
+def dpmpp_3m_sde(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), eta: float = 1.0,
+                 s_noise: float = 1.0):
+    """DPM-Solver++(3M) SDE (k-diffusion sample_dpmpp_3m_sde): third order from the last three estimates."""
+    return _dpmpp_multistep_sde(model, x, sigmas, generator, hooks, eta, s_noise, 3)
+
+
+def res_multistep(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), eta: float = 0.0,
+                  s_noise: float = 1.0):
+    """RES second-order multistep (Zhang et al. 2023, arXiv 2308.02157; ComfyUI's res_multistep): an
+    exponential integrator in ``t = -log sigma`` whose second stage is the previous step's estimate, with
+    phi-function weights; Euler on the first and the final step. With ``eta > 0`` (res_multistep_ancestral)
+    each step lands at sigma_down and fresh noise brings it to sigma_next.
+
+    The same arithmetic serves flow models (sigma in [0, 1], as Z-Image Turbo's default graph runs it): in
+    sigma space their probability-flow ODE is k-diffusion's, ``dx/dsigma = (x - D) / sigma``."""
+    host = sigmas.tolist()
+    old = None
+    old_down = None
+    for i in range(len(host) - 1):
+        hooks.begin(i)
+        denoised = model(x, i)
+        s, sn = host[i], host[i + 1]
+        down, up = _ancestral(s, sn, eta)
+        if down == 0 or old is None:
+            x = _euler_to(x, s, denoised, down)
+        else:
+            t, t_old, t_next, t_prev = -math.log(s), -math.log(old_down), -math.log(down), -math.log(host[i - 1])
+            h = t_next - t
+            c2 = (t_prev - t_old) / h
+            phi1 = math.expm1(-h) / -h
+            phi2 = (phi1 - 1) / -h
+            b1 = phi1 - phi2 / c2 if c2 else 0.0
+            b2 = phi2 / c2 if c2 else 0.0
+            x = math.exp(-h) * x + h * (b1 * denoised + b2 * old)
+        if sn > 0 and up:
+            x = x + _noise(x, generator) * (s_noise * up)
+        old, old_down = denoised, down
+        hooks.end(i, x, denoised)
+    return x
+
+
+def res_multistep_ancestral(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), eta: float = 1.0,
+                            s_noise: float = 1.0):
+    """res_multistep with ancestral noise (eta = 1 by default)."""
+    return res_multistep(model, x, sigmas, generator=generator, hooks=hooks, eta=eta, s_noise=s_noise)
+
+
+def ddpm(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks()):
+    """The DDPM ancestral step (Ho et al. 2020) in sigma space, as ComfyUI's ddpm sampler: the variance-
+    preserving latent ``x / sqrt(1 + sigma^2)`` steps to the posterior mean plus its noise, then is scaled
+    back."""
+    host = sigmas.tolist()
+    for i in range(len(host) - 1):
+        hooks.begin(i)
+        denoised = model(x, i)
+        s, sn = host[i], host[i + 1]
+        eps = (x - denoised) / s
+        ac, ac_prev = 1 / (s * s + 1), 1 / (sn * sn + 1)
+        alpha = ac / ac_prev
+        x = (1 / alpha) ** 0.5 * (x / (1 + s * s) ** 0.5 - (1 - alpha) * eps / (1 - ac) ** 0.5)
+        if sn > 0:
+            x = x + _noise(x, generator) * ((1 - alpha) * (1 - ac_prev) / (1 - ac)) ** 0.5
+            x = x * (1 + sn * sn) ** 0.5
+        hooks.end(i, x, denoised)
+    return x
+
+
+def lcm(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks()):
+    """Latent Consistency Model sampling (Luo et al. 2023): jump to the denoised estimate, then noise it
+    afresh to the next level (the model's own noising, so flow models too)."""
+    host = sigmas.tolist()
+    for i in range(len(host) - 1):
+        hooks.begin(i)
+        denoised = model(x, i)
+        x = denoised
+        if host[i + 1] > 0:
+            x = model.sampling.noise_scaling(sigmas[i + 1], _noise(x, generator), x)
+        hooks.end(i, x, denoised)
+    return x
+
+
+def heunpp2(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks()):
+    """Heun++ (ComfyUI's heunpp2): up to three slopes -- here, one step ahead, two steps ahead -- averaged with
+    weights that grow with the noise level of the point, then one step; Heun before the last and Euler on
+    the last step. Up to 3 model calls a step."""
+    host = sigmas.tolist()
+    end = host[-1]
+    for i in range(len(host) - 1):
+        hooks.begin(i)
+        denoised = model(x, i)
+        s, sn = host[i], host[i + 1]
+        d = (x - denoised) / s
+        dt = sn - s
+        if sn == end:
+            x = x + d * dt
+        elif host[i + 2] == end:
+            x2 = x + d * dt
+            d2 = (x2 - model(x2, i + 1)) / sn
+            w2 = sn / (2 * host[0])
+            x = x + (d * (1 - w2) + d2 * w2) * dt
+        else:
+            x2 = x + d * dt
+            d2 = (x2 - model(x2, i + 1)) / sn
+            x3 = x2 + d2 * (host[i + 2] - sn)
+            d3 = (x3 - model(x3, i + 2)) / host[i + 2]
+            w2, w3 = sn / (3 * host[0]), host[i + 2] / (3 * host[0])
+            x = x + ((1 - w2 - w3) * d + w2 * d2 + w3 * d3) * dt
+        hooks.end(i, x, denoised)
+    return x
+
+
+def _pndm_coefficients(host: list[float], i: int, order: int, variable: bool) -> list[float]:
+    """Weights of the current and the previous slopes for improved PNDM (Zhang & Chen 2023, iPNDM): the
+    Adams-Bashforth weights, or (``variable``) their variable-step form over the actual sigma gaps."""
+    if order == 1:
+        return [1.0]
+    if not variable:
+        return {2: [3 / 2, -1 / 2], 3: [23 / 12, -16 / 12, 5 / 12], 4: [55 / 24, -59 / 24, 37 / 24, -9 / 24]}[order]
+    hn = host[i + 1] - host[i]
+    h1 = host[i] - host[i - 1]
+    if order == 2:
+        return [(2 + hn / h1) / 2, -(hn / h1) / 2]
+    h2 = host[i - 1] - host[i - 2]
+    t1 = (1 - hn / (3 * (hn + h1)) * (hn * (hn + h1)) / (h1 * (h1 + h2))) / 2
+    if order == 3:
+        return [(2 + hn / h1) / 2 + t1, -(hn / h1) / 2 - (1 + h1 / h2) * t1, t1 * h1 / h2]
+    h3 = host[i - 2] - host[i - 3]
+    t2 = ((1 - hn / (3 * (hn + h1))) / 2 + (1 - hn / (2 * (hn + h1))) * hn / (6 * (hn + h1 + h2))) * (
+        hn * (hn + h1) * (hn + h1 + h2)) / (h1 * (h1 + h2) * (h1 + h2 + h3))
+    q = h1 * (h1 + h2) / (h2 * (h2 + h3))
+    return [(2 + hn / h1) / 2 + t1 + t2, -(hn / h1) / 2 - (1 + h1 / h2) * t1 - (1 + h1 / h2 + q) * t2,
+            t1 * h1 / h2 + (h1 / h2 + q * (1 + h2 / h3)) * t2, -t2 * q * h1 / h2]
+
+
+def _ipndm(model, x, sigmas, hooks, max_order: int, variable: bool):
+    host = sigmas.tolist()
+    slopes: list[torch.Tensor] = []  # newest last
+    for i in range(len(host) - 1):
+        hooks.begin(i)
+        denoised = model(x, i)
+        s, sn = host[i], host[i + 1]
+        d = (x - denoised) / s
+        order = min(max_order, i + 1)
+        if sn == 0:
+            x = denoised
+        else:
+            w = _pndm_coefficients(host, i, order, variable)
+            x = x + (sn - s) * sum(c * g for c, g in zip(w, [d, *reversed(slopes)], strict=False))
+        slopes = [*slopes, d][-(max_order - 1):]
+        hooks.end(i, x, denoised)
+    return x
+
+
+def ipndm(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), max_order: int = 4):
+    """Improved PNDM (iPNDM): Adams-Bashforth in sigma over up to four slopes, lower orders while warming up."""
+    return _ipndm(model, x, sigmas, hooks, max_order, False)
+
+
+def ipndm_v(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), max_order: int = 4):
+    """iPNDM with variable-step Adams-Bashforth weights (for unevenly spaced sigmas)."""
+    return _ipndm(model, x, sigmas, hooks, max_order, True)
+
+
+def gradient_estimation(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), ge_gamma: float = 2.0):
+    """Gradient-estimation sampler (Permenter & Yuan 2024): Euler plus ``(gamma - 1)`` times the change of the
+    slope since the last step; the final step jumps to the denoised estimate."""
+    host = sigmas.tolist()
+    old = None
+    for i in range(len(host) - 1):
+        hooks.begin(i)
+        denoised = model(x, i)
+        s, sn = host[i], host[i + 1]
+        d = (x - denoised) / s
+        if sn == 0:
+            x = denoised
+        else:
+            x = x + d * (sn - s)
+            if old is not None:
+                x = x + (ge_gamma - 1) * (d - old) * (sn - s)
+        old = d
+        hooks.end(i, x, denoised)
+    return x
+
+
 #: name -> rule. Names match ComfyUI's KSampler sampler names.
 RULES: dict[str, Callable[..., Any]] = {
     "euler": euler,
     "euler_ancestral": euler_ancestral,
     "heun": heun,
+    "heunpp2": heunpp2,
+    "dpm_2": dpm_2,
+    "dpm_2_ancestral": dpm_2_ancestral,
+    "lms": lms,
+    "dpmpp_2s_ancestral": dpmpp_2s_ancestral,
+    "dpmpp_sde": dpmpp_sde,
     "dpmpp_2m": dpmpp_2m,
     "dpmpp_2m_sde": dpmpp_2m_sde,
-    "lms": lms,
+    "dpmpp_2m_sde_heun": dpmpp_2m_sde_heun,
+    "dpmpp_3m_sde": dpmpp_3m_sde,
+    "ddpm": ddpm,
+    "lcm": lcm,
+    "ipndm": ipndm,
+    "ipndm_v": ipndm_v,
+    "res_multistep": res_multistep,
+    "res_multistep_ancestral": res_multistep_ancestral,
+    "gradient_estimation": gradient_estimation,
 }
 
 #: rules that draw noise and so need a generator
-STOCHASTIC_RULES = frozenset({"euler_ancestral", "dpmpp_2m_sde"})
+STOCHASTIC_RULES = frozenset({"euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde",
+                              "dpmpp_2m_sde", "dpmpp_2m_sde_heun", "dpmpp_3m_sde", "ddpm", "lcm",
+                              "res_multistep_ancestral"})
+
+#: network evaluations per step at most (one where not listed); the last step to 0 takes one
+_CALLS_PER_STEP = {"heun": 2, "dpm_2": 2, "dpm_2_ancestral": 2, "dpmpp_2s_ancestral": 2, "dpmpp_sde": 2,
+                   "heunpp2": 3}
+
+
+def model_calls(rule: str, steps: int) -> int:
+    """Network evaluations a run of ``rule`` over ``steps`` steps costs at most (known before it starts)."""
+    per = _CALLS_PER_STEP.get(rule, 1)
+    return per * steps - (per - 1) if steps else 0

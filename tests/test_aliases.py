@@ -80,11 +80,20 @@ def test_comfy_api_workflow_runs(executor):
 @pytest.mark.parametrize("sampler_name, scheduler", [
     ("dpmpp_2m", "karras"), ("euler_ancestral", "normal"), ("dpmpp_sde", "karras"), ("uni_pc_bh2", "sgm_uniform"),
     ("ddim", "ddim_uniform"), ("dpm_2", "exponential"), ("lms", "simple"), ("heun", "beta"),
+    ("res_multistep", "simple"), ("res_multistep_ancestral", "linear_quadratic"), ("dpmpp_3m_sde", "kl_optimal"),
+    ("ipndm_v", "karras"), ("lcm", "sgm_uniform"), ("ddpm", "normal"), ("heunpp2", "karras"),
+    ("dpmpp_2s_ancestral", "normal"), ("gradient_estimation", "beta"), ("dpmpp_2m_sde_heun_gpu", "karras"),
 ])
 def test_ksampler_names(executor, sampler_name, scheduler):
     res = run(executor, comfy(steps=3, sampler_name=sampler_name, scheduler=scheduler))
     assert res.status == "success", res.error
     assert torch.isfinite(res.values["3"][0]["samples"]).all()
+
+
+def test_ksampler_refuses_a_sampler_it_lacks(executor):
+    res = run(executor, comfy(steps=3, sampler_name="euler_cfg_pp"))
+    assert res.status == "error" and res.error["node_type"] == "KSampler"
+    assert "'euler_cfg_pp' needs the unconditional prediction" in res.error["exception_message"]
 
 
 def test_non_finite_result_is_a_clear_error(executor, tmp_path):
@@ -133,7 +142,7 @@ def test_sampler_custom_equals_ksampler(executor, sampler, scheduler):
 
 
 def test_sampler_custom_refuses_a_diffusers_only_sampler(executor):
-    res = run(executor, custom("dpmpp_sde", "normal"))
+    res = run(executor, custom("uni_pc", "normal"))
     assert res.status == "error" and res.error["node_type"] == "KSamplerSelect"
     assert "sampler_name" in res.error["exception_message"] and "euler" in res.error["exception_message"]
 

@@ -128,7 +128,8 @@ def comfy_graph(model: str, sampler: str, scheduler: str, **extra) -> dict:
 @pytest.mark.parametrize(("family", "sampler", "scheduler"), [
     ("sd2v", "euler", "normal"), ("sd2v", "dpmpp_2m", "karras"), ("sdxl", "euler_ancestral", "normal"),
     ("sdxl", "deis", "normal"), ("sd3", "euler", "simple"), ("sd3", "dpmpp_2m", "sgm_uniform"),
-    ("sd3", "heun", "normal"), ("sd3", "euler_ancestral", "beta"),
+    ("sd3", "heun", "normal"), ("sd3", "euler_ancestral", "beta"), ("sd3", "res_multistep", "simple"),
+    ("sd3", "res_multistep_ancestral", "simple"), ("sd3", "dpmpp_sde", "kl_optimal"),
 ])
 def test_ksampler_runs_every_family(executor, family, sampler, scheduler):
     doc = comfy_graph(f"tiny-{family}", sampler, scheduler)

@@ -50,21 +50,77 @@ def test_other_samplers_map_to_registered_schedulers():
     # with linspace timesteps, diffusers' Karras spans ComfyUI's full range
     assert sch.sigmas[0].item() == pytest.approx(train[-1].item(), rel=1e-5)
     assert sch.sigmas[-2].item() == pytest.approx(train[0].item(), rel=1e-5)
-    assert C.resolve("dpm_2", "simple").timestep_spacing == "trailing"
-    assert C.resolve("dpmpp_sde", "normal").name == "dpmpp_sde"
+    assert C.resolve("deis", "simple").timestep_spacing == "trailing"
+    assert C.resolve("sa_solver", "normal").name == "sasolver"
 
 
 def test_unsupported_names_are_refused():
-    with pytest.raises(ValueError, match="unsupported ComfyUI sampler 'dpm_fast'; supported: euler"):
+    with pytest.raises(ValueError, match="'dpm_fast' is not implemented here; use one of: euler, euler_ancestral, heun"):
         C.resolve("dpm_fast", "normal")
+    with pytest.raises(ValueError, match="'euler_cfg_pp' needs the unconditional prediction"):
+        C.resolve("euler_cfg_pp", "normal")
+    with pytest.raises(ValueError, match="unsupported ComfyUI sampler 'nonesuch'"):
+        C.resolve("nonesuch", "normal")
     with pytest.raises(ValueError, match="unsupported ComfyUI scheduler 'cosine'"):
         C.resolve("euler", "cosine")
-    with pytest.raises(ValueError, match="'lcm'.*no karras spacing"):
-        C.resolve("lcm", "karras")
+    with pytest.raises(ValueError, match="'uni_pc'.*no kl_optimal spacing"):
+        C.resolve("uni_pc", "kl_optimal")
+
+
+# ComfyUI's comfy.samplers.KSampler.SAMPLERS and SCHEDULERS (its sampler_names module), in its order
+COMFY_KSAMPLER_SAMPLERS = [
+    "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "exp_heun_2_x0",
+    "exp_heun_2_x0_sde", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral",
+    "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde",
+    "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm",
+    "lcm", "ipndm", "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
+    "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde", "seeds_2",
+    "seeds_3", "sa_solver", "sa_solver_pece", "ddim", "uni_pc", "uni_pc_bh2"]
+COMFY_KSAMPLER_SCHEDULERS = ["normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta",
+                             "linear_quadratic", "kl_optimal"]
+
+
+def test_every_comfy_name_runs_its_own_method_or_is_refused():
+    """No sampler runs as a different method: each is its own step rule (the _gpu variants differ in ComfyUI
+    only in where the Brownian noise is drawn; ComfyUI itself runs ddim as Euler), diffusers' implementation of
+    the same solver, or refused with the reason."""
+    from schedulers import kdiffusion
+
+    assert list(C.COMFY_SAMPLERS) == COMFY_KSAMPLER_SAMPLERS
+    assert list(C.COMFY_SCHEDULERS) == COMFY_KSAMPLER_SCHEDULERS
+    same_solver = {"uni_pc": "unipc", "uni_pc_bh2": "unipc", "deis": "deis", "sa_solver": "sasolver"}
+    refused = []
+    for name in C.COMFY_SAMPLERS:
+        try:
+            plan = C.resolve(name, "normal")
+        except ValueError:
+            refused.append(name)
+            continue
+        if plan.runner == "kdiffusion":
+            expected = "euler" if name == "ddim" else name.removesuffix("_gpu")
+            assert plan.name == expected and plan.name in kdiffusion.RULES and plan.exact, name
+        else:
+            assert same_solver[name] == plan.name, name
+    assert all(n.endswith("_cfg_pp") or n in ("exp_heun_2_x0", "exp_heun_2_x0_sde", "dpm_fast", "dpm_adaptive",
+                                                "er_sde", "seeds_2", "seeds_3", "sa_solver_pece") for n in refused)
+    assert len(refused) == 15
+
+
+def test_second_order_samplers_drop_the_penultimate_sigma():
+    """ComfyUI builds dpm_2's and dpm_2_ancestral's KSampler schedule one step longer and drops the level before
+    the final 0."""
+    longer = S.comfy_scheduler_sigmas("karras", 7, CONFIG)
+    sch = C.build_comfy_schedule("dpm_2", "karras", CONFIG, 6)
+    assert torch.equal(sch.sigmas, torch.cat([longer[:-2], longer[-1:]])) and sch.steps == 6
+    assert torch.equal(C.build_comfy_schedule("heun", "karras", CONFIG, 6).sigmas,
+                       S.comfy_scheduler_sigmas("karras", 6, CONFIG))
 
 
 def plan_runner(sampler):
-    return C.resolve(sampler, "normal").runner
+    try:
+        return C.resolve(sampler, "normal").runner
+    except ValueError:
+        return None
 
 
 def test_every_supported_pair_builds():
@@ -74,7 +130,7 @@ def test_every_supported_pair_builds():
             try:
                 plan = C.resolve(sampler, scheduler)
             except ValueError:
-                assert (sampler in ("lcm", "ddpm") and scheduler in ("karras", "exponential", "beta")) or (
+                assert sampler in C._MISSING or (
                     scheduler in ("linear_quadratic", "kl_optimal") and plan_runner(sampler) == "diffusers")
                 continue
             if plan.runner == "diffusers" and registry.get(plan.name).order > 1 and scheduler != "normal":
@@ -82,7 +138,7 @@ def test_every_supported_pair_builds():
             sch = C.build_comfy_schedule(sampler, scheduler, CONFIG, 6)
             S.validate(sch.sigmas)
             built += 1
-    assert built > 80
+    assert built > 200
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,190 @@
+"""The step rules of ComfyUI's KSampler list: exactness on a denoiser whose ODE is solved in closed form,
+hand-worked steps, the flow forms, and agreement with diffusers' implementation where one exists."""
+
+import math
+
+import pytest
+import torch
+from tiny_sd import LATENT_SHAPE, shared_tiny_sd, single_thread
+
+from schedulers import kdiffusion as K
+from schedulers import sigmas as S
+from schedulers.guidance import CFGDenoiser
+from schedulers.model_sampling import Discrete, Flow
+from schedulers.registry import SD15_SCHEDULER_CONFIG
+from schedulers.sampling import make_noise, sample
+from schedulers.schedule import build_schedule, schedule_from_sigmas
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation:DeprecationWarning", "ignore:__array_wrap__:DeprecationWarning"
+)
+
+CONFIG = dict(SD15_SCHEDULER_CONFIG)
+
+
+class GaussianData:
+    """The exact denoiser for standard-normal data: ``E[x0 | x] = x / (1 + sigma^2)`` (discrete), or
+    ``(1 - s) x / ((1 - s)^2 + s^2)`` for a flow model; its probability-flow ODE has the closed-form solution
+    ``x(sigma) = x_T * n(sigma) / n(sigma_T)`` with ``n = sqrt(1 + sigma^2)`` (resp. ``sqrt((1-s)^2 + s^2)``)."""
+
+    def __init__(self, sigmas, flow=False):
+        self.sigmas = sigmas
+        self.sampling = Flow(shift=3.0) if flow else Discrete(S.model_sigmas(CONFIG))
+        self.flow = flow
+        self.calls = 0
+
+    def norm(self, s):
+        return math.sqrt((1 - s) ** 2 + s**2) if self.flow else math.sqrt(1 + s * s)
+
+    def at(self, x, s):
+        self.calls += 1
+        s = float(s)
+        return x * (1 - s) / ((1 - s) ** 2 + s**2) if self.flow else x / (1 + s * s)
+
+    def __call__(self, x, j):
+        return self.at(x, self.sigmas[j])
+
+    def on(self, sigmas):
+        other = GaussianData(sigmas, self.flow)
+        other.calls = self.calls
+        return other
+
+
+DETERMINISTIC = ["euler", "heun", "heunpp2", "dpm_2", "lms", "dpmpp_2m", "ipndm", "ipndm_v", "res_multistep",
+                 "gradient_estimation"]
+#: the stochastic rules' deterministic cores (eta = 0)
+CORES = ["dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_2m_sde_heun",
+         "dpmpp_3m_sde", "res_multistep_ancestral"]
+
+
+def final_error(rule, steps, flow=False, **kw):
+    if flow:
+        sig = S.comfy_scheduler_sigmas("simple", steps, {"_class_name": "FlowMatchEulerDiscreteScheduler",
+                                                          "shift": 3.0})
+    else:
+        sig = S.comfy_scheduler_sigmas("karras", steps, CONFIG)
+    sig64 = sig.double()
+    model = GaussianData(sig64, flow)
+    x_t = torch.randn(4, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * model.norm(
+        float(sig64[0]))
+    out = K.RULES[rule](model, x_t, sig64, generator=torch.Generator().manual_seed(1), **kw)
+    exact = x_t / model.norm(float(sig64[0])) * model.norm(0.0)
+    return float((out - exact).abs().max() / exact.abs().max())
+
+
+@pytest.mark.parametrize("rule", DETERMINISTIC + CORES)
+def test_rules_solve_the_ode(rule):
+    """Each rule (a stochastic one with eta = 0) nears the exact end point as steps grow; the higher-order
+    ones beat Euler."""
+    kw = {"eta": 0.0} if rule in CORES else {}
+    coarse, fine = final_error(rule, 10, **kw), final_error(rule, 40, **kw)
+    assert fine < 0.05 and fine < coarse, (coarse, fine)
+    if rule not in ("euler", "gradient_estimation", "heunpp2"):
+        assert coarse < final_error("euler", 10), rule
+
+
+@pytest.mark.parametrize("rule", ["euler", "res_multistep", "dpmpp_2m", "heun", "ipndm", "dpmpp_2m_sde",
+                                  "dpmpp_2s_ancestral", "dpm_2_ancestral"])
+def test_rules_solve_the_flow_ode(rule):
+    """On a flow model (sigma in [0, 1] from 1, the log-SNR forms included): the same ODE in sigma, the same
+    convergence."""
+    kw = {"eta": 0.0} if rule in CORES else {}
+    coarse, fine = final_error(rule, 20, flow=True, **kw), final_error(rule, 80, flow=True, **kw)
+    assert fine < 0.03 and fine < coarse, (coarse, fine)
+
+
+def test_res_multistep_second_step_by_hand():
+    """One RES 2M step worked out from the paper (Zhang et al. 2023, eq. of the multistep 2nd-order method):
+    with t = -log sigma, h = t_{i+1} - t_i, c2 = (t_{i-1} - t_i) / h, phi1(z) = (e^z - 1) / z,
+    phi2(z) = (phi1(z) - 1) / z at z = -h: x_{i+1} = e^{-h} x_i + h (b1 D_i + b2 D_{i-1}) with
+    b2 = phi2 / c2, b1 = phi1 - b2."""
+    sig = torch.tensor([10.0, 4.0, 1.5, 0.0], dtype=torch.float64)
+    x0 = torch.tensor([[3.0, -1.0]], dtype=torch.float64)
+    model = GaussianData(sig)
+    out = K.res_multistep(model, x0.clone(), sig[:3])  # two steps: Euler, then RES 2M
+    x1 = x0 + (x0 - x0 / 101) / 10 * (4 - 10)
+    d0, d1 = x0 / 101, x1 / 17
+    h = math.log(4) - math.log(1.5)
+    c2 = (math.log(4) - math.log(10)) / h
+    phi1 = (math.exp(-h) - 1) / -h
+    phi2 = (phi1 - 1) / -h
+    b2 = phi2 / c2
+    expected = math.exp(-h) * x1 + h * ((phi1 - b2) * d1 + b2 * d0)
+    torch.testing.assert_close(out, expected)
+
+
+def test_ipndm_third_step_is_adams_bashforth():
+    sig = torch.tensor([8.0, 5.0, 3.0, 2.0, 0.0], dtype=torch.float64)
+    x = torch.tensor([[2.0, 1.0]], dtype=torch.float64)
+    model = GaussianData(sig)
+    out = K.ipndm(model, x.clone(), sig[:4])
+    xs, ds = [x], []
+    for i, w in enumerate(([1.0], [1.5, -0.5], [23 / 12, -16 / 12, 5 / 12])):
+        ds.insert(0, (xs[-1] - xs[-1] / (1 + float(sig[i]) ** 2)) / float(sig[i]))
+        xs.append(xs[-1] + (float(sig[i + 1]) - float(sig[i])) * sum(c * d for c, d in zip(w, ds, strict=False)))
+    torch.testing.assert_close(out, xs[-1])
+
+
+def test_ddpm_step_is_the_posterior_mean_plus_noise():
+    """DDPM in sigma space with alpha_bar = 1 / (1 + sigma^2): the variance-preserving latent steps to
+    ``(x_vp - beta eps / sqrt(1 - abar)) / sqrt(alpha)`` plus sqrt of the posterior variance times noise."""
+    sig = torch.tensor([3.0, 1.0, 0.0], dtype=torch.float64)
+    x = torch.tensor([[1.5, -2.0]], dtype=torch.float64)
+    model = GaussianData(sig)
+    out = K.ddpm(model, x.clone(), sig[:2], generator=torch.Generator().manual_seed(4))
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    ab, ab_prev = 1 / 10, 1 / 2
+    alpha = ab / ab_prev
+    eps = (x - x / 10) / 3
+    mean = (x / math.sqrt(10) - (1 - alpha) * eps / math.sqrt(1 - ab)) / math.sqrt(alpha)
+    expected = (mean + math.sqrt((1 - alpha) * (1 - ab_prev) / (1 - ab)) * noise) * math.sqrt(2)
+    torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("rule", sorted(K.STOCHASTIC_RULES))
+@pytest.mark.parametrize("flow", [False, True])
+def test_stochastic_rules_follow_the_generator(rule, flow):
+    if flow:
+        sig = S.comfy_scheduler_sigmas("simple", 8, {"_class_name": "FlowMatchEulerDiscreteScheduler"}).double()
+    else:
+        sig = S.comfy_scheduler_sigmas("karras", 8, CONFIG).double()
+    x = torch.randn(2, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * float(sig[0])
+    a = K.RULES[rule](GaussianData(sig, flow), x, sig, generator=torch.Generator().manual_seed(1))
+    b = K.RULES[rule](GaussianData(sig, flow), x, sig, generator=torch.Generator().manual_seed(1))
+    c = K.RULES[rule](GaussianData(sig, flow), x, sig, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c) and torch.isfinite(a).all()
+    assert 0.2 < float(a.std()) < 5
+
+
+def test_model_calls():
+    assert K.model_calls("euler", 10) == 10 and K.model_calls("heun", 10) == 19
+    assert K.model_calls("dpm_2", 10) == 19 and K.model_calls("heunpp2", 10) == 28
+    sig = S.comfy_scheduler_sigmas("karras", 10, CONFIG).double()
+    for rule in K.RULES:
+        model = GaussianData(sig)
+        K.RULES[rule](model, torch.ones(1, 2, dtype=torch.float64), sig, generator=torch.Generator())
+        assert model.calls <= K.model_calls(rule, 10), rule
+
+
+@pytest.fixture(scope="module")
+def sd(tmp_path_factory):
+    with single_thread():
+        yield shared_tiny_sd(tmp_path_factory)
+
+
+@pytest.mark.parametrize("ours, theirs", [("dpm_2", "kdpm2")])
+def test_rules_match_diffusers(sd, ours, theirs):
+    """dpm_2 is diffusers' KDPM2 (log-midpoint second stage), over diffusers' own sigmas on the tiny SD UNet
+    (the existing rules' comparisons are in test_schedulers_sampling)."""
+    with single_thread():
+        denoiser = CFGDenoiser(sd.pipe.unet, sd.positive, sd.negative, 6.0)
+        pipeline_style = build_schedule(theirs, sd.config, 6)
+        rule = schedule_from_sigmas(pipeline_style.sigmas, ours, sd.config, runner="kdiffusion")
+        noise, _ = make_noise((1, *LATENT_SHAPE), 3)
+        scale = pipeline_style.make_scheduler().init_noise_sigma
+        dpm = theirs.startswith("dpmpp")
+        a = sample(denoiser, noise * (1 if dpm else scale), pipeline_style, torch.Generator().manual_seed(5),
+                   add_noise=False)
+        start = noise * (1 + pipeline_style.sigmas[0] ** 2) ** 0.5 if dpm else noise * scale
+        b = sample(denoiser, start, rule, torch.Generator().manual_seed(5), add_noise=False)
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=5e-4)
