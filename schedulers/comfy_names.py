@@ -1,11 +1,11 @@
 """ComfyUI KSampler names -> our schedules, so ComfyUI workflows can run.
 
 A ComfyUI KSampler names a ``sampler_name`` (the step rule) and a ``scheduler`` (how SIGMAS are spaced).
-Samplers with a k-diffusion rule here (all but four of ComfyUI's list) run that rule over SIGMAS built with
-ComfyUI's own scheduler formulas, which is what ComfyUI does (``ddim`` included: ComfyUI runs it as Euler).
-uni_pc, uni_pc_bh2, deis and sa_solver run diffusers' implementation of the same method, with the spacing
-expressed through its config flags; those sigmas follow diffusers' formulas and are close to, not equal to,
-ComfyUI's (``ComfyPlan.exact`` says which). The CFG++ variants and a few others are refused with the reason.
+Samplers with a k-diffusion rule here (all of ComfyUI's list but sa_solver and the refused ones) run that rule
+over SIGMAS built with ComfyUI's own scheduler formulas, which is what ComfyUI does (``ddim`` included: ComfyUI
+runs it as Euler). sa_solver runs diffusers' implementation of the same solver, with the spacing expressed
+through its config flags; those sigmas follow diffusers' formulas and are close to, not equal to, ComfyUI's
+(``ComfyPlan.exact`` says which). The CFG++ variants and a few others are refused with the reason.
 
 ``denoise`` follows ComfyUI for rule-based plans (``steps`` steps over the tail of a ``steps / denoise``
 schedule) and the img2img pipeline for diffusers plans (``int(steps * denoise)`` steps).
@@ -51,9 +51,6 @@ _RULES = {name: name for name in registry.STEP_RULES} | {
 #: sampler_name -> (registry name, config overrides): the same method as diffusers implements it, over
 #: diffusers' sigma formulas (close to, not equal to, ComfyUI's)
 _DIFFUSERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "uni_pc": ("unipc", {"solver_type": "bh1"}),
-    "uni_pc_bh2": ("unipc", {"solver_type": "bh2"}),
-    "deis": ("deis", {}),
     "sa_solver": ("sasolver", {}),
 }
 

@@ -611,6 +611,140 @@ def gradient_estimation(model, x, sigmas, *, generator=None, hooks: Hooks = _NoH
     return x
 
 
+def _unipc_update(model, x, history, j: int, s_t: float, order: int, variant: str, corrector: bool):
+    """One UniPC multistep update (Zhao et al. 2023) in data prediction, to noise level ``s_t`` (grid index
+    ``j``): the order-``order`` predictor from the last estimates ``history`` [(sigma, D), ...], then -- with
+    ``corrector`` -- the network at the predicted point and the corrector that uses it. Returns (x, D at
+    the predicted point or None). Worked in sigma space: UniPC's variance-preserving latents divided by alpha."""
+    s_p, m_p = history[-1]
+    lam_p, lam_t = -math.log(s_p), -math.log(s_t)
+    h = lam_t - lam_p
+    rks, d1s = [], []
+    for k in range(1, order):
+        s_k, m_k = history[-(k + 1)]
+        rk = (-math.log(s_k) - lam_p) / h
+        rks.append(rk)
+        d1s.append((m_k - m_p) / rk)
+    rks.append(1.0)
+    hh = -h
+    h_phi_1 = math.expm1(hh)
+    b_h = hh if variant == "bh1" else math.expm1(hh)
+    rows, b = [], []
+    h_phi_k, fact = h_phi_1 / hh - 1, 1
+    for i in range(1, order + 1):
+        rows.append([r ** (i - 1) for r in rks])
+        b.append(h_phi_k * fact / b_h)
+        fact *= i + 1
+        h_phi_k = h_phi_k / hh - 1 / fact
+    base = (s_t / s_p) * x - h_phi_1 * m_p
+    if d1s:
+        if order == 2:
+            rhos_p = [0.5]
+        else:
+            rhos_p = torch.linalg.solve(torch.tensor(rows, dtype=torch.float64)[:-1, :-1],
+                                        torch.tensor(b[:-1], dtype=torch.float64)).tolist()
+        x_t = base - b_h * sum(r * d for r, d in zip(rhos_p, d1s, strict=True))
+    else:
+        x_t = base
+    if not corrector:
+        return x_t, None
+    rhos_c = [0.5] if order == 1 else torch.linalg.solve(torch.tensor(rows, dtype=torch.float64),
+                                                         torch.tensor(b, dtype=torch.float64)).tolist()
+    m_t = model(x_t, j)
+    corr = sum((r * d for r, d in zip(rhos_c[:-1], d1s, strict=True)), torch.zeros_like(x))
+    return base - b_h * (corr + rhos_c[-1] * (m_t - m_p)), m_t
+
+
+def uni_pc(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), variant: str = "bh1",
+           max_order: int = 3):
+    """UniPC multistep predictor-corrector (Zhao et al. 2023, B(h) = h for bh1, e^h - 1 for bh2) as ComfyUI
+    runs it: order up to 3 (lower at the start and the end), one network call a step (the corrector's
+    evaluation is the next step's estimate), and a schedule ending in 0 stops at sigma 0.001 without a final
+    denoise."""
+    host = sigmas.tolist()
+    if host[-1] == 0:
+        host[-1] = 0.001
+    steps = len(host) - 1
+    order = max(min(max_order, steps - 1), 1)
+    hooks.begin(0)
+    denoised = model(x, 0)
+    history = [(host[0], denoised)]
+    for i in range(steps):
+        if i:
+            hooks.begin(i)
+        last = i == steps - 1
+        step_order = min(order, i + 1, steps - i)
+        x, m = _unipc_update(model, x, history, i + 1, host[i + 1], step_order, variant, corrector=not last)
+        if m is not None:
+            denoised = m
+            history = [*history, (host[i + 1], m)][-order:]
+        hooks.end(i, x, denoised)
+    return x
+
+
+def uni_pc_bh2(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks()):
+    """UniPC with B(h) = e^h - 1 (bh2)."""
+    return uni_pc(model, x, sigmas, generator=generator, hooks=hooks, variant="bh2")
+
+
+#: the VP-SDE that DEIS measures time in, fitted to sigma 0.002 .. 80 (EDM's range) with t_min = 1e-3
+_DEIS_EPS, _DEIS_SMIN, _DEIS_SMAX = 1e-3, 0.002, 80.0
+
+
+def _deis_coefficients(host: list[float], max_order: int) -> list[list[float]]:
+    """DEIS-tAB weights (Zhang & Chen 2023): per step, the integral over VP time of d sigma / dt times each
+    Lagrange basis polynomial through the last ``order`` step times, so ``x + sum_j w_j eps_j`` is
+    Adams-Bashforth on the noise prediction in that time."""
+    from scipy import integrate
+
+    beta_d = 2 * (math.log(_DEIS_SMIN**2 + 1) / _DEIS_EPS - math.log(_DEIS_SMAX**2 + 1)) / (_DEIS_EPS - 1)
+    beta_min = math.log(_DEIS_SMAX**2 + 1) - 0.5 * beta_d
+    t = [(math.sqrt(beta_min**2 + 2 * beta_d * math.log(s * s + 1)) - beta_min) / beta_d for s in host]
+
+    def dsigma_dt(tau: float) -> float:
+        alpha = math.exp(-0.5 * tau * tau * beta_d - tau * beta_min)
+        return 0.5 * (tau * beta_d + beta_min) / math.sqrt(alpha * (1 - alpha))
+
+    out = []
+    for i in range(len(host) - 1):
+        order = min(i + 1, max_order)
+        if order == 1 or host[i + 1] <= 0:
+            out.append([])
+            continue
+        prev = [t[i - k] for k in range(order)]
+
+        def basis(tau: float, j: int, prev=prev) -> float:
+            v = 1.0
+            for k, p in enumerate(prev):
+                if k != j:
+                    v *= (tau - p) / (prev[j] - p)
+            return v
+
+        out.append([integrate.quad(lambda tau, j=j: dsigma_dt(tau) * basis(tau, j), t[i], t[i + 1],
+                                   epsrel=1e-10)[0] for j in range(order)])
+    return out
+
+
+def deis(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), max_order: int = 3):
+    """DEIS, its time-based Adams-Bashforth form (tAB) as ComfyUI's deis sampler: the slopes ``(x - D) /
+    sigma`` of the last up to three steps, weighted by :func:`_deis_coefficients`; Euler on the first and the
+    last step. Weights are integrated on the host before the loop."""
+    host = sigmas.tolist()
+    weights = _deis_coefficients(host, max_order)
+    slopes: list[torch.Tensor] = []  # newest first
+    for i in range(len(host) - 1):
+        hooks.begin(i)
+        denoised = model(x, i)
+        d = (x - denoised) / host[i]
+        slopes = [d, *slopes][:max_order]
+        if not weights[i]:
+            x = x + (host[i + 1] - host[i]) * d
+        else:
+            x = x + sum(w * g for w, g in zip(weights[i], slopes, strict=False))
+        hooks.end(i, x, denoised)
+    return x
+
+
 #: name -> rule. Names match ComfyUI's KSampler sampler names.
 RULES: dict[str, Callable[..., Any]] = {
     "euler": euler,
@@ -633,6 +767,9 @@ RULES: dict[str, Callable[..., Any]] = {
     "res_multistep": res_multistep,
     "res_multistep_ancestral": res_multistep_ancestral,
     "gradient_estimation": gradient_estimation,
+    "deis": deis,
+    "uni_pc": uni_pc,
+    "uni_pc_bh2": uni_pc_bh2,
 }
 
 #: rules that draw noise and so need a generator

@@ -249,7 +249,8 @@ def _init_params(cls: type) -> frozenset[str]:
 #: the k-diffusion step rules (``schedulers.kdiffusion.RULES``), named here so that declarations need no torch
 STEP_RULES = ("euler", "euler_ancestral", "heun", "heunpp2", "dpm_2", "dpm_2_ancestral", "lms",
               "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_2m_sde_heun", "dpmpp_3m_sde",
-              "ddpm", "lcm", "ipndm", "ipndm_v", "res_multistep", "res_multistep_ancestral", "gradient_estimation")
+              "ddpm", "lcm", "ipndm", "ipndm_v", "res_multistep", "res_multistep_ancestral", "gradient_estimation",
+              "deis", "uni_pc", "uni_pc_bh2")
 
 
 def sigma_runners() -> list[str]:

@@ -83,6 +83,7 @@ def test_comfy_api_workflow_runs(executor):
     ("res_multistep", "simple"), ("res_multistep_ancestral", "linear_quadratic"), ("dpmpp_3m_sde", "kl_optimal"),
     ("ipndm_v", "karras"), ("lcm", "sgm_uniform"), ("ddpm", "normal"), ("heunpp2", "karras"),
     ("dpmpp_2s_ancestral", "normal"), ("gradient_estimation", "beta"), ("dpmpp_2m_sde_heun_gpu", "karras"),
+    ("uni_pc", "karras"), ("deis", "simple"), ("sa_solver", "normal"),
 ])
 def test_ksampler_names(executor, sampler_name, scheduler):
     res = run(executor, comfy(steps=3, sampler_name=sampler_name, scheduler=scheduler))
@@ -142,7 +143,7 @@ def test_sampler_custom_equals_ksampler(executor, sampler, scheduler):
 
 
 def test_sampler_custom_refuses_a_diffusers_only_sampler(executor):
-    res = run(executor, custom("uni_pc", "normal"))
+    res = run(executor, custom("sa_solver", "normal"))
     assert res.status == "error" and res.error["node_type"] == "KSamplerSelect"
     assert "sampler_name" in res.error["exception_message"] and "euler" in res.error["exception_message"]
 

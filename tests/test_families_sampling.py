@@ -71,7 +71,9 @@ def test_schedulers_say_which_models_they_fit(families):
     assert set(registry.fitting_names(flow)) == {"flow_euler", "flow_heun", "flow_dpmpp_2m", "flow_unipc"}
     assert "euler" in registry.fitting_names(discrete) and "flow_euler" not in registry.fitting_names(discrete)
     with pytest.raises(ValueError, match="flow-matching"):
-        comfy_names.build_comfy_schedule("dpmpp_sde", "karras", flow, 4)
+        comfy_names.build_comfy_schedule("sa_solver", "karras", flow, 4)
+    # a step rule runs over any model's sigmas
+    assert comfy_names.build_comfy_schedule("dpmpp_sde", "karras", flow, 4).runner == "kdiffusion"
 
 
 def test_euler_rule_equals_flow_euler_on_sd3(executor):

@@ -51,7 +51,7 @@ class GaussianData:
 
 
 DETERMINISTIC = ["euler", "heun", "heunpp2", "dpm_2", "lms", "dpmpp_2m", "ipndm", "ipndm_v", "res_multistep",
-                 "gradient_estimation"]
+                 "gradient_estimation", "deis", "uni_pc", "uni_pc_bh2"]
 #: the stochastic rules' deterministic cores (eta = 0)
 CORES = ["dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_2m_sde_heun",
          "dpmpp_3m_sde", "res_multistep_ancestral"]
@@ -188,3 +188,20 @@ def test_rules_match_diffusers(sd, ours, theirs):
         start = noise * (1 + pipeline_style.sigmas[0] ** 2) ** 0.5 if dpm else noise * scale
         b = sample(denoiser, start, rule, torch.Generator().manual_seed(5), add_noise=False)
     torch.testing.assert_close(b, a, rtol=1e-4, atol=5e-4)
+
+
+def test_uni_pc_first_step_by_hand():
+    """UniPC's first step (order 1): the DPM-Solver++ step, then the corrector with rho = 1/2 at the new point:
+    x = (s1/s0) x0 - (e^-h - 1) D0 - B(h) (D1 - D0) / 2, B(h) = -h (bh1) or e^-h - 1 (bh2); two steps end at
+    sigma 0.001 with a plain first-order step."""
+    sig = torch.tensor([6.0, 2.0, 0.0], dtype=torch.float64)
+    x = torch.tensor([[1.0, -3.0]], dtype=torch.float64)
+    for variant, b_h in (("bh1", lambda h: -h), ("bh2", lambda h: math.expm1(-h))):
+        out = K.uni_pc(GaussianData(sig), x.clone(), sig, variant=variant)
+        h = math.log(6.0) - math.log(2.0)
+        d0 = x / 37
+        base = (2.0 / 6.0) * x - math.expm1(-h) * d0
+        x1 = base - b_h(h) * 0.5 * (base / 5 - d0)
+        h2 = math.log(2.0) - math.log(0.001)
+        expected = (0.001 / 2.0) * x1 - math.expm1(-h2) * (base / 5)
+        torch.testing.assert_close(out, expected)

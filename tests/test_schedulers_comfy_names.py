@@ -35,23 +35,22 @@ def test_rule_samplers_follow_comfyuis_denoise():
     assert C.build_comfy_schedule("euler", "ddim_uniform", CONFIG, 12).steps == 13
 
 
-def test_other_samplers_map_to_registered_schedulers():
-    plan = C.resolve("uni_pc", "karras")
+def test_sa_solver_maps_to_diffusers_sasolver():
+    plan = C.resolve("sa_solver", "karras")
     assert (plan.runner, plan.name, plan.sigma_spacing, plan.timestep_spacing) == (
         "diffusers",
-        "unipc",
+        "sasolver",
         "karras",
         "linspace",
     )
-    assert plan.overrides == {"solver_type": "bh1"} and not plan.exact
-    sch = C.build_comfy_schedule("uni_pc", "karras", CONFIG, 10)
+    assert not plan.exact
+    sch = C.build_comfy_schedule("sa_solver", "karras", CONFIG, 10)
     assert sch.runner == "diffusers" and sch.overrides["use_karras_sigmas"] is True
     train = S.model_sigmas(CONFIG)
     # with linspace timesteps, diffusers' Karras spans ComfyUI's full range
     assert sch.sigmas[0].item() == pytest.approx(train[-1].item(), rel=1e-5)
     assert sch.sigmas[-2].item() == pytest.approx(train[0].item(), rel=1e-5)
-    assert C.resolve("deis", "simple").timestep_spacing == "trailing"
-    assert C.resolve("sa_solver", "normal").name == "sasolver"
+    assert C.resolve("sa_solver", "simple").timestep_spacing == "trailing"
 
 
 def test_unsupported_names_are_refused():
@@ -63,8 +62,8 @@ def test_unsupported_names_are_refused():
         C.resolve("nonesuch", "normal")
     with pytest.raises(ValueError, match="unsupported ComfyUI scheduler 'cosine'"):
         C.resolve("euler", "cosine")
-    with pytest.raises(ValueError, match="'uni_pc'.*no kl_optimal spacing"):
-        C.resolve("uni_pc", "kl_optimal")
+    with pytest.raises(ValueError, match="'sa_solver'.*no kl_optimal spacing"):
+        C.resolve("sa_solver", "kl_optimal")
 
 
 # ComfyUI's comfy.samplers.KSampler.SAMPLERS and SCHEDULERS (its sampler_names module), in its order
@@ -83,12 +82,12 @@ COMFY_KSAMPLER_SCHEDULERS = ["normal", "karras", "exponential", "sgm_uniform", "
 def test_every_comfy_name_runs_its_own_method_or_is_refused():
     """No sampler runs as a different method: each is its own step rule (the _gpu variants differ in ComfyUI
     only in where the Brownian noise is drawn; ComfyUI itself runs ddim as Euler), diffusers' implementation of
-    the same solver, or refused with the reason."""
+    the same solver (sa_solver), or refused with the reason."""
     from schedulers import kdiffusion
 
     assert list(C.COMFY_SAMPLERS) == COMFY_KSAMPLER_SAMPLERS
     assert list(C.COMFY_SCHEDULERS) == COMFY_KSAMPLER_SCHEDULERS
-    same_solver = {"uni_pc": "unipc", "uni_pc_bh2": "unipc", "deis": "deis", "sa_solver": "sasolver"}
+    same_solver = {"sa_solver": "sasolver"}
     refused = []
     for name in C.COMFY_SAMPLERS:
         try:
