@@ -58,8 +58,7 @@ _DIFFUSERS: dict[str, tuple[str, dict[str, Any]]] = {
 _MISSING = {name: "needs the unconditional prediction beside the guided one (CFG++)" for name in COMFY_SAMPLERS
             if name.endswith("_cfg_pp")} | {
     name: "is not implemented here" for name in
-    ("exp_heun_2_x0", "exp_heun_2_x0_sde", "dpm_fast", "dpm_adaptive", "er_sde", "seeds_2", "seeds_3",
-     "sa_solver_pece")
+    ("dpm_fast", "dpm_adaptive", "sa_solver_pece")
 }
 
 #: samplers whose KSampler schedule is built one step longer with the next-to-last level dropped (ComfyUI's

@@ -745,6 +745,160 @@ def deis(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), max_ord
     return x
 
 
+def _phi_2(h: float) -> float:
+    """``h * phi_2(h) = (e^h - 1 - h) / h``."""
+    return (math.expm1(h) - h) / h
+
+
+def _seeds_2(model, x, sigmas, generator, hooks, eta: float, s_noise: float, r: float, solver: str):
+    """SEEDS-2 (Gonzalez et al. 2023) in data prediction over the half log-SNR: a stochastic exponential Euler
+    stage to the fraction ``r`` of the step, then the step from both estimates -- their mix (``phi_1``) or the
+    phi_2-weighted pair (``phi_2``). The noise of the two stages is correlated as one Brownian path."""
+    model, sigmas, host = _snr_grid(model, sigmas, sigmas.tolist())
+    inject = eta > 0 and s_noise > 0
+    for i in range(len(host) - 1):
+        hooks.begin(i)
+        denoised = model(x, i)
+        s, sn = host[i], host[i + 1]
+        if sn == 0:
+            x = denoised
+            hooks.end(i, x, denoised)
+            continue
+        lam_s, lam_t = _lam(model, s), _lam(model, sn)
+        h = lam_t - lam_s
+        h_eta = h * (eta + 1)
+        lam_1 = lam_s + r * h
+        s1 = _sigma_of(model, lam_1)
+        alpha_1, alpha_t = s1 * math.exp(lam_1), sn * math.exp(lam_t)
+        x2 = (s1 / s * math.exp(-r * h * eta)) * x - (alpha_1 * math.expm1(-r * h_eta)) * denoised
+        if inject:
+            path = _noise(x, generator) * (-math.expm1(-2 * r * h * eta)) ** 0.5
+            x2 = x2 + path * (s1 * s_noise)
+        d2 = model.at(x2, s1)
+        if solver == "phi_1":
+            fac = 1 / (2 * r)
+            mixed = denoised + fac * (d2 - denoised)
+            x = (sn / s * math.exp(-h * eta)) * x - (alpha_t * math.expm1(-h_eta)) * mixed
+        else:
+            b2 = _phi_2(-h_eta) / r
+            b1 = math.expm1(-h_eta) - b2
+            x = (sn / s * math.exp(-h * eta)) * x - alpha_t * (b1 * denoised + b2 * d2)
+        if inject:
+            seg = (r - 1) * h * eta
+            path = path * math.exp(seg) + _noise(x, generator) * (-math.expm1(2 * seg)) ** 0.5
+            x = x + path * (sn * s_noise)
+        hooks.end(i, x, denoised)
+    return x
+
+
+def seeds_2(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), eta: float = 1.0,
+            s_noise: float = 1.0):
+    """SEEDS-2 with its midpoint stage (r = 1/2, phi_1 mix), as ComfyUI's seeds_2. 2N-1 model calls."""
+    return _seeds_2(model, x, sigmas, generator, hooks, eta, s_noise, 0.5, "phi_1")
+
+
+def exp_heun_2_x0(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks()):
+    """Exponential Heun, second order, in data prediction and log-SNR time (SEEDS-2 with r = 1, phi_2, no
+    noise): the second estimate is taken at the end of the step."""
+    return _seeds_2(model, x, sigmas, generator, hooks, 0.0, 0.0, 1.0, "phi_2")
+
+
+def exp_heun_2_x0_sde(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), eta: float = 1.0,
+                      s_noise: float = 1.0):
+    """The stochastic exponential Heun (SEEDS-2 with r = 1, phi_2 weights)."""
+    return _seeds_2(model, x, sigmas, generator, hooks, eta, s_noise, 1.0, "phi_2")
+
+
+def seeds_3(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), eta: float = 1.0,
+            s_noise: float = 1.0, r_1: float = 1 / 3, r_2: float = 2 / 3):
+    """SEEDS-3 (Gonzalez et al. 2023): three stages at the log-SNR fractions 0, r_1, r_2 with phi_1 / phi_2
+    weights, the noise of the stages one correlated path. Up to 3 model calls a step."""
+    model, sigmas, host = _snr_grid(model, sigmas, sigmas.tolist())
+    inject = eta > 0 and s_noise > 0
+    for i in range(len(host) - 1):
+        hooks.begin(i)
+        denoised = model(x, i)
+        s, sn = host[i], host[i + 1]
+        if sn == 0:
+            x = denoised
+            hooks.end(i, x, denoised)
+            continue
+        lam_s, lam_t = _lam(model, s), _lam(model, sn)
+        h = lam_t - lam_s
+        h_eta = h * (eta + 1)
+        lam_1, lam_2 = lam_s + r_1 * h, lam_s + r_2 * h
+        s1, s2 = _sigma_of(model, lam_1), _sigma_of(model, lam_2)
+        alpha_1, alpha_2, alpha_t = s1 * math.exp(lam_1), s2 * math.exp(lam_2), sn * math.exp(lam_t)
+        x2 = (s1 / s * math.exp(-r_1 * h * eta)) * x - (alpha_1 * math.expm1(-r_1 * h_eta)) * denoised
+        if inject:
+            path = _noise(x, generator) * (-math.expm1(-2 * r_1 * h * eta)) ** 0.5
+            x2 = x2 + path * (s1 * s_noise)
+        d2 = model.at(x2, s1)
+        a32 = r_2 / r_1 * _phi_2(-r_2 * h_eta)
+        a31 = math.expm1(-r_2 * h_eta) - a32
+        x3 = (s2 / s * math.exp(-r_2 * h * eta)) * x - alpha_2 * (a31 * denoised + a32 * d2)
+        if inject:
+            seg = (r_1 - r_2) * h * eta
+            path = path * math.exp(seg) + _noise(x, generator) * (-math.expm1(2 * seg)) ** 0.5
+            x3 = x3 + path * (s2 * s_noise)
+        d3 = model.at(x3, s2)
+        b3 = _phi_2(-h_eta) / r_2
+        b1 = math.expm1(-h_eta) - b3
+        x = (sn / s * math.exp(-h * eta)) * x - alpha_t * (b1 * denoised + b3 * d3)
+        if inject:
+            seg = (r_2 - 1) * h * eta
+            path = path * math.exp(seg) + _noise(x, generator) * (-math.expm1(2 * seg)) ** 0.5
+            x = x + path * (sn * s_noise)
+        hooks.end(i, x, denoised)
+    return x
+
+
+def _er_noise_scale(v: float) -> float:
+    """ER-SDE's default noise scale function ``v (e^(v^0.3) + 10)``."""
+    return v * (math.exp(v**0.3) + 10.0)
+
+
+def er_sde(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), s_noise: float = 1.0,
+           max_stage: int = 3):
+    """ER-SDE-Solver-3 (Cui et al. 2023, VP form): exponential steps in ``v = sigma / alpha`` with first-,
+    second- and third-order terms from the last estimates; the integrals of the noise scale function are
+    200-point sums, as the reference code takes them."""
+    model, sigmas, host = _snr_grid(model, sigmas, sigmas.tolist())
+    v = [0.0 if s == 0 else math.exp(-_lam(model, s)) for s in host]
+    old = old_d = None
+    n_points = 200
+    for i in range(len(host) - 1):
+        hooks.begin(i)
+        denoised = model(x, i)
+        stage = min(max_stage, i + 1)
+        s, sn = host[i], host[i + 1]
+        if sn == 0:
+            x = denoised
+        else:
+            v_s, v_t = v[i], v[i + 1]
+            alpha_s, alpha_t = s / v_s, sn / v_t
+            r = _er_noise_scale(v_t) / _er_noise_scale(v_s)
+            x = (alpha_t / alpha_s * r) * x + (alpha_t * (1 - r)) * denoised
+            if stage >= 2:
+                dt = v_t - v_s
+                step = -dt / n_points
+                pos = [v_t + k * step for k in range(n_points)]
+                integral = sum(1 / _er_noise_scale(p) for p in pos) * step
+                dd = (denoised - old) / (v_s - v[i - 1])
+                x = x + (alpha_t * (dt + integral * _er_noise_scale(v_t))) * dd
+                if stage >= 3:
+                    integral_u = sum((p - v_s) / _er_noise_scale(p) for p in pos) * step
+                    du = (dd - old_d) / ((v_s - v[i - 2]) / 2)
+                    x = x + (alpha_t * (dt * dt / 2 + integral_u * _er_noise_scale(v_t))) * du
+                old_d = dd
+            if s_noise > 0:
+                spread = v_t**2 - v_s**2 * r**2
+                x = x + _noise(x, generator) * (alpha_t * s_noise * (spread**0.5 if spread > 0 else 0.0))
+        old = denoised
+        hooks.end(i, x, denoised)
+    return x
+
+
 #: name -> rule. Names match ComfyUI's KSampler sampler names.
 RULES: dict[str, Callable[..., Any]] = {
     "euler": euler,
@@ -770,16 +924,21 @@ RULES: dict[str, Callable[..., Any]] = {
     "deis": deis,
     "uni_pc": uni_pc,
     "uni_pc_bh2": uni_pc_bh2,
+    "exp_heun_2_x0": exp_heun_2_x0,
+    "exp_heun_2_x0_sde": exp_heun_2_x0_sde,
+    "seeds_2": seeds_2,
+    "seeds_3": seeds_3,
+    "er_sde": er_sde,
 }
 
 #: rules that draw noise and so need a generator
 STOCHASTIC_RULES = frozenset({"euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde",
                               "dpmpp_2m_sde", "dpmpp_2m_sde_heun", "dpmpp_3m_sde", "ddpm", "lcm",
-                              "res_multistep_ancestral"})
+                              "res_multistep_ancestral", "exp_heun_2_x0_sde", "seeds_2", "seeds_3", "er_sde"})
 
 #: network evaluations per step at most (one where not listed); the last step to 0 takes one
 _CALLS_PER_STEP = {"heun": 2, "dpm_2": 2, "dpm_2_ancestral": 2, "dpmpp_2s_ancestral": 2, "dpmpp_sde": 2,
-                   "heunpp2": 3}
+                   "heunpp2": 3, "exp_heun_2_x0": 2, "exp_heun_2_x0_sde": 2, "seeds_2": 2, "seeds_3": 3}
 
 
 def model_calls(rule: str, steps: int) -> int:

@@ -83,7 +83,8 @@ def test_comfy_api_workflow_runs(executor):
     ("res_multistep", "simple"), ("res_multistep_ancestral", "linear_quadratic"), ("dpmpp_3m_sde", "kl_optimal"),
     ("ipndm_v", "karras"), ("lcm", "sgm_uniform"), ("ddpm", "normal"), ("heunpp2", "karras"),
     ("dpmpp_2s_ancestral", "normal"), ("gradient_estimation", "beta"), ("dpmpp_2m_sde_heun_gpu", "karras"),
-    ("uni_pc", "karras"), ("deis", "simple"), ("sa_solver", "normal"),
+    ("uni_pc", "karras"), ("deis", "simple"), ("sa_solver", "normal"), ("seeds_2", "karras"), ("seeds_3", "normal"),
+    ("er_sde", "simple"), ("exp_heun_2_x0", "karras"), ("exp_heun_2_x0_sde", "normal"),
 ])
 def test_ksampler_names(executor, sampler_name, scheduler):
     res = run(executor, comfy(steps=3, sampler_name=sampler_name, scheduler=scheduler))

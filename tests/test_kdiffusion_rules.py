@@ -51,10 +51,10 @@ class GaussianData:
 
 
 DETERMINISTIC = ["euler", "heun", "heunpp2", "dpm_2", "lms", "dpmpp_2m", "ipndm", "ipndm_v", "res_multistep",
-                 "gradient_estimation", "deis", "uni_pc", "uni_pc_bh2"]
+                 "gradient_estimation", "deis", "uni_pc", "uni_pc_bh2", "exp_heun_2_x0"]
 #: the stochastic rules' deterministic cores (eta = 0)
 CORES = ["dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_2m_sde_heun",
-         "dpmpp_3m_sde", "res_multistep_ancestral"]
+         "dpmpp_3m_sde", "res_multistep_ancestral", "seeds_2", "seeds_3", "exp_heun_2_x0_sde"]
 
 
 def final_error(rule, steps, flow=False, **kw):
@@ -78,13 +78,14 @@ def test_rules_solve_the_ode(rule):
     ones beat Euler."""
     kw = {"eta": 0.0} if rule in CORES else {}
     coarse, fine = final_error(rule, 10, **kw), final_error(rule, 40, **kw)
-    assert fine < 0.05 and fine < coarse, (coarse, fine)
+    # the last step jumps to the posterior mean at sigma_min, 4.2e-4 from the ODE's end point: a floor
+    assert fine < 0.05 and (fine < coarse or fine < 1e-3), (coarse, fine)
     if rule not in ("euler", "gradient_estimation", "heunpp2"):
         assert coarse < final_error("euler", 10), rule
 
 
 @pytest.mark.parametrize("rule", ["euler", "res_multistep", "dpmpp_2m", "heun", "ipndm", "dpmpp_2m_sde",
-                                  "dpmpp_2s_ancestral", "dpm_2_ancestral"])
+                                  "dpmpp_2s_ancestral", "dpm_2_ancestral", "seeds_3", "exp_heun_2_x0"])
 def test_rules_solve_the_flow_ode(rule):
     """On a flow model (sigma in [0, 1] from 1, the log-SNR forms included): the same ODE in sigma, the same
     convergence."""
@@ -159,6 +160,7 @@ def test_stochastic_rules_follow_the_generator(rule, flow):
 def test_model_calls():
     assert K.model_calls("euler", 10) == 10 and K.model_calls("heun", 10) == 19
     assert K.model_calls("dpm_2", 10) == 19 and K.model_calls("heunpp2", 10) == 28
+    assert K.model_calls("seeds_3", 10) == 28
     sig = S.comfy_scheduler_sigmas("karras", 10, CONFIG).double()
     for rule in K.RULES:
         model = GaussianData(sig)
@@ -205,3 +207,19 @@ def test_uni_pc_first_step_by_hand():
         h2 = math.log(2.0) - math.log(0.001)
         expected = (0.001 / 2.0) * x1 - math.expm1(-h2) * (base / 5)
         torch.testing.assert_close(out, expected)
+
+
+def test_er_sde_first_step_by_hand():
+    """ER-SDE's first stage with v = sigma / alpha and the noise scale f(v) = v (e^(v^0.3) + 10):
+    x' = (alpha_t / alpha_s) r x + alpha_t (1 - r) D + alpha_t sqrt(v_t^2 - v_s^2 r^2) z, r = f(v_t) / f(v_s)."""
+    sig = torch.tensor([5.0, 1.0, 0.0], dtype=torch.float64)
+    x = torch.tensor([[2.0, -0.5]], dtype=torch.float64)
+    out = K.er_sde(GaussianData(sig), x.clone(), sig[:2], generator=torch.Generator().manual_seed(3))
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+
+    def f(v):
+        return v * (math.exp(v**0.3) + 10)
+
+    r = f(1.0) / f(5.0)
+    expected = r * x + (1 - r) * x / 26 + math.sqrt(1.0 - 25.0 * r * r) * z
+    torch.testing.assert_close(out, expected)

@@ -100,9 +100,8 @@ def test_every_comfy_name_runs_its_own_method_or_is_refused():
             assert plan.name == expected and plan.name in kdiffusion.RULES and plan.exact, name
         else:
             assert same_solver[name] == plan.name, name
-    assert all(n.endswith("_cfg_pp") or n in ("exp_heun_2_x0", "exp_heun_2_x0_sde", "dpm_fast", "dpm_adaptive",
-                                                "er_sde", "seeds_2", "seeds_3", "sa_solver_pece") for n in refused)
-    assert len(refused) == 15
+    assert all(n.endswith("_cfg_pp") or n in ("dpm_fast", "dpm_adaptive", "sa_solver_pece") for n in refused)
+    assert len(refused) == 10
 
 
 def test_second_order_samplers_drop_the_penultimate_sigma():
