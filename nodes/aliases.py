@@ -17,6 +17,7 @@ from graph_runtime import Link, Node, NodeError, NodeInputs, Output, Widget
 from schedulers import comfy_names, registry
 
 from .conditioning import check_clip, encode
+from .custom_sampling import uncond_guide
 from .latents import MAX_SIZE, empty_latent
 from .models import EMBEDDED_NAME, list_models, load_model, model_fingerprint
 from .sampling import SEED_MAX, _check_model, run_sampler
@@ -183,8 +184,9 @@ class KSampler(Node):
         if inputs.denoise <= 0:
             return (inputs.latent_image,)
         schedule = _comfy_schedule(model, inputs.sampler_name, inputs.scheduler, inputs.steps, inputs.denoise)
+        guide = uncond_guide(schedule.rule, model, inputs.positive, inputs.negative, inputs.cfg)
         res = run_sampler(ctx, model, inputs.positive, inputs.negative, inputs.latent_image, schedule,
-                          inputs.seed, inputs.cfg)
+                          inputs.seed, inputs.cfg, guide=guide)
         return ({**inputs.latent_image, "samples": res.samples},)
 
 
@@ -238,8 +240,10 @@ class KSamplerAdvanced(Node):
             s = s[start:]
             schedule = schedule_from_sigmas(s, plan.name, model.scheduler_config, runner="kdiffusion",
                                             device=model.device)
+        guide = uncond_guide(schedule.rule, model, inputs.positive, inputs.negative, inputs.cfg)
         res = run_sampler(ctx, model, inputs.positive, inputs.negative, inputs.latent_image, schedule,
-                          inputs.noise_seed, inputs.cfg, add_noise, init_from_latent=True if add_noise else None)
+                          inputs.noise_seed, inputs.cfg, add_noise, init_from_latent=True if add_noise else None,
+                          guide=guide)
         return ({**inputs.latent_image, "samples": res.samples},)
 
 

@@ -26,6 +26,7 @@ from .sampling import (
     _conditioning,
     _to,
     check_sigmas,
+    guidance_inputs,
     run_sampler,
     schedule_for_sigmas,
 )
@@ -110,6 +111,27 @@ def _dual_denoiser(g: Guider, shape: tuple[int, ...]) -> Any:
                            g.cfg, g.cfg2, g.style)
 
 
+def uncond_guide(rule: str | None, model: ModelBundle, positive: Any, negative: Any, cfg: float,
+                 what: str = "negative") -> Any:
+    """For a CFG++ rule, the ``run_sampler(guide=...)`` builder of a guided network that keeps the
+    unconditional prediction; None for any other rule."""
+    from schedulers.kdiffusion import UNCOND_RULES
+
+    if rule not in UNCOND_RULES:
+        return None
+    if negative is None:
+        raise NodeError(f"{what}: the CFG++ sampler {rule!r} needs a negative conditioning (its unconditional "
+                        "prediction); use CFGGuider, SamplerCustom or KSampler with one")
+
+    def build(shape: tuple[int, ...]) -> Any:
+        from schedulers.cfg_pp import UncondCFG
+
+        pos, neg = guidance_inputs(model, positive, negative, shape, True)
+        return UncondCFG(model.family.network(model), pos, neg, cfg)
+
+    return build
+
+
 def sigma_runner(sampler_name: str) -> str:
     """What runs ComfyUI sampler ``sampler_name`` over given SIGMAS; NodeError if nothing can."""
     try:
@@ -139,6 +161,8 @@ def sample_custom(ctx: Any, model: Any, sampler: Any, sigmas: Any, latent: Any, 
         return latent, latent  # nothing to sample (ComfyUI returns the input)
     check_sigmas(sigmas, "sigmas", require_zero_end=False)
     schedule = schedule_for_sigmas(model, sigmas, sampler.runs_as)
+    if guide is None:
+        guide = uncond_guide(schedule.rule, model, positive, negative, cfg)
     res = run_sampler(ctx, model, positive, negative, latent, schedule, seed, cfg, add_noise,
                       init_from_latent=True if add_noise else None, guide=guide)
     denoised = res.denoised if res.denoised is not None else res.samples
@@ -355,6 +379,10 @@ class SamplerCustomAdvanced(Node):
             raise NodeError(f"guider: expected GUIDER (from CFGGuider, BasicGuider or DualCFGGuider), got "
                             f"{type(g).__name__}")
         cfg = g.cfg if g.kind == "cfg" else max(g.cfg, g.cfg2) if g.kind == "dual" else 1.0
+        if g.kind == "dual" and isinstance(inputs.sampler, SamplerChoice) and inputs.sampler.runs_as.endswith(
+                "_cfg_pp"):
+            raise NodeError(f"guider: the CFG++ sampler {inputs.sampler.comfy_name!r} needs CFGGuider (one "
+                            "positive and one negative), not DualCFGGuider")
         return sample_custom(ctx, g.model, inputs.sampler, inputs.sigmas, inputs.latent_image, seed=noise.seed,
                              add_noise=noise.enabled, positive=g.positive, negative=g.negative, cfg=cfg,
                              guide=g.guide())

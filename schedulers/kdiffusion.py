@@ -24,7 +24,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from .model_sampling import Discrete, ModelSampling
 
-__all__ = ["RULES", "STOCHASTIC_RULES", "SigmaDenoiser", "model_calls", "sigma_to_t"]
+__all__ = ["RULES", "STOCHASTIC_RULES", "UNCOND_RULES", "SigmaDenoiser", "model_calls", "sigma_to_t"]
 
 
 class Hooks(Protocol):
@@ -73,7 +73,19 @@ class SigmaDenoiser:
                 return x_in / denom
 
         out = self.network(x, self.timesteps[j], scale=scale)
+        self._last = (x, self.sigmas[j])
         return self.sampling.denoised(x, self.sigmas[j], out)
+
+    def uncond(self) -> torch.Tensor:
+        """The unconditional denoised estimate of the last evaluation (CFG++ rules; the guided network must
+        keep its unconditional prediction, as :class:`schedulers.cfg_pp.UncondCFG` does)."""
+        pred = getattr(self.network, "uncond", None)
+        if pred is None:
+            raise ValueError("this sampler (CFG++) needs the unconditional prediction beside the guided one; "
+                             "sample with positive and negative conditioning (KSampler, SamplerCustom or "
+                             "CFGGuider)")
+        x, sigma = self._last
+        return self.sampling.denoised(x, sigma, pred)
 
     def at(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
         """The denoised estimate at a noise level between grid points (second stages of two-stage rules)."""
@@ -81,6 +93,7 @@ class SigmaDenoiser:
         t = self.sampling.timestep(s.reshape(1))[0]
         denom = self.sampling.input_scale(s)
         scale = None if denom is None else (lambda x_in, t_in: x_in / denom)
+        self._last = (x, s)
         return self.sampling.denoised(x, s, self.network(x, t, scale=scale))
 
     def on(self, sigmas: torch.Tensor) -> SigmaDenoiser:
@@ -434,25 +447,29 @@ def dpmpp_3m_sde(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(),
 
 
 def res_multistep(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), eta: float = 0.0,
-                  s_noise: float = 1.0):
+                  s_noise: float = 1.0, cfg_pp: bool = False):
     """RES second-order multistep (Zhang et al. 2023, arXiv 2308.02157; ComfyUI's res_multistep): an
     exponential integrator in ``t = -log sigma`` whose second stage is the previous step's estimate, with
     phi-function weights; Euler on the first and the final step. With ``eta > 0`` (res_multistep_ancestral)
     each step lands at sigma_down and fresh noise brings it to sigma_next.
 
     The same arithmetic serves flow models (sigma in [0, 1], as Z-Image Turbo's default graph runs it): in
-    sigma space their probability-flow ODE is k-diffusion's, ``dx/dsigma = (x - D) / sigma``."""
+    sigma space their probability-flow ODE is k-diffusion's, ``dx/dsigma = (x - D) / sigma``. ``cfg_pp``:
+    the CFG++ form, which renoises with the unconditional estimate."""
     host = sigmas.tolist()
     old = None
     old_down = None
     for i in range(len(host) - 1):
         hooks.begin(i)
         denoised = model(x, i)
+        u = model.uncond() if cfg_pp else denoised
         s, sn = host[i], host[i + 1]
         down, up = _ancestral(s, sn, eta)
         if down == 0 or old is None:
-            x = _euler_to(x, s, denoised, down)
+            x = denoised + (x - u) / s * down if cfg_pp else _euler_to(x, s, denoised, down)
         else:
+            if cfg_pp:
+                x = x + (denoised - u)
             t, t_old, t_next, t_prev = -math.log(s), -math.log(old_down), -math.log(down), -math.log(host[i - 1])
             h = t_next - t
             c2 = (t_prev - t_old) / h
@@ -460,10 +477,10 @@ def res_multistep(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks()
             phi2 = (phi1 - 1) / -h
             b1 = phi1 - phi2 / c2 if c2 else 0.0
             b2 = phi2 / c2 if c2 else 0.0
-            x = math.exp(-h) * x + h * (b1 * denoised + b2 * old)
+            x = math.exp(-h) * x + h * (b1 * u + b2 * old)
         if sn > 0 and up:
             x = x + _noise(x, generator) * (s_noise * up)
-        old, old_down = denoised, down
+        old, old_down = u, down
         hooks.end(i, x, denoised)
     return x
 
@@ -590,20 +607,22 @@ def ipndm_v(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), max_
     return _ipndm(model, x, sigmas, hooks, max_order, True)
 
 
-def gradient_estimation(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), ge_gamma: float = 2.0):
+def gradient_estimation(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), ge_gamma: float = 2.0,
+                        cfg_pp: bool = False):
     """Gradient-estimation sampler (Permenter & Yuan 2024): Euler plus ``(gamma - 1)`` times the change of the
-    slope since the last step; the final step jumps to the denoised estimate."""
+    slope since the last step; the final step jumps to the denoised estimate. ``cfg_pp``: the slope from the
+    unconditional estimate (CFG++)."""
     host = sigmas.tolist()
     old = None
     for i in range(len(host) - 1):
         hooks.begin(i)
         denoised = model(x, i)
         s, sn = host[i], host[i + 1]
-        d = (x - denoised) / s
+        d = (x - (model.uncond() if cfg_pp else denoised)) / s
         if sn == 0:
             x = denoised
         else:
-            x = x + d * (sn - s)
+            x = denoised + d * sn if cfg_pp else x + d * (sn - s)
             if old is not None:
                 x = x + (ge_gamma - 1) * (d - old) * (sn - s)
         old = d
@@ -899,6 +918,101 @@ def er_sde(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), s_noi
     return x
 
 
+def euler_ancestral_cfg_pp(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), eta: float = 1.0,
+                           s_noise: float = 1.0):
+    """Euler ancestral in its CFG++ form (Chung et al. 2024): land on the guided estimate and renoise toward
+    sigma_down with the unconditional one -- a DDIM-style step in ``sigma / alpha``, so flow models too (whose
+    schedule starts a hair below 1, where alpha would be 0)."""
+    model, sigmas, host = _snr_grid(model, sigmas, sigmas.tolist())
+    for i in range(len(host) - 1):
+        hooks.begin(i)
+        denoised = model(x, i)
+        u = model.uncond()
+        s, sn = host[i], host[i + 1]
+        if sn == 0:
+            x = denoised
+        else:
+            alpha_s, alpha_t = (1 - s, 1 - sn) if model.flow else (1.0, 1.0)
+            d = (x - alpha_s * u) / s
+            down, up = _ancestral(s / alpha_s, sn / alpha_t, eta)
+            x = alpha_t * denoised + (alpha_t * down) * d
+            if eta > 0 and s_noise > 0 and up:
+                x = x + _noise(x, generator) * (alpha_t * s_noise * up)
+        hooks.end(i, x, denoised)
+    return x
+
+
+def euler_cfg_pp(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks()):
+    """Euler in its CFG++ form (euler_ancestral_cfg_pp without noise)."""
+    return euler_ancestral_cfg_pp(model, x, sigmas, generator=generator, hooks=hooks, eta=0.0, s_noise=0.0)
+
+
+def dpmpp_2s_ancestral_cfg_pp(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), eta: float = 1.0,
+                              s_noise: float = 1.0):
+    """DPM-Solver++(2S) ancestral in its CFG++ form: both stages start from ``x + (D - D_uncond)``."""
+    host = sigmas.tolist()
+    for i in range(len(host) - 1):
+        hooks.begin(i)
+        denoised = model(x, i)
+        u = model.uncond()
+        s, sn = host[i], host[i + 1]
+        down, up = _ancestral(s, sn, eta)
+        if down == 0:
+            x = denoised + (x - u) / s * down
+        else:
+            h = math.log(s) - math.log(down)
+            mid = math.exp(math.log(s) - h / 2)
+            shifted = x + (denoised - u)
+            x2 = (mid / s) * shifted - math.expm1(-h / 2) * denoised
+            x = (down / s) * shifted - math.expm1(-h) * model.at(x2, mid)
+        if sn > 0 and up:
+            x = x + _noise(x, generator) * (s_noise * up)
+        hooks.end(i, x, denoised)
+    return x
+
+
+def dpmpp_2m_cfg_pp(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks()):
+    """DPM-Solver++(2M) in its CFG++ form: the multistep correction from the unconditional estimates."""
+    host = sigmas.tolist()
+    old = None
+    for i in range(len(host) - 1):
+        hooks.begin(i)
+        denoised = model(x, i)
+        u = model.uncond()
+        s, sn = host[i], host[i + 1]
+        if sn == 0:
+            x = denoised  # exp(-inf) = 0: the step lands on the guided estimate
+        else:
+            h = math.log(s) - math.log(sn)
+            mix = -math.exp(-h) * u
+            if old is not None:
+                r = (math.log(host[i - 1]) - math.log(s)) / h
+                mix = mix - math.expm1(-h) / (2 * r) * (denoised - old)
+            x = denoised + mix + math.exp(-h) * x
+        old = u
+        hooks.end(i, x, denoised)
+    return x
+
+
+def res_multistep_cfg_pp(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), s_noise: float = 1.0):
+    """res_multistep in its CFG++ form."""
+    return res_multistep(model, x, sigmas, generator=generator, hooks=hooks, eta=0.0, s_noise=s_noise,
+                         cfg_pp=True)
+
+
+def res_multistep_ancestral_cfg_pp(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(),
+                                   eta: float = 1.0, s_noise: float = 1.0):
+    """res_multistep_ancestral in its CFG++ form."""
+    return res_multistep(model, x, sigmas, generator=generator, hooks=hooks, eta=eta, s_noise=s_noise,
+                         cfg_pp=True)
+
+
+def gradient_estimation_cfg_pp(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(),
+                               ge_gamma: float = 2.0):
+    """gradient_estimation in its CFG++ form."""
+    return gradient_estimation(model, x, sigmas, generator=generator, hooks=hooks, ge_gamma=ge_gamma, cfg_pp=True)
+
+
 #: name -> rule. Names match ComfyUI's KSampler sampler names.
 RULES: dict[str, Callable[..., Any]] = {
     "euler": euler,
@@ -929,16 +1043,29 @@ RULES: dict[str, Callable[..., Any]] = {
     "seeds_2": seeds_2,
     "seeds_3": seeds_3,
     "er_sde": er_sde,
+    "euler_cfg_pp": euler_cfg_pp,
+    "euler_ancestral_cfg_pp": euler_ancestral_cfg_pp,
+    "dpmpp_2s_ancestral_cfg_pp": dpmpp_2s_ancestral_cfg_pp,
+    "dpmpp_2m_cfg_pp": dpmpp_2m_cfg_pp,
+    "res_multistep_cfg_pp": res_multistep_cfg_pp,
+    "res_multistep_ancestral_cfg_pp": res_multistep_ancestral_cfg_pp,
+    "gradient_estimation_cfg_pp": gradient_estimation_cfg_pp,
 }
+
+#: rules that need the unconditional prediction beside the guided one (CFG++): sample them with a guided
+#: network that keeps it (schedulers.cfg_pp.UncondCFG)
+UNCOND_RULES = frozenset(name for name in RULES if name.endswith("_cfg_pp"))
 
 #: rules that draw noise and so need a generator
 STOCHASTIC_RULES = frozenset({"euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde",
                               "dpmpp_2m_sde", "dpmpp_2m_sde_heun", "dpmpp_3m_sde", "ddpm", "lcm",
-                              "res_multistep_ancestral", "exp_heun_2_x0_sde", "seeds_2", "seeds_3", "er_sde"})
+                              "res_multistep_ancestral", "exp_heun_2_x0_sde", "seeds_2", "seeds_3", "er_sde",
+                              "euler_ancestral_cfg_pp", "dpmpp_2s_ancestral_cfg_pp", "res_multistep_ancestral_cfg_pp"})
 
 #: network evaluations per step at most (one where not listed); the last step to 0 takes one
 _CALLS_PER_STEP = {"heun": 2, "dpm_2": 2, "dpm_2_ancestral": 2, "dpmpp_2s_ancestral": 2, "dpmpp_sde": 2,
-                   "heunpp2": 3, "exp_heun_2_x0": 2, "exp_heun_2_x0_sde": 2, "seeds_2": 2, "seeds_3": 3}
+                   "heunpp2": 3, "exp_heun_2_x0": 2, "exp_heun_2_x0_sde": 2, "seeds_2": 2, "seeds_3": 3,
+                   "dpmpp_2s_ancestral_cfg_pp": 2}
 
 
 def model_calls(rule: str, steps: int) -> int:

@@ -132,6 +132,7 @@ def comfy_graph(model: str, sampler: str, scheduler: str, **extra) -> dict:
     ("sdxl", "deis", "normal"), ("sd3", "euler", "simple"), ("sd3", "dpmpp_2m", "sgm_uniform"),
     ("sd3", "heun", "normal"), ("sd3", "euler_ancestral", "beta"), ("sd3", "res_multistep", "simple"),
     ("sd3", "res_multistep_ancestral", "simple"), ("sd3", "dpmpp_sde", "kl_optimal"),
+    ("sd3", "euler_ancestral_cfg_pp", "simple"), ("sdxl", "res_multistep_cfg_pp", "karras"),
 ])
 def test_ksampler_runs_every_family(executor, family, sampler, scheduler):
     doc = comfy_graph(f"tiny-{family}", sampler, scheduler)

@@ -39,7 +39,12 @@ class GaussianData:
     def at(self, x, s):
         self.calls += 1
         s = float(s)
-        return x * (1 - s) / ((1 - s) ** 2 + s**2) if self.flow else x / (1 + s * s)
+        self.last = x * (1 - s) / ((1 - s) ** 2 + s**2) if self.flow else x / (1 + s * s)
+        return self.last
+
+    def uncond(self):
+        """No guidance: the unconditional estimate is the estimate (CFG++ rules)."""
+        return self.last
 
     def __call__(self, x, j):
         return self.at(x, self.sigmas[j])
@@ -223,3 +228,63 @@ def test_er_sde_first_step_by_hand():
     r = f(1.0) / f(5.0)
     expected = r * x + (1 - r) * x / 26 + math.sqrt(1.0 - 25.0 * r * r) * z
     torch.testing.assert_close(out, expected)
+
+
+class WithUncond(GaussianData):
+    """GaussianData whose unconditional estimate is ``uncond_scale`` times the guided one."""
+
+    def __init__(self, sigmas, flow=False, uncond_scale=1.0):
+        super().__init__(sigmas, flow)
+        self.uncond_scale = uncond_scale
+
+    def uncond(self):
+        return self.last * self.uncond_scale
+
+    def on(self, sigmas):
+        return WithUncond(sigmas, self.flow, self.uncond_scale)
+
+
+CFG_PP = {"euler_cfg_pp": "euler", "euler_ancestral_cfg_pp": "euler_ancestral",
+          "dpmpp_2s_ancestral_cfg_pp": "dpmpp_2s_ancestral", "dpmpp_2m_cfg_pp": "dpmpp_2m",
+          "res_multistep_cfg_pp": "res_multistep", "res_multistep_ancestral_cfg_pp": "res_multistep_ancestral",
+          "gradient_estimation_cfg_pp": "gradient_estimation"}
+
+
+@pytest.mark.parametrize("rule", sorted(CFG_PP))
+def test_cfg_pp_rules_reduce_to_their_base_rule_without_guidance(rule):
+    """Where the unconditional estimate equals the guided one (no guidance), CFG++ is the plain rule."""
+    assert rule in K.UNCOND_RULES
+    sig = S.comfy_scheduler_sigmas("karras", 8, CONFIG).double()
+    x = torch.randn(2, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * float(sig[0])
+    a = K.RULES[rule](WithUncond(sig), x, sig, generator=torch.Generator().manual_seed(1))
+    b = K.RULES[CFG_PP[rule]](GaussianData(sig), x, sig, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a, b)
+
+
+def test_euler_cfg_pp_step_by_hand():
+    """CFG++ Euler: x' = D + sigma' (x - D_uncond) / sigma -- the guided estimate, renoised with the
+    unconditional noise."""
+    sig = torch.tensor([4.0, 1.0, 0.0], dtype=torch.float64)
+    x = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
+    out = K.euler_cfg_pp(WithUncond(sig, uncond_scale=0.5), x.clone(), sig[:2])
+    d = x / 17
+    torch.testing.assert_close(out, d + 1.0 * (x - 0.5 * d) / 4.0)
+
+
+def test_uncond_cfg_is_cfg_and_keeps_the_unconditional_prediction():
+    from schedulers.cfg_pp import UncondCFG
+
+    def net(x, t, return_dict=False, encoder_hidden_states=None):
+        return (x * 0.3 + encoder_hidden_states.mean(dim=(1, 2)).view(-1, 1, 1, 1),)
+
+    x = torch.randn(1, 4, 3, 3, generator=torch.Generator().manual_seed(0))
+    pos, neg = torch.full((1, 5, 8), 2.0), torch.full((1, 5, 8), -1.0)
+    guided = UncondCFG(net, {"encoder_hidden_states": pos}, {"encoder_hidden_states": neg}, 7.0)
+    out = guided(x, torch.tensor(10.0))
+    plain = CFGDenoiser(net, pos, neg, 7.0)(x, torch.tensor(10.0))
+    assert torch.equal(out, plain)
+    torch.testing.assert_close(guided.uncond, x * 0.3 - 1.0)
+    # at cfg 1 the unconditional pass still runs (CFG++ needs it)
+    one = UncondCFG(net, {"encoder_hidden_states": pos}, {"encoder_hidden_states": neg}, 1.0)
+    one(x, torch.tensor(10.0))
+    torch.testing.assert_close(one.uncond, x * 0.3 - 1.0)

@@ -62,6 +62,11 @@ def test_dpmpp_rules_match_diffusers_dpm_solver(sd, denoiser, name):
 
 @pytest.mark.parametrize("rule", list(kdiffusion.RULES))
 def test_rules_run_custom_sigmas(sd, denoiser, rule):
+    if rule in kdiffusion.UNCOND_RULES:  # CFG++: a guided network that keeps the unconditional prediction
+        from schedulers.cfg_pp import UncondCFG
+
+        denoiser = UncondCFG(sd.pipe.unet, {"encoder_hidden_states": sd.positive},
+                             {"encoder_hidden_states": sd.negative}, 7.5)
     sig = S.comfy_scheduler_sigmas("karras", 6, sd.config)
     schedule = schedule_from_sigmas(sig, rule, sd.config, runner="kdiffusion")
     seen = []
