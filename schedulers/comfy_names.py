@@ -5,7 +5,7 @@ Samplers with a k-diffusion rule here (all of ComfyUI's list but sa_solver and t
 over SIGMAS built with ComfyUI's own scheduler formulas, which is what ComfyUI does (``ddim`` included: ComfyUI
 runs it as Euler). sa_solver runs diffusers' implementation of the same solver, with the spacing expressed
 through its config flags; those sigmas follow diffusers' formulas and are close to, not equal to, ComfyUI's
-(``ComfyPlan.exact`` says which). dpm_fast, dpm_adaptive and sa_solver_pece are refused with a message.
+(``ComfyPlan.exact`` says which). dpm_adaptive and sa_solver_pece are refused with a message.
 
 ``denoise`` follows ComfyUI for rule-based plans (``steps`` steps over the tail of a ``steps / denoise``
 schedule) and the img2img pipeline for diffusers plans (``int(steps * denoise)`` steps).
@@ -55,7 +55,7 @@ _DIFFUSERS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 #: ComfyUI samplers not implemented here: refused with this reason rather than run as something else
-_MISSING = {name: "is not implemented here" for name in ("dpm_fast", "dpm_adaptive", "sa_solver_pece")}
+_MISSING = {name: "is not implemented here" for name in ("dpm_adaptive", "sa_solver_pece")}
 
 #: samplers whose KSampler schedule is built one step longer with the next-to-last level dropped (ComfyUI's
 #: DISCARD_PENULTIMATE_SIGMA_SAMPLERS: the second-order rules end with a long first-order step otherwise)

@@ -1013,6 +1013,54 @@ def gradient_estimation_cfg_pp(model, x, sigmas, *, generator=None, hooks: Hooks
     return gradient_estimation(model, x, sigmas, generator=generator, hooks=hooks, ge_gamma=ge_gamma, cfg_pp=True)
 
 
+def dpm_fast(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks()):
+    """DPM-Solver-fast (Lu et al. 2022) as ComfyUI's dpm_fast: the schedule gives only its end points
+    (sigma_max = the first level, sigma_min = the last above 0) and the budget of network calls (one per
+    step); the solver spends it on DPM-Solver-3 steps evenly spaced in ``t = -log sigma``, the last one or two
+    of lower order, and stops at sigma_min (no final denoise). Progress is reported per network call."""
+    host = sigmas.tolist()
+    nfe = len(host) - 1
+    lo = host[-1] if host[-1] > 0 else host[-2]
+    t0, t1 = -math.log(host[0]), -math.log(lo)
+    m = nfe // 3 + 1
+    ts = [t0 + (t1 - t0) * k / m for k in range(m + 1)]
+    orders = [3] * (m - 2) + [2, 1] if nfe % 3 == 0 else [3] * (m - 1) + [nfe % 3]
+    calls = 0
+
+    def eps(xx, t):
+        nonlocal calls
+        hooks.begin(min(calls, nfe - 1))
+        sig = math.exp(-t)
+        out = (xx - model.at(xx, sig)) / sig
+        calls += 1
+        return out
+
+    for k, order in enumerate(orders):
+        t, tn = ts[k], ts[k + 1]
+        h = tn - t
+        e0 = eps(x, t)
+        denoised = x - math.exp(-t) * e0
+        sn = math.exp(-tn)
+        if order == 1:
+            x = x - sn * math.expm1(h) * e0
+        elif order == 2:
+            s1 = t + h / 2
+            u1 = x - math.exp(-s1) * math.expm1(h / 2) * e0
+            e1 = eps(u1, s1)
+            x = x - sn * math.expm1(h) * e0 - sn * math.expm1(h) * (e1 - e0)
+        else:
+            r1, r2 = 1 / 3, 2 / 3
+            s1, s2 = t + r1 * h, t + r2 * h
+            u1 = x - math.exp(-s1) * math.expm1(r1 * h) * e0
+            e1 = eps(u1, s1)
+            u2 = (x - math.exp(-s2) * math.expm1(r2 * h) * e0
+                  - math.exp(-s2) * (r2 / r1) * (math.expm1(r2 * h) / (r2 * h) - 1) * (e1 - e0))
+            e2 = eps(u2, s2)
+            x = x - sn * math.expm1(h) * e0 - sn / r2 * (math.expm1(h) / h - 1) * (e2 - e0)
+        hooks.end(calls - 1, x, denoised)
+    return x
+
+
 #: name -> rule. Names match ComfyUI's KSampler sampler names.
 RULES: dict[str, Callable[..., Any]] = {
     "euler": euler,
@@ -1050,6 +1098,7 @@ RULES: dict[str, Callable[..., Any]] = {
     "res_multistep_cfg_pp": res_multistep_cfg_pp,
     "res_multistep_ancestral_cfg_pp": res_multistep_ancestral_cfg_pp,
     "gradient_estimation_cfg_pp": gradient_estimation_cfg_pp,
+    "dpm_fast": dpm_fast,
 }
 
 #: rules that need the unconditional prediction beside the guided one (CFG++): sample them with a guided

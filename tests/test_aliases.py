@@ -87,7 +87,7 @@ def test_comfy_api_workflow_runs(executor):
     ("er_sde", "simple"), ("exp_heun_2_x0", "karras"), ("exp_heun_2_x0_sde", "normal"), ("euler_cfg_pp", "normal"),
     ("euler_ancestral_cfg_pp", "karras"), ("dpmpp_2s_ancestral_cfg_pp", "normal"), ("dpmpp_2m_cfg_pp", "karras"),
     ("res_multistep_cfg_pp", "simple"), ("res_multistep_ancestral_cfg_pp", "simple"),
-    ("gradient_estimation_cfg_pp", "normal"),
+    ("gradient_estimation_cfg_pp", "normal"), ("dpm_fast", "karras"),
 ])
 def test_ksampler_names(executor, sampler_name, scheduler):
     res = run(executor, comfy(steps=3, sampler_name=sampler_name, scheduler=scheduler))

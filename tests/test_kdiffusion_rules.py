@@ -288,3 +288,26 @@ def test_uncond_cfg_is_cfg_and_keeps_the_unconditional_prediction():
     one = UncondCFG(net, {"encoder_hidden_states": pos}, {"encoder_hidden_states": neg}, 1.0)
     one(x, torch.tensor(10.0))
     torch.testing.assert_close(one.uncond, x * 0.3 - 1.0)
+
+
+@pytest.mark.parametrize("nfe", [30, 31, 32])
+def test_dpm_fast_spends_the_steps_on_third_order_stages(nfe):
+    """dpm_fast uses the schedule's end points and its number of steps as the network-call budget (all three
+    remainders of the budget over 3), and ends at sigma_min on the ODE solution (here within 0.1 %)."""
+    sig = S.comfy_scheduler_sigmas("karras", nfe, CONFIG).double()
+    model = GaussianData(sig)
+    x_t = torch.randn(4, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * model.norm(
+        float(sig[0]))
+    seen = []
+
+    class Progress:
+        def begin(self, i):
+            pass
+
+        def end(self, i, x, denoised):
+            seen.append(i)
+
+    out = K.dpm_fast(model, x_t, sig, hooks=Progress())
+    assert model.calls == nfe and seen[-1] == nfe - 1 and seen == sorted(seen)
+    exact = x_t / model.norm(float(sig[0])) * model.norm(float(sig[-2]))
+    assert float((out - exact).abs().max() / exact.abs().max()) < 1e-3

@@ -54,8 +54,8 @@ def test_sa_solver_maps_to_diffusers_sasolver():
 
 
 def test_unsupported_names_are_refused():
-    with pytest.raises(ValueError, match="'dpm_fast' is not implemented here; use one of: euler, euler_cfg_pp, "):
-        C.resolve("dpm_fast", "normal")
+    with pytest.raises(ValueError, match="'dpm_adaptive' is not implemented here; use one of: euler, euler_cfg_pp, "):
+        C.resolve("dpm_adaptive", "normal")
     with pytest.raises(ValueError, match="'sa_solver_pece' is not implemented here"):
         C.resolve("sa_solver_pece", "normal")
     with pytest.raises(ValueError, match="unsupported ComfyUI sampler 'nonesuch'"):
@@ -100,7 +100,7 @@ def test_every_comfy_name_runs_its_own_method_or_is_refused():
             assert plan.name == expected and plan.name in kdiffusion.RULES and plan.exact, name
         else:
             assert same_solver[name] == plan.name, name
-    assert refused == ["dpm_fast", "dpm_adaptive", "sa_solver_pece"]
+    assert refused == ["dpm_adaptive", "sa_solver_pece"]
 
 
 def test_second_order_samplers_drop_the_penultimate_sigma():
