@@ -1,10 +1,10 @@
 """ComfyUI core node names, so workflows saved from ComfyUI (API format) run here unchanged.
 
 Each alias takes ComfyUI's input names and defaults and does its work with the built-in nodes and the
-schedulers library. KSampler's ``sampler_name`` / ``scheduler`` go through :mod:`schedulers.comfy_names`:
-samplers with a k-diffusion rule run it over ComfyUI's own SIGMAS formulas, the others run the closest
-diffusers scheduler. Nodes whose names already equal ComfyUI's (VAEDecode, VAEEncode, SaveImage,
-PreviewImage, LoadImage) take ComfyUI's input names themselves and are not repeated here; the custom-sampling
+schedulers library. KSampler's ``sampler_name`` / ``scheduler`` go through :mod:`schedulers.comfy_names`: each
+sampler runs its own step rule over ComfyUI's own SIGMAS formulas. Nodes whose names already equal ComfyUI's
+(VAEDecode, VAEEncode, SaveImage, PreviewImage, LoadImage) take ComfyUI's input names themselves and are not
+repeated here; the custom-sampling
 set (KSamplerSelect, BasicScheduler, SamplerCustom, guiders, noise) lives in :mod:`nodes.custom_sampling`.
 """
 
@@ -14,7 +14,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, Literal
 
 from graph_runtime import Link, Node, NodeError, NodeInputs, Output, Widget
-from schedulers import comfy_names, registry
+from schedulers import comfy_names
 
 from .conditioning import check_clip, encode
 from .custom_sampling import uncond_guide
@@ -152,8 +152,6 @@ def _comfy_schedule(model: Any, sampler_name: str, scheduler: str, steps: int, d
     try:
         return comfy_names.build_comfy_schedule(sampler_name, scheduler, model.scheduler_config, steps,
                                                 denoise, device=model.device)
-    except registry.MissingDependencyError as exc:
-        raise NodeError(f"sampler_name: {exc}") from None
     except ValueError as exc:
         raise NodeError(f"sampler_name / scheduler: {exc}") from None
 
@@ -192,8 +190,7 @@ class KSampler(Node):
 
 class KSamplerAdvanced(Node):
     """ComfyUI's KSamplerAdvanced: KSampler with a step window (start_at_step .. end_at_step), optional noise
-    and optionally leftover noise at the end, for handing a latent on to a second sampler. A window needs a
-    sampler with a k-diffusion rule (euler, heun, dpmpp_2m, ...)."""
+    and optionally leftover noise at the end, for handing a latent on to a second sampler."""
 
     CATEGORY = "sampling"
     DISPLAY_NAME = "KSampler (Advanced)"
@@ -226,20 +223,13 @@ class KSamplerAdvanced(Node):
         if start >= end:
             return (inputs.latent_image,)
         plan = _plan(inputs.sampler_name, inputs.scheduler)
-        if start == 0 and end == steps and plan.runner == "diffusers":
-            schedule = _comfy_schedule(model, inputs.sampler_name, inputs.scheduler, steps, 1.0)
-        else:
-            if plan.runner != "kdiffusion":
-                raise NodeError(f"start_at_step / end_at_step: {inputs.sampler_name!r} runs as a diffusers "
-                                "scheduler, which cannot start or stop mid-schedule; use a sampler with a "
-                                "k-diffusion rule (euler, euler_ancestral, heun, dpmpp_2m, res_multistep, ...)")
-            s = comfy_names.ksampler_sigmas(inputs.sampler_name, inputs.scheduler, steps, model.scheduler_config)
-            s = s[: end + 1].clone()
-            if full_denoise:
-                s[-1] = 0
-            s = s[start:]
-            schedule = schedule_from_sigmas(s, plan.name, model.scheduler_config, runner="kdiffusion",
-                                            device=model.device)
+        s = comfy_names.ksampler_sigmas(inputs.sampler_name, inputs.scheduler, steps, model.scheduler_config)
+        s = s[: end + 1].clone()
+        if full_denoise:
+            s[-1] = 0
+        s = s[start:]
+        schedule = schedule_from_sigmas(s, plan.name, model.scheduler_config, runner="kdiffusion",
+                                        device=model.device)
         guide = uncond_guide(schedule.rule, model, inputs.positive, inputs.negative, inputs.cfg)
         res = run_sampler(ctx, model, inputs.positive, inputs.negative, inputs.latent_image, schedule,
                           inputs.noise_seed, inputs.cfg, add_noise, init_from_latent=True if add_noise else None,

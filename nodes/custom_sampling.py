@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from graph_runtime import Link, Node, NodeError, NodeInputs, Output, Widget
-from schedulers import comfy_names, registry
+from schedulers import comfy_names
 
 from .sampling import (
     SEED_MAX,
@@ -43,7 +43,7 @@ class SamplerChoice:
     """The SAMPLER value of KSamplerSelect: a ComfyUI sampler name and what runs it over SIGMAS."""
 
     comfy_name: str
-    runs_as: str  # a k-diffusion rule or a registry name whose class takes set_timesteps(sigmas=...)
+    runs_as: str  # the step rule (schedulers.kdiffusion.RULES)
 
 
 @dataclass(frozen=True)
@@ -133,20 +133,11 @@ def uncond_guide(rule: str | None, model: ModelBundle, positive: Any, negative: 
 
 
 def sigma_runner(sampler_name: str) -> str:
-    """What runs ComfyUI sampler ``sampler_name`` over given SIGMAS; NodeError if nothing can."""
+    """The step rule that runs ComfyUI sampler ``sampler_name`` over given SIGMAS; NodeError if none does."""
     try:
-        plan = comfy_names.resolve(sampler_name, "normal")
+        return comfy_names.resolve(sampler_name, "normal").name
     except ValueError as exc:
         raise NodeError(f"sampler_name: {exc}") from None
-    if plan.runner == "kdiffusion":
-        return plan.name
-    entry = registry.get(plan.name)
-    if plan.name in registry.sigma_runners() and not plan.overrides:
-        return plan.name
-    usable = [n for n in comfy_names.COMFY_SAMPLERS if comfy_names.runs_over_sigmas(n)]
-    raise NodeError(f"sampler_name: {sampler_name!r} runs here as diffusers' {entry.class_name}, which cannot "
-                    f"follow custom SIGMAS; with SamplerCustom use one of: {', '.join(usable)} (or KSampler, "
-                    f"which builds the schedule itself)")
 
 
 def sample_custom(ctx: Any, model: Any, sampler: Any, sigmas: Any, latent: Any, *, seed: int, add_noise: bool,

@@ -1,20 +1,17 @@
 """ComfyUI KSampler names -> our schedules, so ComfyUI workflows can run.
 
-A ComfyUI KSampler names a ``sampler_name`` (the step rule) and a ``scheduler`` (how SIGMAS are spaced).
-Samplers with a k-diffusion rule here (all of ComfyUI's list but sa_solver and the refused ones) run that rule
-over SIGMAS built with ComfyUI's own scheduler formulas, which is what ComfyUI does (``ddim`` included: ComfyUI
-runs it as Euler). sa_solver runs diffusers' implementation of the same solver, with the spacing expressed
-through its config flags; those sigmas follow diffusers' formulas and are close to, not equal to, ComfyUI's
-(``ComfyPlan.exact`` says which). dpm_adaptive and sa_solver_pece are refused with a message.
+A ComfyUI KSampler names a ``sampler_name`` (the step rule) and a ``scheduler`` (how SIGMAS are spaced). Every
+sampler of ComfyUI's list but dpm_adaptive runs its own step rule here (:mod:`schedulers.kdiffusion`) over
+SIGMAS built with ComfyUI's own scheduler formulas, which is what ComfyUI does (``ddim`` included: ComfyUI runs
+it as Euler); dpm_adaptive is refused with a message rather than run as something else.
 
-``denoise`` follows ComfyUI for rule-based plans (``steps`` steps over the tail of a ``steps / denoise``
-schedule) and the img2img pipeline for diffusers plans (``int(steps * denoise)`` steps).
+``denoise`` follows ComfyUI: ``steps`` steps over the tail of a ``steps / denoise`` schedule.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import registry
@@ -48,14 +45,8 @@ _RULES = {name: name for name in registry.STEP_RULES} | {
     "ddim": "euler",
 }
 
-#: sampler_name -> (registry name, config overrides): the same method as diffusers implements it, over
-#: diffusers' sigma formulas (close to, not equal to, ComfyUI's)
-_DIFFUSERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "sa_solver": ("sasolver", {}),
-}
-
 #: ComfyUI samplers not implemented here: refused with this reason rather than run as something else
-_MISSING = {name: "is not implemented here" for name in ("dpm_adaptive", "sa_solver_pece")}
+_MISSING = {"dpm_adaptive": "(adaptive step size, so no cost known before the run) is not implemented here"}
 
 #: samplers whose KSampler schedule is built one step longer with the next-to-last level dropped (ComfyUI's
 #: DISCARD_PENULTIMATE_SIGMA_SAMPLERS: the second-order rules end with a long first-order step otherwise)
@@ -65,36 +56,15 @@ DISCARD_PENULTIMATE = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_b
 COMFY_SCHEDULERS = ("normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta",
                     "linear_quadratic", "kl_optimal")
 
-#: ComfyUI scheduler -> (diffusers sigma spacing, timestep spacing) for diffusers plans. 'linspace' makes
-#: diffusers' Karras / exponential span the full train range as ComfyUI's do.
-_SPACINGS = {
-    "normal": ("default", "linspace"),
-    "karras": ("karras", "linspace"),
-    "exponential": ("exponential", "linspace"),
-    "beta": ("beta", "linspace"),
-    "sgm_uniform": ("default", "trailing"),
-    "simple": ("default", "trailing"),
-    "ddim_uniform": ("default", "leading"),
-}
-
-
 @dataclass(frozen=True)
 class ComfyPlan:
-    """How a (sampler_name, scheduler) pair runs here.
-
-    ``runner='kdiffusion'``: rule ``name`` over ``sigmas.comfy_scheduler_sigmas(scheduler, ...)`` (exact
-    ComfyUI sigmas). ``runner='diffusers'``: registry ``name`` built with ``sigma_spacing``,
-    ``timestep_spacing`` and ``overrides`` (approximate sigmas).
-    """
+    """How a (sampler_name, scheduler) pair runs here: step rule ``name`` over
+    ``comfy_names.ksampler_sigmas(sampler_name, scheduler, ...)`` (exactly ComfyUI's sigmas)."""
 
     sampler_name: str
     scheduler: str
-    runner: Literal["kdiffusion", "diffusers"]
     name: str
-    sigma_spacing: str
-    timestep_spacing: str | None = None
-    overrides: Mapping[str, Any] = field(default_factory=dict)
-    exact: bool = False
+    runner: Literal["kdiffusion"] = "kdiffusion"
 
 
 def resolve(sampler_name: str, scheduler: str) -> ComfyPlan:
@@ -104,33 +74,11 @@ def resolve(sampler_name: str, scheduler: str) -> ComfyPlan:
             f"unsupported ComfyUI scheduler {scheduler!r}; supported: {', '.join(COMFY_SCHEDULERS)}"
         )
     if sampler_name in _RULES:
-        return ComfyPlan(sampler_name, scheduler, "kdiffusion", _RULES[sampler_name], scheduler, exact=True)
+        return ComfyPlan(sampler_name, scheduler, _RULES[sampler_name])
     if sampler_name in _MISSING:
         usable = ", ".join(n for n in COMFY_SAMPLERS if n in _RULES)
         raise ValueError(f"ComfyUI sampler {sampler_name!r} {_MISSING[sampler_name]}; use one of: {usable}")
-    if sampler_name in _DIFFUSERS:
-        name, overrides = _DIFFUSERS[sampler_name]
-        if scheduler not in _SPACINGS:
-            raise ValueError(f"ComfyUI sampler {sampler_name!r} runs here as diffusers' {name!r}, which has no "
-                             f"{scheduler} spacing; use one of {', '.join(_SPACINGS)} with it")
-        sigma_spacing, timestep_spacing = _SPACINGS[scheduler]
-        entry = registry.get(name)
-        if sigma_spacing != "default" and sigma_spacing not in entry.sigma_spacings:
-            raise ValueError(
-                f"ComfyUI sampler {sampler_name!r} maps to {name!r} ({entry.class_name}), which has no "
-                f"{sigma_spacing} spacing; use normal, simple, sgm_uniform or ddim_uniform with it"
-            )
-        if not entry.supports_timestep_spacing:
-            timestep_spacing = None
-        return ComfyPlan(
-            sampler_name, scheduler, "diffusers", name, sigma_spacing, timestep_spacing, overrides
-        )
     raise ValueError(f"unsupported ComfyUI sampler {sampler_name!r}; supported: {', '.join(COMFY_SAMPLERS)}")
-
-
-def runs_over_sigmas(sampler_name: str) -> bool:
-    """Whether ComfyUI sampler ``sampler_name`` runs here as a step rule over any SIGMAS (SamplerCustom)."""
-    return sampler_name in _RULES
 
 
 def ksampler_sigmas(sampler_name: str | None, scheduler: str, steps: int, scheduler_config: Mapping[str, Any], *,
@@ -171,33 +119,12 @@ def build_comfy_schedule(
 ) -> Schedule:
     """The Schedule a ComfyUI KSampler with these settings describes, for a model with this scheduler
     config. Sample it with ``sampling.sample`` (and the seed's noise from ``sampling.make_noise``)."""
-    from .model_sampling import is_flow_config
-    from .schedule import build_schedule, schedule_from_sigmas
+    from .schedule import schedule_from_sigmas
 
     plan = resolve(sampler_name, scheduler)
-    if plan.runner == "diffusers":
-        name, sigma_spacing, timestep_spacing = plan.name, plan.sigma_spacing, plan.timestep_spacing
-        if is_flow_config(scheduler_config):  # the solver's flow-sigma form, over the model's own shift
-            name, timestep_spacing = f"flow_{plan.name}", None
-            if name not in registry.REGISTRY or sigma_spacing != "default":
-                rules = ", ".join(n for n in COMFY_SAMPLERS if n in _RULES)
-                raise ValueError(
-                    f"ComfyUI sampler {sampler_name!r} with scheduler {scheduler!r} has no flow-matching form "
-                    f"here; on this model use one of {rules} (any scheduler), or uni_pc with normal/simple"
-                )
-        return build_schedule(
-            name,
-            scheduler_config,
-            steps,
-            denoise=denoise,
-            sigma_spacing=sigma_spacing,
-            timestep_spacing=timestep_spacing,
-            overrides=plan.overrides,
-            device=device,
-        )
     if not 0.0 < denoise <= 1.0:
         raise ValueError(f"denoise must be in (0, 1], got {denoise}")
-    sig, total = denoised_sigmas(plan.sigma_spacing, steps, denoise, scheduler_config, device=device,
+    sig, total = denoised_sigmas(scheduler, steps, denoise, scheduler_config, device=device,
                                  full_from=0.9999, sampler_name=sampler_name)
     schedule = schedule_from_sigmas(sig, plan.name, scheduler_config, runner="kdiffusion", device=device)
     return replace(schedule, denoise=denoise, total_steps=total)

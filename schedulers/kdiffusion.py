@@ -1017,7 +1017,8 @@ def dpm_fast(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks()):
     """DPM-Solver-fast (Lu et al. 2022) as ComfyUI's dpm_fast: the schedule gives only its end points
     (sigma_max = the first level, sigma_min = the last above 0) and the budget of network calls (one per
     step); the solver spends it on DPM-Solver-3 steps evenly spaced in ``t = -log sigma``, the last one or two
-    of lower order, and stops at sigma_min (no final denoise). Progress is reported per network call."""
+    of lower order, and stops at sigma_min (no final denoise). Progress is reported per network call (a step's
+    calls all report its result)."""
     host = sigmas.tolist()
     nfe = len(host) - 1
     lo = host[-1] if host[-1] > 0 else host[-2]
@@ -1036,6 +1037,7 @@ def dpm_fast(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks()):
         return out
 
     for k, order in enumerate(orders):
+        done = calls
         t, tn = ts[k], ts[k + 1]
         h = tn - t
         e0 = eps(x, t)
@@ -1057,8 +1059,96 @@ def dpm_fast(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks()):
                   - math.exp(-s2) * (r2 / r1) * (math.expm1(r2 * h) / (r2 * h) - 1) * (e1 - e0))
             e2 = eps(u2, s2)
             x = x - sn * math.expm1(h) * e0 - sn / r2 * (math.expm1(h) / h - 1) * (e2 - e0)
-        hooks.end(calls - 1, x, denoised)
+        for j in range(done, calls):  # one report per network call of the step
+            hooks.end(j, x, denoised)
     return x
+
+
+def _percent_to_sigma(model, percent: float) -> float:
+    """The noise level at a fraction of the sampling range (0 = pure noise), as ComfyUI's model sampling
+    places it: train timestep ``(1 - percent) * 999`` for a discrete model, the shifted ``1 - percent`` for
+    flow."""
+    if model.flow:
+        return float(model.sampling.sigma_ramp(torch.tensor(1.0 - percent, dtype=torch.float64)))
+    log_train = model.sampling.train_sigmas.double().log()
+    t = (1.0 - percent) * 999.0
+    lo = int(math.floor(t))
+    hi = min(lo + 1, len(log_train) - 1)
+    w = t - lo
+    return math.exp((1 - w) * float(log_train[lo]) + w * float(log_train[hi]))
+
+
+def _sa_coefficients(sigma_t: float, lams: list[float], lam_s: float, lam_t: float, tau: float) -> list[float]:
+    """SA-Solver's b_i (Xue et al. 2023, eqs. 15 / 18): ``alpha_t`` times the integral over [lam_s, lam_t] of
+    ``(1 + tau^2) e^((1 + tau^2)(lam - lam_t))`` times the Lagrange basis through ``lams``."""
+    from scipy import integrate
+
+    k = 1 + tau * tau
+
+    def basis(v: float, j: int) -> float:
+        out = 1.0
+        for m, p in enumerate(lams):
+            if m != j:
+                out *= (v - p) / (lams[j] - p)
+        return out
+
+    alpha_t = sigma_t * math.exp(lam_t)
+    return [alpha_t * integrate.quad(lambda v, j=j: k * math.exp(k * (v - lam_t)) * basis(v, j), lam_s, lam_t,
+                                     epsabs=1e-12, epsrel=1e-10)[0] for j in range(len(lams))]
+
+
+def sa_solver(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), s_noise: float = 1.0,
+              predictor_order: int = 3, corrector_order: int = 4, pece: bool = False, eta: float = 1.0):
+    """SA-Solver (Xue et al. 2023), stochastic Adams predictor-corrector in data prediction over the half
+    log-SNR, as ComfyUI's sa_solver: predictor of order 3 and corrector of order 4 from the last estimates,
+    lower near the end; noise strength ``eta`` for sigma between the 20 % and 80 % points of the model's range
+    and none outside. ``pece`` evaluates the corrected state again (sa_solver_pece)."""
+    model, sigmas, host = _snr_grid(model, sigmas, sigmas.tolist())
+    lam = [_lam(model, s) if s > 0 else math.inf for s in host]
+    start, end = _percent_to_sigma(model, 0.2), _percent_to_sigma(model, 0.8)
+    n = len(host)
+    to_end = host[-1] == 0
+    x_pred, h, tau, noise = x, 0.0, 0.0, None
+    preds: list[torch.Tensor] = []
+    for i in range(n - 1):
+        hooks.begin(i)
+        denoised = model(x_pred, i)
+        preds = [*preds, denoised][-max(predictor_order, corrector_order):]
+        p_ord = min(predictor_order, len(preds))
+        c_ord = 0 if i == 0 or (host[i + 1] == 0 and not pece) else min(corrector_order, len(preds))
+        if to_end:
+            p_ord, c_ord = min(p_ord, n - 2 - i), min(c_ord, n - 1 - i)
+        if c_ord == 0:
+            x = x_pred
+        else:
+            b = _sa_coefficients(host[i], lam[i - c_ord + 1:i + 1], lam[i - 1], lam[i], tau)
+            x = (host[i] / host[i - 1] * math.exp(-tau * tau * h)) * x + sum(
+                c * d for c, d in zip(b, preds[-c_ord:], strict=True))
+            if noise is not None:
+                x = x + noise
+            if pece:
+                denoised = model(x, i)
+                preds[-1] = denoised
+        if host[i + 1] == 0:
+            x_pred = denoised
+        else:
+            tau = eta if eta > 0 and start >= host[i + 1] >= end else 0.0
+            b = _sa_coefficients(host[i + 1], lam[i - p_ord + 1:i + 1], lam[i], lam[i + 1], tau)
+            h = lam[i + 1] - lam[i]
+            x_pred = (host[i + 1] / host[i] * math.exp(-tau * tau * h)) * x + sum(
+                c * d for c, d in zip(b, preds[-p_ord:], strict=True))
+            noise = None
+            if tau > 0 and s_noise > 0:
+                noise = _noise(x, generator) * (host[i + 1] * (-math.expm1(-2 * tau * tau * h)) ** 0.5 * s_noise)
+                x_pred = x_pred + noise
+        hooks.end(i, x_pred, denoised)
+    return x_pred
+
+
+def sa_solver_pece(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), s_noise: float = 1.0,
+                   eta: float = 1.0):
+    """SA-Solver in PECE mode (predict, evaluate, correct, evaluate): 2N-1 model calls."""
+    return sa_solver(model, x, sigmas, generator=generator, hooks=hooks, s_noise=s_noise, pece=True, eta=eta)
 
 
 #: name -> rule. Names match ComfyUI's KSampler sampler names.
@@ -1099,6 +1189,8 @@ RULES: dict[str, Callable[..., Any]] = {
     "res_multistep_ancestral_cfg_pp": res_multistep_ancestral_cfg_pp,
     "gradient_estimation_cfg_pp": gradient_estimation_cfg_pp,
     "dpm_fast": dpm_fast,
+    "sa_solver": sa_solver,
+    "sa_solver_pece": sa_solver_pece,
 }
 
 #: rules that need the unconditional prediction beside the guided one (CFG++): sample them with a guided
@@ -1109,12 +1201,13 @@ UNCOND_RULES = frozenset(name for name in RULES if name.endswith("_cfg_pp"))
 STOCHASTIC_RULES = frozenset({"euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde",
                               "dpmpp_2m_sde", "dpmpp_2m_sde_heun", "dpmpp_3m_sde", "ddpm", "lcm",
                               "res_multistep_ancestral", "exp_heun_2_x0_sde", "seeds_2", "seeds_3", "er_sde",
-                              "euler_ancestral_cfg_pp", "dpmpp_2s_ancestral_cfg_pp", "res_multistep_ancestral_cfg_pp"})
+                              "euler_ancestral_cfg_pp", "dpmpp_2s_ancestral_cfg_pp", "res_multistep_ancestral_cfg_pp",
+                              "sa_solver", "sa_solver_pece"})
 
 #: network evaluations per step at most (one where not listed); the last step to 0 takes one
 _CALLS_PER_STEP = {"heun": 2, "dpm_2": 2, "dpm_2_ancestral": 2, "dpmpp_2s_ancestral": 2, "dpmpp_sde": 2,
                    "heunpp2": 3, "exp_heun_2_x0": 2, "exp_heun_2_x0_sde": 2, "seeds_2": 2, "seeds_3": 3,
-                   "dpmpp_2s_ancestral_cfg_pp": 2}
+                   "dpmpp_2s_ancestral_cfg_pp": 2, "sa_solver_pece": 2}
 
 
 def model_calls(rule: str, steps: int) -> int:

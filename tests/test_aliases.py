@@ -87,7 +87,7 @@ def test_comfy_api_workflow_runs(executor):
     ("er_sde", "simple"), ("exp_heun_2_x0", "karras"), ("exp_heun_2_x0_sde", "normal"), ("euler_cfg_pp", "normal"),
     ("euler_ancestral_cfg_pp", "karras"), ("dpmpp_2s_ancestral_cfg_pp", "normal"), ("dpmpp_2m_cfg_pp", "karras"),
     ("res_multistep_cfg_pp", "simple"), ("res_multistep_ancestral_cfg_pp", "simple"),
-    ("gradient_estimation_cfg_pp", "normal"), ("dpm_fast", "karras"),
+    ("gradient_estimation_cfg_pp", "normal"), ("dpm_fast", "karras"), ("sa_solver_pece", "karras"),
 ])
 def test_ksampler_names(executor, sampler_name, scheduler):
     res = run(executor, comfy(steps=3, sampler_name=sampler_name, scheduler=scheduler))
@@ -98,7 +98,8 @@ def test_ksampler_names(executor, sampler_name, scheduler):
 def test_ksampler_refuses_a_sampler_it_lacks(executor):
     res = run(executor, comfy(steps=3, sampler_name="dpm_adaptive"))
     assert res.status == "error" and res.error["node_type"] == "KSampler"
-    assert "'dpm_adaptive' is not implemented here" in res.error["exception_message"]
+    assert "'dpm_adaptive' (adaptive step size, so no cost known before the run) is not implemented here" in (
+        res.error["exception_message"])
 
 
 def test_cfg_pp_needs_a_negative(executor):
@@ -159,8 +160,8 @@ def test_sampler_custom_equals_ksampler(executor, sampler, scheduler):
     assert res.outputs["13"]["images"][0]["type"] == "temp"
 
 
-def test_sampler_custom_refuses_a_diffusers_only_sampler(executor):
-    res = run(executor, custom("sa_solver", "normal"))
+def test_sampler_custom_refuses_a_sampler_it_lacks(executor):
+    res = run(executor, custom("dpm_adaptive", "normal"))
     assert res.status == "error" and res.error["node_type"] == "KSamplerSelect"
     assert "sampler_name" in res.error["exception_message"] and "euler" in res.error["exception_message"]
 
