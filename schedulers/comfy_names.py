@@ -1,9 +1,8 @@
 """ComfyUI KSampler names -> our schedules, so ComfyUI workflows can run.
 
 A ComfyUI KSampler names a ``sampler_name`` (the step rule) and a ``scheduler`` (how SIGMAS are spaced). Every
-sampler of ComfyUI's list but dpm_adaptive runs its own step rule here (:mod:`schedulers.kdiffusion`) over
-SIGMAS built with ComfyUI's own scheduler formulas, which is what ComfyUI does (``ddim`` included: ComfyUI runs
-it as Euler); dpm_adaptive is refused with a message rather than run as something else.
+sampler of ComfyUI's list runs its own step rule here (:mod:`schedulers.kdiffusion`) over SIGMAS built with
+ComfyUI's own scheduler formulas, which is what ComfyUI does (``ddim`` included: ComfyUI runs it as Euler).
 
 ``denoise`` follows ComfyUI: ``steps`` steps over the tail of a ``steps / denoise`` schedule.
 """
@@ -45,9 +44,6 @@ _RULES = {name: name for name in registry.STEP_RULES} | {
     "ddim": "euler",
 }
 
-#: ComfyUI samplers not implemented here: refused with this reason rather than run as something else
-_MISSING = {"dpm_adaptive": "(adaptive step size, so no cost known before the run) is not implemented here"}
-
 #: samplers whose KSampler schedule is built one step longer with the next-to-last level dropped (ComfyUI's
 #: DISCARD_PENULTIMATE_SIGMA_SAMPLERS: the second-order rules end with a long first-order step otherwise)
 DISCARD_PENULTIMATE = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})
@@ -75,9 +71,6 @@ def resolve(sampler_name: str, scheduler: str) -> ComfyPlan:
         )
     if sampler_name in _RULES:
         return ComfyPlan(sampler_name, scheduler, _RULES[sampler_name])
-    if sampler_name in _MISSING:
-        usable = ", ".join(n for n in COMFY_SAMPLERS if n in _RULES)
-        raise ValueError(f"ComfyUI sampler {sampler_name!r} {_MISSING[sampler_name]}; use one of: {usable}")
     raise ValueError(f"unsupported ComfyUI sampler {sampler_name!r}; supported: {', '.join(COMFY_SAMPLERS)}")
 
 

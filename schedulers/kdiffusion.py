@@ -1013,6 +1013,33 @@ def gradient_estimation_cfg_pp(model, x, sigmas, *, generator=None, hooks: Hooks
     return gradient_estimation(model, x, sigmas, generator=generator, hooks=hooks, ge_gamma=ge_gamma, cfg_pp=True)
 
 
+def _dpm_solver_2(x, t: float, h: float, e0, eps, r1: float = 0.5):
+    """A DPM-Solver-2 step (Lu et al. 2022) in ``t = -log sigma`` from the noise prediction ``e0`` at ``t``;
+    ``eps(x, t)`` gives the one at the intermediate point. Returns (x, that prediction)."""
+    s1 = t + r1 * h
+    e1 = eps(x - math.exp(-s1) * math.expm1(r1 * h) * e0, s1)
+    sn = math.exp(-(t + h))
+    return x - sn * math.expm1(h) * e0 - sn / (2 * r1) * math.expm1(h) * (e1 - e0), e1
+
+
+def _dpm_solver_3(x, t: float, h: float, e0, eps, e1=None):
+    """A DPM-Solver-3 step (r1 = 1/3, r2 = 2/3); ``e1`` is the prediction at t + h/3 when already known."""
+    r1, r2 = 1 / 3, 2 / 3
+    s1, s2 = t + r1 * h, t + r2 * h
+    if e1 is None:
+        e1 = eps(x - math.exp(-s1) * math.expm1(r1 * h) * e0, s1)
+    u2 = (x - math.exp(-s2) * math.expm1(r2 * h) * e0
+          - math.exp(-s2) * (r2 / r1) * (math.expm1(r2 * h) / (r2 * h) - 1) * (e1 - e0))
+    e2 = eps(u2, s2)
+    sn = math.exp(-(t + h))
+    return x - sn * math.expm1(h) * e0 - sn / r2 * (math.expm1(h) / h - 1) * (e2 - e0)
+
+
+def _dpm_range(host: list[float]) -> tuple[float, float]:
+    """dpm_fast's and dpm_adaptive's span in ``t = -log sigma``: the first level to the last above 0."""
+    return -math.log(host[0]), -math.log(host[-1] if host[-1] > 0 else host[-2])
+
+
 def dpm_fast(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks()):
     """DPM-Solver-fast (Lu et al. 2022) as ComfyUI's dpm_fast: the schedule gives only its end points
     (sigma_max = the first level, sigma_min = the last above 0) and the budget of network calls (one per
@@ -1021,8 +1048,7 @@ def dpm_fast(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks()):
     calls all report its result)."""
     host = sigmas.tolist()
     nfe = len(host) - 1
-    lo = host[-1] if host[-1] > 0 else host[-2]
-    t0, t1 = -math.log(host[0]), -math.log(lo)
+    t0, t1 = _dpm_range(host)
     m = nfe // 3 + 1
     ts = [t0 + (t1 - t0) * k / m for k in range(m + 1)]
     orders = [3] * (m - 2) + [2, 1] if nfe % 3 == 0 else [3] * (m - 1) + [nfe % 3]
@@ -1032,35 +1058,78 @@ def dpm_fast(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks()):
         nonlocal calls
         hooks.begin(min(calls, nfe - 1))
         sig = math.exp(-t)
-        out = (xx - model.at(xx, sig)) / sig
         calls += 1
-        return out
+        return (xx - model.at(xx, sig)) / sig
 
     for k, order in enumerate(orders):
         done = calls
-        t, tn = ts[k], ts[k + 1]
-        h = tn - t
+        t, h = ts[k], ts[k + 1] - ts[k]
         e0 = eps(x, t)
         denoised = x - math.exp(-t) * e0
-        sn = math.exp(-tn)
         if order == 1:
-            x = x - sn * math.expm1(h) * e0
+            x = x - math.exp(-(t + h)) * math.expm1(h) * e0
         elif order == 2:
-            s1 = t + h / 2
-            u1 = x - math.exp(-s1) * math.expm1(h / 2) * e0
-            e1 = eps(u1, s1)
-            x = x - sn * math.expm1(h) * e0 - sn * math.expm1(h) * (e1 - e0)
+            x = _dpm_solver_2(x, t, h, e0, eps)[0]
         else:
-            r1, r2 = 1 / 3, 2 / 3
-            s1, s2 = t + r1 * h, t + r2 * h
-            u1 = x - math.exp(-s1) * math.expm1(r1 * h) * e0
-            e1 = eps(u1, s1)
-            u2 = (x - math.exp(-s2) * math.expm1(r2 * h) * e0
-                  - math.exp(-s2) * (r2 / r1) * (math.expm1(r2 * h) / (r2 * h) - 1) * (e1 - e0))
-            e2 = eps(u2, s2)
-            x = x - sn * math.expm1(h) * e0 - sn / r2 * (math.expm1(h) / h - 1) * (e2 - e0)
+            x = _dpm_solver_3(x, t, h, e0, eps)
         for j in range(done, calls):  # one report per network call of the step
             hooks.end(j, x, denoised)
+    return x
+
+
+#: dpm_adaptive's most network calls: its cost must be known before the run (graph_runtime.limits)
+ADAPTIVE_MAX_CALLS = 600
+
+
+def dpm_adaptive(model, x, sigmas, *, generator=None, hooks: Hooks = _NoHooks(), rtol: float = 0.05,
+                 atol: float = 0.0078, h_init: float = 0.05, accept_safety: float = 0.81):
+    """DPM-Solver-23 with adaptive step size (Lu et al. 2022) as ComfyUI's dpm_adaptive: each step compares a
+    DPM-Solver-2 and a DPM-Solver-3 estimate (sharing a stage, 3 network calls), an integral controller scales
+    the step by the error, and a step with too large an error is taken again. Like dpm_fast it uses only the
+    schedule's end points; it stops at sigma_min. At most ``ADAPTIVE_MAX_CALLS`` network calls (ValueError
+    past them); progress is the share of the span covered."""
+    host = sigmas.tolist()
+    steps = len(host) - 1
+    t, t_end = _dpm_range(host)
+    span = t_end - t
+    calls = 0
+
+    def eps(xx, tt):
+        nonlocal calls
+        if calls >= ADAPTIVE_MAX_CALLS:
+            raise ValueError(f"dpm_adaptive needed more than {ADAPTIVE_MAX_CALLS} network calls at rtol {rtol}, "
+                             f"atol {atol}; use dpm_fast or a fixed-step sampler")
+        sig = math.exp(-tt)
+        calls += 1
+        return (xx - model.at(xx, sig)) / sig
+
+    h, errs = h_init, None
+    x_prev = x
+    reported = -1
+    while t < t_end - 1e-5:
+        hooks.begin(max(reported, 0))
+        tn = min(t_end, t + h)
+        dt = tn - t
+        e0 = eps(x, t)
+        denoised = x - math.exp(-t) * e0
+        x_low, e1 = _dpm_solver_2(x, t, dt, e0, eps, r1=1 / 3)
+        x_high = _dpm_solver_3(x, t, dt, e0, eps, e1)
+        delta = torch.maximum(torch.full_like(x_low, atol), rtol * torch.maximum(x_low.abs(), x_prev.abs()))
+        error = float(torch.linalg.norm((x_low - x_high) / delta)) / x.numel() ** 0.5  # one host read a step
+        inv = 1 / (error + 1e-8)
+        errs = [inv, inv, inv] if errs is None else [inv, *errs[1:]]
+        factor = errs[0] ** (1 / 3)  # the integral controller of order 3 (ComfyUI's default coefficients)
+        factor = 1 + math.atan(factor - 1)
+        if factor >= accept_safety:
+            errs = [errs[0], errs[0], errs[1]]
+            x_prev, x, t = x_low, x_high, tn
+            done = min(int((t - (t_end - span)) / span * steps), steps - 1) if span > 0 else steps - 1
+            for j in range(reported + 1, done + 1):
+                hooks.end(j, x, denoised)
+            reported = max(reported, done)
+        h *= factor
+    for j in range(reported + 1, steps):
+        hooks.end(j, x, x)
     return x
 
 
@@ -1189,6 +1258,7 @@ RULES: dict[str, Callable[..., Any]] = {
     "res_multistep_ancestral_cfg_pp": res_multistep_ancestral_cfg_pp,
     "gradient_estimation_cfg_pp": gradient_estimation_cfg_pp,
     "dpm_fast": dpm_fast,
+    "dpm_adaptive": dpm_adaptive,
     "sa_solver": sa_solver,
     "sa_solver_pece": sa_solver_pece,
 }
@@ -1212,5 +1282,7 @@ _CALLS_PER_STEP = {"heun": 2, "dpm_2": 2, "dpm_2_ancestral": 2, "dpmpp_2s_ancest
 
 def model_calls(rule: str, steps: int) -> int:
     """Network evaluations a run of ``rule`` over ``steps`` steps costs at most (known before it starts)."""
+    if rule == "dpm_adaptive":
+        return ADAPTIVE_MAX_CALLS
     per = _CALLS_PER_STEP.get(rule, 1)
     return per * steps - (per - 1) if steps else 0

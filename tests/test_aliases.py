@@ -88,18 +88,12 @@ def test_comfy_api_workflow_runs(executor):
     ("euler_ancestral_cfg_pp", "karras"), ("dpmpp_2s_ancestral_cfg_pp", "normal"), ("dpmpp_2m_cfg_pp", "karras"),
     ("res_multistep_cfg_pp", "simple"), ("res_multistep_ancestral_cfg_pp", "simple"),
     ("gradient_estimation_cfg_pp", "normal"), ("dpm_fast", "karras"), ("sa_solver_pece", "karras"),
+    ("dpm_adaptive", "karras"),
 ])
 def test_ksampler_names(executor, sampler_name, scheduler):
     res = run(executor, comfy(steps=3, sampler_name=sampler_name, scheduler=scheduler))
     assert res.status == "success", res.error
     assert torch.isfinite(res.values["3"][0]["samples"]).all()
-
-
-def test_ksampler_refuses_a_sampler_it_lacks(executor):
-    res = run(executor, comfy(steps=3, sampler_name="dpm_adaptive"))
-    assert res.status == "error" and res.error["node_type"] == "KSampler"
-    assert "'dpm_adaptive' (adaptive step size, so no cost known before the run) is not implemented here" in (
-        res.error["exception_message"])
 
 
 def test_cfg_pp_needs_a_negative(executor):
@@ -158,12 +152,6 @@ def test_sampler_custom_equals_ksampler(executor, sampler, scheduler):
     assert torch.equal(a, out["samples"])
     assert denoised["samples"].shape == a.shape
     assert res.outputs["13"]["images"][0]["type"] == "temp"
-
-
-def test_sampler_custom_refuses_a_sampler_it_lacks(executor):
-    res = run(executor, custom("dpm_adaptive", "normal"))
-    assert res.status == "error" and res.error["node_type"] == "KSamplerSelect"
-    assert "sampler_name" in res.error["exception_message"] and "euler" in res.error["exception_message"]
 
 
 def test_ksampler_advanced_two_stages_equal_one_run(executor):

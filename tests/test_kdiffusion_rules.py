@@ -326,3 +326,30 @@ def test_sa_solver_first_predictor_is_the_exponential_euler_step():
     b = K._sa_coefficients(2.0, [-math.log(8.0), -math.log(6.0), -math.log(4.0)], -math.log(4.0),
                            -math.log(2.0), 0.5)
     assert sum(b) == pytest.approx(-math.expm1(-1.25 * math.log(2.0)))
+
+
+def test_dpm_adaptive_controls_its_error():
+    """dpm_adaptive ends at sigma_min near the ODE solution, closer with tighter tolerances (at more calls),
+    reports every step of the schedule once, and refuses to run past its call cap."""
+    sig = S.comfy_scheduler_sigmas("karras", 10, CONFIG).double()
+    x_t = torch.randn(4, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * math.sqrt(
+        1 + float(sig[0]) ** 2)
+    exact = x_t / math.sqrt(1 + float(sig[0]) ** 2) * math.sqrt(1 + float(sig[-2]) ** 2)
+    seen = []
+
+    class Progress:
+        def begin(self, i):
+            pass
+
+        def end(self, i, x, denoised):
+            seen.append(i)
+
+    loose, tight = GaussianData(sig), GaussianData(sig)
+    a = K.dpm_adaptive(loose, x_t, sig, hooks=Progress())
+    b = K.dpm_adaptive(tight, x_t, sig, rtol=1e-4, atol=1e-6)
+    err = [float((o - exact).abs().max() / exact.abs().max()) for o in (a, b)]
+    assert err[0] < 0.05 and err[1] < 1e-3 and tight.calls > loose.calls, (err, loose.calls, tight.calls)
+    assert seen == list(range(10)) and loose.calls % 3 == 0
+    assert K.model_calls("dpm_adaptive", 10) == K.ADAPTIVE_MAX_CALLS
+    with pytest.raises(ValueError, match="more than 600 network calls"):
+        K.dpm_adaptive(GaussianData(sig), x_t, sig, rtol=1e-12, atol=1e-14)

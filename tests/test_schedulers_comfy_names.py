@@ -35,8 +35,6 @@ def test_rule_samplers_follow_comfyuis_denoise():
 
 
 def test_unsupported_names_are_refused():
-    with pytest.raises(ValueError, match="'dpm_adaptive' .*is not implemented here; use one of: euler, euler_cfg_pp, "):
-        C.resolve("dpm_adaptive", "normal")
     with pytest.raises(ValueError, match="unsupported ComfyUI sampler 'nonesuch'"):
         C.resolve("nonesuch", "normal")
     with pytest.raises(ValueError, match="unsupported ComfyUI scheduler 'cosine'"):
@@ -56,24 +54,17 @@ COMFY_KSAMPLER_SCHEDULERS = ["normal", "karras", "exponential", "sgm_uniform", "
                              "linear_quadratic", "kl_optimal"]
 
 
-def test_every_comfy_name_runs_its_own_method_or_is_refused():
+def test_every_comfy_name_runs_its_own_method():
     """No sampler runs as a different method: each is its own step rule (the _gpu variants differ in ComfyUI
-    only in where the Brownian noise is drawn; ComfyUI itself runs ddim as Euler) or is refused with the
-    reason."""
+    only in where the Brownian noise is drawn; ComfyUI itself runs ddim as Euler)."""
     from schedulers import kdiffusion
 
     assert list(C.COMFY_SAMPLERS) == COMFY_KSAMPLER_SAMPLERS
     assert list(C.COMFY_SCHEDULERS) == COMFY_KSAMPLER_SCHEDULERS
-    refused = []
     for name in C.COMFY_SAMPLERS:
-        try:
-            plan = C.resolve(name, "normal")
-        except ValueError:
-            refused.append(name)
-            continue
+        plan = C.resolve(name, "normal")
         expected = "euler" if name == "ddim" else name.removesuffix("_gpu")
         assert plan.runner == "kdiffusion" and plan.name == expected and plan.name in kdiffusion.RULES, name
-    assert refused == ["dpm_adaptive"]
 
 
 def test_second_order_samplers_drop_the_penultimate_sigma():
@@ -89,14 +80,12 @@ def test_second_order_samplers_drop_the_penultimate_sigma():
 def test_every_supported_pair_builds():
     built = 0
     for sampler in C.COMFY_SAMPLERS:
-        if sampler == "dpm_adaptive":
-            continue
         for scheduler in C.COMFY_SCHEDULERS:
             sch = C.build_comfy_schedule(sampler, scheduler, CONFIG, 6)
             S.validate(sch.sigmas)
             assert sch.runner == "kdiffusion"
             built += 1
-    assert built == 43 * 9
+    assert built == 44 * 9
 
 
 @pytest.mark.parametrize(

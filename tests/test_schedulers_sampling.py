@@ -75,8 +75,12 @@ def test_rules_run_custom_sigmas(sd, denoiser, rule):
     assert torch.isfinite(out).all()
     assert [(i, n) for i, n, _ in seen] == [(i, 6) for i in range(6)]
     assert all(torch.isfinite(x0).all() for _, _, x0 in seen)
-    # one call a step, two for the two-stage rules (one on the last step to 0); heunpp2 up to three
-    assert denoiser.calls == (15 if rule == "heunpp2" else kdiffusion.model_calls(rule, 6))
+    # one call a step, two for the two-stage rules (one on the last step to 0); heunpp2 up to three;
+    # dpm_adaptive three a try, as many tries as its error control takes, within its cap
+    if rule == "dpm_adaptive":
+        assert denoiser.calls % 3 == 0 and 0 < denoiser.calls <= kdiffusion.model_calls(rule, 6)
+    else:
+        assert denoiser.calls == (15 if rule == "heunpp2" else kdiffusion.model_calls(rule, 6))
     # same seed, same result; the stochastic rules follow the generator
     noise, generator = make_noise(SHAPE, 11)
     assert torch.equal(out, sample(denoiser, noise, schedule, generator))
