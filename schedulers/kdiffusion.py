@@ -8,9 +8,15 @@ model's train sigmas and ``x0 = x - sigma * eps``; a v-prediction UNet the same 
 formula; a flow transformer ``x`` itself at ``sigma * 1000`` and ``x0 = x - sigma * v``.
 
 Each rule is ``rule(model, x, sigmas, *, generator, hooks) -> x``: ``model(x, j)`` returns the denoised
-estimate at ``sigmas[j]`` (rules only evaluate at grid points), ``hooks.begin(i)`` runs before step ``i`` and
-``hooks.end(i, x, denoised)`` after it. Step sizes come from device tensors; only branch decisions use a host
-copy of the sigmas made once before the loop, so the loop never waits on the device.
+estimate at ``sigmas[j]``, ``model.at(x, sigma)`` at a level between grid points (the stages of two- and
+three-stage rules), ``model.uncond()`` the unconditional estimate of the last call (CFG++ rules);
+``hooks.begin(i)`` runs before step ``i`` and ``hooks.end(i, x, denoised)`` after it. Step sizes and weights
+are worked out from a host copy of the sigmas made once before the loop, so the loop never waits on the
+device (dpm_adaptive reads its error estimate once a step: that is its method).
+
+Every sampler of ComfyUI's KSampler list has its rule here under its ComfyUI name. Noise is Gaussian from
+the run's generator (ComfyUI draws the SDE rules' noise from a Brownian tree), so stochastic rules agree
+with ComfyUI in distribution, deterministic ones in value.
 """
 
 from __future__ import annotations

@@ -110,3 +110,31 @@ def test_set_first_sigma_and_manual_sigmas():
     assert np.allclose(manual.tolist(), [14.6, 7.0, 0.1, 0.0])
     with pytest.raises(NodeError, match="item 2"):
         run(ManualSigmas, sigmas="1, x")
+
+
+def log_interp(train, t):
+    lo, hi = math.floor(t), math.ceil(t)
+    w = t - lo
+    return math.exp((1 - w) * math.log(train[lo]) + w * math.log(train[hi]))
+
+
+def test_sgm_uniform_and_basic_scheduler_denoise():
+    """sgm_uniform: steps + 1 timesteps evenly from 999 to 0, the last left out, each log-sigma interpolated.
+    BasicScheduler's denoise: the last ``steps`` levels of an ``int(steps / denoise)``-step schedule."""
+    from nodes.custom_sampling import BasicScheduler
+
+    train = S.model_sigmas(CONFIG).tolist()
+    sgm = S.comfy_scheduler_sigmas("sgm_uniform", 4, CONFIG)
+    expected = [log_interp(train, 999 * (1 - k / 4)) for k in range(4)] + [0.0]
+    torch.testing.assert_close(sgm, torch.tensor(expected), rtol=1e-5, atol=1e-6)
+
+    from nodes.types import ModelBundle
+
+    model = ModelBundle(network=None, family=None, scheduler_config=CONFIG, device=torch.device("cpu"),
+                        dtype=torch.float32, name="config only", source="")
+    (half,) = run(BasicScheduler, model=model, scheduler="karras", steps=4, denoise=0.5)
+    assert torch.equal(half, S.comfy_scheduler_sigmas("karras", 8, CONFIG)[-5:])
+    (third,) = run(BasicScheduler, model=model, scheduler="simple", steps=3, denoise=0.35)  # int(3 / 0.35) = 8
+    assert torch.equal(third, S.comfy_scheduler_sigmas("simple", 8, CONFIG)[-4:])
+    (none,) = run(BasicScheduler, model=model, scheduler="normal", steps=3, denoise=0.0)
+    assert none.numel() == 0
