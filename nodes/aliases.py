@@ -171,6 +171,26 @@ class ConditioningZeroOut(Node):
         return (dataclasses.replace(c, embeds=torch.zeros_like(c.embeds), pooled=pooled, prompt=""),)
 
 
+class FluxGuidance(Node):
+    """Set Flux dev's distilled guidance (the guidance embedding, FluxPipeline's ``guidance_scale``) in a
+    conditioning; without it Flux dev runs at 3.5. Schnell has no guidance embedding and ignores it."""
+
+    CATEGORY = "advanced/conditioning/flux"
+    DISPLAY_NAME = "FluxGuidance"
+
+    class Inputs(NodeInputs):
+        conditioning: Any = Link("CONDITIONING")
+        guidance: float = Widget(3.5, ge=0.0, le=100.0, step=0.1)
+
+    OUTPUTS = (Output("CONDITIONING", "CONDITIONING"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        c = inputs.conditioning
+        if not isinstance(c, Conditioning):
+            raise NodeError(f"conditioning: expected CONDITIONING, got {type(c).__name__}")
+        return (dataclasses.replace(c, extra={**c.extra, "guidance": float(inputs.guidance)}),)
+
+
 def _comfy_schedule(model: Any, sampler_name: str, scheduler: str, steps: int, denoise: float) -> Schedule:
     try:
         return comfy_names.build_comfy_schedule(sampler_name, scheduler, model.scheduler_config, steps,
@@ -377,6 +397,6 @@ class SamplerCustom(Node):
         return ({**inputs.latent_image, "samples": res.samples}, {**inputs.latent_image, "samples": denoised})
 
 
-NODES = [CheckpointLoaderSimple, CLIPTextEncode, CLIPTextEncodeSDXL, ConditioningZeroOut, EmptyLatentImage,
+NODES = [CheckpointLoaderSimple, CLIPTextEncode, CLIPTextEncodeSDXL, ConditioningZeroOut, FluxGuidance, EmptyLatentImage,
          EmptySD3LatentImage, KSampler, KSamplerAdvanced, BasicScheduler, KarrasScheduler, KSamplerSelect,
          SamplerCustom]

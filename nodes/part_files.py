@@ -147,7 +147,7 @@ def _state(path: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
 
 
-def _component_class(folder: Path):
+def component_class(folder: Path):
     import importlib
 
     cfg = read_json(folder / "config.json")
@@ -164,7 +164,7 @@ def _load_network(path: Path, dtype: torch.dtype, candidates: list[Path]):
     from . import families
 
     if path.is_dir():
-        cls, cfg = _component_class(path)
+        cls, cfg = component_class(path)
         family = families.for_network_config(cfg)
         try:
             network = cls.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True, use_safetensors=True,
@@ -186,10 +186,8 @@ def _load_network(path: Path, dtype: torch.dtype, candidates: list[Path]):
         if problem:
             tried.append(f"{folder.name} ({problem})")
             continue
-        cls, _ = _component_class(sub)
         try:
-            network = cls.from_single_file(str(path), config=str(folder), subfolder=family.network_part,
-                                           torch_dtype=dtype, local_files_only=True, low_cpu_mem_usage=False)
+            network = family.load_network_file(path, folder, dtype)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             tried.append(f"{folder.name} ({exc})")
             continue
@@ -225,7 +223,7 @@ def _config_fits(kind: str, shapes: dict, cfg: dict) -> bool:
         has_proj = "WithProjection" in str((cfg.get("architectures") or [""])[0])
         return (cfg.get("model_type") == "clip_text_model" and cfg.get("hidden_size") == hidden
                 and cfg.get("vocab_size") == vocab and cfg.get("num_hidden_layers") == len(layers)
-                and has_proj == (proj is not None)
+                and (has_proj == (proj is not None) or not has_proj)  # a plain CLIP ignores a projection
                 and (proj is None or cfg.get("projection_dim") == proj[0]))
     layers = {int(k.split(".")[2]) for k in shapes if k.startswith("encoder.block.")}
     vocab, d_model = shapes["shared.weight"]
@@ -240,7 +238,7 @@ def _load_text_encoder(path: Path, dtype: torch.dtype, candidates: list[Path]) -
     from .families.base import TextEncoder
 
     if path.is_dir():
-        cls, cfg = _component_class(path)
+        cls, cfg = component_class(path)
         model = cls.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
         return TextEncoder(_tokenizer_for(path.parent, path.name, cfg), model)
     shapes = _shapes(path)
@@ -261,7 +259,7 @@ def _load_text_encoder(path: Path, dtype: torch.dtype, candidates: list[Path]) -
             config = cls.config_class.from_pretrained(str(sub))
             with torch.device("meta"):
                 model = cls(config)
-            state = _state(path, dtype)
+            state = _own_names(_state(path, dtype), model)
             missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
             missing = [k for k in missing if not k.endswith("position_ids") and k != "encoder.embed_tokens.weight"]
             if missing or unexpected:
@@ -273,6 +271,18 @@ def _load_text_encoder(path: Path, dtype: torch.dtype, candidates: list[Path]) -
             return TextEncoder(_tokenizer_for(folder, sub.name, cfg, kind), model.to(dtype).eval())
     raise NodeError(f"{path.name}: a {kind.replace('_', ' with ')} text encoder ({len(shapes)} tensors) that no "
                     "configuration fits; put its model's diffusers folder (or config) in a models folder")
+
+
+def _own_names(state: dict, model) -> dict:
+    """A CLIP file's names as ``model`` names them: transformers' newer CLIPTextModel has no ``text_model.``
+    level, and a plain CLIPTextModel no ``text_projection`` (which clip_l files often carry)."""
+    own = model.state_dict().keys()
+    if any(k.startswith("text_model.") for k in own):
+        return state
+    out = {k.removeprefix("text_model."): v for k, v in state.items()}
+    if "text_projection.weight" not in own:
+        out.pop("text_projection.weight", None)
+    return out
 
 
 def _materialise(model: torch.nn.Module, dtype: torch.dtype) -> None:

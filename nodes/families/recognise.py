@@ -18,7 +18,7 @@ def describe(shapes: dict[str, tuple[int, ...]]) -> str:
     if any(k.startswith("joint_blocks.") for k in inner):
         return "an SD3 MMDiT diffusion model (original layout; load it with UNETLoader)"
     if any(k.startswith("double_blocks.") for k in inner):
-        return "a Flux diffusion model (original layout)"
+        return "a Flux diffusion model (original layout; load it with UNETLoader)"
     if has("model.diffusion_model.input_blocks.") and has("first_stage_model."):
         return "an all-in-one Stable Diffusion checkpoint (original layout; CheckpointLoaderSimple)"
     if any(k.startswith("input_blocks.") for k in inner):

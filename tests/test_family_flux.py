@@ -1,0 +1,279 @@
+"""Flux.1 on the family seam, on tiny random-weight models (tests/tiny_flux.py): dev (guidance embedding,
+resolution-dependent shift) and schnell, from a FluxPipeline folder and from ComfyUI's single files.
+
+* our graph (LoadModel -> TextEncode -> EmptyLatent -> Scheduler sized by the latent -> Sampler, cfg 1)
+  equals FluxPipeline's image exactly (max abs difference 0), fp32 on the CPU, for two schedulers and two
+  seeds, the guidance embedding set by FluxGuidance as the pipeline's guidance_scale;
+* ComfyUI's graph (UNETLoader + DualCLIPLoader type flux + VAELoader + CLIPTextEncode + FluxGuidance +
+  ModelSamplingFlux at the image size + KSampler euler/simple) runs the k-diffusion Euler rule over the same
+  sigmas: equal to the pipeline within float rounding;
+* the single files (BFL layout, bf16 / fp16 / fp8 e4m3fn stored) load back to the pipeline's tensors;
+* a diffusion model no shipped configuration fits is refused, naming the file.
+"""
+
+import pytest
+import torch
+from nodes_support import *  # noqa: F403
+from tiny_families import executor_over, shared_family
+from tiny_flux import write_flux_parts
+from tiny_sd import single_thread
+
+from schedulers import registry
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation:DeprecationWarning", "ignore:__array_wrap__:DeprecationWarning",
+)
+
+PROMPT = "a red circle on a blue square"
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def flux(tmp_path_factory):
+    fams = {name: shared_family(name, tmp_path_factory) for name in ("flux-dev", "flux-schnell")}
+    fam = fams["flux-dev"]
+    fam.files = write_flux_parts(fam.pipe, fam.models)
+    return fams
+
+
+@pytest.fixture(scope="module")
+def executor(tmp_path_factory, flux, services):
+    with executor_over([f.models for f in flux.values()], tmp_path_factory.mktemp("flux"), services) as ex:
+        yield ex
+
+
+def graph(model: str, scheduler: str, seed: int, guidance: float | None = None, steps: int = STEPS) -> dict:
+    doc = {
+        "1": {"class_type": "LoadModel", "inputs": {"model_name": model, "device": "cpu", "dtype": "fp32"}},
+        "2": {"class_type": "TextEncode", "inputs": {"text": PROMPT, "clip": ["1", 1]}},
+        "4": {"class_type": "EmptyLatent", "inputs": {"width": 64, "height": 64, "batch_size": 1,
+                                                      "model": ["1", 0]}},
+        "5": {"class_type": "Scheduler", "inputs": {"model": ["1", 0], "scheduler": scheduler, "steps": steps,
+                                                    "latent": ["4", 0]}},
+        "6": {"class_type": "Sampler", "inputs": {"model": ["1", 0], "positive": ["2", 0], "latent": ["4", 0],
+                                                  "schedule": ["5", 0], "seed": seed, "cfg": 1.0}},
+        "7": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
+        "8": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}},
+    }
+    if guidance is not None:
+        doc["9"] = {"class_type": "FluxGuidance", "inputs": {"conditioning": ["2", 0], "guidance": guidance}}
+        doc["6"]["inputs"]["positive"] = ["9", 0]
+    return doc
+
+
+def run(executor, doc) -> torch.Tensor:
+    with single_thread():
+        res = executor.run(doc)
+    assert res.status == "success", str(res.error)
+    return res.values["7"][0]
+
+
+def pipeline_image(fam, scheduler: str, seed: int, guidance: float = 3.5, steps: int = STEPS) -> torch.Tensor:
+    entry = registry.get(scheduler)
+    with registry.quiet_diffusers():
+        fam.pipe.scheduler = entry.cls.from_config(fam.config, **entry.config_overrides(fam.config))
+    with single_thread():
+        out = fam.pipe(PROMPT, num_inference_steps=steps, guidance_scale=guidance, height=64, width=64,
+                       generator=torch.Generator("cpu").manual_seed(seed), output_type="pt").images
+    return out.permute(0, 2, 3, 1).float()
+
+
+@pytest.mark.parametrize("scheduler", ["flow_euler", "flow_dpmpp_2m"])
+@pytest.mark.parametrize("seed", [3, 1234])
+def test_flux_dev_matches_flux_pipeline(executor, flux, scheduler, seed):
+    ours = run(executor, graph("tiny-flux-dev", scheduler, seed, guidance=4.0))
+    ref = pipeline_image(flux["flux-dev"], scheduler, seed, guidance=4.0)
+    assert ours.shape == ref.shape == (1, 64, 64, 3)
+    assert ref.std() > 0.005
+    assert (ours - ref).abs().max().item() == 0.0
+
+
+def comfy_graph(files: dict, seed: int, sampler: str = "euler", scheduler: str = "simple",
+                guidance: float = 3.5) -> dict:
+    return {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": files["unet"], "weight_dtype": "default"}},
+        "10": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": files["clip_l"], "clip_name2": files["t5"],
+                                                          "type": "flux"}},
+        "11": {"class_type": "VAELoader", "inputs": {"vae_name": files["vae"]}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["10", 0]}},
+        "3": {"class_type": "FluxGuidance", "inputs": {"conditioning": ["2", 0], "guidance": guidance}},
+        "12": {"class_type": "ModelSamplingFlux", "inputs": {"model": ["1", 0], "max_shift": 1.15,
+                                                             "base_shift": 0.5, "width": 64, "height": 64}},
+        "4": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "6": {"class_type": "KSampler", "inputs": {"model": ["12", 0], "seed": seed, "steps": STEPS, "cfg": 1.0,
+                                                   "sampler_name": sampler, "scheduler": scheduler,
+                                                   "positive": ["3", 0], "negative": ["3", 0],
+                                                   "latent_image": ["4", 0], "denoise": 1.0}},
+        "7": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["11", 0]}},
+        "8": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}},
+    }
+
+
+@pytest.mark.parametrize("seed", [3, 1234])
+def test_comfyui_flux_graph_matches_flux_pipeline(executor, flux, seed):
+    fam = flux["flux-dev"]
+    ours = run(executor, comfy_graph(fam.files, seed, guidance=4.0))
+    ref = pipeline_image(fam, "flow_euler", seed, guidance=4.0)
+    assert ref.std() > 0.005
+    assert (ours - ref).abs().max().item() < 1e-5
+
+
+def test_flux_schnell_matches_flux_pipeline(executor, flux):
+    """Schnell: no guidance embedding (FluxGuidance changes nothing), no resolution-dependent shift."""
+    fam = flux["flux-schnell"]
+    assert not fam.pipe.transformer.config.guidance_embeds
+    ours = run(executor, graph("tiny-flux-schnell", "flow_euler", 5))
+    ref = pipeline_image(fam, "flow_euler", 5)
+    assert ref.std() > 0.005
+    assert (ours - ref).abs().max().item() == 0.0
+    assert (run(executor, graph("tiny-flux-schnell", "flow_euler", 5, guidance=9.0)) - ours).abs().max() == 0.0
+
+
+def test_the_shift_follows_the_image_size(executor):
+    """Dev's mu comes from the latent the Scheduler is given (16 tokens here); without one the model's own
+    fixed shift applies: max_shift (a 1024x1024 image, ComfyUI's default) or ModelSamplingFlux's size."""
+    sized = run(executor, graph("tiny-flux-dev", "flow_euler", 3))
+    doc = graph("tiny-flux-dev", "flow_euler", 3)
+    del doc["5"]["inputs"]["latent"]
+    unsized = run(executor, doc)
+    assert (sized - unsized).abs().max() > 1e-3
+    doc["12"] = {"class_type": "ModelSamplingFlux", "inputs": {"model": ["1", 0], "max_shift": 1.15,
+                                                               "base_shift": 0.5, "width": 64, "height": 64}}
+    doc["5"]["inputs"]["model"] = doc["6"]["inputs"]["model"] = ["12", 0]
+    assert (run(executor, doc) - sized).abs().max().item() == 0.0
+    doc["12"]["inputs"].update(width=1024, height=1024)
+    assert (run(executor, doc) - unsized).abs().max().item() == 0.0
+
+
+def test_guidance_defaults_to_3_5(executor):
+    base = run(executor, graph("tiny-flux-dev", "flow_euler", 3))
+    assert (run(executor, graph("tiny-flux-dev", "flow_euler", 3, guidance=3.5)) - base).abs().max() == 0.0
+    assert (run(executor, graph("tiny-flux-dev", "flow_euler", 3, guidance=1.0)) - base).abs().max() > 1e-4
+
+
+def test_split_files_load_back_to_the_same_tensors(flux, services):
+    from nodes.model_store import ModelStore
+    from nodes.part_files import config_folders, find_part
+
+    fam = flux["flux-dev"]
+    store = services.get(ModelStore)
+    extra = [fam.models]
+
+    def part(kind, name):
+        return store.load(find_part(kind, name, "test", extra), device=torch.device("cpu"), dtype=torch.float32,
+                          kind=kind, config_folders=config_folders(extra))
+
+    net = part("network", fam.files["unet"]).model
+    assert net.family.name == "flux" and net.latent_channels == 16
+    pairs = [(net.network, fam.pipe.transformer), (part("vae", fam.files["vae"]).vae.vae, fam.pipe.vae),
+             (part("text_encoder", fam.files["clip_l"]).encoder.model, fam.pipe.text_encoder),
+             (part("text_encoder", fam.files["t5"]).encoder.model, fam.pipe.text_encoder_2)]
+    for ours, ref in pairs:
+        a, b = ours.state_dict(), ref.state_dict()
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), type(ref).__name__
+    vae = part("vae", fam.files["vae"]).vae
+    assert (vae.scaling_factor, vae.shift_factor) == (0.3611, 0.1159)
+
+
+def split_graph(files: dict, seed: int = 9) -> dict:
+    doc = graph("tiny-flux-dev", "flow_euler", seed)
+    doc["1"] = {"class_type": "UNETLoader", "inputs": {"unet_name": files["unet"], "weight_dtype": "default"}}
+    doc["10"] = {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": files["clip_l"], "clip_name2": files["t5"],
+                                                            "type": "flux"}}
+    doc["11"] = {"class_type": "VAELoader", "inputs": {"vae_name": files["vae"]}}
+    doc["2"]["inputs"]["clip"] = ["10", 0]
+    doc["7"]["inputs"]["vae"] = ["11", 0]
+    return doc
+
+
+def test_split_graph_equals_the_folder_graph(executor, flux):
+    ours = run(executor, split_graph(flux["flux-dev"].files))
+    ref = run(executor, graph("tiny-flux-dev", "flow_euler", 9))
+    assert ours.std() > 0.005
+    assert (ours - ref).abs().max().item() == 0.0
+
+
+@pytest.mark.parametrize("storage", [torch.bfloat16, torch.float16, torch.float8_e4m3fn])
+def test_files_stored_in_low_precision_compute_in_fp32(tmp_path, flux, storage):
+    """bf16 / fp16 / fp8 e4m3fn files (ComfyUI's names under model.diffusion_model. too) load into fp32
+    modules holding exactly the stored values, and sample."""
+    from nodes.part_files import load_part
+
+    fam = flux["flux-dev"]
+    files = write_flux_parts(fam.pipe, tmp_path, prefix="low", dtype=storage, comfy_prefix=True)
+    bundle = load_part("network", tmp_path / "diffusion_models" / files["unet"], torch.device("cpu"),
+                       torch.float32, "n", [fam.folder]).model
+    net = bundle.network
+    assert next(net.parameters()).dtype == torch.float32
+    a, b = net.state_dict(), fam.pipe.transformer.state_dict()
+    assert all(torch.equal(a[k], b[k].to(storage).float()) for k in b)
+    x = torch.randn(1, 16, 8, 8)
+    inputs = {"encoder_hidden_states": torch.randn(1, 12, 32), "pooled_projections": torch.randn(1, 32),
+              "guidance": torch.tensor([3.5])}
+    with torch.no_grad():
+        out = bundle.family.network(bundle)(x, torch.tensor(500.0), **inputs)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_a_flux_model_no_config_fits_is_refused_naming_the_file(executor, flux, tmp_path):
+    from diffusers import FluxTransformer2DModel
+    from single_files import save
+    from tiny_flux import flux_original, transformer_config
+
+    fam = flux["flux-dev"]
+    odd = FluxTransformer2DModel(**transformer_config(num_layers=2))
+    save(flux_original(odd), fam.models / "diffusion_models" / "odd-flux.safetensors")
+    doc = split_graph(fam.files)
+    doc["1"]["inputs"]["unet_name"] = "odd-flux.safetensors"
+    with single_thread():
+        res = executor.run(doc)
+    msg = str(res.error)
+    assert res.status == "error" and "odd-flux.safetensors: a Flux diffusion model" in msg
+    assert "no configuration fits" in msg and "2 double and 1 single blocks" in msg and "flux1-dev" in msg
+    (fam.models / "diffusion_models" / "odd-flux.safetensors").unlink()
+
+
+def test_odd_latent_sides_are_refused(executor):
+    doc = graph("tiny-flux-dev", "flow_euler", 3)
+    doc["4"]["inputs"].update(width=72, height=64)
+    with single_thread():
+        res = executor.run(doc)
+    assert res.status == "error" and "latent's sides must be even" in str(res.error)
+
+
+PUBLISHED = {"flux1-dev": {"transformer": 11_901_408_320, "vae": 83_819_683, "text_encoder_2": 4_762_310_656},
+             "flux1-schnell": {"transformer": 11_891_178_560, "vae": 83_819_683, "text_encoder_2": 4_762_310_656}}
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_shipped_configs_build_the_published_models(name):
+    from test_families_configs import build
+
+    from nodes import families
+    from nodes.models import CONFIGS_DIR
+
+    folder = CONFIGS_DIR / name
+    counts = {part: sum(p.numel() for p in build(folder, part).parameters()) for part in PUBLISHED[name]}
+    assert counts == PUBLISHED[name]
+    assert families.for_folder(folder).name == "flux"
+
+
+def test_bfl_names_match_diffusers_conversion_at_full_size():
+    """At Flux.1-dev's real size (diffusers' own converter assumes its widths) our BFL -> diffusers map and
+    diffusers' give the same names and shapes, on the meta device (no memory)."""
+    from diffusers import FluxTransformer2DModel
+    from diffusers.loaders.single_file_utils import convert_flux_transformer_checkpoint_to_diffusers
+    from tiny_flux import flux_original
+
+    from nodes.families.base import read_json
+    from nodes.families.flux import bfl_to_diffusers
+    from nodes.models import CONFIGS_DIR
+
+    with torch.device("meta"):
+        net = FluxTransformer2DModel.from_config(read_json(CONFIGS_DIR / "flux1-dev" / "transformer" / "config.json"))
+    bfl = flux_original(net)
+    ours = bfl_to_diffusers(bfl, 3072)
+    theirs = convert_flux_transformer_checkpoint_to_diffusers(dict(bfl))
+    assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in theirs.items()}
+    assert set(ours) == set(net.state_dict())
