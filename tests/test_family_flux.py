@@ -277,3 +277,19 @@ def test_bfl_names_match_diffusers_conversion_at_full_size():
     theirs = convert_flux_transformer_checkpoint_to_diffusers(dict(bfl))
     assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in theirs.items()}
     assert set(ours) == set(net.state_dict())
+
+
+def test_gpu_check_flux_dry_run(capsys):
+    """bench/gpu_check.py --family flux end to end on the tiny model on the CPU (the GPU run is the same code
+    at Flux.1-dev's full size): the family's encode + run_sampler + decode equal FluxPipeline."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import gpu_check
+
+    with single_thread():
+        assert gpu_check.main(["--family", "flux", "--dry-run", "--steps", "2", "--repeats", "1",
+                               "--schedulers", "euler"]) == 0
+    out = capsys.readouterr().out
+    assert "| flow_euler | 2 |" in out and "| 0 | True |" in out
