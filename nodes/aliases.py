@@ -191,6 +191,29 @@ class FluxGuidance(Node):
         return (dataclasses.replace(c, extra={**c.extra, "guidance": float(inputs.guidance)}),)
 
 
+class CLIPTextEncodeFlux(Node):
+    """Encode a Flux prompt with its own text for each encoder (CLIP-L's pooled summary, T5-XXL's tokens;
+    FluxPipeline's prompt and prompt_2) and set the guidance, as TextEncode followed by FluxGuidance."""
+
+    CATEGORY = "advanced/conditioning/flux"
+    DISPLAY_NAME = "CLIPTextEncodeFlux"
+
+    class Inputs(NodeInputs):
+        clip: Any = Link("CLIP")
+        clip_l: str = Widget("", multiline=True, dynamicPrompts=True)
+        t5xxl: str = Widget("", multiline=True, dynamicPrompts=True)
+        guidance: float = Widget(3.5, ge=0.0, le=100.0, step=0.1)
+
+    OUTPUTS = (Output("CONDITIONING", "CONDITIONING"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        clip = check_clip(inputs.clip)
+        if clip.family.name != "flux":
+            raise NodeError(f"clip: CLIPTextEncodeFlux needs a Flux text encoder, got {clip.family.label}")
+        c = encode(clip, inputs.t5xxl, ctx, texts={"clip_l": inputs.clip_l, "t5": inputs.t5xxl})
+        return (dataclasses.replace(c, extra={**c.extra, "guidance": float(inputs.guidance)}),)
+
+
 def _comfy_schedule(model: Any, sampler_name: str, scheduler: str, steps: int, denoise: float) -> Schedule:
     try:
         return comfy_names.build_comfy_schedule(sampler_name, scheduler, model.scheduler_config, steps,
@@ -397,6 +420,7 @@ class SamplerCustom(Node):
         return ({**inputs.latent_image, "samples": res.samples}, {**inputs.latent_image, "samples": denoised})
 
 
-NODES = [CheckpointLoaderSimple, CLIPTextEncode, CLIPTextEncodeSDXL, ConditioningZeroOut, FluxGuidance, EmptyLatentImage,
+NODES = [CheckpointLoaderSimple, CLIPTextEncode, CLIPTextEncodeSDXL, ConditioningZeroOut, FluxGuidance,
+         CLIPTextEncodeFlux, EmptyLatentImage,
          EmptySD3LatentImage, KSampler, KSamplerAdvanced, BasicScheduler, KarrasScheduler, KSamplerSelect,
          SamplerCustom]

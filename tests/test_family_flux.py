@@ -68,10 +68,15 @@ def run(executor, doc) -> torch.Tensor:
     return res.values["7"][0]
 
 
-def pipeline_image(fam, scheduler: str, seed: int, guidance: float = 3.5, steps: int = STEPS) -> torch.Tensor:
+def use_scheduler(fam, scheduler: str) -> None:
+    """The pipeline's scheduler swapped the guide's way."""
     entry = registry.get(scheduler)
     with registry.quiet_diffusers():
         fam.pipe.scheduler = entry.cls.from_config(fam.config, **entry.config_overrides(fam.config))
+
+
+def pipeline_image(fam, scheduler: str, seed: int, guidance: float = 3.5, steps: int = STEPS) -> torch.Tensor:
+    use_scheduler(fam, scheduler)
     with single_thread():
         out = fam.pipe(PROMPT, num_inference_steps=steps, guidance_scale=guidance, height=64, width=64,
                        generator=torch.Generator("cpu").manual_seed(seed), output_type="pt").images
@@ -293,3 +298,22 @@ def test_gpu_check_flux_dry_run(capsys):
                                "--schedulers", "euler"]) == 0
     out = capsys.readouterr().out
     assert "| flow_euler | 2 |" in out and "| 0 | True |" in out
+
+
+def test_clip_text_encode_flux_gives_each_encoder_its_prompt(executor, flux):
+    """CLIPTextEncodeFlux with one text equals TextEncode + FluxGuidance; with two texts it equals
+    FluxPipeline's prompt (CLIP-L) and prompt_2 (T5)."""
+    doc = graph("tiny-flux-dev", "flow_euler", 3, guidance=4.0)
+    same = run(executor, doc)
+    doc["9"] = {"class_type": "CLIPTextEncodeFlux", "inputs": {"clip": ["1", 1], "clip_l": PROMPT, "t5xxl": PROMPT,
+                                                              "guidance": 4.0}}
+    assert (run(executor, doc) - same).abs().max().item() == 0.0
+    doc["9"]["inputs"]["t5xxl"] = "a green triangle"
+    ours = run(executor, doc)
+    fam = flux["flux-dev"]
+    use_scheduler(fam, "flow_euler")
+    with single_thread():
+        ref = fam.pipe(PROMPT, prompt_2="a green triangle", num_inference_steps=STEPS, guidance_scale=4.0, height=64,
+                       width=64, generator=torch.Generator("cpu").manual_seed(3), output_type="pt").images
+    assert (ours - same).abs().max() > 1e-4
+    assert (ours - ref.permute(0, 2, 3, 1)).abs().max().item() == 0.0

@@ -103,15 +103,18 @@ class Flux(Family):
 
     # ---- text -----------------------------------------------------------------------------------------
     def encode(self, clip: Any, text: str, ctx: Any = None, **options: Any):
-        """As ``FluxPipeline.encode_prompt``: T5's states (512 tokens) and CLIP-L's pooled output (77)."""
+        """As ``FluxPipeline.encode_prompt``: T5's states (512 tokens) and CLIP-L's pooled output (77).
+        ``texts`` gives each encoder its own prompt (``{"clip_l": ..., "t5": ...}``, the pipeline's prompt
+        and prompt_2; CLIPTextEncodeFlux)."""
         from ..types import Conditioning
 
+        texts = options.get("texts") or {}
         clip_l, t5 = self.encoder(clip, "clip_l"), self.encoder(clip, "t5")
-        ids, _, dropped = window_ids(clip_l, text)
+        ids, _, dropped = window_ids(clip_l, texts.get("clip_l", text))
         with torch.inference_mode():
             pooled = clip_l.model(ids.to(clip.device), output_hidden_states=False).pooler_output
         pooled = pooled.to(dtype=clip_l.model.dtype, device=clip.device)
-        states = encode_t5(t5, text, clip.device, T5_TOKENS)
+        states = encode_t5(t5, texts.get("t5", text), clip.device, T5_TOKENS)
         return Conditioning(states, text, pooled=pooled, extra={"dropped_tokens": dropped})
 
     # ---- denoiser -------------------------------------------------------------------------------------
