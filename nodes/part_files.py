@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -131,8 +132,23 @@ def load_part(kind: str, path: Path, device: torch.device, dtype: torch.dtype, n
     raise ValueError(f"unknown part kind {kind!r}")
 
 
-def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
+@dataclass(frozen=True, eq=False)
+class InMemoryPart:
+    """One part's tensors already read (e.g. the text encoder of an all-in-one checkpoint), so the part
+    loaders take it where they take a file; ``name`` names it in messages."""
+
+    name: str
+    tensors: dict
+
+    def is_dir(self) -> bool:
+        return False
+
+
+def _shapes(path: Path | InMemoryPart) -> dict[str, tuple[int, ...]]:
     from .checkpoint import checkpoint_shapes
+
+    if isinstance(path, InMemoryPart):
+        return {k: tuple(v.shape) for k, v in path.tensors.items()}
 
     try:
         return checkpoint_shapes(path)
@@ -140,11 +156,12 @@ def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
         raise NodeError(f"cannot read {path.name}: not a valid .safetensors file ({exc})") from exc
 
 
-def _state(path: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def _state(path: Path | InMemoryPart, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """A file's tensors in ``dtype`` (fp8 and other storage types are computed in the loader's dtype)."""
     from safetensors.torch import load_file
 
-    return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
+    tensors = path.tensors if isinstance(path, InMemoryPart) else load_file(str(path))
+    return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in tensors.items()}
 
 
 def component_class(folder: Path):
@@ -337,7 +354,8 @@ def _load_vae(path: Path, dtype: torch.dtype, candidates: list[Path]):
             continue
         try:
             if ldm:
-                return AutoencoderKL.from_single_file(str(path), config=str(folder), subfolder="vae",
+                source = path.tensors if isinstance(path, InMemoryPart) else str(path)
+                return AutoencoderKL.from_single_file(source, config=str(folder), subfolder="vae",
                                                       torch_dtype=dtype, local_files_only=True,
                                                       low_cpu_mem_usage=False)
             vae = AutoencoderKL.from_config(cfg)

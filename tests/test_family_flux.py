@@ -239,6 +239,23 @@ def test_a_flux_model_no_config_fits_is_refused_naming_the_file(executor, flux, 
     (fam.models / "diffusion_models" / "odd-flux.safetensors").unlink()
 
 
+def test_all_in_one_checkpoint_equals_its_folder(executor, flux):
+    """ComfyUI's all-in-one Flux checkpoint (checkpoints/, fp8-style names) through CheckpointLoaderSimple
+    gives the folder's picture."""
+    from single_files import save
+    from tiny_flux import flux_checkpoint
+
+    fam = flux["flux-dev"]
+    save(flux_checkpoint(fam.pipe), fam.models / "checkpoints" / "tiny-flux-dev-aio.safetensors")
+    doc = graph("tiny-flux-dev", "flow_euler", 4)
+    ref = run(executor, doc)
+    doc["1"] = {"class_type": "CheckpointLoaderSimple",
+                "inputs": {"ckpt_name": "checkpoints/tiny-flux-dev-aio.safetensors"}}
+    ours = run(executor, doc)
+    assert ref.std() > 0.005
+    assert (ours - ref).abs().max().item() == 0.0
+
+
 def test_odd_latent_sides_are_refused(executor):
     doc = graph("tiny-flux-dev", "flow_euler", 3)
     doc["4"]["inputs"].update(width=72, height=64)

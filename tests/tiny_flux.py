@@ -131,3 +131,17 @@ def write_flux_parts(pipe, root: Path, prefix: str = "tiny-flux", dtype: torch.d
     vae = {k.removeprefix(VAE_PREFIX): v for k, v in vae_to_ldm(pipe.vae.state_dict(), dict(pipe.vae.config)).items()}
     save(vae, root / "vae" / names["vae"], dtype)
     return names
+
+
+def flux_checkpoint(pipe) -> dict[str, torch.Tensor]:
+    """The whole pipeline as one all-in-one file in ComfyUI's Flux checkpoint names: the transformer (BFL
+    layout) under ``model.diffusion_model.``, CLIP-L and T5 under ``text_encoders.{clip_l,t5xxl}.transformer.``,
+    the VAE (LDM names) under ``vae.``."""
+    state = {"model.diffusion_model." + k: v for k, v in flux_original(pipe.transformer).items()}
+    state.update({"text_encoders.clip_l.transformer." + _clip_key(k): v
+                  for k, v in pipe.text_encoder.state_dict().items() if not k.endswith("position_ids")})
+    state.update({"text_encoders.t5xxl.transformer." + k: v for k, v in pipe.text_encoder_2.state_dict().items()
+                  if k != "encoder.embed_tokens.weight"})
+    state.update({"vae." + k.removeprefix(VAE_PREFIX): v
+                  for k, v in vae_to_ldm(pipe.vae.state_dict(), dict(pipe.vae.config)).items()})
+    return state

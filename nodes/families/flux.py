@@ -5,7 +5,10 @@ pipeline). Image tokens carry (0, row, column) position ids, text tokens zeros. 
 guidance in its pipeline (cfg 1). Dev shifts its schedule by the image size (``use_dynamic_shifting``);
 schnell does not.
 
-Single diffusion-model files come in Black Forest Labs' layout (``double_blocks``, ``single_blocks``; what
+All-in-one checkpoints (ComfyUI's ``flux1-dev-fp8.safetensors``: the transformer under
+``model.diffusion_model.``, CLIP-L and T5 under ``text_encoders.clip_l.transformer.`` /
+``text_encoders.t5xxl.transformer.``, the VAE under ``vae.``) are split into their parts, each read as its
+part loader reads a file alone. Single diffusion-model files come in Black Forest Labs' layout (``double_blocks``, ``single_blocks``; what
 ComfyUI's ``diffusion_models/flux1-*.safetensors`` hold, bf16, fp16 or fp8 stored) or in diffusers' names;
 both are read into a ``FluxTransformer2DModel`` built from the first shipped or local config that fits.
 """
@@ -19,7 +22,7 @@ import torch
 
 from graph_runtime import NodeError
 
-from .base import Family, LatentFormat, read_json, repeat_to
+from .base import Family, LatentFormat, Parts, read_json, repeat_to
 from .clip import window_ids
 from .sd3 import encode_t5
 
@@ -28,6 +31,9 @@ DEFAULT_GUIDANCE = 3.5
 #: FluxPipeline's default max_sequence_length for T5
 T5_TOKENS = 512
 PREFIX = "model.diffusion_model."
+#: the parts of an all-in-one checkpoint by name prefix
+CHECKPOINT_PARTS = {"clip_l": ("text_encoders.clip_l.transformer.",), "t5": ("text_encoders.t5xxl.transformer.",),
+                    "vae": ("vae.", "first_stage_model.")}
 #: previews as the grey mean of the channels (no colour factors are fitted for Flux's VAE here)
 GREY = ((0.125, 0.125, 0.125),) * 16
 
@@ -78,12 +84,15 @@ class Flux(Family):
         return ""
 
     def load_network_file(self, path: Path, folder: Path, dtype: torch.dtype) -> Any:
-        from diffusers import FluxTransformer2DModel
-
         from ..part_files import _state
 
+        return self._network(_state(path, dtype), path, folder, dtype)
+
+    def _network(self, state: dict, path: Path, folder: Path, dtype: torch.dtype) -> Any:
+        from diffusers import FluxTransformer2DModel
+
         config = read_json(folder / self.network_part / "config.json")
-        state = {k.removeprefix(PREFIX): v for k, v in _state(path, dtype).items()}
+        state = {k.removeprefix(PREFIX): v for k, v in state.items()}
         if any(k.startswith("double_blocks.") for k in state):
             state = bfl_to_diffusers(state, config["num_attention_heads"] * config["attention_head_dim"])
         with torch.device("meta"):
@@ -93,6 +102,39 @@ class Flux(Family):
             raise NodeError(f"{path.name}: does not fit {folder.name}/{self.network_part}: missing {missing[:3]}, "
                             f"unexpected {unexpected[:3]}")
         return network.to(dtype).eval()
+
+    def matches_file(self, shapes: Any) -> bool:
+        return any(k.startswith(PREFIX + "double_blocks.") for k in shapes)
+
+    def load_file(self, path: Path, dtype: torch.dtype, config_folders: Any) -> Parts:
+        """An all-in-one checkpoint: the transformer configured by the first Flux folder whose shapes fit,
+        the text encoders and the VAE by their part loaders (a part the file lacks is None)."""
+        from ..part_files import InMemoryPart, _load_text_encoder, _load_vae, _shapes, _state
+        from . import for_folder
+
+        folders = [f for f in config_folders if (f / "model_index.json").is_file() and _is(for_folder, f, self)]
+        shapes = _shapes(path)
+        net_shapes = {k: v for k, v in shapes.items() if k.startswith(PREFIX)}
+        tried = []
+        for folder in folders:
+            problem = self.network_file_mismatch(net_shapes, read_json(folder / self.network_part / "config.json"))
+            if problem:
+                tried.append(f"{folder.name} ({problem})")
+                continue
+            state = _state(path, dtype)
+            parts = {name: {k.removeprefix(p): v for k, v in state.items() for p in prefixes if k.startswith(p)}
+                     for name, prefixes in CHECKPOINT_PARTS.items()}
+            own_first = [folder, *(f for f in config_folders if f != folder)]  # its own VAE scaling first
+            encoders = {slot: _load_text_encoder(InMemoryPart(f"{path.name} ({slot})", parts[slot]), dtype,
+                                                 own_first)
+                        for slot in ("clip_l", "t5") if parts[slot]}
+            vae = _load_vae(InMemoryPart(f"{path.name} (vae)", parts["vae"]), dtype, own_first) \
+                if parts["vae"] else None
+            network = self._network({k: v for k, v in state.items() if k.startswith(PREFIX)}, path, folder, dtype)
+            return Parts(network=network, encoders=encoders, vae=vae,
+                         scheduler_config=read_json(folder / "scheduler" / "scheduler_config.json"))
+        raise NodeError(f"{path.name}: a Flux checkpoint that no Flux configuration fits; tried "
+                        + (", ".join(tried) or "none"))
 
     # ---- model sampling -------------------------------------------------------------------------------
     def pipeline_sigmas(self, steps: int) -> list[float]:
@@ -147,6 +189,13 @@ class Flux(Family):
             return unpack(out, h, w)
 
         return call
+
+
+def _is(for_folder: Any, folder: Path, family: Family) -> bool:
+    try:
+        return for_folder(folder) is family
+    except NodeError:
+        return False
 
 
 def pack(x: torch.Tensor) -> torch.Tensor:
