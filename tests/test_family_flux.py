@@ -334,3 +334,46 @@ def test_clip_text_encode_flux_gives_each_encoder_its_prompt(executor, flux):
                        width=64, generator=torch.Generator("cpu").manual_seed(3), output_type="pt").images
     assert (ours - same).abs().max() > 1e-4
     assert (ours - ref.permute(0, 2, 3, 1)).abs().max().item() == 0.0
+
+
+def test_comfyuis_flux_schnell_template_runs_on_the_tiny_checkpoint(executor, flux):
+    """ComfyUI's official flux_schnell template (editor format: CheckpointLoaderSimple
+    flux1-schnell-fp8.safetensors, EmptySD3LatentImage, KSampler euler/simple, 4 steps, cfg 1) runs as it is
+    saved, only the image made 64x64 and the seed fixed, on the tiny schnell as that checkpoint; its picture is
+    FluxPipeline's within the Euler rule's float rounding."""
+    import json
+    from pathlib import Path
+
+    import comfyui_workflow_templates_json as pkg
+    from nodes_support import make_registry
+    from single_files import save
+    from tiny_flux import flux_checkpoint
+
+    from graph_runtime.ui_format import ui_to_api
+
+    fam = flux["flux-schnell"]
+    # CheckpointLoaderSimple names files relative to the models folder (checkpoints/ files as checkpoints/...)
+    save(flux_checkpoint(fam.pipe), fam.models / "flux1-schnell-fp8.safetensors")
+    doc = ui_to_api(json.loads((Path(pkg.__file__).parent / "templates" / "flux_schnell.json").read_text()),
+                    make_registry())
+    (latent,) = [n for n in doc.values() if n["class_type"] == "EmptySD3LatentImage"]
+    latent["inputs"].update(width=64, height=64)
+    (sampler,) = [n for n in doc.values() if n["class_type"] == "KSampler"]
+    sampler["inputs"]["seed"] = 11
+    assert (sampler["inputs"]["sampler_name"], sampler["inputs"]["scheduler"], sampler["inputs"]["cfg"]) == \
+        ("euler", "simple", 1)
+    with single_thread():
+        res = executor.run(doc)
+    assert res.status == "success", str(res.error)
+    (decode,) = [k for k, n in doc.items() if n["class_type"] == "VAEDecode"]
+    ours = res.values[decode][0]
+    use_scheduler(fam, "flow_euler")
+    with single_thread():
+        ref = fam.pipe(sampler_prompt(doc, sampler), num_inference_steps=sampler["inputs"]["steps"], height=64,
+                       width=64, generator=torch.Generator("cpu").manual_seed(11), output_type="pt").images
+    assert (ours - ref.permute(0, 2, 3, 1)).abs().max().item() < 1e-5
+
+
+def sampler_prompt(doc: dict, sampler: dict) -> str:
+    """The text of the CLIPTextEncode that feeds the sampler's positive input."""
+    return doc[sampler["inputs"]["positive"][0]]["inputs"]["text"]
