@@ -221,6 +221,20 @@ def test_files_stored_in_low_precision_compute_in_fp32(tmp_path, flux, storage):
     assert out.shape == x.shape and torch.isfinite(out).all()
 
 
+def test_a_file_in_diffusers_names_loads_too(tmp_path, flux):
+    """Some Flux diffusion-model files keep diffusers' names (transformer_blocks, single_transformer_blocks)."""
+    from single_files import save
+
+    from nodes.part_files import load_part
+
+    fam = flux["flux-dev"]
+    path = save(fam.pipe.transformer.state_dict(), tmp_path / "diffusion_models" / "flux-diffusers.safetensors")
+    bundle = load_part("network", path, torch.device("cpu"), torch.float32, "n", [fam.folder]).model
+    a, b = bundle.network.state_dict(), fam.pipe.transformer.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert bundle.family.name == "flux"
+
+
 def test_a_flux_model_no_config_fits_is_refused_naming_the_file(executor, flux, tmp_path):
     from diffusers import FluxTransformer2DModel
     from single_files import save

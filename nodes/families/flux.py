@@ -5,12 +5,13 @@ pipeline). Image tokens carry (0, row, column) position ids, text tokens zeros. 
 guidance in its pipeline (cfg 1). Dev shifts its schedule by the image size (``use_dynamic_shifting``);
 schnell does not.
 
+Single diffusion-model files come in Black Forest Labs' layout (``double_blocks``, ``single_blocks``; what
+ComfyUI's ``diffusion_models/flux1-*.safetensors`` hold, bf16, fp16 or fp8 stored) or in diffusers' names;
+both are read into a ``FluxTransformer2DModel`` built from the first shipped or local config that fits.
 All-in-one checkpoints (ComfyUI's ``flux1-dev-fp8.safetensors``: the transformer under
 ``model.diffusion_model.``, CLIP-L and T5 under ``text_encoders.clip_l.transformer.`` /
 ``text_encoders.t5xxl.transformer.``, the VAE under ``vae.``) are split into their parts, each read as its
-part loader reads a file alone. Single diffusion-model files come in Black Forest Labs' layout (``double_blocks``, ``single_blocks``; what
-ComfyUI's ``diffusion_models/flux1-*.safetensors`` hold, bf16, fp16 or fp8 stored) or in diffusers' names;
-both are read into a ``FluxTransformer2DModel`` built from the first shipped or local config that fits.
+part loader reads a file alone.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class Flux(Family):
         from ..part_files import InMemoryPart, _load_text_encoder, _load_vae, _shapes, _state
         from . import for_folder
 
-        folders = [f for f in config_folders if (f / "model_index.json").is_file() and _is(for_folder, f, self)]
+        folders = [f for f in config_folders if (f / "model_index.json").is_file() and _family_is(for_folder, f, self)]
         shapes = _shapes(path)
         net_shapes = {k: v for k, v in shapes.items() if k.startswith(PREFIX)}
         tried = []
@@ -191,7 +192,7 @@ class Flux(Family):
         return call
 
 
-def _is(for_folder: Any, folder: Path, family: Family) -> bool:
+def _family_is(for_folder: Any, folder: Path, family: Family) -> bool:
     try:
         return for_folder(folder) is family
     except NodeError:
