@@ -391,3 +391,27 @@ def test_comfyuis_flux_schnell_template_runs_on_the_tiny_checkpoint(executor, fl
 def sampler_prompt(doc: dict, sampler: dict) -> str:
     """The text of the CLIPTextEncode that feeds the sampler's positive input."""
     return doc[sampler["inputs"]["positive"][0]]["inputs"]["text"]
+
+
+def test_compare_schedulers_sizes_the_shift_by_its_latent(executor):
+    """CompareSchedulers builds each schedule for its latent, so its Flux cell is the Sampler's picture."""
+    doc = graph("tiny-flux-dev", "flow_euler", 3)
+    ref = run(executor, doc)
+    doc["6"] = {"class_type": "CompareSchedulers", "inputs": {
+        "model": ["1", 0], "positive": ["2", 0], "negative": ["2", 0], "latent": ["4", 0], "vae": ["1", 2],
+        "schedulers": "flow_euler", "steps": str(STEPS), "seed": 3, "cfg": 1.0}}
+    del doc["7"]
+    doc["8"]["inputs"]["images"] = ["6", 0]
+    with single_thread():
+        res = executor.run(doc)
+    assert res.status == "success", str(res.error)
+    from PIL import Image, ImageDraw, ImageFont
+
+    from nodes.compare import MIN_TILE
+
+    grid = res.values["6"][0][0]  # the one tile: after the row label, below the column labels, scaled up
+    label = registry.get("flow_euler").label
+    x0 = int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(label, font=ImageFont.load_default())) + 12 + 4
+    scale = max(1, -(-MIN_TILE // 64))
+    tile = grid[22:22 + 64 * scale:scale, x0:x0 + 64 * scale:scale]
+    assert torch.equal((tile * 255).round(), (ref[0].clamp(0, 1) * 255).round())
