@@ -415,3 +415,34 @@ def test_compare_schedulers_sizes_the_shift_by_its_latent(executor):
     scale = max(1, -(-MIN_TILE // 64))
     tile = grid[22:22 + 64 * scale:scale, x0:x0 + 64 * scale:scale]
     assert torch.equal((tile * 255).round(), (ref[0].clamp(0, 1) * 255).round())
+
+
+def test_img2img_matches_flux_img2img_pipeline(executor, flux):
+    """VAEEncode of a picture -> Scheduler denoise 0.6 (sized by that latent) -> Sampler equals
+    FluxImg2ImgPipeline with strength 0.6 given the same encoded latents (the pipeline would otherwise draw a
+    sample of the VAE posterior; VAEEncode takes its mode)."""
+    from diffusers import FluxImg2ImgPipeline
+
+    fam = flux["flux-dev"]
+    doc = graph("tiny-flux-dev", "flow_euler", 3)
+    picture = run(executor, doc)
+    doc["20"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["7", 0], "vae": ["1", 2]}}
+    doc["22"] = {"class_type": "Scheduler", "inputs": {**doc["5"]["inputs"], "denoise": 0.6, "latent": ["20", 0],
+                                                       "steps": 5}}
+    doc["23"] = {"class_type": "Sampler", "inputs": {**doc["6"]["inputs"], "latent": ["20", 0], "seed": 21,
+                                                     "schedule": ["22", 0]}}
+    doc["21"] = {"class_type": "VAEDecode", "inputs": {"samples": ["23", 0], "vae": ["1", 2]}}
+    doc["8"]["inputs"]["images"] = ["21", 0]
+    with single_thread():
+        res = executor.run(doc)
+    assert res.status == "success", str(res.error)
+    ours = res.values["21"][0]
+    pipe = FluxImg2ImgPipeline(**fam.pipe.components)
+    pipe.set_progress_bar_config(disable=True)
+    use_scheduler(fam, "flow_euler")
+    pipe.scheduler = fam.pipe.scheduler
+    with single_thread():
+        ref = pipe(PROMPT, image=res.values["20"][0]["samples"], strength=0.6, num_inference_steps=5, height=64, width=64,
+                   guidance_scale=3.5, generator=torch.Generator("cpu").manual_seed(21), output_type="pt").images
+    assert (ours - picture).abs().max() > 1e-3
+    assert (ours - ref.permute(0, 2, 3, 1)).abs().max().item() == 0.0
