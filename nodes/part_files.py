@@ -160,8 +160,37 @@ def _state(path: Path | InMemoryPart, dtype: torch.dtype) -> dict[str, torch.Ten
     """A file's tensors in ``dtype`` (fp8 and other storage types are computed in the loader's dtype)."""
     from safetensors.torch import load_file
 
-    tensors = path.tensors if isinstance(path, InMemoryPart) else load_file(str(path))
+    tensors = _dequantized(path.tensors if isinstance(path, InMemoryPart) else load_file(str(path)))
     return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in tensors.items()}
+
+
+#: what ComfyUI's scaled-fp8 files keep beside each fp8 weight: its scale (older ``scale_weight``, newer
+#: ``weight_scale``), and keys that only matter to fp8 matmuls
+_SCALES = (".scale_weight", ".weight_scale")
+_FP8_EXTRAS = (".scale_input", ".input_scale", ".comfy_quant")
+
+
+def _dequantized(tensors: dict) -> dict:
+    """Scaled fp8 weights (``*_fp8_scaled.safetensors``) as the values they stand for: ``weight * scale``
+    (a scalar, or one scale per output row), in float32; their scale and fp8-only keys dropped."""
+    import torch
+
+    fp8 = (torch.float8_e4m3fn, torch.float8_e5m2)
+    if not any(k.endswith(_SCALES) for k in tensors):
+        return tensors
+    out = dict(tensors)
+    for key in [k for k in tensors if k.endswith(_SCALES)]:
+        base = key.rsplit(".", 1)[0] + ".weight"
+        weight = out.get(base)
+        if weight is None or weight.dtype not in fp8:
+            continue
+        scale = out.pop(key).to(torch.float32)
+        if scale.numel() > 1:
+            scale = scale.reshape(-1, *([1] * (weight.ndim - 1)))
+        out[base] = weight.to(torch.float32) * scale
+    for key in [k for k in out if k.endswith(_FP8_EXTRAS) or k == "scaled_fp8"]:
+        del out[key]
+    return out
 
 
 def component_class(folder: Path):

@@ -221,6 +221,34 @@ def test_files_stored_in_low_precision_compute_in_fp32(tmp_path, flux, storage):
     assert out.shape == x.shape and torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("per_row", [False, True])
+def test_scaled_fp8_files_load_as_the_values_they_stand_for(tmp_path, flux, per_row):
+    """ComfyUI's *_fp8_scaled files (fp8 weights with their scales: scale_weight per tensor, or the newer
+    weight_scale per row): the diffusion model and T5 load as weight * scale, in fp32."""
+    from single_files import save
+    from tiny_flux import dequantized, flux_original, scaled_fp8
+
+    from nodes.families.flux import bfl_to_diffusers
+    from nodes.part_files import load_part
+
+    fam = flux["flux-dev"]
+    net_state = scaled_fp8(flux_original(fam.pipe.transformer), per_row)
+    t5_state = scaled_fp8({k: v for k, v in fam.pipe.text_encoder_2.state_dict().items()
+                           if k != "encoder.embed_tokens.weight"}, per_row)
+    net_path = save(net_state, tmp_path / "diffusion_models" / "flux-fp8-scaled.safetensors")
+    t5_path = save(t5_state, tmp_path / "text_encoders" / "t5xxl-fp8-scaled.safetensors")
+    cpu = torch.device("cpu")
+    net = load_part("network", net_path, cpu, torch.float32, "n", [fam.folder]).model.network
+    t5 = load_part("text_encoder", t5_path, cpu, torch.float32, "t", [fam.folder]).encoder.model
+    want_net = bfl_to_diffusers(dequantized(net_state), 32)
+    want_t5 = dequantized(t5_state)
+    assert set(net.state_dict()) == set(want_net)
+    assert all(torch.equal(v, want_net[k]) for k, v in net.state_dict().items())
+    assert all(torch.equal(v, want_t5[k]) for k, v in t5.state_dict().items() if k in want_t5)
+    ref = fam.pipe.transformer.state_dict()["transformer_blocks.0.attn.to_q.weight"]
+    assert (net.state_dict()["transformer_blocks.0.attn.to_q.weight"] - ref).abs().max() < 0.1 * ref.abs().max()
+
+
 def test_a_file_in_diffusers_names_loads_too(tmp_path, flux):
     """Some Flux diffusion-model files keep diffusers' names (transformer_blocks, single_transformer_blocks)."""
     from single_files import save
