@@ -416,6 +416,42 @@ def test_comfyuis_flux_schnell_template_runs_on_the_tiny_checkpoint(executor, fl
     assert (ours - ref.permute(0, 2, 3, 1)).abs().max().item() < 1e-5
 
 
+def test_comfyuis_flux_schnell_split_files_template_runs(executor, flux):
+    """ComfyUI's official flux_schnell_full_text_to_image template (UNETLoader flux1-schnell, DualCLIPLoader
+    clip_l + t5xxl_fp16 type flux, VAELoader ae, CLIPTextEncodeFlux, ConditioningZeroOut as the unused
+    negative, KSampler euler/simple cfg 1) runs as saved on the tiny schnell's files under those names, only the
+    size and seed changed; its picture is FluxPipeline's (prompt and prompt_2 from the node) within 1e-5."""
+    import json
+    from pathlib import Path
+
+    import comfyui_workflow_templates_json as pkg
+    from nodes_support import make_registry
+
+    from graph_runtime.ui_format import ui_to_api
+
+    fam = flux["flux-schnell"]
+    write_flux_parts(fam.pipe, fam.models, names={"unet": "flux1-schnell.safetensors", "clip_l": "clip_l.safetensors",
+                                                  "t5": "t5xxl_fp16.safetensors", "vae": "ae.safetensors"})
+    path = Path(pkg.__file__).parent / "templates" / "flux_schnell_full_text_to_image.json"
+    doc = ui_to_api(json.loads(path.read_text()), make_registry())
+    (latent,) = [n for n in doc.values() if n["class_type"] == "EmptySD3LatentImage"]
+    latent["inputs"].update(width=64, height=64)
+    (sampler,) = [n for n in doc.values() if n["class_type"] == "KSampler"]
+    sampler["inputs"]["seed"] = 12
+    with single_thread():
+        res = executor.run(doc)
+    assert res.status == "success", str(res.error)
+    (decode,) = [k for k, n in doc.items() if n["class_type"] == "VAEDecode"]
+    encode = doc[sampler["inputs"]["positive"][0]]
+    assert encode["class_type"] == "CLIPTextEncodeFlux" and encode["inputs"]["t5xxl"]
+    use_scheduler(fam, "flow_euler")
+    with single_thread():
+        ref = fam.pipe(encode["inputs"]["clip_l"], prompt_2=encode["inputs"]["t5xxl"], height=64, width=64,
+                       num_inference_steps=sampler["inputs"]["steps"], generator=torch.Generator("cpu").manual_seed(12),
+                       output_type="pt").images
+    assert (res.values[decode][0] - ref.permute(0, 2, 3, 1)).abs().max().item() < 1e-5
+
+
 def sampler_prompt(doc: dict, sampler: dict) -> str:
     """The text of the CLIPTextEncode that feeds the sampler's positive input."""
     return doc[sampler["inputs"]["positive"][0]]["inputs"]["text"]

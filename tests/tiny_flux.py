@@ -115,11 +115,12 @@ def flux_original(transformer) -> dict[str, torch.Tensor]:
 
 
 def write_flux_parts(pipe, root: Path, prefix: str = "tiny-flux", dtype: torch.dtype | None = None,
-                     comfy_prefix: bool = False) -> dict:
+                     comfy_prefix: bool = False, names: dict | None = None) -> dict:
     """Flux's parts in ComfyUI's folders under ``root`` (``comfy_prefix``: the diffusion model's names under
-    ``model.diffusion_model.``, as ComfyUI saves them); returns the file names by part."""
-    names = {"unet": f"{prefix}.safetensors", "clip_l": f"{prefix}-clip_l.safetensors",
-             "t5": f"{prefix}-t5xxl.safetensors", "vae": f"{prefix}-ae.safetensors"}
+    ``model.diffusion_model.``, as ComfyUI saves them; ``names``: the file names by part, else from
+    ``prefix``); returns the file names by part."""
+    names = names or {"unet": f"{prefix}.safetensors", "clip_l": f"{prefix}-clip_l.safetensors",
+                      "t5": f"{prefix}-t5xxl.safetensors", "vae": f"{prefix}-ae.safetensors"}
     net = flux_original(pipe.transformer)
     if comfy_prefix:
         net = {"model.diffusion_model." + k: v for k, v in net.items()}
