@@ -261,12 +261,16 @@ def _encoder_configs(folder: Path) -> list[tuple[Path, dict]]:
     return out
 
 
+def _has_projection(cfg: dict) -> bool:
+    return "WithProjection" in str((cfg.get("architectures") or [""])[0])
+
+
 def _config_fits(kind: str, shapes: dict, cfg: dict) -> bool:
     if kind.startswith("clip"):
         layers = {int(k.split(".")[3]) for k in shapes if k.startswith("text_model.encoder.layers.")}
         vocab, hidden = shapes["text_model.embeddings.token_embedding.weight"]
         proj = shapes.get("text_projection.weight")
-        has_proj = "WithProjection" in str((cfg.get("architectures") or [""])[0])
+        has_proj = _has_projection(cfg)
         return (cfg.get("model_type") == "clip_text_model" and cfg.get("hidden_size") == hidden
                 and cfg.get("vocab_size") == vocab and cfg.get("num_hidden_layers") == len(layers)
                 and (has_proj == (proj is not None) or not has_proj)  # a plain CLIP ignores a projection
@@ -294,41 +298,42 @@ def _load_text_encoder(path: Path, dtype: torch.dtype, candidates: list[Path]) -
 
         raise NodeError(f"{path.name}: {describe(shapes)}, not a text encoder (CLIP or T5 with transformers' "
                         "key names)")
-    for folder in candidates:
-        for sub, cfg in _encoder_configs(folder):
-            if not _config_fits(kind, shapes, cfg):
-                continue
-            arch = (cfg.get("architectures") or [None])[0]
-            cls = getattr(transformers, str(arch), None) or {
-                "clip": transformers.CLIPTextModel, "clip_projection": transformers.CLIPTextModelWithProjection,
-                "t5": transformers.T5EncoderModel}[kind]
-            config = cls.config_class.from_pretrained(str(sub))
-            with torch.device("meta"):
-                model = cls(config)
-            state = _own_names(_state(path, dtype), model)
-            missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-            missing = [k for k in missing if not k.endswith("position_ids") and k != "encoder.embed_tokens.weight"]
-            if missing or unexpected:
-                raise NodeError(f"{path.name}: does not fit {folder.name}/{sub.name}: missing "
-                                f"{missing[:3]}, unexpected {unexpected[:3]}")
-            if kind == "t5":
-                model.tie_weights()
-            _materialise(model, dtype)
-            return TextEncoder(_tokenizer_for(folder, sub.name, cfg, kind), model.to(dtype).eval())
-    raise NodeError(f"{path.name}: a {kind.replace('_', ' with ')} text encoder ({len(shapes)} tensors) that no "
-                    "configuration fits; put its model's diffusers folder (or config) in a models folder")
+    fitting = [(folder, sub, cfg) for folder in candidates for sub, cfg in _encoder_configs(folder)
+               if _config_fits(kind, shapes, cfg)]
+    # a config of the file's own kind first (a CLIP with its projection), then a plain CLIP that ignores it
+    fitting.sort(key=lambda fsc: (kind == "clip_projection") != _has_projection(fsc[2]))
+    if not fitting:
+        raise NodeError(f"{path.name}: a {kind.replace('_', ' with ')} text encoder ({len(shapes)} tensors) that no "
+                        "configuration fits; put its model's diffusers folder (or config) in a models folder")
+    folder, sub, cfg = fitting[0]
+    arch = (cfg.get("architectures") or [None])[0]
+    cls = getattr(transformers, str(arch), None) or {
+        "clip": transformers.CLIPTextModel, "clip_projection": transformers.CLIPTextModelWithProjection,
+        "t5": transformers.T5EncoderModel}[kind]
+    config = cls.config_class.from_pretrained(str(sub))
+    with torch.device("meta"):
+        model = cls(config)
+    state = _own_names(_state(path, dtype), model)
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    missing = [k for k in missing if not k.endswith("position_ids") and k != "encoder.embed_tokens.weight"]
+    if missing or unexpected:
+        raise NodeError(f"{path.name}: does not fit {folder.name}/{sub.name}: missing "
+                        f"{missing[:3]}, unexpected {unexpected[:3]}")
+    if kind == "t5":
+        model.tie_weights()
+    _materialise(model, dtype)
+    return TextEncoder(_tokenizer_for(folder, sub.name, cfg, kind), model.to(dtype).eval())
 
 
 def _own_names(state: dict, model) -> dict:
     """A CLIP file's names as ``model`` names them: transformers' newer CLIPTextModel has no ``text_model.``
-    level, and a plain CLIPTextModel no ``text_projection`` (which clip_l files often carry)."""
+    level, and a plain CLIPTextModel no ``text_projection`` (which clip_l files often carry); position ids
+    that older files keep are dropped where the model does not load them."""
     own = model.state_dict().keys()
-    if any(k.startswith("text_model.") for k in own):
-        return state
-    out = {k.removeprefix("text_model."): v for k, v in state.items()}
-    if "text_projection.weight" not in own:
-        out.pop("text_projection.weight", None)
-    return out
+    out = state if any(k.startswith("text_model.") for k in own) else \
+        {k.removeprefix("text_model."): v for k, v in state.items()}
+    # position ids are rebuilt, not loaded (older files keep them); a plain CLIP has no projection
+    return {k: v for k, v in out.items() if k in own or not k.endswith(("position_ids", "text_projection.weight"))}
 
 
 def _materialise(model: torch.nn.Module, dtype: torch.dtype) -> None:

@@ -125,7 +125,10 @@ def write_flux_parts(pipe, root: Path, prefix: str = "tiny-flux", dtype: torch.d
     if comfy_prefix:
         net = {"model.diffusion_model." + k: v for k, v in net.items()}
     save(net, root / "diffusion_models" / names["unet"], dtype)
-    clip = {_clip_key(k): v for k, v in pipe.text_encoder.state_dict().items() if not k.endswith("position_ids")}
+    # as ComfyUI's clip_l.safetensors: nested names, with the projection and the position ids
+    clip = {_clip_key(k): v for k, v in pipe.text_encoder.state_dict().items()}
+    clip["text_projection.weight"] = torch.eye(CLIP_DIM)
+    clip["text_model.embeddings.position_ids"] = torch.arange(77)[None]
     save(clip, root / "text_encoders" / names["clip_l"], dtype)
     t5 = {k: v for k, v in pipe.text_encoder_2.state_dict().items() if k != "encoder.embed_tokens.weight"}  # tied
     save(t5, root / "text_encoders" / names["t5"], dtype)
