@@ -261,6 +261,10 @@ def test_a_file_in_diffusers_names_loads_too(tmp_path, flux):
     a, b = bundle.network.state_dict(), fam.pipe.transformer.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert bundle.family.name == "flux"
+    from nodes.checkpoint import checkpoint_shapes
+    from nodes.families.recognise import describe
+
+    assert describe(checkpoint_shapes(path)).startswith("a Flux transformer in diffusers' names")
 
 
 def test_a_flux_model_no_config_fits_is_refused_naming_the_file(executor, flux, tmp_path):
@@ -509,4 +513,21 @@ def test_img2img_matches_flux_img2img_pipeline(executor, flux):
         ref = pipe(PROMPT, image=res.values["20"][0]["samples"], strength=0.6, num_inference_steps=5, height=64, width=64,
                    guidance_scale=3.5, generator=torch.Generator("cpu").manual_seed(21), output_type="pt").images
     assert (ours - picture).abs().max() > 1e-3
+    assert (ours - ref.permute(0, 2, 3, 1)).abs().max().item() == 0.0
+
+
+def test_a_batch_matches_the_pipelines_images_per_prompt(executor, flux):
+    """Two latents from one prompt: FluxPipeline's num_images_per_prompt=2 (one noise draw for the batch)."""
+    doc = graph("tiny-flux-dev", "flow_euler", 8)
+    doc["4"]["inputs"]["batch_size"] = 2
+    with single_thread():
+        res = executor.run(doc)
+    assert res.status == "success", str(res.error)
+    ours = res.values["7"][0]
+    fam = flux["flux-dev"]
+    use_scheduler(fam, "flow_euler")
+    with single_thread():
+        ref = fam.pipe(PROMPT, num_images_per_prompt=2, num_inference_steps=STEPS, height=64, width=64,
+                       generator=torch.Generator("cpu").manual_seed(8), output_type="pt").images
+    assert ours.shape == (2, 64, 64, 3) and (ours[0] - ours[1]).abs().max() > 1e-3
     assert (ours - ref.permute(0, 2, 3, 1)).abs().max().item() == 0.0

@@ -34,6 +34,8 @@ def describe(shapes: dict[str, tuple[int, ...]]) -> str:
         return "a T5 text encoder (CLIPLoader)"
     if has("decoder.conv_in.") or has("decoder.up."):
         return "a VAE (VAELoader)"
+    if has("single_transformer_blocks.") and has("x_embedder."):
+        return "a Flux transformer in diffusers' names (UNETLoader)"
     if has("transformer_blocks.") and has("pos_embed."):
         return "a diffusers transformer"
     return f"a file of {len(keys)} tensors that is no known model part"
