@@ -17,7 +17,9 @@ A flow config with ``use_dynamic_shifting`` (Flux) shifts by the image size: ``m
 number of image tokens from ``base_shift`` (``base_image_seq_len``) to ``max_shift`` (``max_image_seq_len``),
 and sigmas are ``exp(mu) / (exp(mu) + 1 / t - 1)`` (``time_shift_type`` exponential) or
 ``mu / (mu + 1 / t - 1)`` (linear). The config's own ``mu`` key fixes it (set by ModelSamplingFlux or by a
-Scheduler sized for a latent); without one it is ``max_shift``, ComfyUI's default for Flux.
+Scheduler sized for a latent); without one it is ``max_shift``, ComfyUI's default for Flux. A config's
+``sigma_table_size`` (not a diffusers key; a family sets it) sizes ComfyUI's sigma table, which its Flux
+sampling keeps at 10000 entries.
 """
 
 from __future__ import annotations
@@ -131,14 +133,16 @@ class Flow(ModelSampling):
     kind = "flow"
 
     def __init__(self, shift: float = 1.0, multiplier: float = 1000.0, mu: float | None = None,
-                 shift_type: str = "exponential"):
+                 shift_type: str = "exponential", table_size: int | None = None):
         self.shift = float(shift)
         self.multiplier = float(multiplier)
         #: the resolution-dependent shift (dynamic shifting), which replaces ``shift`` when set
         self.mu = None if mu is None else float(mu)
         self.shift_type = shift_type
+        #: entries of ComfyUI's sigma table (its Flux sampling keeps 10000; others one per train timestep)
+        self.table_size = int(table_size or multiplier)
         self.sigma_max = 1.0
-        self.sigma_min = float(self.sigma_ramp(torch.tensor(1.0 / multiplier)))
+        self.sigma_min = float(self.sigma_ramp(torch.tensor(1.0 / self.table_size)))
 
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
         return sigma * self.multiplier
@@ -156,8 +160,10 @@ class Flow(ModelSampling):
         m = math.exp(self.mu) if self.shift_type == "exponential" else self.mu
         return m / (m + (1 / t - 1))
 
-    def table(self, n: int = 1000) -> torch.Tensor:
-        """ComfyUI's table of the model's sigmas: the shifted ``t / n`` for ``t = 1 .. n`` (ascending)."""
+    def table(self, n: int | None = None) -> torch.Tensor:
+        """ComfyUI's table of the model's sigmas: the shifted ``t / n`` for ``t = 1 .. n`` (ascending;
+        ``n`` is the table size by default)."""
+        n = n or self.table_size
         return self.sigma_ramp(torch.arange(1, n + 1, dtype=torch.float32) / n)
 
 
@@ -171,7 +177,8 @@ def _cached(key: str) -> ModelSampling:
     if is_flow_config(config):
         shift = float(config.get("shift", config.get("flow_shift", 1.0)) or 1.0)
         return Flow(shift=shift, multiplier=float(config.get("num_train_timesteps", 1000)), mu=dynamic_mu(config),
-                    shift_type=str(config.get("time_shift_type", "exponential")))
+                    shift_type=str(config.get("time_shift_type", "exponential")),
+                    table_size=config.get("sigma_table_size"))
     from .sigmas import model_sigmas
 
     return Discrete(model_sigmas(config), config.get("prediction_type", "epsilon") or "epsilon")

@@ -531,3 +531,24 @@ def test_a_batch_matches_the_pipelines_images_per_prompt(executor, flux):
                        generator=torch.Generator("cpu").manual_seed(8), output_type="pt").images
     assert ours.shape == (2, 64, 64, 3) and (ours[0] - ours[1]).abs().max() > 1e-3
     assert (ours - ref.permute(0, 2, 3, 1)).abs().max().item() == 0.0
+
+
+@pytest.mark.parametrize("steps", [4, 7])
+def test_comfyuis_flux_sigmas_index_a_table_of_10000(flux, steps):
+    """BasicScheduler simple on Flux dev: ComfyUI's Flux sampling indexes 10000 sigmas
+    exp(mu) / (exp(mu) + 1/t - 1) at t = (10000 - int(i * 10000 / steps)) / 10000, mu 1.15 by default
+    (1000 entries would differ at 7 steps)."""
+    import math
+
+    from nodes.aliases import BasicScheduler
+    from nodes.part_files import load_part
+
+    fam = flux["flux-dev"]
+    model = load_part("network", fam.models / "diffusion_models" / fam.files["unet"], torch.device("cpu"),
+                      torch.float32, "n", [fam.folder]).model
+    (sigmas,) = BasicScheduler().execute(BasicScheduler.Inputs(model=model, scheduler="simple", steps=steps,
+                                                                denoise=1.0), None)
+    t = torch.tensor([(10000 - int(i * 10000 / steps)) / 10000 for i in range(steps)])
+    m = math.exp(1.15)
+    want = torch.cat([m / (m + (1 / t - 1)), torch.zeros(1)])
+    assert sigmas.shape == want.shape and torch.allclose(sigmas.float(), want, rtol=0, atol=1e-6)

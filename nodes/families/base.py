@@ -188,6 +188,11 @@ class Family:
         )
 
     # ---- model sampling -----------------------------------------------------------------------------
+    def sampling_config(self, scheduler_config: dict) -> dict:
+        """A loaded model's scheduler config with what the family adds for its model sampling (e.g. the size
+        of ComfyUI's sigma table); keys diffusers does not know are ignored by its schedulers."""
+        return scheduler_config
+
     def pipeline_sigmas(self, steps: int) -> list[float] | None:
         """The sigmas the family's pipeline gives ``set_timesteps`` (None: it passes only the step count)."""
         return None

@@ -35,6 +35,8 @@ PREFIX = "model.diffusion_model."
 #: the parts of an all-in-one checkpoint by name prefix
 CHECKPOINT_PARTS = {"clip_l": ("text_encoders.clip_l.transformer.",), "t5": ("text_encoders.t5xxl.transformer.",),
                     "vae": ("vae.", "first_stage_model.")}
+#: entries of ComfyUI's Flux sigma table
+COMFY_TABLE = 10000
 #: previews as the grey mean of the channels (no colour factors are fitted for Flux's VAE here)
 GREY = ((0.125, 0.125, 0.125),) * 16
 
@@ -138,6 +140,10 @@ class Flux(Family):
                         + (", ".join(tried) or "none"))
 
     # ---- model sampling -------------------------------------------------------------------------------
+    def sampling_config(self, scheduler_config: dict) -> dict:
+        """ComfyUI's Flux sampling keeps a table of 10000 sigmas (its simple, beta, ... schedules index it)."""
+        return {"sigma_table_size": COMFY_TABLE, **scheduler_config}
+
     def pipeline_sigmas(self, steps: int) -> list[float]:
         """FluxPipeline's ``linspace(1, 1/steps, steps)``, shifted by the scheduler."""
         import numpy as np
