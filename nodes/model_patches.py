@@ -117,7 +117,8 @@ class ModelSamplingFlux(Node):
         line = {"use_dynamic_shifting": True, "time_shift_type": "exponential", "base_shift": inputs.base_shift,
                 "max_shift": inputs.max_shift, "base_image_seq_len": 256, "max_image_seq_len": 4096}
         mu = dynamic_mu(line, inputs.width * inputs.height / 256)  # 8x8 pixels a latent, 2x2 latents a token
-        return (model.with_config(**line, mu=mu),)
+        # and ComfyUI's table of 10000 sigmas that goes with this sampling
+        return (model.with_config(**line, mu=mu, sigma_table_size=10000),)
 
 
 NODES = [CLIPSetLastLayer, ModelSamplingDiscrete, ModelSamplingSD3, ModelSamplingFlux]

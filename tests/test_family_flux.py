@@ -552,3 +552,20 @@ def test_comfyuis_flux_sigmas_index_a_table_of_10000(flux, steps):
     m = math.exp(1.15)
     want = torch.cat([m / (m + (1 / t - 1)), torch.zeros(1)])
     assert sigmas.shape == want.shape and torch.allclose(sigmas.float(), want, rtol=0, atol=1e-6)
+
+
+def test_comfyuis_schnell_sigmas_are_the_plain_flow_table(flux):
+    """Schnell in ComfyUI samples as a plain flow model (shift 1, 1000 sigmas): BasicScheduler simple at 7
+    steps gives t = (1000 - int(i * 1000 / 7)) / 1000 itself."""
+    from nodes.aliases import BasicScheduler
+    from nodes.families import by_name
+    from nodes.types import ModelBundle
+
+    fam = flux["flux-schnell"]
+    family = by_name("flux")
+    model = ModelBundle(fam.pipe.transformer, family, family.sampling_config(dict(fam.config)),
+                        torch.device("cpu"), torch.float32, "schnell", "memory")
+    (sigmas,) = BasicScheduler().execute(BasicScheduler.Inputs(model=model, scheduler="simple", steps=7,
+                                                                denoise=1.0), None)
+    want = torch.tensor([(1000 - int(i * 1000 / 7)) / 1000 for i in range(7)] + [0.0])
+    assert torch.allclose(sigmas.float(), want, rtol=0, atol=1e-6)

@@ -141,7 +141,10 @@ class Flux(Family):
 
     # ---- model sampling -------------------------------------------------------------------------------
     def sampling_config(self, scheduler_config: dict) -> dict:
-        """ComfyUI's Flux sampling keeps a table of 10000 sigmas (its simple, beta, ... schedules index it)."""
+        """Dev's sampling in ComfyUI keeps a table of 10000 sigmas (its simple, beta, ... schedules index it);
+        schnell's is the plain flow table of 1000, unshifted, as its diffusers config says."""
+        if not scheduler_config.get("use_dynamic_shifting"):
+            return scheduler_config
         return {"sigma_table_size": COMFY_TABLE, **scheduler_config}
 
     def pipeline_sigmas(self, steps: int) -> list[float]:
