@@ -106,7 +106,8 @@ def build_flux(device: str, dtype: torch.dtype, *, tiny: bool, workdir: Path):
     torch.set_default_dtype(dtype)  # initialised in bf16 on the GPU: no fp32 copy of 17B weights
     try:
         with torch.device(device):
-            transformer = FluxTransformer2DModel.from_config(json.loads((dev / "transformer" / "config.json").read_text()))
+            config = json.loads((dev / "transformer" / "config.json").read_text())
+            transformer = FluxTransformer2DModel.from_config(config)
             vae = AutoencoderKL.from_config(json.loads((dev / "vae" / "config.json").read_text()))
             clip = CLIPTextModel(CLIPTextConfig.from_pretrained(str(SD15 / "text_encoder"), local_files_only=True))
             t5 = T5EncoderModel(T5Config.from_pretrained(str(dev / "text_encoder_2"), local_files_only=True))
@@ -114,7 +115,8 @@ def build_flux(device: str, dtype: torch.dtype, *, tiny: bool, workdir: Path):
         torch.set_default_dtype(default)
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(
         json.loads((dev / "scheduler" / "scheduler_config.json").read_text()))
-    return FluxPipeline(scheduler=scheduler, vae=vae.to(dtype), text_encoder=clip.to(dtype), text_encoder_2=t5.to(dtype),
+    return FluxPipeline(scheduler=scheduler, vae=vae.to(dtype), text_encoder=clip.to(dtype),
+                        text_encoder_2=t5.to(dtype),
                         tokenizer=CLIPTokenizer.from_pretrained(str(SD15 / "tokenizer"), local_files_only=True),
                         tokenizer_2=T5TokenizerFast.from_pretrained(str(REPO / "models" / "tokenizers" / "t5")),
                         transformer=transformer.to(dtype))
@@ -179,8 +181,8 @@ def flux_check(*, dry_run: bool, steps: int, repeats: int, schedulers: list[str]
                 best[label] = min(best[label], time.perf_counter() - t1)
         rows.append((name, best["ours"], best["diffusers"], (a - b).abs().max().item(), bool(torch.isfinite(a).all())))
     where = torch.cuda.get_device_name() if device == "cuda" else "CPU (dry run)"
-    print(f"## gpu_check: Flux.1-dev random {size}x{size} {str(dtype).removeprefix('torch.')} on {where}, {steps} steps, "
-          f"best of {repeats}; total {time.perf_counter() - t0:.0f} s")
+    print(f"## gpu_check: Flux.1-dev random {size}x{size} {str(dtype).removeprefix('torch.')} on {where}, "
+          f"{steps} steps, best of {repeats}; total {time.perf_counter() - t0:.0f} s")
     print("| scheduler | steps | ours s | diffusers s | ratio | max diff | finite |")
     print("|---|---|---|---|---|---|---|")
     for name, o, d, diff, finite in rows:

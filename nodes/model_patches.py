@@ -1,6 +1,6 @@
 """Nodes that change how a loaded model or text encoder is used, without reloading it (ComfyUI's names):
-CLIPSetLastLayer, ModelSamplingDiscrete, ModelSamplingSD3, ModelSamplingFlux. Each returns a new MODEL / CLIP value that shares
-the network with its input, so the input stays as it was for the rest of the graph."""
+CLIPSetLastLayer, ModelSamplingDiscrete, ModelSamplingSD3, ModelSamplingFlux. Each returns a new MODEL / CLIP
+value that shares the network with its input, so the input stays as it was for the rest of the graph."""
 
 from __future__ import annotations
 

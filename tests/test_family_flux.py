@@ -510,8 +510,9 @@ def test_img2img_matches_flux_img2img_pipeline(executor, flux):
     use_scheduler(fam, "flow_euler")
     pipe.scheduler = fam.pipe.scheduler
     with single_thread():
-        ref = pipe(PROMPT, image=res.values["20"][0]["samples"], strength=0.6, num_inference_steps=5, height=64, width=64,
-                   guidance_scale=3.5, generator=torch.Generator("cpu").manual_seed(21), output_type="pt").images
+        ref = pipe(PROMPT, image=res.values["20"][0]["samples"], strength=0.6, num_inference_steps=5, height=64,
+                   width=64, guidance_scale=3.5, generator=torch.Generator("cpu").manual_seed(21),
+                   output_type="pt").images
     assert (ours - picture).abs().max() > 1e-3
     assert (ours - ref.permute(0, 2, 3, 1)).abs().max().item() == 0.0
 

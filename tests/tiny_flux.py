@@ -77,8 +77,10 @@ def flux_original(transformer) -> dict[str, torch.Tensor]:
                 out[f"{new}.{leaf}"] = sd.pop(f"{old}.{leaf}")
 
     emb = "time_text_embed."
-    for new, old in (("time_in.in_layer", "timestep_embedder.linear_1"), ("time_in.out_layer", "timestep_embedder.linear_2"),
-                     ("vector_in.in_layer", "text_embedder.linear_1"), ("vector_in.out_layer", "text_embedder.linear_2"),
+    for new, old in (("time_in.in_layer", "timestep_embedder.linear_1"),
+                     ("time_in.out_layer", "timestep_embedder.linear_2"),
+                     ("vector_in.in_layer", "text_embedder.linear_1"),
+                     ("vector_in.out_layer", "text_embedder.linear_2"),
                      ("guidance_in.in_layer", "guidance_embedder.linear_1"),
                      ("guidance_in.out_layer", "guidance_embedder.linear_2")):
         put(new, emb + old)
