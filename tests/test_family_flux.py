@@ -302,6 +302,25 @@ def test_all_in_one_checkpoint_equals_its_folder(executor, flux):
     assert (ours - ref).abs().max().item() == 0.0
 
 
+def test_a_conditioning_of_another_family_is_refused_naming_the_input(flux):
+    """An SD3-shaped conditioning (CLIP states padded to T5's width, a 2-CLIP pooled embedding) on a Flux model
+    is refused before the network runs."""
+    from graph_runtime import NodeError
+    from nodes.families import by_name
+    from nodes.types import Conditioning, ModelBundle
+
+    fam = flux["flux-dev"]
+    family = by_name("flux")
+    model = ModelBundle(fam.pipe.transformer, family, fam.config, torch.device("cpu"), torch.float32, "m", "memory")
+    wrong = Conditioning(torch.zeros(1, 333, 32), "x", pooled=torch.zeros(1, 64))
+    with pytest.raises(NodeError, match="negative: this Flux model takes T5 states of width 32 and CLIP-L's "
+                                        "pooled output of 32; the conditioning has states of width 32 and a "
+                                        "pooled embedding of 64"):
+        family.network_inputs(model, wrong, (1, 16, 8, 8), "negative")
+    with pytest.raises(NodeError, match="positive: .* has no pooled embedding"):
+        family.network_inputs(model, Conditioning(torch.zeros(1, 77, 32), "x"), (1, 16, 8, 8), "positive")
+
+
 def test_odd_latent_sides_are_refused(executor):
     doc = graph("tiny-flux-dev", "flow_euler", 3)
     doc["4"]["inputs"].update(width=72, height=64)

@@ -175,12 +175,17 @@ class Flux(Family):
         if h % 2 or w % 2:
             raise NodeError(f"{what}: Flux packs 2x2 latent patches, so the latent's sides must be even (image "
                             f"sides multiples of 16); got a {h}x{w} latent")
-        if cond.pooled is None:
-            raise NodeError(f"{what}: this conditioning has no pooled CLIP-L embedding; encode it with a Flux "
-                            "CLIP (clip_l + t5xxl)")
+        config = model.network.config
+        if cond.pooled is None or cond.embeds.shape[-1] != config.joint_attention_dim \
+                or cond.pooled.shape[-1] != config.pooled_projection_dim:
+            got = "no pooled embedding" if cond.pooled is None else \
+                f"states of width {cond.embeds.shape[-1]} and a pooled embedding of {cond.pooled.shape[-1]}"
+            raise NodeError(f"{what}: this Flux model takes T5 states of width {config.joint_attention_dim} and "
+                            f"CLIP-L's pooled output of {config.pooled_projection_dim}; the conditioning has {got}: "
+                            "encode the prompt with the model's own CLIP (clip_l + t5xxl, DualCLIPLoader type flux)")
         inputs = {"encoder_hidden_states": repeat_to(cond.embeds, b, what),
                   "pooled_projections": repeat_to(cond.pooled, b, what)}
-        if model.network.config.guidance_embeds:
+        if config.guidance_embeds:
             guidance = float(cond.extra.get("guidance", DEFAULT_GUIDANCE))
             inputs["guidance"] = torch.full((b,), guidance, dtype=torch.float32)
         return inputs
