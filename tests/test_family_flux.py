@@ -83,7 +83,7 @@ def pipeline_image(fam, scheduler: str, seed: int, guidance: float = 3.5, steps:
     return out.permute(0, 2, 3, 1).float()
 
 
-@pytest.mark.parametrize("scheduler", ["flow_euler", "flow_dpmpp_2m"])
+@pytest.mark.parametrize("scheduler", ["flow_euler", "flow_dpmpp_2m", "flow_unipc"])
 @pytest.mark.parametrize("seed", [3, 1234])
 def test_flux_dev_matches_flux_pipeline(executor, flux, scheduler, seed):
     ours = run(executor, graph("tiny-flux-dev", scheduler, seed, guidance=4.0))
@@ -148,6 +148,24 @@ def test_the_shift_follows_the_image_size(executor):
     assert (run(executor, doc) - sized).abs().max().item() == 0.0
     doc["12"]["inputs"].update(width=1024, height=1024)
     assert (run(executor, doc) - unsized).abs().max().item() == 0.0
+
+
+def test_a_scheduler_without_mu_gets_the_equal_fixed_shift(executor, flux):
+    """FlowMatchHeun's set_timesteps takes no mu (FluxPipeline refuses it): it runs at the fixed shift
+    exp(mu), which exp(mu) / (exp(mu) + 1/t - 1) equals."""
+    import math
+
+    from diffusers import FlowMatchHeunDiscreteScheduler
+
+    doc = graph("tiny-flux-dev", "flow_heun", 3)
+    with single_thread():
+        res = executor.run(doc)
+    assert res.status == "success", str(res.error)
+    mu = 16 * (1.15 - 0.5) / (4096 - 256) + 0.5 - 256 * (1.15 - 0.5) / (4096 - 256)  # 16 image tokens
+    ref = FlowMatchHeunDiscreteScheduler(shift=math.exp(mu))
+    ref.set_timesteps(STEPS)
+    assert torch.isfinite(res.values["7"][0]).all()
+    assert torch.allclose(res.values["5"][2].cpu(), ref.timesteps.float(), atol=1e-3)
 
 
 def test_guidance_defaults_to_3_5(executor):
