@@ -139,8 +139,8 @@ class Flow(ModelSampling):
         #: the resolution-dependent shift (dynamic shifting), which replaces ``shift`` when set
         self.mu = None if mu is None else float(mu)
         self.shift_type = shift_type
-        #: entries of ComfyUI's sigma table (its Flux sampling keeps 10000; others one per train timestep)
-        self.table_size = int(table_size or multiplier)
+        #: entries of ComfyUI's sigma table (1000, as ComfyUI's flow sampling keeps; its Flux sampling 10000)
+        self.table_size = int(table_size or 1000)
         self.sigma_max = 1.0
         self.sigma_min = float(self.sigma_ramp(torch.tensor(1.0 / self.table_size)))
 
