@@ -1,14 +1,18 @@
 """Flux.1 on the family seam, on tiny random-weight models (tests/tiny_flux.py): dev (guidance embedding,
-resolution-dependent shift) and schnell, from a FluxPipeline folder and from ComfyUI's single files.
+resolution-dependent shift) and schnell, from a FluxPipeline folder and from ComfyUI's files.
 
 * our graph (LoadModel -> TextEncode -> EmptyLatent -> Scheduler sized by the latent -> Sampler, cfg 1)
-  equals FluxPipeline's image exactly (max abs difference 0), fp32 on the CPU, for two schedulers and two
-  seeds, the guidance embedding set by FluxGuidance as the pipeline's guidance_scale;
+  equals FluxPipeline's image exactly (max abs difference 0), fp32 on the CPU, for three schedulers and two
+  seeds, the guidance embedding set by FluxGuidance as the pipeline's guidance_scale; also batches, img2img
+  (FluxImg2ImgPipeline) and CLIPTextEncodeFlux's two prompts (prompt_2);
 * ComfyUI's graph (UNETLoader + DualCLIPLoader type flux + VAELoader + CLIPTextEncode + FluxGuidance +
-  ModelSamplingFlux at the image size + KSampler euler/simple) runs the k-diffusion Euler rule over the same
-  sigmas: equal to the pipeline within float rounding;
-* the single files (BFL layout, bf16 / fp16 / fp8 e4m3fn stored) load back to the pipeline's tensors;
-* a diffusion model no shipped configuration fits is refused, naming the file.
+  ModelSamplingFlux at the image size + KSampler euler/simple) and ComfyUI's official flux_schnell templates
+  run the k-diffusion Euler rule over the same sigmas: equal to the pipeline within float rounding; ComfyUI's
+  sigma tables (10000 for dev, the plain flow table for schnell);
+* the single files (BFL or diffusers names; bf16 / fp16 / fp8 e4m3fn / scaled fp8) and all-in-one
+  checkpoints load back to the pipeline's tensors and pictures;
+* bad input is refused naming it: a diffusion model no shipped configuration fits, odd latent sides, another
+  family's conditioning.
 """
 
 import pytest
