@@ -10,7 +10,19 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 def _node_classes() -> list:
     """Every built-in node class, in the order the editor lists them. Add new modules' nodes here."""
-    from . import aliases, image_ops, latent_ops, loaders, logic, model_patches, sigma_nodes, utility
+    from . import (
+        aliases,
+        custom_sampling,
+        image_ops,
+        latent_ops,
+        loaders,
+        logic,
+        lora,
+        model_patches,
+        sigma_nodes,
+        upscale_models,
+        utility,
+    )
     from .compare import CompareSchedulers
     from .conditioning import TextEncode
     from .images import (
@@ -31,6 +43,7 @@ def _node_classes() -> list:
         # loaders
         LoadModel,
         *loaders.NODES,
+        *lora.NODES,
         # conditioning
         TextEncode,
         # sampling
@@ -54,8 +67,10 @@ def _node_classes() -> list:
         SaveAnimatedWEBP,
         SaveAnimatedPNG,
         SaveImageWebsocket,
+        *upscale_models.NODES,
         # ComfyUI core names, for workflows saved from ComfyUI
         *aliases.NODES,
+        *custom_sampling.NODES,
         *model_patches.NODES,
         *utility.NODES,
         *image_ops.NODES,
