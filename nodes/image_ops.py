@@ -814,6 +814,141 @@ class ImageStitch(Node):
                             f"going {inputs.direction} without match_image_size") from None
 
 
+BLEND_MODES = ("normal", "multiply", "screen", "overlay", "soft_light", "difference")
+
+
+def _blend(a: torch.Tensor, b: torch.Tensor, mode: str) -> torch.Tensor:
+    import torch
+
+    if mode == "multiply":
+        return a * b
+    if mode == "screen":
+        return 1 - (1 - a) * (1 - b)
+    if mode == "overlay":
+        return torch.where(a <= 0.5, 2 * a * b, 1 - 2 * (1 - a) * (1 - b))
+    if mode == "soft_light":
+        g = torch.where(a <= 0.25, ((16 * a - 12) * a + 4) * a, torch.sqrt(a))
+        return torch.where(b <= 0.5, a - (1 - 2 * b) * a * (1 - a), a + (2 * b - 1) * (g - a))
+    if mode == "difference":
+        return a - b
+    return b
+
+
+class ImageBlend(Node):
+    """image1 mixed with image2 blended onto it (normal, multiply, screen, overlay, soft light, difference) by
+    blend_factor; image2 resized (bicubic, centre crop) to image1's size where it differs."""
+
+    CATEGORY = "image/postprocessing"
+    DISPLAY_NAME = "Blend Images"
+
+    class Inputs(NodeInputs):
+        image1: Any = Link(IMAGE)
+        image2: Any = Link(IMAGE)
+        blend_factor: float = Widget(0.5, ge=0.0, le=1.0, step=0.01)
+        blend_mode: Literal[BLEND_MODES] = Widget("normal")  # type: ignore[valid-type]
+
+    OUTPUTS = (Output(IMAGE, "IMAGE"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        import torch.nn.functional as F
+
+        a, b = check_image(inputs.image1, "image1"), check_image(inputs.image2, "image2")
+        if a.shape[-1] < b.shape[-1]:
+            b = b[..., :a.shape[-1]]
+        elif a.shape[-1] > b.shape[-1]:  # an opaque alpha for the image without one
+            b = F.pad(b, (0, a.shape[-1] - b.shape[-1]), value=1.0)
+        if a.shape != b.shape:
+            b = resize(b.movedim(-1, 1), a.shape[2], a.shape[1], "bicubic", "center").movedim(1, -1)
+            if b.shape[0] != a.shape[0] and b.shape[0] != 1:
+                raise NodeError(f"image2: a batch of {b.shape[0]} cannot blend with a batch of {a.shape[0]}")
+        f = inputs.blend_factor
+        return ((a * (1 - f) + _blend(a, b, inputs.blend_mode) * f).clamp(0, 1),)
+
+
+def _gaussian(size: int, sigma: float) -> torch.Tensor:
+    """ComfyUI's kernel: a Gaussian over a -1..1 grid of ``size`` points (not pixel units), summing to 1."""
+    import torch
+
+    x, y = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    g = torch.exp(-(x * x + y * y) / (2.0 * sigma * sigma))
+    return g / g.sum()
+
+
+def _filter(image: torch.Tensor, kernel: torch.Tensor, radius: int, what: str) -> torch.Tensor:
+    """Convolve each channel with ``kernel`` over a reflect-padded copy, as ComfyUI's blur and sharpen do."""
+    import torch.nn.functional as F
+
+    b, h, w, c = image.shape
+    if radius >= h or radius >= w:
+        raise NodeError(f"{what}: {radius} is too large for a {w}x{h} image (the edge is mirrored)")
+    x = F.pad(image.movedim(-1, 1), (radius,) * 4, "reflect")
+    k = kernel.repeat(c, 1, 1).unsqueeze(1)
+    out = F.conv2d(x, k, padding=kernel.shape[-1] // 2, groups=c)[:, :, radius:-radius, radius:-radius]
+    return out.movedim(1, -1)
+
+
+class ImageBlur(Node):
+    """A Gaussian blur of radius blur_radius."""
+
+    CATEGORY = "image/postprocessing"
+    DISPLAY_NAME = "Blur Image"
+
+    class Inputs(NodeInputs):
+        image: Any = Link(IMAGE)
+        blur_radius: int = Widget(1, ge=1, le=31, step=1)
+        sigma: float = Widget(1.0, ge=0.1, le=10.0, step=0.1)
+
+    OUTPUTS = (Output(IMAGE, "IMAGE"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        r = inputs.blur_radius
+        return (_filter(check_image(inputs.image), _gaussian(2 * r + 1, inputs.sigma), r, "blur_radius"),)
+
+
+class ImageSharpen(Node):
+    """Sharpen by subtracting a Gaussian blur (strength alpha), clamped to 0..1."""
+
+    CATEGORY = "image/postprocessing"
+    DISPLAY_NAME = "Sharpen Image"
+
+    class Inputs(NodeInputs):
+        image: Any = Link(IMAGE)
+        sharpen_radius: int = Widget(1, ge=1, le=31, step=1, advanced=True)
+        sigma: float = Widget(1.0, ge=0.1, le=10.0, step=0.01, advanced=True)
+        alpha: float = Widget(1.0, ge=0.0, le=5.0, step=0.01, advanced=True)
+
+    OUTPUTS = (Output(IMAGE, "IMAGE"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        r = inputs.sharpen_radius
+        kernel = _gaussian(2 * r + 1, inputs.sigma) * -(inputs.alpha * 10)
+        kernel[r, r] = kernel[r, r] - kernel.sum() + 1.0
+        return (_filter(check_image(inputs.image), kernel, r, "sharpen_radius").clamp(0, 1),)
+
+
+class ImageAddNoise(Node):
+    """Gaussian noise of ``strength`` added (from ``seed``, torch's CPU generator as ComfyUI), clamped to 0..1."""
+
+    CATEGORY = "image"
+    DISPLAY_NAME = "Add Noise to Image"
+
+    class Inputs(NodeInputs):
+        image: Any = Link(IMAGE)
+        seed: int = Widget(0, ge=0, le=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                           tooltip="The random seed used for creating the noise.")
+        strength: float = Widget(0.5, ge=0.0, le=1.0, step=0.01)
+
+    OUTPUTS = (Output(IMAGE, "IMAGE"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        import torch
+
+        image = check_image(inputs.image)
+        g = torch.Generator().manual_seed(inputs.seed)  # the same stream as torch.manual_seed(seed) on the CPU
+        noise = torch.randn(image.size(), generator=g).to(image)
+        return (torch.clip(image + inputs.strength * noise, 0.0, 1.0),)
+
+
 class ImageInvert(Node):
     """1 - each colour value (an alpha channel is kept: it is transparency, not colour)."""
 
@@ -1202,6 +1337,6 @@ class Canny(Node):
 NODES = [ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ResizeImageMaskNode, LatentUpscale, LatentUpscaleBy, EmptyImage, ImageBatch,
          BatchImagesNode, BatchMasksNode,
          RepeatImageBatch, ImageFromBatch, ImageCrop, ImageRotate, ImageFlip, ImageScaleToMaxDimension, ResizeAndPadImage,
-         ImageStitch, ImageInvert, ImageToMask, MaskToImage, InvertMask, ImageColorToMask, SolidMask, CropMask,
+         ImageStitch, ImageBlend, ImageBlur, ImageSharpen, ImageAddNoise, ImageInvert, ImageToMask, MaskToImage, InvertMask, ImageColorToMask, SolidMask, CropMask,
          MaskComposite, FeatherMask, GrowMask, ThresholdMask, SplitImageWithAlpha, JoinImageWithAlpha, ImageCompositeMasked,
          Canny]

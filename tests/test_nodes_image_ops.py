@@ -608,3 +608,49 @@ def test_mask_preview_shows_grey_images(tmp_path):
     assert [i["type"] for i in res.ui["images"]] == ["temp", "temp"]
     with Image.open(ctx.paths.temp / res.ui["images"][0]["filename"]) as png:
         assert png.size == (4, 3) and png.convert("RGB").getpixel((0, 0)) == (128, 128, 128)
+
+
+# --- filters -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["normal", "multiply", "screen", "overlay", "soft_light", "difference"])
+def test_image_blend_modes(tmp_path, mode):
+    a = torch.tensor([0.1, 0.3, 0.6, 0.9]).reshape(1, 1, 4, 1).expand(1, 1, 4, 3)
+    b = torch.tensor([0.8, 0.2, 0.5, 0.4]).reshape(1, 1, 4, 1).expand(1, 1, 4, 3)
+    (out,) = call(ops.ImageBlend, tmp_path, image1=a, image2=b, blend_factor=0.75, blend_mode=mode)
+    x, y = a[0, 0, :, 0].tolist(), b[0, 0, :, 0].tolist()
+
+    def mixed(p, q):
+        if mode == "multiply":
+            return p * q
+        if mode == "screen":
+            return 1 - (1 - p) * (1 - q)
+        if mode == "overlay":
+            return 2 * p * q if p <= 0.5 else 1 - 2 * (1 - p) * (1 - q)
+        if mode == "soft_light":
+            g = ((16 * p - 12) * p + 4) * p if p <= 0.25 else p ** 0.5
+            return p - (1 - 2 * q) * p * (1 - p) if q <= 0.5 else p + (2 * q - 1) * (g - p)
+        return p - q if mode == "difference" else q
+
+    expected = [min(1.0, max(0.0, p * 0.25 + mixed(p, q) * 0.75)) for p, q in zip(x, y, strict=True)]
+    assert torch.allclose(out[0, 0, :, 0], torch.tensor(expected), atol=1e-6)
+
+
+def test_blur_sharpen_and_noise(tmp_path):
+    flat = torch.full((1, 9, 9, 3), 0.4)
+    (blurred,) = call(ops.ImageBlur, tmp_path, image=flat, blur_radius=3, sigma=1.0)
+    (sharp,) = call(ops.ImageSharpen, tmp_path, image=flat, sharpen_radius=2, sigma=1.0, alpha=1.0)
+    assert torch.allclose(blurred, flat) and torch.allclose(sharp, flat, atol=1e-5)  # a flat image stays flat
+    dot = torch.zeros(1, 9, 9, 1)
+    dot[0, 4, 4] = 1.0
+    (spread,) = call(ops.ImageBlur, tmp_path, image=dot, blur_radius=1, sigma=1.0)
+    # ComfyUI's kernel: exp(-d^2 / 2) over a -1..1 grid of 3 points, normalised
+    k = torch.exp(-torch.tensor([[2.0, 1.0, 2.0], [1.0, 0.0, 1.0], [2.0, 1.0, 2.0]]) / 2)
+    assert torch.allclose(spread[0, 3:6, 3:6, 0], k / k.sum()) and torch.isclose(spread.sum(), torch.tensor(1.0))
+    (edge,) = call(ops.ImageSharpen, tmp_path, image=dot, sharpen_radius=1, sigma=1.0, alpha=0.5)
+    assert edge[0, 4, 4, 0] == 1.0 and edge[0, 4, 3, 0] == 0.0  # the centre gains, neighbours go below 0 (clamped)
+    with pytest.raises(NodeError, match="blur_radius: 31 is too large for a 9x9 image"):
+        call(ops.ImageBlur, tmp_path, image=flat, blur_radius=31, sigma=1.0)
+    img = torch.rand(2, 5, 6, 3)
+    (noisy,) = call(ops.ImageAddNoise, tmp_path, image=img, seed=7, strength=0.3)
+    ref = torch.clip(img + 0.3 * torch.randn(img.size(), generator=torch.Generator().manual_seed(7)), 0, 1)
+    assert torch.equal(noisy, ref)
