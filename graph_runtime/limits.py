@@ -31,6 +31,9 @@ class Limits:
     # starts. A 512x512 SD1.5 image at 30 steps with CFG is 245,760; 8192x8192 at 1 step is 2,097,152.
     max_sampling_work_cpu: int = 2_000_000
     max_sampling_work_gpu: int = 400_000_000
+    # Sampler & co.: conditioning entries (ConditioningCombine, areas, masks) both sides together; each is one
+    # more network evaluation per step, counted in the sampling work too.
+    max_conditioning_entries: int = 64
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -20,7 +20,7 @@ from .conditioning import check_clip, encode
 from .latents import MAX_SIZE, empty_latent
 from .models import EMBEDDED_NAME, list_models, load_model, model_fingerprint
 from .sampling import SEED_MAX, SIGMAS, _check_model, check_sigmas, run_sampler, schedule_for_sigmas
-from .types import Conditioning
+from .types import Conditioning, map_entries
 
 if TYPE_CHECKING:  # torch and the sigma builders load when a node runs, not when it is declared
     from schedulers.schedule import Schedule
@@ -167,8 +167,12 @@ class ConditioningZeroOut(Node):
         c = inputs.conditioning
         if not isinstance(c, Conditioning):
             raise NodeError(f"conditioning: expected CONDITIONING, got {type(c).__name__}")
-        pooled = None if c.pooled is None else torch.zeros_like(c.pooled)
-        return (dataclasses.replace(c, embeds=torch.zeros_like(c.embeds), pooled=pooled, prompt=""),)
+
+        def zero(e: Conditioning) -> Conditioning:
+            pooled = None if e.pooled is None else torch.zeros_like(e.pooled)
+            return dataclasses.replace(e, embeds=torch.zeros_like(e.embeds), pooled=pooled, prompt="")
+
+        return (map_entries(c, zero),)
 
 
 def _comfy_schedule(model: Any, sampler_name: str, scheduler: str, steps: int, denoise: float) -> Schedule:

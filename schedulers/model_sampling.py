@@ -17,6 +17,7 @@ scheduler class it names), so nothing else needs to know which family a model be
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -64,6 +65,19 @@ class ModelSampling:
         """The starting point of a run at ``sigma``: ``noise`` added to ``x0`` (zeros when None)."""
         raise NotImplementedError
 
+    def percent_timestep(self, percent: float) -> float:
+        """The network timestep ``percent`` of the way through the model's noise range (0 = pure noise),
+        ComfyUI's ``percent_to_sigma`` seen as a timestep: conditioning and ControlNet ranges are checked
+        against it. 0 and below: +inf (from the start); 1 and above: -inf (to the end)."""
+        if percent <= 0.0:
+            return math.inf
+        if percent >= 1.0:
+            return -math.inf
+        return self._percent_timestep(percent)
+
+    def _percent_timestep(self, percent: float) -> float:
+        raise NotImplementedError
+
 
 class Discrete(ModelSampling):
     """A DDPM-trained model (epsilon or v prediction) over its train sigmas (ascending, one per timestep)."""
@@ -86,6 +100,9 @@ class Discrete(ModelSampling):
         lo, hi = log_train[low], log_train[low + 1]
         w = ((lo - log_s) / (lo - hi)).clamp(0, 1)
         return (1 - w) * low + w * (low + 1)
+
+    def _percent_timestep(self, percent: float) -> float:
+        return (1.0 - percent) * (len(self.train_sigmas) - 1)
 
     def input_scale(self, sigma: torch.Tensor) -> torch.Tensor:
         # a division (not a multiplication by the reciprocal), as diffusers' scale_model_input does
@@ -119,6 +136,9 @@ class Flow(ModelSampling):
 
     def noise_scaling(self, sigma: torch.Tensor, noise: torch.Tensor, x0: torch.Tensor | None) -> torch.Tensor:
         return noise * sigma if x0 is None else sigma * noise + (1 - sigma) * x0
+
+    def _percent_timestep(self, percent: float) -> float:
+        return float(time_shift(torch.tensor(1.0 - percent, dtype=torch.float64), self.shift)) * self.multiplier
 
     def sigma_ramp(self, t: torch.Tensor) -> torch.Tensor:
         """Sigmas at fractions ``t`` of the train range (1 = pure noise), shifted."""
