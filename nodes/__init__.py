@@ -10,7 +10,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 def _node_classes() -> list:
     """Every built-in node class, in the order the editor lists them. Add new modules' nodes here."""
-    from . import aliases, conditioning_ops, inpainting, loaders, model_patches, sigma_nodes
+    from . import aliases, conditioning_ops, controlnet, inpainting, loaders, model_patches, sigma_nodes
     from .compare import CompareSchedulers
     from .conditioning import TextEncode
     from .images import LoadImage, PreviewImage, SaveImage
@@ -26,6 +26,7 @@ def _node_classes() -> list:
         TextEncode,
         *conditioning_ops.NODES,
         *inpainting.NODES,
+        *controlnet.NODES,
         # sampling
         Scheduler,
         Sampler,

@@ -163,6 +163,7 @@ def guidance_entries(model: ModelBundle, positive: Conditioning, negative: Condi
             add_opposite_area(pos, e)
         lend_controls(pos, neg)
     out: dict[str, list[CondEntry]] = {}
+    bound: dict[int, Any] = {}  # one bound ControlNet per application: entries sharing it share its call
     for what, entries in sides.items():
         made = []
         for e in entries:
@@ -170,7 +171,11 @@ def guidance_entries(model: ModelBundle, positive: Conditioning, negative: Condi
             mask = None
             if e.mask is not None:
                 mask = _batch_mask(e.mask, b, what).to(model.device) * e.mask_strength
-            control = e.control.bind(model, e, what) if e.control is not None else None
+            control = None
+            if e.control is not None:
+                if id(e.control) not in bound:
+                    bound[id(e.control)] = e.control.bind(model, b)
+                control = bound[id(e.control)]
             made.append(CondEntry(inputs, area=e.area, strength=float(e.strength), mask=mask,
                                   timestep_range=_timestep_range(model, e), control=control,
                                   concat=inpaint_concat(model, e, samples, noise_mask, what)))
