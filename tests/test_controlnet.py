@@ -232,7 +232,9 @@ def test_shipped_configs_are_sd15_and_sdxl():
     assert (ROOT / "models" / "configs" / "controlnet-sd15" / "config.json").is_file()
 
 
-def test_sdxl_controlnet_and_the_family_check(tmp_path_factory, services, loaded):
+def test_sdxl_controlnet_matches_its_pipeline_and_the_family_check(tmp_path_factory, services, loaded):
+    from diffusers import StableDiffusionXLControlNetPipeline
+
     fam = shared_family("sdxl", tmp_path_factory)
     models = tmp_path_factory.mktemp("cn_sdxl")
     random_controlnet(fam.pipe.unet, channels=(8, 8, 16, 16)).save_pretrained(models / "controlnet" / "xl-cn")
@@ -241,8 +243,8 @@ def test_sdxl_controlnet_and_the_family_check(tmp_path_factory, services, loaded
         "1": {"class_type": "LoadModel", "inputs": {"model_name": "tiny-sdxl", "device": "cpu", "dtype": "fp32"}},
         "2": {"class_type": "TextEncode", "inputs": {"text": "a red circle", "clip": ["1", 1]}},
         "3": {"class_type": "TextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
-        "4": {"class_type": "EmptyLatent", "inputs": {"width": 64, "height": 64, "batch_size": 2, "model": ["1", 0]}},
-        "5": {"class_type": "Scheduler", "inputs": {"model": ["1", 0], "scheduler": "euler", "steps": 2}},
+        "4": {"class_type": "EmptyLatent", "inputs": {"width": 64, "height": 64, "batch_size": 1, "model": ["1", 0]}},
+        "5": {"class_type": "Scheduler", "inputs": {"model": ["1", 0], "scheduler": "euler", "steps": 3}},
         "8": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "xl-cn"}},
         "9": {"class_type": "LoadImage", "inputs": {"image": "hint.png"}},
         "10": {"class_type": "ControlNetApplyAdvanced", "inputs": {
@@ -260,7 +262,19 @@ def test_sdxl_controlnet_and_the_family_check(tmp_path_factory, services, loaded
             res = ex.run(doc)
             assert res.status == "success", res.error
             out = res.values["7"][0]
-            assert out.shape == (2, 64, 64, 3) and torch.isfinite(out).all()
+            net = loaded_controlnet(ex, services, "xl-cn")
+            assert net.family.name == "sdxl"
+            parts = {k: v for k, v in fam.pipe.components.items() if k != "scheduler"}
+            pipe = StableDiffusionXLControlNetPipeline(
+                **parts, controlnet=net.network, scheduler=registry.get("euler").cls.from_config(fam.config))
+            pipe.set_progress_bar_config(disable=True)
+            with single_thread():
+                ref = pipe("a red circle", negative_prompt="", image=Image.open(models / "hint.png").convert("RGB"),
+                           num_inference_steps=3, guidance_scale=4.0, height=64, width=64,
+                           controlnet_conditioning_scale=0.8, generator=torch.Generator("cpu").manual_seed(2),
+                           output_type="pt").images
+            assert out.shape == (1, 64, 64, 3) and ref.std() > 0.005
+            assert (out - ref.permute(0, 2, 3, 1).float()).abs().max().item() == 0.0
             wrong = dict(doc)
             wrong["1"] = {"class_type": "LoadModel", "inputs": {"model_name": "tiny-shapes-sd", "device": "cpu",
                                                                  "dtype": "fp32"}}
