@@ -5,7 +5,9 @@ tests can load them back: the inverse of diffusers' single-file conversions.
   (``joint_blocks.N.x_block.attn.qkv``, ``final_layer``, ...), what ``diffusion_models/sd3*.safetensors`` holds;
 * text encoders as transformers names them (``clip_l.safetensors``, ``t5xxl_fp16.safetensors``): the model's
   own state dict;
-* a VAE in the original (LDM) layout: ``nodes.checkpoint.vae_to_ldm``.
+* a VAE in the original (LDM) layout: ``nodes.checkpoint.vae_to_ldm``;
+* :func:`controlnet_original` -- a ControlNetModel as the original ControlNet checkpoints name it
+  (``control_model.input_blocks``, ``input_hint_block``, ``zero_convs``, ``middle_block_out``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from nodes.checkpoint import VAE_PREFIX, vae_to_ldm
+from nodes.checkpoint import VAE_PREFIX, unet_key_to_ldm, vae_to_ldm
 
 
 def _swap(t: torch.Tensor) -> torch.Tensor:
@@ -135,3 +137,29 @@ def sdxl_checkpoint(pipe) -> dict[str, torch.Tensor]:
     state.update({"conditioner.embedders.1.model." + k: v
                   for k, v in open_clip_layout(pipe.text_encoder_2.state_dict()).items()})
     return state
+
+
+def controlnet_original(net) -> dict[str, torch.Tensor]:
+    """A diffusers ControlNetModel's weights in the original ControlNet layout: the UNet encoder's names,
+    the hint encoder as ``input_hint_block`` (convolutions at 0, 2, 4, ..., the last at 14), the zero
+    convolutions as ``zero_convs.i.0`` and ``middle_block_out.0``, all under ``control_model.``."""
+    import re
+
+    lpb = net.config.layers_per_block
+    out = {}
+    for key, value in net.state_dict().items():
+        head, _, leaf = key.rpartition(".")
+        if head == "controlnet_cond_embedding.conv_in":
+            name = f"input_hint_block.0.{leaf}"
+        elif head == "controlnet_cond_embedding.conv_out":
+            name = f"input_hint_block.14.{leaf}"
+        elif m := re.fullmatch(r"controlnet_cond_embedding\.blocks\.(\d+)", head):
+            name = f"input_hint_block.{2 * (int(m[1]) + 1)}.{leaf}"
+        elif m := re.fullmatch(r"controlnet_down_blocks\.(\d+)", head):
+            name = f"zero_convs.{m[1]}.0.{leaf}"
+        elif head == "controlnet_mid_block":
+            name = f"middle_block_out.0.{leaf}"
+        else:
+            name = unet_key_to_ldm(key, lpb, set())
+        out["control_model." + name] = value.detach().clone().contiguous()
+    return out

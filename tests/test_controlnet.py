@@ -13,6 +13,7 @@ from nodes_support import *  # noqa: F403  (fixtures)
 from nodes_support import ROOT, context
 from PIL import Image
 from safetensors.torch import save_file
+from single_files import controlnet_original
 from tiny_families import executor_over, shared_family
 from tiny_sd import single_thread
 
@@ -45,13 +46,16 @@ def random_controlnet(unet, channels=(8, 16, 16, 32), seed=0):
 
 @pytest.fixture(scope="module")
 def cn_models(tmp_path_factory, loaded):
-    """A models folder with controlnet/tiny-cn (a diffusers folder) and controlnet/tiny-cn.safetensors (the
-    same weights as one file, diffusers' names)."""
+    """A models folder with controlnet/tiny-cn (a diffusers folder), controlnet/tiny-cn.safetensors (the
+    same weights as one file, diffusers' names) and tiny-cn-original.safetensors (the original layout)."""
     models = tmp_path_factory.mktemp("cn_models")
     net = random_controlnet(loaded.model.network)
     net.save_pretrained(models / "controlnet" / "tiny-cn", safe_serialization=True)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, models / "controlnet" / "tiny-cn.safetensors")
+    save_file(controlnet_original(net), models / "controlnet" / "tiny-cn-original.safetensors")
     (models / "controlnet" / "broken.safetensors").write_bytes(b"not a safetensors file")
+    half = dict(list(net.state_dict().items())[::2])
+    save_file({k: v.contiguous() for k, v in half.items()}, models / "controlnet" / "partial.safetensors")
     return models
 
 
@@ -213,10 +217,13 @@ def test_range_counts_controlnet_calls(executor, services, loaded):
 def test_loader_lists_and_reads_single_files(executor, services):
     names = ControlNetLoader.Inputs.model_fields["control_net_name"].json_schema_extra["choices"]()
     assert {"tiny-cn", "tiny-cn.safetensors", "broken.safetensors"} <= set(names)
-    folder, single = loaded_controlnet(executor, services), loaded_controlnet(executor, services,
-                                                                               "tiny-cn.safetensors")
-    a, b = folder.network.state_dict(), single.network.state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    folder = loaded_controlnet(executor, services).network.state_dict()
+    for name in ("tiny-cn.safetensors", "tiny-cn-original.safetensors"):
+        single = loaded_controlnet(executor, services, name).network.state_dict()
+        assert single.keys() == folder.keys() and all(torch.equal(single[k], folder[k]) for k in folder), name
+    with pytest.raises(NodeError, match=r"control_net_name: partial.safetensors is no ControlNet that a known "
+                                        r"configuration fits; tried tiny-cn \(\d+ missing.*controlnet-sd15"):
+        loaded_controlnet(executor, services, "partial.safetensors")
     with pytest.raises(NodeError, match="cannot read broken.safetensors"):
         loaded_controlnet(executor, services, "broken.safetensors")
     with pytest.raises(NodeError, match="control_net_name: 'nope' not found in the controlnet/ folder"):
