@@ -1,8 +1,8 @@
 """ControlNet: ComfyUI's ControlNetLoader, ControlNetApply and ControlNetApplyAdvanced over diffusers'
-``ControlNetModel``.
+``ControlNetModel`` (SD1.x, SD2.x, SDXL) and ``SD3ControlNetModel`` (SD3.x).
 
 A ControlNet reads the noisy latents, the prompt and a hint image and adds residuals to the UNet's down and
-middle blocks. Applying one attaches a :class:`ControlApplication` (the hint, strength, start / end of the
+middle blocks (an SD3 ControlNet: to the MMDiT's blocks, its hint VAE-encoded with ApplyAdvanced's vae). Applying one attaches a :class:`ControlApplication` (the hint, strength, start / end of the
 schedule, and any ControlNet applied before it, whose residuals add up) to every conditioning entry; the
 sampler binds it to the model (:meth:`ControlApplication.bind`) and the guidance calls it for each batch of
 entries that share it (:mod:`schedulers.guidance`). As in ComfyUI the hint is resized (centre crop, nearest)
@@ -26,7 +26,7 @@ from graph_runtime import Link, Node, NodeError, NodeInputs, Output, Widget
 
 from .guidance import check_conditioning
 from .loaders import _fingerprint, _load
-from .types import Conditioning, ModelBundle, map_entries
+from .types import Conditioning, ModelBundle, VAEBundle, map_entries
 
 if TYPE_CHECKING:
     import torch
@@ -38,17 +38,24 @@ SHIPPED_CONFIGS = ("controlnet-sd15", "controlnet-sdxl")
 
 @dataclass(eq=False)
 class ControlNetBundle:
-    """A loaded ControlNet (the CONTROL_NET port value): a diffusers ``ControlNetModel`` and the model
-    family it was trained for."""
+    """A loaded ControlNet (the CONTROL_NET port value): a diffusers ``ControlNetModel`` (UNet families) or
+    ``SD3ControlNetModel`` (SD3, whose hint is VAE latents) and the model family it was trained for."""
 
     network: Any
     family: Any
     name: str
 
     @property
+    def latent_hint(self) -> bool:
+        """Whether the hint goes in as VAE latents (SD3 ControlNets) rather than pixels."""
+        return not hasattr(self.network.config, "conditioning_embedding_out_channels")
+
+    @property
     def hint_factor(self) -> int:
         """Hint pixels per latent pixel: the conditioning embedding halves the size once per level after the
-        first (8 for real ControlNets)."""
+        first (8 for real ControlNets); for a latent hint, the VAE's factor (see :meth:`BoundControl._hint`)."""
+        if self.latent_hint:
+            return 8
         return 2 ** (len(self.network.config.conditioning_embedding_out_channels) - 1)
 
 
@@ -97,6 +104,7 @@ class ControlApplication:
     start_percent: float = 0.0
     end_percent: float = 1.0
     previous: ControlApplication | None = None
+    vae: Any = None
 
     def chain(self) -> list[ControlApplication]:
         """This application and those before it, the first applied first."""
@@ -135,10 +143,12 @@ class BoundControl:
         self._hints: dict[tuple, torch.Tensor] = {}
 
     def _hint(self, app: ControlApplication, x: torch.Tensor) -> torch.Tensor:
-        f = app.net.hint_factor
+        f = app.vae.downscale if app.net.latent_hint else app.net.hint_factor
         key = (id(app), tuple(x.shape))
         if key not in self._hints:
             hint = upscale_centre(app.hint, x.shape[2] * f, x.shape[3] * f)
+            if app.net.latent_hint:
+                hint = _encode_hint(app, hint)
             if hint.shape[0] == 1:
                 hint = hint.expand(x.shape[0], -1, -1, -1)
             else:  # hint i for latent i (cycling when there are fewer), for every entry of the batch
@@ -155,6 +165,10 @@ class BoundControl:
         for app, high, low in self.steps:
             if not low <= now <= high:
                 continue
+            if app.net.latent_hint:
+                blocks = _sd3_blocks(app, x, t, inputs, self._hint(app, x))
+                down = blocks if down is None else [p + c for p, c in zip(down, blocks, strict=True)]
+                continue
             kwargs = {"added_cond_kwargs": inputs["added_cond_kwargs"]} if "added_cond_kwargs" in inputs else {}
             d, m = app.net.network(x, t, encoder_hidden_states=inputs["encoder_hidden_states"],
                                    controlnet_cond=self._hint(app, x), conditioning_scale=app.strength,
@@ -165,11 +179,42 @@ class BoundControl:
                 down, mid = [p + c for p, c in zip(down, d, strict=True)], mid + m
         if down is None:
             return None
+        if mid is None:
+            return {"block_controlnet_hidden_states": down}
         return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
 
 
+def _encode_hint(app: ControlApplication, hint: torch.Tensor) -> torch.Tensor:
+    """An SD3 ControlNet's hint as latents: the VAE's mode of the image in -1..1, shifted (except for
+    ControlNets trained without the shift: those with zero pooled projections) and scaled, as diffusers'
+    SD3 ControlNet pipeline encodes it."""
+    import torch
+
+    vae = app.vae
+    shift = 0.0 if app.net.network.config.force_zeros_for_pooled_projection else vae.shift_factor
+    with torch.inference_mode():
+        z = vae.vae.encode(hint.to(device=vae.device, dtype=vae.dtype) * 2 - 1).latent_dist.mode()
+    return (z - shift) * vae.scaling_factor
+
+
+def _sd3_blocks(app: ControlApplication, x: torch.Tensor, t: torch.Tensor, inputs: dict,
+                hint: torch.Tensor) -> list:
+    """An SD3 ControlNet's per-block hidden states (times the strength), as the SD3 ControlNet pipeline
+    calls it: zero pooled projections where the ControlNet was trained so, no text where it has none."""
+    import torch
+
+    cfg = app.net.network.config
+    pooled = inputs["pooled_projections"]
+    if cfg.force_zeros_for_pooled_projection:
+        pooled = torch.zeros_like(pooled)
+    text = inputs["encoder_hidden_states"] if cfg.joint_attention_dim is not None else None
+    return list(app.net.network(hidden_states=x, timestep=t.expand(x.shape[0]), encoder_hidden_states=text,
+                                pooled_projections=pooled, controlnet_cond=hint, conditioning_scale=app.strength,
+                                return_dict=False)[0])
+
+
 def apply_control(cond: Conditioning, net: ControlNetBundle, hint: torch.Tensor, strength: float,
-                  start: float, end: float, to_uncond: bool, shared: dict) -> Conditioning:
+                  start: float, end: float, to_uncond: bool, shared: dict, vae: Any = None) -> Conditioning:
     """Every entry with this ControlNet after its own one; entries with the same previous ControlNet share
     one application (``shared``: previous -> application), so they run in one ControlNet call."""
     from dataclasses import replace
@@ -177,7 +222,7 @@ def apply_control(cond: Conditioning, net: ControlNetBundle, hint: torch.Tensor,
     def attach(e: Conditioning) -> Conditioning:
         key = id(e.control)
         if key not in shared:
-            shared[key] = ControlApplication(net, hint, strength, start, end, previous=e.control)
+            shared[key] = ControlApplication(net, hint, strength, start, end, previous=e.control, vae=vae)
         return replace(e, control=shared[key], control_apply_to_uncond=to_uncond)
 
     return map_entries(cond, attach)
@@ -198,8 +243,7 @@ class ControlNetApplyAdvanced(Node):
         strength: float = Widget(1.0, ge=0.0, le=10.0, step=0.01)
         start_percent: float = Widget(0.0, ge=0.0, le=1.0, step=0.001)
         end_percent: float = Widget(1.0, ge=0.0, le=1.0, step=0.001)
-        vae: Any = Link("VAE", optional=True, tooltip="for ControlNets whose hint is a latent (none of the "
-                                                      "families here need it)")
+        vae: Any = Link("VAE", optional=True, tooltip="for ControlNets whose hint is a latent (SD3)")
 
     OUTPUTS = (Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"))
 
@@ -210,8 +254,11 @@ class ControlNetApplyAdvanced(Node):
         hint = hint_of(inputs.image)
         if inputs.strength == 0:
             return (positive, negative)
+        if net.latent_hint and not isinstance(inputs.vae, VAEBundle):
+            raise NodeError(f"vae: {net.name} ({net.family.label}) reads its hint as latents: connect the model's "
+                            "VAE")
         shared: dict = {}
-        args = (net, hint, inputs.strength, inputs.start_percent, inputs.end_percent, False, shared)
+        args = (net, hint, inputs.strength, inputs.start_percent, inputs.end_percent, False, shared, inputs.vae)
         return (apply_control(positive, *args), apply_control(negative, *args))
 
 
@@ -236,6 +283,9 @@ class ControlNetApply(Node):
         hint = hint_of(inputs.image)
         if inputs.strength == 0:
             return (cond,)
+        if net.latent_hint:
+            raise NodeError(f"control_net: {net.name} ({net.family.label}) needs a VAE for its hint: use Apply "
+                            "ControlNet (ControlNetApplyAdvanced) with the vae input")
         return (apply_control(cond, net, hint, inputs.strength, 0.0, 1.0, True, {}),)
 
 
@@ -270,9 +320,12 @@ def family_of(config: dict, what: str) -> Any:
     SD2's 1024-wide cross attention)."""
     from . import families
 
-    if config.get("_class_name") not in (None, "ControlNetModel"):
-        raise NodeError(f"{what}: a {config.get('_class_name')} is not a ControlNet this runtime runs (diffusers "
-                        "ControlNetModel: SD1.x, SD2.x and SDXL ControlNets)")
+    name = config.get("_class_name")
+    if name == "SD3ControlNetModel":
+        return families.by_name("sd3")
+    if name not in (None, "ControlNetModel"):
+        raise NodeError(f"{what}: a {name} is not a ControlNet this runtime runs (diffusers ControlNetModel: "
+                        "SD1.x, SD2.x and SDXL; SD3ControlNetModel: SD3.x)")
     return families.for_network_config({**config, "_class_name": "UNet2DConditionModel"})
 
 
@@ -284,16 +337,18 @@ def config_candidates(path: Path) -> list[Path]:
 
 
 def load_controlnet(path: Path, device: torch.device, dtype: torch.dtype, name: str) -> ControlNetBundle:
-    """A diffusers ControlNetModel from a component folder or a single file (original or diffusers keys)."""
-    from diffusers import ControlNetModel
+    """A ControlNet from a diffusers component folder, or a ControlNetModel from a single file (original or
+    diffusers keys)."""
+    import diffusers
 
     from .families.base import read_json
 
     if path.is_dir():
         config = read_json(path / "config.json")
         family = family_of(config, name)
+        cls = getattr(diffusers, str(config.get("_class_name") or "ControlNetModel"))
         try:
-            net = ControlNetModel.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True,
+            net = cls.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True,
                                                   use_safetensors=True, low_cpu_mem_usage=False)
         except (OSError, ValueError) as exc:
             raise NodeError(f"cannot load {name}: {exc}") from exc
