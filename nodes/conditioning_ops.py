@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from graph_runtime import Link, Node, NodeError, NodeInputs, Output, Widget
+from graph_runtime.limits import LIMITS
 
 from .guidance import check_conditioning
 from .inpainting import check_mask
@@ -46,6 +47,10 @@ class ConditioningCombine(Node):
     def execute(self, inputs: Any, ctx: Any) -> tuple:
         a = check_conditioning(inputs.conditioning_1, "conditioning_1")
         b = check_conditioning(inputs.conditioning_2, "conditioning_2")
+        n = len(a.combined) + len(b.combined) + 2
+        if n > LIMITS.max_conditioning_entries:  # before the tuple is built: combining doubles quickly
+            raise NodeError(f"conditioning_1 / conditioning_2: {n} entries together is more than the limit of "
+                            f"{LIMITS.max_conditioning_entries} (max_conditioning_entries)")
         return (combine([a, b]),)
 
 

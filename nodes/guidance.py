@@ -148,13 +148,13 @@ def guidance_entries(model: ModelBundle, positive: Conditioning, negative: Condi
 
     shape = tuple(samples.shape)
     b, _, height, width = shape
-    sides = {"positive": [resolve_area(e, height, width, "positive") for e in positive.entries]}
-    if do_cfg:
-        sides["negative"] = [resolve_area(e, height, width, "negative") for e in negative.entries]
-    n = sum(len(v) for v in sides.values())
+    n = len(positive.entries) + (len(negative.entries) if do_cfg else 0)
     if n > LIMITS.max_conditioning_entries:
         raise NodeError(f"positive / negative: {n} conditioning entries is more than the limit of "
                         f"{LIMITS.max_conditioning_entries} (max_conditioning_entries); combine fewer")
+    sides = {"positive": [resolve_area(e, height, width, "positive") for e in positive.entries]}
+    if do_cfg:
+        sides["negative"] = [resolve_area(e, height, width, "negative") for e in negative.entries]
     if do_cfg:
         pos, neg = sides["positive"], sides["negative"]
         for e in list(pos):

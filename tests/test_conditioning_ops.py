@@ -183,13 +183,16 @@ def test_entries_for_the_model(loaded, tmp_path):
     assert negs[1].timestep_range == pos[1].timestep_range == (math.inf, pytest.approx(499.5))
 
 
-def test_entry_limit(loaded, monkeypatch):
+def test_entry_limit(loaded, monkeypatch, tmp_path):
     from graph_runtime.limits import LIMITS
 
     monkeypatch.setattr(LIMITS, "max_conditioning_entries", 4)
     c = cond()
-    with pytest.raises(NodeError, match="max_conditioning_entries"):
+    with pytest.raises(NodeError, match=r"positive / negative: 5 conditioning entries .*\(max_conditioning_entries\)"):
         guidance_entries(loaded.model, combine([c] * 4), c, torch.zeros(1, 4, 8, 8), True)
+    (three,) = run_node(ops.ConditioningCombine, tmp_path, conditioning_1=c, conditioning_2=combine([c, c]))
+    with pytest.raises(NodeError, match="conditioning_1 / conditioning_2: 6 entries together .* limit of 4"):
+        run_node(ops.ConditioningCombine, tmp_path, conditioning_1=three, conditioning_2=three)
 
 
 # ---- end to end -----------------------------------------------------------------------------------------------

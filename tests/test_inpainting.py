@@ -174,3 +174,29 @@ def test_inpainting_folders_are_recognised(loaded, tmp_path):
         (folder / "unet" / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel",
                                                                  "in_channels": 9, "cross_attention_dim": cross}))
         assert for_folder(folder).name == name
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sd3"])
+def test_noise_mask_on_other_families(family, tmp_path_factory, services, tmp_path):
+    """The kept part stays the input latent for SDXL and for flow models (SD3: noised as (1 - s) x + s n)."""
+    from tiny_families import shared_family
+
+    from nodes.model_store import ModelStore
+
+    fam = shared_family(family, tmp_path_factory)
+    m = services.get(ModelStore).load(fam.folder, device=torch.device("cpu"), dtype=torch.float32,
+                                      name=f"tiny-{family}")
+    ctx = context(tmp_path)
+    pos, neg = encode_text(m.clip, "a red circle"), encode_text(m.clip, "")
+    samples = torch.randn(1, m.model.latent_channels, 8, 8, generator=torch.Generator().manual_seed(1))
+    mask = torch.zeros(1, 8, 8)
+    mask[:, 2:6, 2:6] = 1.0
+    sigmas = comfy_names.denoised_sigmas("normal", 3, 1.0, m.model.scheduler_config)[0]
+    rule = schedule_for_sigmas(m.model, sigmas, "euler")
+    native = make_schedule(m.model, "flow_euler" if family == "sd3" else "euler", 3)
+    for schedule in (rule, native):
+        with single_thread():
+            out = run_sampler(ctx, m.model, pos, neg, {"samples": samples, "noise_mask": mask}, schedule, 3,
+                              4.0).samples
+        keep = (mask == 0).expand(1, samples.shape[1], 8, 8)
+        assert torch.equal(out[keep], samples[keep]) and (out[~keep] - samples[~keep]).abs().max() > 0.01
