@@ -283,3 +283,18 @@ def test_areas_on_other_families(family, tmp_path_factory, services):
     assert res.status == "success", res.error
     out = res.values["11"][0]
     assert out.shape == (2, 64, 64, 3) and torch.isfinite(out).all()
+
+
+def test_area_composition_workflow(executor):
+    """workflows/area_composition.json (ComfyUI's names): a whole-image prompt and one prompt per half."""
+    import json
+
+    from nodes_support import ROOT
+
+    doc = json.loads((ROOT / "workflows" / "area_composition.json").read_text())
+    doc["11"]["inputs"]["steps"] = 3
+    with single_thread():
+        res = executor.run(doc)
+    assert res.status == "success", res.error
+    out = res.values["12"][0]
+    assert out.shape == (1, 128, 128, 3) and torch.isfinite(out).all()
