@@ -10,9 +10,9 @@ to the evaluated latents' size times the ControlNet's own downscale (8 for real 
 checked against the network timestep at ``start_percent`` / ``end_percent`` of the model's noise range.
 
 ControlNets live in ComfyUI's ``controlnet/`` folder: diffusers component folders (``config.json`` +
-``.safetensors``) or single files in the original (``control_model.*``) or diffusers layout, configured by
-the first fitting config: ControlNet folders beside them, then those shipped in ``models/configs``
-(``controlnet-sd15``, ``controlnet-sdxl``).
+``.safetensors``) or single files -- UNet ControlNets in the original (``control_model.*``) or diffusers
+layout, SD3 ones in diffusers' -- configured by the first fitting config: ControlNet folders beside them,
+then those shipped in ``models/configs`` (``controlnet-sd15``, ``controlnet-sdxl``).
 """
 
 from __future__ import annotations
@@ -337,8 +337,7 @@ def config_candidates(path: Path) -> list[Path]:
 
 
 def load_controlnet(path: Path, device: torch.device, dtype: torch.dtype, name: str) -> ControlNetBundle:
-    """A ControlNet from a diffusers component folder, or a ControlNetModel from a single file (original or
-    diffusers keys)."""
+    """A ControlNet from a diffusers component folder or a single file (see :func:`_load_single_file`)."""
     import diffusers
 
     from .families.base import read_json
@@ -359,8 +358,10 @@ def load_controlnet(path: Path, device: torch.device, dtype: torch.dtype, name: 
 
 
 def _load_single_file(path: Path, dtype: torch.dtype, name: str):
+    """A ControlNet file configured by the first candidate config whose parameter names and shapes it has:
+    a ControlNetModel's in either layout, an SD3ControlNetModel's in diffusers' names."""
+    import diffusers
     import torch
-    from diffusers import ControlNetModel
     from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
     from safetensors.torch import load_file
 
@@ -373,11 +374,13 @@ def _load_single_file(path: Path, dtype: torch.dtype, name: str):
     tried = []
     for folder in config_candidates(path):
         config = read_json(folder / "config.json")
-        if config.get("_class_name") != "ControlNetModel":
+        kind = config.get("_class_name")
+        if kind not in ("ControlNetModel", "SD3ControlNetModel"):
             continue
-        state = convert_controlnet_checkpoint(dict(raw), config)
+        cls = getattr(diffusers, kind)
+        state = convert_controlnet_checkpoint(dict(raw), config) if kind == "ControlNetModel" else raw
         with torch.device("meta"):
-            want = {k: tuple(v.shape) for k, v in ControlNetModel.from_config(config).state_dict().items()}
+            want = {k: tuple(v.shape) for k, v in cls.from_config(config).state_dict().items()}
         have = {k: tuple(v.shape) for k, v in state.items()}
         if have != want:
             missing = sorted(set(want) - set(have))
@@ -385,7 +388,7 @@ def _load_single_file(path: Path, dtype: torch.dtype, name: str):
             tried.append(f"{folder.name} ({len(missing)} missing, {len(wrong)} of other shapes"
                          + (f", e.g. {wrong[0]} {have[wrong[0]]} vs {want[wrong[0]]}" if wrong else "") + ")")
             continue
-        net = ControlNetModel.from_config(config)
+        net = cls.from_config(config)
         net.load_state_dict(state, strict=True)
         return net.to(dtype), family_of(config, name)
     raise NodeError(f"control_net_name: {name} is no ControlNet that a known configuration fits; tried "

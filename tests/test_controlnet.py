@@ -324,6 +324,7 @@ def test_sd3_controlnet_matches_its_pipeline(tmp_path_factory, services):
         torch.nn.init.normal_(module.bias, std=0.05)
     models = tmp_path_factory.mktemp("cn_sd3")
     net.save_pretrained(models / "controlnet" / "sd3-cn")
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, models / "controlnet" / "sd3-cn.safetensors")
     doc = {
         "1": {"class_type": "LoadModel", "inputs": {"model_name": "tiny-sd3", "device": "cpu", "dtype": "fp32"}},
         "2": {"class_type": "TextEncode", "inputs": {"text": "a red circle", "clip": ["1", 1]}},
@@ -351,6 +352,8 @@ def test_sd3_controlnet_matches_its_pipeline(tmp_path_factory, services):
             res_no_vae = ex.run(no_vae)
             ours = res.values["7"][0]
             cn = loaded_controlnet(ex, services, "sd3-cn")
+            single = loaded_controlnet(ex, services, "sd3-cn.safetensors").network.state_dict()
+            assert all(torch.equal(v, single[k]) for k, v in cn.network.state_dict().items())
         finally:
             images.set_input_folder(None)
     assert res_no_vae.status == "error" and "vae: sd3-cn (Stable Diffusion 3.x) reads its hint as latents" in \
