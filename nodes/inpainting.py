@@ -1,4 +1,5 @@
-"""Inpainting: ComfyUI's VAEEncodeForInpaint, SetLatentNoiseMask and InpaintModelConditioning.
+"""Inpainting: ComfyUI's VAEEncodeForInpaint, SetLatentNoiseMask, InpaintModelConditioning and (outpainting)
+ImagePadForOutpaint.
 
 A LATENT's ``noise_mask`` (1 = repaint) makes the Sampler denoise only the masked part and keep the rest at
 the input latent (see :func:`schedulers.sampling.sample`): the mask is resized (bilinear) to the latent and
@@ -195,4 +196,60 @@ class InpaintModelConditioning(Node):
         return (map_entries(positive, attach), map_entries(negative, attach), latent)
 
 
-NODES = [VAEEncodeForInpaint, SetLatentNoiseMask, InpaintModelConditioning]
+def outpaint_mask(height: int, width: int, sides: tuple[int, int, int, int], feathering: int) -> torch.Tensor:
+    """The kept image's part of ImagePadForOutpaint's mask (``[height, width]``): 0 inside, rising as
+    ``((feathering - d) / feathering) ** 2`` within ``feathering`` pixels of each padded side (``d`` the distance
+    to the nearest one; sides not padded do not count), when the image is wider and taller than twice it."""
+    import torch
+
+    top, bottom, left, right = sides
+    if not (feathering > 0 and 2 * feathering < height and 2 * feathering < width):
+        return torch.zeros(height, width)
+    i = torch.arange(height, dtype=torch.float64)[:, None].expand(height, width)
+    j = torch.arange(width, dtype=torch.float64)[None, :].expand(height, width)
+    far_h, far_w = torch.full_like(i, height), torch.full_like(j, width)
+    d = torch.stack([i if top else far_h, height - i if bottom else far_h,
+                     j if left else far_w, width - j if right else far_w]).amin(dim=0)
+    v = (feathering - d) / feathering
+    return torch.where(d < feathering, v * v, torch.zeros_like(v)).float()
+
+
+class ImagePadForOutpaint(Node):
+    """Pad an image for outpainting: the new border is mid grey, and the mask covers it (1) and fades into the
+    image over feathering pixels, for VAEEncodeForInpaint or InpaintModelConditioning."""
+
+    CATEGORY = "image"
+    DISPLAY_NAME = "Pad Image for Outpainting"
+
+    class Inputs(NodeInputs):
+        image: Any = Link("IMAGE")
+        left: int = Widget(0, ge=0, le=16384, step=8)
+        top: int = Widget(0, ge=0, le=16384, step=8)
+        right: int = Widget(0, ge=0, le=16384, step=8)
+        bottom: int = Widget(0, ge=0, le=16384, step=8)
+        feathering: int = Widget(40, ge=0, le=16384, step=1)
+
+    OUTPUTS = (Output("IMAGE", "IMAGE"), Output("MASK", "MASK"))
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        import torch
+
+        from graph_runtime.limits import LIMITS
+
+        image = _check_pixels(inputs.image).float()
+        b, h, w, c = image.shape
+        new_h, new_w = h + inputs.top + inputs.bottom, w + inputs.left + inputs.right
+        if new_h * new_w > LIMITS.max_image_pixels or b * new_h * new_w > LIMITS.max_image_total_pixels:
+            raise NodeError(f"left / top / right / bottom: the padded image of {new_w}x{new_h} (x {b}) is more "
+                            f"than the limits of {LIMITS.max_image_pixels:,} pixels per image and "
+                            f"{LIMITS.max_image_total_pixels:,} per batch (max_image_pixels, "
+                            "max_image_total_pixels)")
+        out = torch.full((b, new_h, new_w, c), 0.5)
+        out[:, inputs.top:inputs.top + h, inputs.left:inputs.left + w] = image
+        mask = torch.ones(new_h, new_w)
+        mask[inputs.top:inputs.top + h, inputs.left:inputs.left + w] = outpaint_mask(
+            h, w, (inputs.top, inputs.bottom, inputs.left, inputs.right), inputs.feathering)
+        return (out, mask.unsqueeze(0))
+
+
+NODES = [VAEEncodeForInpaint, SetLatentNoiseMask, InpaintModelConditioning, ImagePadForOutpaint]

@@ -200,3 +200,42 @@ def test_noise_mask_on_other_families(family, tmp_path_factory, services, tmp_pa
                               4.0).samples
         keep = (mask == 0).expand(1, samples.shape[1], 8, 8)
         assert torch.equal(out[keep], samples[keep]) and (out[~keep] - samples[~keep]).abs().max() > 0.01
+
+
+def comfy_feather(h, w, top, bottom, left, right, f):
+    """ImagePadForOutpaint's feathering written out pixel by pixel, as ComfyUI loops over it."""
+    t = torch.zeros(h, w)
+    if f > 0 and f * 2 < h and f * 2 < w:
+        for i in range(h):
+            for j in range(w):
+                d = min(i if top else h, h - i if bottom else h, j if left else w, w - j if right else w)
+                if d < f:
+                    t[i, j] = ((f - d) / f) ** 2
+    return t
+
+
+@pytest.mark.parametrize(("sides", "feathering"), [((8, 0, 16, 0), 5), ((0, 8, 0, 8), 12), ((8, 8, 8, 8), 0),
+                                                    ((8, 0, 0, 0), 20)])
+def test_image_pad_for_outpaint(tmp_path, sides, feathering):
+    from nodes.inpainting import ImagePadForOutpaint
+
+    top, bottom, left, right = sides
+    image = torch.rand(2, 30, 36, 3)
+    out, mask = ImagePadForOutpaint().execute(ImagePadForOutpaint.Inputs(
+        image=image, left=left, top=top, right=right, bottom=bottom, feathering=feathering), context(tmp_path))
+    assert out.shape == (2, 30 + top + bottom, 36 + left + right, 3) and mask.shape == (1, *out.shape[1:3])
+    assert torch.equal(out[:, top:top + 30, left:left + 36], image)
+    assert (out[:, :top] == 0.5).all() and (out[:, :, :left] == 0.5).all()
+    inner = mask[0, top:top + 30, left:left + 36]
+    assert torch.equal(inner, comfy_feather(30, 36, top, bottom, left, right, feathering))
+    assert (mask[0, :top] == 1).all() and (mask[0, :, 36 + left:] == 1).all()
+
+
+def test_outpaint_size_is_bounded(tmp_path, monkeypatch):
+    from graph_runtime.limits import LIMITS
+    from nodes.inpainting import ImagePadForOutpaint
+
+    monkeypatch.setattr(LIMITS, "max_image_pixels", 1000)
+    with pytest.raises(NodeError, match="left / top / right / bottom: the padded image of 48x40"):
+        ImagePadForOutpaint().execute(ImagePadForOutpaint.Inputs(image=torch.rand(1, 32, 32, 3), left=8, top=8,
+                                                                 right=8, bottom=0), context(tmp_path))
