@@ -241,6 +241,7 @@ def run_sampler(ctx: Any, model: ModelBundle, positive: Any, negative: Any, late
     positive = check_conditioning(positive, "positive")
     negative = check_conditioning(negative, "negative") if do_cfg else None
     mask = noise_mask_of(latent, shape, device)
+    empty = None
     if plain(model, positive, negative):
         admit(model, schedule, shape, do_cfg)
         pos, neg = guidance_inputs(model, positive, negative, shape, do_cfg)
@@ -248,7 +249,14 @@ def run_sampler(ctx: Any, model: ModelBundle, positive: Any, negative: Any, late
         pos, neg = guidance_entries(model, positive, negative, samples, do_cfg,
                                     latent.get("noise_mask") if mask is not None else None)
         admit(model, schedule, shape, do_cfg, entry_pixels(pos + (neg or []), shape))
-    denoiser = CFGDenoiser(model.family.network(model), pos, neg, cfg)
+        if schedule.runner != "diffusers":  # ComfyUI's rule for pixels no entry covers: a denoised estimate of 0
+            from schedulers.model_sampling import model_sampling
+
+            ms = model_sampling(schedule.config)
+
+            def empty(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                return ms.zero_estimate(x, ms.sigma(t))
+    denoiser = CFGDenoiser(model.family.network(model), pos, neg, cfg, empty=empty)
 
     x = samples.to(device=device, dtype=dtype)
     if not add_noise:

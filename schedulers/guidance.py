@@ -134,16 +134,21 @@ class CFGDenoiser:
     network runs once on ``cat([x, x])`` with every input as ``cat([negative, positive])`` and the result is
     ``uncond + cfg * (cond - uncond)``; with ``cfg <= 1`` only the positive pass runs, as the pipelines do.
     ``network(x, t, return_dict=False, **inputs)`` may return a tensor or a tuple whose first item is one.
+    With entries, ``empty(x, t)`` is the prediction of a latent pixel no entry of a side covers (ComfyUI's: the
+    output whose denoised estimate is 0); without it such pixels predict 0.
 
     ``calls`` counts network evaluations (one per ``__call__``, whatever the CFG batching).
     """
 
     def __init__(self, network: Callable[..., Any], positive: Inputs | Sequence[CondEntry],
-                 negative: Inputs | Sequence[CondEntry] | None = None, cfg: float = 7.5):
+                 negative: Inputs | Sequence[CondEntry] | None = None, cfg: float = 7.5,
+                 empty: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
         self.network = network
         self.cfg = float(cfg)
         self.calls = 0
+        self.empty = empty
         self._entries: list[tuple[int, CondEntry]] | None = None
+        self._uncovered: dict[tuple, dict[int, torch.Tensor | None]] = {}
         if _is_entries(positive) or _is_entries(negative):
             if self.do_cfg and negative is None:
                 raise ValueError(f"cfg={cfg} > 1 needs negative (unconditional) conditioning")
@@ -195,9 +200,11 @@ class CFGDenoiser:
         ranged = any(e.timestep_range is not None for _, e in self._entries)
         now = float(t.reshape(-1)[0]) if ranged else 0.0  # a host read only where an entry has a range
         groups: dict[Any, list[tuple[int, CondEntry]]] = {}
-        for side, e in self._entries:
+        active = []
+        for i, (side, e) in enumerate(self._entries):
             if e.timestep_range is not None and not e.timestep_range[1] <= now <= e.timestep_range[0]:
                 continue
+            active.append(i)
             area = e.clipped_area(shape[2], shape[3])
             if area is not None and (area[0] <= 0 or area[1] <= 0):
                 continue  # an area outside the latent covers nothing
@@ -229,11 +236,30 @@ class CFGDenoiser:
                 h, w, y, x0 = area if area is not None else (shape[2], shape[3], 0, 0)
                 acc[side][:, :, y:y + h, x0:x0 + w] += o.float() * mult
                 weight[side][:, :, y:y + h, x0:x0 + w] += mult
-        cond = (acc[1] / weight[1]).to(x.dtype)
+        out = {s: (acc[s] / weight[s]).to(x.dtype) for s in (0, 1)}
+        if self.empty is not None:
+            holes = self._holes(tuple(active), weight)
+            if any(h is not None for h in holes.values()):
+                zero = self.empty(x, t)
+                for s, h in holes.items():
+                    if h is not None:
+                        out[s] = torch.where(h, zero, out[s])
+        cond = out[1]
         if not self.do_cfg:
             return cond
-        uncond = (acc[0] / weight[0]).to(x.dtype)
+        uncond = out[0]
         return uncond + self.cfg * (cond - uncond)
+
+    def _holes(self, active: tuple, weight: dict) -> dict[int, torch.Tensor | None]:
+        """Per side, the pixels no active entry covers (None where there are none); found once per set of
+        active entries (one host read each)."""
+        if active not in self._uncovered:
+            holes = {}
+            for s in (0, 1) if self.do_cfg else (1,):
+                h = weight[s] == _EMPTY_WEIGHT
+                holes[s] = h if bool(h.any()) else None
+            self._uncovered[active] = holes
+        return self._uncovered[active]
 
     def _weight(self, entry: CondEntry, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
         key = (id(entry), shape)

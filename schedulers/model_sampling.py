@@ -53,6 +53,16 @@ class ModelSampling:
         """The network's timestep input for noise level ``sigma``."""
         raise NotImplementedError
 
+    def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
+        """The noise level at network timestep ``timestep`` (the inverse of :meth:`timestep`)."""
+        raise NotImplementedError
+
+    def zero_estimate(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The network output whose denoised estimate at ``x`` is 0 (the estimate is affine in the output, with
+        a slope that does not depend on ``x``)."""
+        slope = self.denoised(torch.zeros_like(x), sigma, torch.ones_like(x))
+        return -self.denoised(x, sigma, torch.zeros_like(x)) / slope
+
     def input_scale(self, sigma: torch.Tensor) -> torch.Tensor | None:
         """The divisor of ``x`` for the network's input, or None where the network sees ``x`` itself."""
         return None
@@ -104,6 +114,15 @@ class Discrete(ModelSampling):
     def _percent_timestep(self, percent: float) -> float:
         return (1.0 - percent) * (len(self.train_sigmas) - 1)
 
+    def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
+        """Log-linear interpolation of the train sigmas at a continuous timestep (ComfyUI's ``sigma``)."""
+        log_train = self._log_train.to(timestep.device)
+        t = timestep.to(torch.float32).clamp(0, len(log_train) - 1)
+        low = t.floor().long()
+        high = t.ceil().long()
+        w = t - low
+        return ((1 - w) * log_train[low] + w * log_train[high]).exp()
+
     def input_scale(self, sigma: torch.Tensor) -> torch.Tensor:
         # a division (not a multiplication by the reciprocal), as diffusers' scale_model_input does
         return (sigma**2 + 1) ** 0.5
@@ -130,6 +149,9 @@ class Flow(ModelSampling):
 
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
         return sigma * self.multiplier
+
+    def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
+        return timestep / self.multiplier
 
     def denoised(self, x: torch.Tensor, sigma: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         return x - sigma * out

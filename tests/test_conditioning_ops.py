@@ -98,10 +98,36 @@ def test_timestep_range_gates_an_entry():
     assert torch.allclose(d(torch.zeros(SHAPE), torch.tensor(400.0)), torch.full(SHAPE, 3.0))
 
 
-def test_uncovered_pixels_predict_zero():
-    d = CFGDenoiser(constant_network, [CondEntry(states(7.0), area=(8, 8, 0, 0))], None, cfg=1.0)
-    out = d(torch.zeros(SHAPE), torch.tensor(1.0))
+def test_uncovered_pixels():
+    """Without ``empty`` a pixel no entry covers predicts 0; with it (the sampler's k-diffusion path), the
+    output whose denoised estimate is 0 -- ComfyUI's average over no entries."""
+    area = CondEntry(states(7.0), area=(8, 8, 0, 0))
+    x = torch.randn(SHAPE)
+    out = CFGDenoiser(constant_network, [area], None, cfg=1.0)(x, torch.tensor(1.0))
     assert torch.allclose(out[..., :8, :8], torch.full((1, 4, 8, 8), 7.0)) and not out[..., 8:, :].any()
+    calls = []
+
+    def empty(x_in, t):
+        calls.append(1)
+        return x_in * 0 - 5.0
+
+    d = CFGDenoiser(constant_network, [area], [CondEntry(states(1.0))], cfg=2.0, empty=empty)
+    out = d(x, torch.tensor(1.0))
+    d(x, torch.tensor(2.0))
+    assert torch.allclose(out[..., :8, :8], torch.full((1, 4, 8, 8), 1.0 + 2.0 * (7.0 - 1.0)))
+    assert torch.allclose(out[..., 8:, :], torch.full((1, 4, 24, 32), 1.0 + 2.0 * (-5.0 - 1.0)))
+    assert len(calls) == 2 and len(d._uncovered) == 1  # the holes are found once per set of active entries
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "flow"])
+def test_zero_estimate(kind):
+    ms = Flow(shift=3.0) if kind == "flow" else model_sampling(
+        {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "num_train_timesteps": 1000,
+         "prediction_type": kind})
+    sigma = torch.tensor(0.7 if kind == "flow" else 2.5)
+    x = torch.randn(1, 4, 3, 3)
+    assert ms.denoised(x, sigma, ms.zero_estimate(x, sigma)).abs().max() < 1e-5
+    assert torch.allclose(ms.sigma(ms.timestep(sigma)), sigma, rtol=1e-5)
 
 
 # ---- the nodes ----------------------------------------------------------------------------------------------
