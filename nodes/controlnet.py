@@ -228,6 +228,22 @@ def apply_control(cond: Conditioning, net: ControlNetBundle, hint: torch.Tensor,
     return map_entries(cond, attach)
 
 
+def apply_to_both(inputs: Any) -> tuple[Conditioning, Conditioning]:
+    """ControlNetApplyAdvanced's work: the ControlNet on every entry of positive and negative."""
+    positive = check_conditioning(inputs.positive, "positive")
+    negative = check_conditioning(inputs.negative, "negative")
+    net = check_control_net(inputs.control_net)
+    hint = hint_of(inputs.image)
+    if inputs.strength == 0:
+        return (positive, negative)
+    if net.latent_hint and not isinstance(inputs.vae, VAEBundle):
+        raise NodeError(f"vae: {net.name} ({net.family.label}) reads its hint as latents: connect the model's "
+                        "VAE")
+    shared: dict = {}
+    args = (net, hint, inputs.strength, inputs.start_percent, inputs.end_percent, False, shared, inputs.vae)
+    return (apply_control(positive, *args), apply_control(negative, *args))
+
+
 class ControlNetApplyAdvanced(Node):
     """Guide sampling with a ControlNet and a hint image (edges, depth, pose, ...) on both conditionings,
     at strength and from start_percent to end_percent of the schedule."""
@@ -248,18 +264,29 @@ class ControlNetApplyAdvanced(Node):
     OUTPUTS = (Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"))
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
-        positive = check_conditioning(inputs.positive, "positive")
-        negative = check_conditioning(inputs.negative, "negative")
-        net = check_control_net(inputs.control_net)
-        hint = hint_of(inputs.image)
-        if inputs.strength == 0:
-            return (positive, negative)
-        if net.latent_hint and not isinstance(inputs.vae, VAEBundle):
-            raise NodeError(f"vae: {net.name} ({net.family.label}) reads its hint as latents: connect the model's "
-                            "VAE")
-        shared: dict = {}
-        args = (net, hint, inputs.strength, inputs.start_percent, inputs.end_percent, False, shared, inputs.vae)
-        return (apply_control(positive, *args), apply_control(negative, *args))
+        return apply_to_both(inputs)
+
+
+class ControlNetApplySD3(Node):
+    """ControlNetApplyAdvanced with the VAE required and before the image (ComfyUI's older SD3 node)."""
+
+    CATEGORY = "conditioning/controlnet"
+    DISPLAY_NAME = "Apply Controlnet with VAE"
+
+    class Inputs(NodeInputs):
+        positive: Any = Link("CONDITIONING")
+        negative: Any = Link("CONDITIONING")
+        control_net: Any = Link(CONTROL_NET)
+        vae: Any = Link("VAE")
+        image: Any = Link("IMAGE")
+        strength: float = Widget(1.0, ge=0.0, le=10.0, step=0.01)
+        start_percent: float = Widget(0.0, ge=0.0, le=1.0, step=0.001)
+        end_percent: float = Widget(1.0, ge=0.0, le=1.0, step=0.001)
+
+    OUTPUTS = (Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"))
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        return apply_to_both(inputs)
 
 
 class ControlNetApply(Node):
@@ -395,4 +422,4 @@ def _load_single_file(path: Path, dtype: torch.dtype, name: str):
                     + (", ".join(tried) or "none"))
 
 
-NODES = [ControlNetLoader, ControlNetApply, ControlNetApplyAdvanced]
+NODES = [ControlNetLoader, ControlNetApply, ControlNetApplyAdvanced, ControlNetApplySD3]

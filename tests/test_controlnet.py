@@ -351,6 +351,8 @@ def test_sd3_controlnet_matches_its_pipeline(tmp_path_factory, services):
                                                             if k != "vae"}}}
             res_no_vae = ex.run(no_vae)
             ours = res.values["7"][0]
+            old = ex.run({**doc, "10": {**doc["10"], "class_type": "ControlNetApplySD3"}})
+            assert old.status == "success" and torch.equal(old.values["7"][0], ours)
             cn = loaded_controlnet(ex, services, "sd3-cn")
             single = loaded_controlnet(ex, services, "sd3-cn.safetensors").network.state_dict()
             assert all(torch.equal(v, single[k]) for k, v in cn.network.state_dict().items())
