@@ -384,3 +384,20 @@ def test_sd3_controlnet_matches_its_pipeline(tmp_path_factory, services):
                      width=64, generator=torch.Generator("cpu").manual_seed(4), output_type="pt").images
     assert (ref - free.permute(0, 2, 3, 1)).abs().max() > 0.01
     assert ours.shape == ref.shape == (1, 64, 64, 3) and (ours - ref).abs().max().item() < 1e-4
+
+
+def test_hint_follows_the_evaluated_latents(executor, loaded, services):
+    """The hint is fitted to the latents a ControlNet sees (an area's crop too) times its downscale, and a
+    batch of hints goes image by image to the latent batch, for every entry evaluated with it."""
+    from nodes.controlnet import ControlApplication, upscale_centre
+
+    net = loaded_controlnet(executor, services)
+    hints = torch.rand(2, 3, 64, 64)
+    bound = ControlApplication(net, hints, 1.0).bind(loaded.model, 2)
+    crop = bound._hint(bound.steps[0][0], torch.zeros(4, 4, 4, 6))  # two entries x two latents, a 4x6 area
+    assert crop.shape == (4, 3, 32, 48)
+    want = upscale_centre(hints, 32, 48)
+    assert torch.equal(crop, torch.cat([want, want]))
+    single = ControlApplication(net, hints[:1], 1.0).bind(loaded.model, 2)
+    one = single._hint(single.steps[0][0], torch.zeros(2, 4, 8, 8))
+    assert one.shape == (2, 3, 64, 64) and torch.equal(one[1], hints[0])
