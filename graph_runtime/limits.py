@@ -34,6 +34,11 @@ class Limits:
     # Sampler & co.: conditioning entries (ConditioningCombine, areas, masks) both sides together; each is one
     # more network evaluation per step, counted in the sampling work too.
     max_conditioning_entries: int = 64
+    # List outputs (OUTPUT_IS_LIST): items one node may return, so a node fed the list runs at most that often.
+    max_list_items: int = 10_000
+    # ImageUpscaleWithModel: output pixels of one batch (width x height x batch after the model's scale), before
+    # the output is allocated (a 4x model on 2048x2048 is 67,108,864). Each network call sees one tile.
+    max_upscale_pixels: int = 2**26
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -10,7 +10,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 def _node_classes() -> list:
     """Every built-in node class, in the order the editor lists them. Add new modules' nodes here."""
-    from . import aliases, conditioning_ops, controlnet, inpainting, loaders, model_patches, sigma_nodes
+    from . import (
+        aliases,
+        conditioning_ops,
+        controlnet,
+        inpainting,
+        loaders,
+        logic,
+        lora,
+        model_patches,
+        sigma_nodes,
+        upscale_models,
+    )
     from .compare import CompareSchedulers
     from .conditioning import TextEncode
     from .images import LoadImage, PreviewImage, SaveImage
@@ -22,6 +33,7 @@ def _node_classes() -> list:
         # loaders
         LoadModel,
         *loaders.NODES,
+        *lora.NODES,
         # conditioning
         TextEncode,
         *conditioning_ops.NODES,
@@ -41,9 +53,12 @@ def _node_classes() -> list:
         LoadImage,
         SaveImage,
         PreviewImage,
+        *upscale_models.NODES,
         # ComfyUI core names, for workflows saved from ComfyUI
         *aliases.NODES,
         *model_patches.NODES,
+        # control flow
+        *logic.NODES,
     ]
 
 
