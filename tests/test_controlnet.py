@@ -401,3 +401,35 @@ def test_hint_follows_the_evaluated_latents(executor, loaded, services):
     single = ControlApplication(net, hints[:1], 1.0).bind(loaded.model, 2)
     one = single._hint(single.steps[0][0], torch.zeros(2, 4, 8, 8))
     assert one.shape == (2, 3, 64, 64) and torch.equal(one[1], hints[0])
+
+
+def test_sd2_controlnet_matches_its_pipeline(tmp_path_factory, services):
+    """An SD2.x ControlNet on the tiny 768-v (v-prediction) model: recognised as SD2.x from its config (linear
+    attention projections, as SD2 UNets have), and its image equals StableDiffusionControlNetPipeline's."""
+    from diffusers import StableDiffusionControlNetPipeline
+
+    fam = shared_family("sd2v", tmp_path_factory)
+    models = tmp_path_factory.mktemp("cn_sd2")
+    random_controlnet(fam.pipe.unet, channels=(8, 8, 16, 16)).save_pretrained(models / "controlnet" / "sd2-cn")
+    doc = graph()
+    doc["1"]["inputs"]["model_name"] = "tiny-sd2v"
+    doc["5"]["inputs"]["scheduler"] = "ddim"
+    doc["8"]["inputs"]["control_net_name"] = "sd2-cn"
+    with executor_over([fam.models, models], tmp_path_factory.mktemp("cn-sd2"), services) as ex:
+        Image.fromarray((hint_picture()[0].numpy() * 255).round().astype("uint8")).save(ex.paths.input / "hint.png")
+        images.set_input_folder(ex.paths.input)
+        try:
+            ours = run(ex, doc)
+            net = loaded_controlnet(ex, services, "sd2-cn")
+            hint = Image.open(ex.paths.input / "hint.png").convert("RGB")
+        finally:
+            images.set_input_folder(None)
+    assert net.family.name == "sd2"
+    parts = {k: v for k, v in fam.pipe.components.items() if k != "scheduler"}
+    pipe = StableDiffusionControlNetPipeline(**parts, controlnet=net.network,
+                                             scheduler=registry.get("ddim").cls.from_config(fam.config))
+    pipe.set_progress_bar_config(disable=True)
+    with single_thread():
+        ref = pipe(PROMPT, negative_prompt="", image=hint, num_inference_steps=STEPS, guidance_scale=CFG, height=64,
+                   width=64, generator=torch.Generator("cpu").manual_seed(SEED), output_type="pt").images
+    assert (ours - ref.permute(0, 2, 3, 1).float()).abs().max().item() == 0.0
