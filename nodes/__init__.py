@@ -12,8 +12,11 @@ def _node_classes() -> list:
     """Every built-in node class, in the order the editor lists them. Add new modules' nodes here."""
     from . import (
         aliases,
+        conditioning_ops,
+        controlnet,
         custom_sampling,
         image_ops,
+        inpainting,
         latent_ops,
         loaders,
         logic,
@@ -46,6 +49,9 @@ def _node_classes() -> list:
         *lora.NODES,
         # conditioning
         TextEncode,
+        *conditioning_ops.NODES,
+        *inpainting.NODES,
+        *controlnet.NODES,
         # sampling
         Scheduler,
         Sampler,
