@@ -95,7 +95,8 @@ def make_schedule(model: ModelBundle, scheduler: str, steps: int, denoise: float
         return build_schedule(
             scheduler, model.scheduler_config, steps, denoise=denoise, sigma_spacing=sigma_spacing,
             timestep_spacing=None if timestep_spacing == "default" else timestep_spacing,
-            overrides=overrides, eta=eta, device=model.device)
+            overrides=overrides, eta=eta, device=model.device,
+            pipeline_sigmas=model.family.pipeline_sigmas(steps))
     except (ValueError, TypeError, NotImplementedError) as exc:
         where = "denoise" if "denoise" in str(exc) else "config_overrides" if overrides else "scheduler"
         raise NodeError(f"{where}: {scheduler} with these settings fails: {exc}") from None
@@ -157,8 +158,9 @@ def guidance_inputs(model: ModelBundle, positive: Any, negative: Any, shape: tup
     neg = None
     if do_cfg:
         neg = _conditioning(negative, "negative")
-        a, b = match_lengths(pos.embeds, neg.embeds)
-        pos, neg = replace(pos, embeds=a), replace(neg, embeds=b)
+        if family.matched_lengths:
+            a, b = match_lengths(pos.embeds, neg.embeds)
+            pos, neg = replace(pos, embeds=a), replace(neg, embeds=b)
         neg = _to(family.network_inputs(model, neg, shape, "negative"), model.device, model.dtype)
     return _to(family.network_inputs(model, pos, shape, "positive"), model.device, model.dtype), neg
 
@@ -226,7 +228,7 @@ def run_sampler(ctx: Any, model: ModelBundle, positive: Any, negative: Any, late
     admit(model, schedule, tuple(samples.shape), do_cfg)
     device, dtype = model.device, model.dtype
     pos, neg = guidance_inputs(model, positive, negative, tuple(samples.shape), do_cfg)
-    denoiser = CFGDenoiser(model.family.network(model), pos, neg, cfg)
+    denoiser = CFGDenoiser(model.family.network(model), pos, neg, cfg, combine=model.family.guide)
 
     x = samples.to(device=device, dtype=dtype)
     if not add_noise:

@@ -44,13 +44,17 @@ class CFGDenoiser:
     ``uncond + cfg * (cond - uncond)``; with ``cfg <= 1`` only the positive pass runs, as the pipelines do.
     ``network(x, t, return_dict=False, **inputs)`` may return a tensor or a tuple whose first item is one.
 
+    ``combine(uncond, cond, cfg)`` replaces that formula where a family's pipeline orders the arithmetic
+    differently (the same value, other last bits).
+
     ``calls`` counts network evaluations (one per ``__call__``, whatever the CFG batching).
     """
 
     def __init__(self, network: Callable[..., Any], positive: Inputs, negative: Inputs | None = None,
-                 cfg: float = 7.5):
+                 cfg: float = 7.5, combine: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None):
         self.network = network
         self.cfg = float(cfg)
+        self.combine = combine
         self.calls = 0
         pos = _as_inputs(positive)
         if self.do_cfg:
@@ -83,5 +87,7 @@ class CFGDenoiser:
             out = out[0]
         if self.do_cfg:
             uncond, cond = out.chunk(2)
+            if self.combine is not None:
+                return self.combine(uncond, cond, self.cfg)
             out = uncond + self.cfg * (cond - uncond)
         return out

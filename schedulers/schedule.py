@@ -7,10 +7,12 @@ either *pipeline-style*, through the registered diffusers class, or as a *k-diff
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from . import kdiffusion, registry
@@ -93,12 +95,16 @@ def build_schedule(
     *,
     eta: float | None = None,
     device: torch.device | str | None = "cpu",
+    pipeline_sigmas: Sequence[float] | None = None,
 ) -> Schedule:
     """Schedule for registered scheduler ``name`` on a model whose scheduler config is ``scheduler_config``.
 
     ``sigma_spacing`` other than 'default' sets the class's own ``use_<spacing>_sigmas`` flag (diffusers'
     formulas); ``timestep_spacing`` ('leading', 'trailing', 'linspace') overrides the config's. ``overrides``
     go to ``from_config`` last. ``denoise < 1`` keeps the tail of the schedule as img2img does.
+    ``pipeline_sigmas`` are what a model family's pipeline passes to ``set_timesteps(sigmas=...)`` instead
+    of the number of steps (float32, as the schedulers keep them); a class whose ``set_timesteps`` takes no
+    sigmas gets the number of steps.
     """
     entry = registry.get(name)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
@@ -127,9 +133,11 @@ def build_schedule(
             raise ValueError(f"scheduler {name!r} ({entry.class_name}) has no timestep_spacing setting")
         ov["timestep_spacing"] = timestep_spacing
     ov.update(overrides or {})
-    return _diffusers_schedule(
-        entry, scheduler_config, ov, {"num_inference_steps": steps}, steps, denoise, eta, device
-    )
+    set_kwargs: dict[str, Any] = {"num_inference_steps": steps}
+    if pipeline_sigmas is not None and "sigmas" in inspect.signature(entry.cls.set_timesteps).parameters:
+        # as an array: UniPC's flow path does arithmetic on it (a list fails there)
+        set_kwargs = {"sigmas": np.asarray(pipeline_sigmas, dtype=np.float32)}
+    return _diffusers_schedule(entry, scheduler_config, ov, set_kwargs, steps, denoise, eta, device)
 
 
 def schedule_from_sigmas(

@@ -9,7 +9,10 @@ latent nodes and the previews know only this interface:
 * text conditioning -- :meth:`Family.encode` (which encoders, which hidden layer, pooled outputs);
 * denoiser inputs -- :meth:`Family.network_inputs` (the family's extra inputs besides the text states) and
   :meth:`Family.network` (the call convention of its network);
-* model sampling -- read from the model's own scheduler config (:mod:`schedulers.model_sampling`).
+* guidance -- :meth:`Family.guide` (how the conditional and unconditional predictions combine) and
+  :attr:`Family.matched_lengths` (whether positive and negative text states are evened out to one length);
+* model sampling -- read from the model's own scheduler config (:mod:`schedulers.model_sampling`), and
+  :meth:`Family.pipeline_sigmas` where the family's pipeline passes its own sigmas to the scheduler.
 """
 
 from __future__ import annotations
@@ -128,6 +131,12 @@ class Family:
     latent: ClassVar[LatentFormat] = LatentFormat(4)
     #: the scheduler config of the family's reference model, for a network loaded without one
     default_scheduler: ClassVar[dict] = {}
+    #: positive and negative text states are evened out to one length before guidance batches them
+    #: (:func:`nodes.types.match_lengths`); a family whose network takes each prompt's own tokens says False
+    matched_lengths: ClassVar[bool] = True
+    #: ComfyUI's timestep multiplier for the family's flow network (the network sees sigma x this there):
+    #: 1000 for SD3-style models, 1 for those taking the noise level itself (what ModelSamplingAuraFlow sets)
+    comfy_multiplier: ClassVar[float] = 1000.0
 
     # ---- recognise ----------------------------------------------------------------------------------
     def matches_folder(self, folder: Path, index: Mapping[str, Any]) -> bool:
@@ -189,4 +198,15 @@ class Family:
     def network(self, model: Any) -> Callable[..., Any]:
         """The network as ``f(x, t, **inputs) -> output`` (a UNet's call convention by default)."""
         return model.network
+
+    def guide(self, uncond: torch.Tensor, cond: torch.Tensor, cfg: float) -> torch.Tensor:
+        """Classifier-free guidance as the family's pipeline computes it (the same value in every family;
+        the order of operations decides the last bits)."""
+        return uncond + cfg * (cond - uncond)
+
+    # ---- model sampling -----------------------------------------------------------------------------
+    def pipeline_sigmas(self, steps: int) -> list[float] | None:
+        """The sigmas the family's pipeline passes to ``set_timesteps`` for ``steps`` steps (None: it
+        passes only the number of steps)."""
+        return None
 
