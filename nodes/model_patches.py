@@ -1,5 +1,5 @@
 """Nodes that change how a loaded model or text encoder is used, without reloading it (ComfyUI's names):
-CLIPSetLastLayer, ModelSamplingDiscrete, ModelSamplingSD3. Each returns a new MODEL / CLIP value that shares
+CLIPSetLastLayer, ModelSamplingDiscrete, ModelSamplingSD3, ModelSamplingAuraFlow. Each returns a new MODEL / CLIP value that shares
 the network with its input, so the input stays as it was for the rest of the graph."""
 
 from __future__ import annotations
@@ -89,4 +89,34 @@ class ModelSamplingSD3(Node):
         return (model.with_config(shift=float(inputs.shift)),)
 
 
-NODES = [CLIPSetLastLayer, ModelSamplingDiscrete, ModelSamplingSD3]
+class ModelSamplingAuraFlow(Node):
+    """Set the timestep shift of a flow-matching model whose network takes the noise level itself as its
+    timestep (ComfyUI's multiplier 1: Z-Image, Lumina 2, AuraFlow); ModelSamplingSD3 is the same for networks
+    that take it times 1000."""
+
+    CATEGORY = "advanced/model"
+    DISPLAY_NAME = "ModelSamplingAuraFlow"
+
+    class Inputs(NodeInputs):
+        model: Any = Link("MODEL")
+        shift: float = Widget(1.73, ge=0.0, le=100.0, step=0.01)
+
+    OUTPUTS = (Output("MODEL", "MODEL"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        from schedulers.model_sampling import is_flow_config
+
+        model = _check_model(inputs.model)
+        if not is_flow_config(model.scheduler_config):
+            raise NodeError(f"model: {model.name} ({model.family.label}) is not a flow-matching model; "
+                            "ModelSamplingAuraFlow sets the shift of flow models")
+        if model.family.comfy_multiplier != 1.0:
+            raise NodeError(f"model: {model.name} is a {model.family.label} model, whose network takes the "
+                            "noise level times 1000 as its timestep; ModelSamplingAuraFlow (multiplier 1) is "
+                            "for networks that take it as it is: use ModelSamplingSD3")
+        if inputs.shift <= 0:
+            raise NodeError("shift: must be above 0")
+        return (model.with_config(shift=float(inputs.shift)),)
+
+
+NODES = [CLIPSetLastLayer, ModelSamplingDiscrete, ModelSamplingSD3, ModelSamplingAuraFlow]

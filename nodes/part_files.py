@@ -7,8 +7,9 @@ it) or one ``.safetensors`` file in the layout users download:
 * diffusion model -- the original layout of its family (SD3's MMDiT ``joint_blocks``), loaded with diffusers'
   ``from_single_file`` and the configuration of the first config folder whose shapes fit;
 * text encoder -- transformers' own key names (``clip_l.safetensors``, ``clip_g.safetensors``,
-  ``t5xxl_*.safetensors``): CLIP (with or without its projection) or T5, built from the first fitting
-  configuration; tokenizers come from that folder, T5's from the vocabulary the project ships;
+  ``t5xxl_*.safetensors``; ``qwen_3_4b.safetensors`` as Qwen3ForCausalLM names it, ``model.`` prefix and
+  tied head optional): CLIP (with or without its projection), T5 or Qwen3, built from the first fitting
+  configuration; tokenizers come from that folder, T5's and Qwen3's from the vocabularies the project ships;
 * VAE -- the original (LDM) layout, or diffusers' names.
 
 Config folders are the diffusers model folders in the models folders (so a model's own folder configures its
@@ -17,6 +18,7 @@ parts) and those shipped in ``models/configs``.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -40,6 +42,9 @@ log = logging.getLogger(__name__)
 #: part kind -> the ComfyUI folders that hold it (first: the current name, then older ones)
 FOLDERS = {"network": ("diffusion_models", "unet"), "text_encoder": ("text_encoders", "clip"), "vae": ("vae",)}
 T5_TOKENIZER = Path(__file__).resolve().parent.parent / "models" / "tokenizers" / "t5"
+QWEN3_TOKENIZER = T5_TOKENIZER.parent / "qwen3"
+#: a text encoder kind -> the vocabulary the project ships for its files (they hold weights only)
+SHIPPED_TOKENIZERS = {"t5": T5_TOKENIZER, "qwen3": QWEN3_TOKENIZER}
 
 
 # ---- finding ------------------------------------------------------------------------------------------------
@@ -201,12 +206,30 @@ def _load_network(path: Path, dtype: torch.dtype, candidates: list[Path]):
                     + (f" (tried {', '.join(tried)})" if tried else ""))
 
 
+def text_encoder_kind(path: Path) -> str | None:
+    """What a text encoder part is, from its tensor names alone: "clip", "clip_projection", "t5", "qwen3",
+    or None (not a text encoder file this runtime reads; a component folder is read by its config)."""
+    if path.is_dir():
+        model_type = read_json(path / "config.json").get("model_type", "") if (path / "config.json").is_file() else ""
+        return {"clip_text_model": "clip"}.get(model_type, model_type or None)
+    return _text_encoder_kind(_shapes(path))
+
+
 def _text_encoder_kind(shapes: dict[str, tuple[int, ...]]) -> str | None:
     if any(k.startswith("text_model.encoder.layers.") for k in shapes):
         return "clip_projection" if "text_projection.weight" in shapes else "clip"
     if "shared.weight" in shapes and any(k.startswith("encoder.block.") for k in shapes):
         return "t5"
+    inner = _decoder_names(shapes)
+    if "embed_tokens.weight" in inner and "layers.0.self_attn.q_norm.weight" in inner:
+        return "qwen3"  # Qwen3 normalises queries and keys per head; Qwen2.x and Llama do not
     return None
+
+
+def _decoder_names(shapes: dict) -> dict:
+    """A decoder-only language model's tensors under Qwen3Model's names: Qwen3ForCausalLM's ``model.``
+    prefix dropped, its output head (tied to the embeddings, unused for text states) left out."""
+    return {k.removeprefix("model."): v for k, v in shapes.items() if k != "lm_head.weight"}
 
 
 def _encoder_configs(folder: Path) -> list[tuple[Path, dict]]:
@@ -227,6 +250,17 @@ def _config_fits(kind: str, shapes: dict, cfg: dict) -> bool:
                 and cfg.get("vocab_size") == vocab and cfg.get("num_hidden_layers") == len(layers)
                 and has_proj == (proj is not None)
                 and (proj is None or cfg.get("projection_dim") == proj[0]))
+    if kind == "qwen3":
+        inner = _decoder_names(shapes)
+        vocab, hidden = inner["embed_tokens.weight"]
+        head = inner["layers.0.self_attn.q_norm.weight"][0]
+        layers = {int(k.split(".")[1]) for k in inner if k.startswith("layers.")}
+        return (cfg.get("model_type") == "qwen3" and cfg.get("hidden_size") == hidden
+                and cfg.get("vocab_size") == vocab and cfg.get("num_hidden_layers") == len(layers)
+                and cfg.get("head_dim", hidden // cfg.get("num_attention_heads", 1)) == head
+                and cfg.get("num_attention_heads", 0) * head == inner["layers.0.self_attn.q_proj.weight"][0]
+                and cfg.get("num_key_value_heads", 0) * head == inner["layers.0.self_attn.k_proj.weight"][0]
+                and cfg.get("intermediate_size") == inner["layers.0.mlp.gate_proj.weight"][0])
     layers = {int(k.split(".")[2]) for k in shapes if k.startswith("encoder.block.")}
     vocab, d_model = shapes["shared.weight"]
     return (cfg.get("model_type") == "t5" and cfg.get("d_model") == d_model and cfg.get("vocab_size") == vocab
@@ -248,8 +282,8 @@ def _load_text_encoder(path: Path, dtype: torch.dtype, candidates: list[Path]) -
     if kind is None:
         from .families.recognise import describe
 
-        raise NodeError(f"{path.name}: {describe(shapes)}, not a text encoder (CLIP or T5 with transformers' "
-                        "key names)")
+        raise NodeError(f"{path.name}: {describe(shapes)}, not a text encoder (CLIP, T5 or Qwen3 with "
+                        "transformers' key names)")
     for folder in candidates:
         for sub, cfg in _encoder_configs(folder):
             if not _config_fits(kind, shapes, cfg):
@@ -257,11 +291,15 @@ def _load_text_encoder(path: Path, dtype: torch.dtype, candidates: list[Path]) -
             arch = (cfg.get("architectures") or [None])[0]
             cls = getattr(transformers, str(arch), None) or {
                 "clip": transformers.CLIPTextModel, "clip_projection": transformers.CLIPTextModelWithProjection,
-                "t5": transformers.T5EncoderModel}[kind]
+                "t5": transformers.T5EncoderModel, "qwen3": transformers.Qwen3Model}[kind]
+            if kind == "qwen3" and "CausalLM" in cls.__name__:
+                cls = transformers.Qwen3Model  # the text states are the base model's; the head is not read
             config = cls.config_class.from_pretrained(str(sub))
             with torch.device("meta"):
                 model = cls(config)
             state = _state(path, dtype)
+            if kind == "qwen3":
+                state = _decoder_names(state)
             missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
             missing = [k for k in missing if not k.endswith("position_ids") and k != "encoder.embed_tokens.weight"]
             if missing or unexpected:
@@ -283,7 +321,11 @@ def _materialise(model: torch.nn.Module, dtype: torch.dtype) -> None:
         if buf.is_meta:
             owner = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
             leaf = name.rpartition(".")[2]
-            if leaf == "position_ids":
+            if leaf in ("inv_freq", "original_inv_freq") and hasattr(owner, "config"):
+                with torch.device("cpu"):  # rotary frequencies: computed from the config, as the model does
+                    fresh = type(owner)(owner.config)
+                owner.register_buffer(leaf, getattr(fresh, leaf), persistent=False)
+            elif leaf == "position_ids":
                 owner.register_buffer(leaf, torch.arange(buf.shape[-1]).expand(buf.shape), persistent=False)
             else:
                 owner.register_buffer(leaf, torch.zeros(buf.shape, dtype=buf.dtype), persistent=False)
@@ -291,17 +333,26 @@ def _materialise(model: torch.nn.Module, dtype: torch.dtype) -> None:
 
 def _tokenizer_for(folder: Path, encoder_sub: str, cfg: dict, kind: str | None = None):
     """The tokenizer that goes with text encoder ``encoder_sub`` of ``folder`` (text_encoder_2 ->
-    tokenizer_2); T5's shipped vocabulary when the folder has none."""
+    tokenizer_2); the vocabulary the project ships for T5 or Qwen3 when the folder has none."""
     import transformers
 
     suffix = encoder_sub[len("text_encoder"):] if encoder_sub.startswith("text_encoder") else ""
     tok_dir = folder / f"tokenizer{suffix}"
-    is_t5 = kind == "t5" or cfg.get("model_type") == "t5"
     if tok_dir.is_dir():
         return transformers.AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
-    if is_t5:
-        return transformers.T5TokenizerFast.from_pretrained(str(T5_TOKENIZER))
+    shipped = SHIPPED_TOKENIZERS.get(kind or cfg.get("model_type", ""))
+    if shipped is not None:
+        return _shipped_tokenizer(shipped)
     raise NodeError(f"{folder.name}: no tokenizer{suffix}/ folder for its {encoder_sub}")
+
+
+@functools.cache
+def _shipped_tokenizer(folder: Path):
+    """A shipped vocabulary, read once per process (building Qwen3's fast tokenizer takes seconds); the
+    tokenizers are only called, never changed."""
+    import transformers
+
+    return transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
 def _load_vae(path: Path, dtype: torch.dtype, candidates: list[Path]):

@@ -14,10 +14,12 @@ from .sd1 import StableDiffusion1
 from .sd2 import StableDiffusion2
 from .sd3 import StableDiffusion3
 from .sdxl import StableDiffusionXL
+from .zimage import ZImage
 
 __all__ = ["FAMILIES", "Family", "LatentFormat", "Parts", "TextEncoder", "by_name", "for_file", "for_folder"]
 
-FAMILIES: tuple[Family, ...] = (StableDiffusion1(), StableDiffusion2(), StableDiffusionXL(), StableDiffusion3())
+FAMILIES: tuple[Family, ...] = (StableDiffusion1(), StableDiffusion2(), StableDiffusionXL(), StableDiffusion3(),
+                                ZImage())
 
 
 def by_name(name: str) -> Family:
