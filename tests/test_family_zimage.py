@@ -283,3 +283,31 @@ def test_the_editors_default_graph_validates_and_runs(executor, zimage):
     image = res.values["65"][0]
     assert image.shape == (1, 1024, 1024, 3) and torch.isfinite(image).all() and image.std() > 0.005
     assert res.outputs["9"]["images"][0]["filename"].startswith("ComfyUI")  # SaveImage's prefix
+
+
+def test_model_sampling_aura_flow_sets_the_shift(executor, zimage):
+    """ModelSamplingAuraFlow 3.0 is the model's own shift (the same picture as without it); 1.0 changes it."""
+    base = run(executor, zimage_graph("flow_euler", 5, cfg=1.0))
+    doc = comfy_graph(zimage.files, 5, cfg=1.0)
+    assert (run(executor, doc) - base).abs().max().item() == 0.0
+    doc["12"]["inputs"]["shift"] = 1.0
+    assert (run(executor, doc) - base).abs().max() > 1e-3
+
+
+def test_model_sampling_aura_flow_refuses_networks_of_the_other_convention(zimage):
+    """An SD3-style network takes sigma x 1000: ComfyUI's node would feed it sigma, so it is refused."""
+    from graph_runtime import NodeError
+    from nodes import families
+    from nodes.model_patches import ModelSamplingAuraFlow
+    from nodes.types import ModelBundle
+
+    node = ModelSamplingAuraFlow()
+    for family, config, message in (
+            ("sd3", {"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0}, "use ModelSamplingSD3"),
+            ("sdxl", {"_class_name": "EulerDiscreteScheduler"}, "not a flow-matching model")):
+        model = ModelBundle(network=zimage.pipe.transformer, family=families.by_name(family), scheduler_config=config,
+                            device=torch.device("cpu"), dtype=torch.float32, name="m", source="m")
+        with pytest.raises(NodeError, match=message):
+            node.execute(ModelSamplingAuraFlow.Inputs(model=model, shift=3.0), None)
+    fields = ModelSamplingAuraFlow.Inputs.model_fields["shift"]
+    assert fields.default == 1.73
