@@ -106,6 +106,22 @@ def test_turbo_without_guidance_matches_the_pipeline(executor, zimage):
     assert (ours - run(executor, zimage_graph("flow_euler", 8, cfg=5.0))).abs().max() > 1e-3
 
 
+def test_a_latent_batch_matches_images_per_prompt(executor, zimage):
+    """Two latents for one prompt (the pipeline's num_images_per_prompt=2), with guidance."""
+    doc = zimage_graph("flow_euler", 21, cfg=5.0)
+    doc["4"]["inputs"]["batch_size"] = 2
+    ours = run(executor, doc)
+    with registry.quiet_diffusers():
+        zimage.pipe.scheduler = registry.get("flow_euler").cls.from_config(zimage.config)
+    with single_thread():
+        ref = zimage.pipe(PROMPT, negative_prompt="", num_inference_steps=STEPS, guidance_scale=4.0, height=64,
+                          width=64, num_images_per_prompt=2, generator=torch.Generator("cpu").manual_seed(21),
+                          output_type="pt").images.permute(0, 2, 3, 1)
+    assert ours.shape == ref.shape == (2, 64, 64, 3)
+    assert (ours[0] - ours[1]).abs().max() > 1e-3
+    assert (ours - ref).abs().max().item() == 0.0
+
+
 def test_folder_is_recognised(zimage):
     from nodes import families
 
