@@ -202,6 +202,54 @@ def test_shipped_configs_build_the_published_models():
     assert families.for_folder(folder).name == "zimage"
 
 
+def test_real_sized_files_choose_the_shipped_configs_by_shape(zimage):
+    """The tensor shapes of the published files (the real transformer, Qwen3-4B as Qwen3ForCausalLM, the
+    Flux VAE, built on the meta device and named as ComfyUI's files name them) pick models/configs/z-image-turbo;
+    the tiny model's config is refused with the reason."""
+    from test_families_configs import build
+    from tiny_zimage import zimage_original
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from nodes import families
+    from nodes.families.base import read_json
+    from nodes.models import CONFIGS_DIR
+    from nodes.part_files import _config_fits, _text_encoder_kind
+
+    folder = CONFIGS_DIR / "z-image-turbo"
+    family = families.by_name("zimage")
+    net = {k: tuple(v.shape) for k, v in zimage_original(build(folder, "transformer")).items()}
+    assert family.network_file_mismatch(net, read_json(folder / "transformer" / "config.json")) == ""
+    assert family.network_file_mismatch(net, dict(zimage.pipe.transformer.config)) == \
+        "30 blocks in layers.*, the config has 2"
+    with torch.device("meta"):
+        lm = Qwen3ForCausalLM(Qwen3Config.from_pretrained(str(folder / "text_encoder")))
+    text = {k: tuple(v.shape) for k, v in lm.state_dict().items()}
+    assert "lm_head.weight" in text and _text_encoder_kind(text) == "qwen3"
+    assert _config_fits("qwen3", text, read_json(folder / "text_encoder" / "config.json"))
+    assert not _config_fits("qwen3", text, zimage.pipe.text_encoder.config.to_dict())
+
+
+def test_prefixed_and_full_causal_lm_files_load_too(tmp_path, zimage):
+    """The diffusion model under ``model.diffusion_model.`` and the text encoder with its (tied) output head,
+    as some repackagings keep them, load to the same tensors."""
+    from single_files import save
+    from tiny_zimage import qwen3_causal_lm, zimage_original
+
+    from nodes.part_files import load_part
+
+    save({f"model.diffusion_model.{k}": v for k, v in zimage_original(zimage.pipe.transformer).items()},
+         tmp_path / "net.safetensors")
+    text = qwen3_causal_lm(zimage.pipe.text_encoder)
+    save({**text, "lm_head.weight": text["model.embed_tokens.weight"].clone()}, tmp_path / "qwen3.safetensors")
+    cpu = torch.device("cpu")
+    net = load_part("network", tmp_path / "net.safetensors", cpu, torch.float32, "n", [zimage.folder]).model.network
+    enc = load_part("text_encoder", tmp_path / "qwen3.safetensors", cpu, torch.float32, "t",
+                    [zimage.folder]).encoder.model
+    for ours, ref in ((net, zimage.pipe.transformer), (enc, zimage.pipe.text_encoder)):
+        a, b = ours.state_dict(), ref.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), type(ref).__name__
+
+
 def test_shipped_qwen3_tokenizer_renders_the_chat_template():
     from transformers import AutoTokenizer
 

@@ -72,7 +72,7 @@ class ZImage(Family):
                              ("context_refiner.", config["n_refiner_layers"])):
             have = len({k.split(".")[1] for k in inner if k.startswith(prefix)})
             if have != want:
-                return f"{have} {prefix.rstrip('.')} blocks, the config has {want}"
+                return f"{have} blocks in {prefix}*, the config has {want}"
         checks = (("x_embedder.weight", (dim, patch * config["all_patch_size"][0] * config["in_channels"])),
                   ("cap_embedder.1.weight", (dim, config["cap_feat_dim"])),
                   ("layers.0.attention.qkv.weight", (3 * dim, dim)),
