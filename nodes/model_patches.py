@@ -116,7 +116,9 @@ class ModelSamplingAuraFlow(Node):
                             "for networks that take it as it is: use ModelSamplingSD3")
         if inputs.shift <= 0:
             raise NodeError("shift: must be above 0")
-        return (model.with_config(shift=float(inputs.shift)),)
+        # a fixed shift in place of the model's own sampling, resolution-dependent shifting included
+        changes = {"use_dynamic_shifting": False} if model.scheduler_config.get("use_dynamic_shifting") else {}
+        return (model.with_config(shift=float(inputs.shift), **changes),)
 
 
 NODES = [CLIPSetLastLayer, ModelSamplingDiscrete, ModelSamplingSD3, ModelSamplingAuraFlow]

@@ -62,7 +62,7 @@ class ModelBundle:
 
     @property
     def latent_channels(self) -> int:
-        return int(getattr(self.network.config, "in_channels", self.family.latent.channels))
+        return self.family.network_latent_channels(self.network)
 
     def with_config(self, **changes: Any) -> ModelBundle:
         """The same network with scheduler config keys changed (the network is shared, not copied)."""

@@ -103,8 +103,8 @@ def build_schedule(
     formulas); ``timestep_spacing`` ('leading', 'trailing', 'linspace') overrides the config's. ``overrides``
     go to ``from_config`` last. ``denoise < 1`` keeps the tail of the schedule as img2img does.
     ``pipeline_sigmas`` are what a model family's pipeline passes to ``set_timesteps(sigmas=...)`` instead
-    of the number of steps (float32, as the schedulers keep them); a class whose ``set_timesteps`` takes no
-    sigmas gets the number of steps.
+    of the number of steps (as a float64 array); a class whose ``set_timesteps`` takes no sigmas gets the
+    number of steps.
     """
     entry = registry.get(name)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
@@ -135,8 +135,8 @@ def build_schedule(
     ov.update(overrides or {})
     set_kwargs: dict[str, Any] = {"num_inference_steps": steps}
     if pipeline_sigmas is not None and "sigmas" in inspect.signature(entry.cls.set_timesteps).parameters:
-        # as an array: UniPC's flow path does arithmetic on it (a list fails there)
-        set_kwargs = {"sigmas": np.asarray(pipeline_sigmas, dtype=np.float32)}
+        # a numpy array, as the pipelines make them: UniPC's flow path does arithmetic on it (a list fails)
+        set_kwargs = {"sigmas": np.asarray(pipeline_sigmas, dtype=np.float64)}
     return _diffusers_schedule(entry, scheduler_config, ov, set_kwargs, steps, denoise, eta, device)
 
 

@@ -50,7 +50,7 @@ def pipeline_image(fam, scheduler: str, seed: int, cfg: float, steps: int = STEP
     entry = registry.get(scheduler)
     with registry.quiet_diffusers():
         fam.pipe.scheduler = entry.cls.from_config(fam.config, **entry.config_overrides(fam.config))
-    sigmas = np.asarray(get_default_z_image_sigmas(steps), dtype=np.float32)
+    sigmas = np.asarray(get_default_z_image_sigmas(steps))
     with single_thread():
         out = fam.pipe(PROMPT, negative_prompt="", num_inference_steps=steps, sigmas=sigmas, guidance_scale=cfg - 1,
                        height=64, width=64, generator=torch.Generator("cpu").manual_seed(seed),

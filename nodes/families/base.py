@@ -179,6 +179,11 @@ class Family:
             scheduler_config=read_json(folder / "scheduler" / "scheduler_config.json"),
         )
 
+    def network_latent_channels(self, network: Any) -> int:
+        """The latent channels the network denoises: its config's ``in_channels`` (a family that packs
+        latent patches into its input says how many channels that is)."""
+        return int(getattr(network.config, "in_channels", self.latent.channels))
+
     # ---- text ---------------------------------------------------------------------------------------
     def encode(self, clip: Any, text: str, ctx: Any = None, **options: Any) -> Any:
         """A prompt -> Conditioning, as the family's diffusers pipeline encodes it."""

@@ -1,0 +1,123 @@
+"""Qwen-Image on the family seam, from a diffusers folder (tests/tiny_qwen_image.py): LoadModel -> TextEncode
+-> Scheduler -> Sampler -> VAEDecode equals QwenImagePipeline pixel for pixel (fp32, CPU) with true
+classifier-free guidance and without, two schedulers, two seeds; the packed-latent network and the 3-D VAE
+work through the same nodes as every family."""
+
+import pytest
+import torch
+from nodes_support import *  # noqa: F403
+from test_families_parity import graph, run
+from tiny_families import executor_over
+from tiny_qwen_image import shared_qwen_image
+from tiny_sd import single_thread
+
+from schedulers import registry
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation:DeprecationWarning", "ignore:__array_wrap__:DeprecationWarning",
+)
+PROMPT = "a red circle on a blue square"
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory):
+    return shared_qwen_image(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def executor(tmp_path_factory, qwen, services):
+    with executor_over([qwen.models], tmp_path_factory.mktemp("qwen_image"), services) as ex:
+        yield ex
+
+
+def pipeline_image(fam, scheduler: str, seed: int, cfg: float) -> torch.Tensor:
+    entry = registry.get(scheduler)
+    with registry.quiet_diffusers():
+        fam.pipe.scheduler = entry.cls.from_config(fam.config, **entry.config_overrides(fam.config))
+    with single_thread():
+        out = fam.pipe(PROMPT, negative_prompt="" if cfg > 1 else None, true_cfg_scale=cfg,
+                       num_inference_steps=STEPS, height=64, width=64,
+                       generator=torch.Generator("cpu").manual_seed(seed), output_type="pt").images
+    return out.permute(0, 2, 3, 1).float()
+
+
+def qwen_graph(scheduler: str, seed: int, cfg: float) -> dict:
+    doc = graph("tiny-qwen-image", scheduler, seed, cfg=cfg)
+    doc["2"]["inputs"]["text"] = PROMPT
+    return doc
+
+
+@pytest.mark.parametrize("scheduler", ["flow_euler", "flow_unipc"])
+@pytest.mark.parametrize("seed", [3, 1234])
+def test_qwen_image_matches_its_pipeline(executor, qwen, scheduler, seed):
+    ours = run(executor, qwen_graph(scheduler, seed, cfg=4.0))
+    ref = pipeline_image(qwen, scheduler, seed, cfg=4.0)
+    assert ours.shape == ref.shape == (1, 64, 64, 3)
+    assert ref.std() > 0.005
+    assert (ours - ref).abs().max().item() == 0.0
+
+
+def test_without_guidance_matches_the_pipeline(executor, qwen):
+    ours = run(executor, qwen_graph("flow_euler", 8, cfg=1.0))
+    ref = pipeline_image(qwen, "flow_euler", 8, cfg=1.0)
+    assert ref.std() > 0.005
+    assert (ours - ref).abs().max().item() == 0.0
+    assert (ours - run(executor, qwen_graph("flow_euler", 8, cfg=4.0))).abs().max() > 1e-3
+
+
+def test_folder_is_recognised_and_its_latents_are_unpacked(executor, qwen, services):
+    from nodes import families
+    from nodes.model_store import ModelStore
+
+    assert families.for_folder(qwen.folder).name == "qwen_image"
+    loaded = services.get(ModelStore).load(qwen.folder, device=torch.device("cpu"), dtype=torch.float32)
+    assert loaded.model.latent_channels == 16 and loaded.vae.downscale == 8
+
+
+def test_vae_encode_and_decode_go_through_the_latent_mean_and_std(executor, qwen, services):
+    """VAEEncode gives (z - mean) / std of the 3-D VAE's one-frame latent and VAEDecode undoes it: the
+    round trip equals the bare VAE's own (to rounding)."""
+    from nodes.latents import decode, encode
+    from nodes.model_store import ModelStore
+
+    vae = services.get(ModelStore).load(qwen.folder, device=torch.device("cpu"), dtype=torch.float32).vae
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(0))
+    with single_thread():
+        latent = encode(vae, image)
+        ours = decode(vae, {"samples": latent})
+        with torch.no_grad():
+            x = image.permute(0, 3, 1, 2).unsqueeze(2) * 2 - 1
+            z = qwen.pipe.vae.encode(x).latent_dist.mode()
+            ref = (qwen.pipe.vae.decode(z).sample[:, :, 0] / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
+    mean = torch.tensor(qwen.pipe.vae.config.latents_mean).view(1, 16, 1, 1)
+    std = torch.tensor(qwen.pipe.vae.config.latents_std).view(1, 16, 1, 1)
+    assert latent.shape == (1, 16, 8, 8)
+    assert torch.allclose(latent, (z[:, :, 0] - mean) / std, atol=1e-5)
+    assert (ours - ref).abs().max().item() < 1e-4
+
+
+def test_resolution_dependent_shift_is_named_and_fixed_by_model_sampling_aura_flow(executor, qwen, tmp_path):
+    """The released model's scheduler shifts by image size, which the Scheduler node cannot know: it says so;
+    ModelSamplingAuraFlow (a fixed shift, ComfyUI's way) or a config override runs it."""
+    import json
+    import shutil
+
+    folder = qwen.models / "tiny-qwen-image-dynamic"
+    if not folder.exists():
+        shutil.copytree(qwen.folder, folder)
+        cfg_path = folder / "scheduler" / "scheduler_config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg.update(use_dynamic_shifting=True, base_shift=0.5, max_shift=0.9, max_image_seq_len=8192)
+        cfg_path.write_text(json.dumps(cfg))
+    doc = graph("tiny-qwen-image-dynamic", "flow_euler", 5, cfg=1.0)
+    with single_thread():
+        res = executor.run(doc)
+    assert res.status == "error" and "use_dynamic_shifting" in str(res.error)
+    doc["5"]["inputs"]["config_overrides"] = '{"use_dynamic_shifting": false}'
+    assert run(executor, doc).std() > 0.005
+    doc["5"]["inputs"]["config_overrides"] = ""
+    doc["9"] = {"class_type": "ModelSamplingAuraFlow", "inputs": {"model": ["1", 0], "shift": 3.0}}
+    doc["5"]["inputs"]["model"] = doc["6"]["inputs"]["model"] = ["9", 0]
+    ours = run(executor, doc)
+    assert (ours - run(executor, graph("tiny-qwen-image", "flow_euler", 5, cfg=1.0))).abs().max().item() == 0.0
