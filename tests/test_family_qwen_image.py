@@ -121,3 +121,44 @@ def test_resolution_dependent_shift_is_named_and_fixed_by_model_sampling_aura_fl
     doc["5"]["inputs"]["model"] = doc["6"]["inputs"]["model"] = ["9", 0]
     ours = run(executor, doc)
     assert (ours - run(executor, graph("tiny-qwen-image", "flow_euler", 5, cfg=1.0))).abs().max().item() == 0.0
+
+
+def test_diffusion_model_alone_loads_and_gives_the_folders_picture(executor, qwen, services):
+    """The MMDiT as ComfyUI keeps it (diffusion_models/, diffusers' own names) through UNETLoader, the
+    text encoder and VAE from the folder: the same tensors and the same picture."""
+    from single_files import save
+
+    from nodes.model_store import ModelStore
+    from nodes.part_files import config_folders, find_part
+
+    save(qwen.pipe.transformer.state_dict(), qwen.models / "diffusion_models" / "qwen_image_bf16.safetensors")
+    net = services.get(ModelStore).load(find_part("network", "qwen_image_bf16.safetensors", "t"),
+                                        device=torch.device("cpu"), dtype=torch.float32, kind="network",
+                                        config_folders=config_folders()).model.network
+    a, b = net.state_dict(), qwen.pipe.transformer.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    doc = qwen_graph("flow_euler", 4, cfg=4.0)
+    ref = run(executor, doc)
+    doc["10"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "qwen_image_bf16.safetensors",
+                                                        "weight_dtype": "default"}}
+    for node in ("4", "5", "6"):
+        doc[node]["inputs"]["model"] = ["10", 0]
+    assert ref.std() > 0.005
+    assert (run(executor, doc) - ref).abs().max().item() == 0.0
+
+
+def test_shipped_configs_build_the_published_model_and_fit_its_file():
+    """models/configs/qwen-image: the 20.43B MMDiT (counted on the meta device), whose tensor shapes pick it."""
+    from test_families_configs import build
+
+    from nodes import families
+    from nodes.families.base import read_json
+    from nodes.models import CONFIGS_DIR
+
+    folder = CONFIGS_DIR / "qwen-image"
+    net = build(folder, "transformer")
+    assert sum(p.numel() for p in net.parameters()) == 20_430_401_088
+    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    family = families.for_folder(folder)
+    assert family.name == "qwen_image"
+    assert family.network_file_mismatch(shapes, read_json(folder / "transformer" / "config.json")) == ""

@@ -108,6 +108,22 @@ class QwenImage(Family):
     def matches_network_config(self, config: Any) -> bool:
         return config.get("_class_name") == "QwenImageTransformer2DModel"
 
+    def network_file_mismatch(self, shapes: Any, config: Any) -> str:
+        """A Qwen-Image MMDiT under diffusers' own names (ComfyUI's ``qwen_image_*.safetensors``) whose widths
+        and depth are the config's."""
+        if "txt_norm.weight" not in shapes or "img_in.weight" not in shapes:
+            return "not a Qwen-Image MMDiT (no img_in / txt_norm)"
+        blocks = len({k.split(".")[1] for k in shapes if k.startswith("transformer_blocks.")})
+        if blocks != config["num_layers"]:
+            return f"{blocks} transformer blocks, the config has {config['num_layers']}"
+        dim, head = config["num_attention_heads"] * config["attention_head_dim"], config["attention_head_dim"]
+        for key, want in (("img_in.weight", (dim, config["in_channels"])),
+                          ("txt_in.weight", (dim, config["joint_attention_dim"])),
+                          ("transformer_blocks.0.attn.norm_q.weight", (head,))):
+            if tuple(shapes.get(key, ())) != want:
+                return f"{key} is {shapes.get(key)}, the config wants {want}"
+        return ""
+
     def load_folder(self, folder, dtype):
         parts: Parts = super().load_folder(folder, dtype)
         parts.vae = FrameVAE(parts.vae)

@@ -19,6 +19,8 @@ def describe(shapes: dict[str, tuple[int, ...]]) -> str:
         return "an SD3 MMDiT diffusion model (original layout; load it with UNETLoader)"
     if "cap_embedder.1.weight" in inner and any(".attention.qkv." in k for k in inner):
         return "a Z-Image S3-DiT diffusion model (original layout; load it with UNETLoader)"
+    if "txt_norm.weight" in inner and "img_in.weight" in inner:
+        return "a Qwen-Image MMDiT diffusion model (load it with UNETLoader)"
     if any(k.startswith("double_blocks.") for k in inner):
         return "a Flux diffusion model (original layout)"
     if has("model.diffusion_model.input_blocks.") and has("first_stage_model."):
