@@ -25,10 +25,11 @@ CLIP_TYPES = ("stable_diffusion", "stable_cascade", "sd3", "stable_audio", "moch
 DUAL_CLIP_TYPES = ("sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image", "hunyuan_video_15",
                    "kandinsky5", "kandinsky5_image", "ltxv", "newbie", "ace")
 #: ComfyUI CLIP type -> the family it makes here
-CLIP_FAMILIES = {"stable_diffusion": "sd1", "sd3": "sd3", "sdxl": "sdxl", "lumina2": "zimage"}
-#: transformers model types of the text encoders that are no CLIP: each fills the slot of its name
-NAMED_SLOTS = {"t5": "t5", "qwen3": "qwen3"}
-SLOT_LABELS = {"t5": "T5", "qwen3": "Qwen3"}
+CLIP_FAMILIES = {"stable_diffusion": "sd1", "sd3": "sd3", "sdxl": "sdxl", "lumina2": "zimage",
+                 "qwen_image": "qwen_image"}
+#: transformers model types of the text encoders that are no CLIP -> the slot each fills
+NAMED_SLOTS = {"t5": "t5", "qwen3": "qwen3", "qwen2_5_vl": "qwen25vl"}
+SLOT_LABELS = {"t5": "T5", "qwen3": "Qwen3", "qwen25vl": "Qwen2.5-VL"}
 
 
 def _extra(ctx: Any) -> list:
@@ -108,7 +109,7 @@ def make_clip(ctx: Any, clip_type: str, names: list[tuple[str, str]], device: st
     slots = [s for s, _, _ in family.encoder_slots]
     for what, name in names:  # before any weights are read: a file of a kind the family has no slot for
         kind = text_encoder_kind(find_part("text_encoder", name, what, _extra(ctx)))
-        if kind in NAMED_SLOTS and NAMED_SLOTS[kind] not in slots:
+        if kind in SLOT_LABELS and kind not in slots:
             raise NodeError(f"{what}: {name} is a {SLOT_LABELS[kind]} text encoder; a {clip_type} CLIP "
                             f"({family.label}) takes {', '.join(slots)}")
     loaded = [(what, _load(ctx, "text_encoder", name, what, "cpu" if device == "cpu" else "auto"))

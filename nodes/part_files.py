@@ -44,7 +44,9 @@ FOLDERS = {"network": ("diffusion_models", "unet"), "text_encoder": ("text_encod
 T5_TOKENIZER = Path(__file__).resolve().parent.parent / "models" / "tokenizers" / "t5"
 QWEN3_TOKENIZER = T5_TOKENIZER.parent / "qwen3"
 #: a text encoder kind -> the vocabulary the project ships for its files (they hold weights only)
-SHIPPED_TOKENIZERS = {"t5": T5_TOKENIZER, "qwen3": QWEN3_TOKENIZER}
+SHIPPED_TOKENIZERS = {"t5": T5_TOKENIZER, "qwen3": QWEN3_TOKENIZER, "qwen25vl": QWEN3_TOKENIZER}
+#: transformers model types of component folders -> the kinds single files are told apart by
+MODEL_TYPE_KINDS = {"clip_text_model": "clip", "t5": "t5", "qwen3": "qwen3", "qwen2_5_vl": "qwen25vl"}
 
 
 # ---- finding ------------------------------------------------------------------------------------------------
@@ -211,7 +213,7 @@ def text_encoder_kind(path: Path) -> str | None:
     or None (not a text encoder file this runtime reads; a component folder is read by its config)."""
     if path.is_dir():
         model_type = read_json(path / "config.json").get("model_type", "") if (path / "config.json").is_file() else ""
-        return {"clip_text_model": "clip"}.get(model_type, model_type or None)
+        return MODEL_TYPE_KINDS.get(model_type, model_type or None)
     return _text_encoder_kind(_shapes(path))
 
 
@@ -220,10 +222,24 @@ def _text_encoder_kind(shapes: dict[str, tuple[int, ...]]) -> str | None:
         return "clip_projection" if "text_projection.weight" in shapes else "clip"
     if "shared.weight" in shapes and any(k.startswith("encoder.block.") for k in shapes):
         return "t5"
+    if any(".merger." in k and "visual." in k for k in shapes) and _vl_text_names(shapes):
+        return "qwen25vl"  # Qwen2.5-VL: a vision tower beside the language model (Qwen-Image's encoder)
     inner = _decoder_names(shapes)
     if "embed_tokens.weight" in inner and "layers.0.self_attn.q_norm.weight" in inner:
         return "qwen3"  # Qwen3 normalises queries and keys per head; Qwen2.x and Llama do not
     return None
+
+
+def _vl_text_names(shapes: dict) -> dict:
+    """The language model's tensors of a Qwen2.5-VL file, under Qwen2 names (``model.layers...`` as the
+    original checkpoint keeps them, or ``model.language_model.layers...`` as transformers 5 saves them)."""
+    out = {}
+    for k, v in shapes.items():
+        for prefix in ("model.language_model.", "model."):
+            if k.startswith(prefix) and not k.startswith("model.visual."):
+                out[k[len(prefix):]] = v
+                break
+    return out if "embed_tokens.weight" in out else {}
 
 
 def _decoder_names(shapes: dict) -> dict:
@@ -250,6 +266,16 @@ def _config_fits(kind: str, shapes: dict, cfg: dict) -> bool:
                 and cfg.get("vocab_size") == vocab and cfg.get("num_hidden_layers") == len(layers)
                 and has_proj == (proj is not None)
                 and (proj is None or cfg.get("projection_dim") == proj[0]))
+    if kind == "qwen25vl":
+        inner, text = _vl_text_names(shapes), cfg.get("text_config") or cfg
+        vocab, hidden = inner["embed_tokens.weight"]
+        layers = {int(k.split(".")[1]) for k in inner if k.startswith("layers.")}
+        heads = text.get("num_attention_heads", 1)
+        return (cfg.get("model_type") == "qwen2_5_vl" and text.get("hidden_size") == hidden
+                and text.get("vocab_size", cfg.get("vocab_size")) == vocab
+                and text.get("num_hidden_layers") == len(layers)
+                and text.get("num_key_value_heads", 0) * (hidden // heads)
+                == inner["layers.0.self_attn.k_proj.weight"][0])
     if kind == "qwen3":
         inner = _decoder_names(shapes)
         vocab, hidden = inner["embed_tokens.weight"]
@@ -282,12 +308,17 @@ def _load_text_encoder(path: Path, dtype: torch.dtype, candidates: list[Path]) -
     if kind is None:
         from .families.recognise import describe
 
-        raise NodeError(f"{path.name}: {describe(shapes)}, not a text encoder (CLIP, T5 or Qwen3 with "
-                        "transformers' key names)")
+        raise NodeError(f"{path.name}: {describe(shapes)}, not a text encoder (CLIP, T5, Qwen3 or Qwen2.5-VL "
+                        "with transformers' key names)")
     for folder in candidates:
         for sub, cfg in _encoder_configs(folder):
             if not _config_fits(kind, shapes, cfg):
                 continue
+            if kind == "qwen25vl":  # transformers' own loading: legacy key names, rotary buffers, tied head
+                cls = transformers.Qwen2_5_VLForConditionalGeneration
+                model = cls.from_pretrained(None, config=cls.config_class.from_pretrained(str(sub)),
+                                            state_dict=_state(path, dtype), torch_dtype=dtype)
+                return TextEncoder(_tokenizer_for(folder, sub.name, cfg, kind), model.eval())
             arch = (cfg.get("architectures") or [None])[0]
             cls = getattr(transformers, str(arch), None) or {
                 "clip": transformers.CLIPTextModel, "clip_projection": transformers.CLIPTextModelWithProjection,

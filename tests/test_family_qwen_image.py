@@ -162,3 +162,67 @@ def test_shipped_configs_build_the_published_model_and_fit_its_file():
     family = families.for_folder(folder)
     assert family.name == "qwen_image"
     assert family.network_file_mismatch(shapes, read_json(folder / "transformer" / "config.json")) == ""
+
+
+def _legacy_names(state: dict) -> dict:
+    """transformers 5's Qwen2.5-VL names as the original checkpoint (and ComfyUI's text_encoders/ file)
+    keeps them: ``model.layers...``, ``visual...``, ``lm_head``."""
+    out = {}
+    for k, v in state.items():
+        if k.startswith("model.language_model."):
+            k = "model." + k[len("model.language_model."):]
+        elif k.startswith("model.visual."):
+            k = k[len("model."):]
+        out[k] = v.detach().clone()
+    return out
+
+
+def test_comfyui_files_give_the_folders_picture(executor, qwen, services):
+    """ComfyUI's split files: the MMDiT (UNETLoader) and Qwen2.5-VL under its original names (CLIPLoader
+    type qwen_image), with the folder's VAE: the folder's picture, the text encoder's tensors and buffers
+    identical."""
+    from single_files import save
+
+    from nodes.model_store import ModelStore
+    from nodes.part_files import config_folders, find_part
+
+    save(qwen.pipe.transformer.state_dict(), qwen.models / "diffusion_models" / "qwen_image_bf16.safetensors")
+    save(_legacy_names(qwen.pipe.text_encoder.state_dict()), qwen.models / "text_encoders" / "qwen_2.5_vl_7b.safetensors")
+    enc = services.get(ModelStore).load(find_part("text_encoder", "qwen_2.5_vl_7b.safetensors", "t"),
+                                        device=torch.device("cpu"), dtype=torch.float32, kind="text_encoder",
+                                        config_folders=config_folders()).encoder.model
+    for ours, ref in ((enc.state_dict(), qwen.pipe.text_encoder.state_dict()),
+                      (dict(enc.named_buffers()), dict(qwen.pipe.text_encoder.named_buffers()))):
+        assert ours.keys() == ref.keys() and all(torch.equal(ours[k], ref[k]) for k in ref)
+    doc = qwen_graph("flow_euler", 6, cfg=4.0)
+    ref = run(executor, doc)
+    doc["10"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "qwen_image_bf16.safetensors",
+                                                        "weight_dtype": "default"}}
+    doc["11"] = {"class_type": "CLIPLoader", "inputs": {"clip_name": "qwen_2.5_vl_7b.safetensors",
+                                                        "type": "qwen_image"}}
+    for node in ("4", "5", "6"):
+        doc[node]["inputs"]["model"] = ["10", 0]
+    for node in ("2", "3"):
+        doc[node] = {"class_type": "CLIPTextEncode", "inputs": {"text": doc[node]["inputs"]["text"],
+                                                                "clip": ["11", 0]}}
+    assert (run(executor, doc) - ref).abs().max().item() == 0.0
+    doc["11"]["inputs"]["type"] = "lumina2"
+    with single_thread():
+        res = executor.run(doc)
+    assert res.status == "error" and "is a Qwen2.5-VL text encoder; a lumina2 CLIP (Z-Image) takes qwen3" in \
+        str(res.error)
+
+
+def test_shipped_text_encoder_config_is_qwen25_vl_7b():
+    """8,292,166,656 parameters (meta device), and its shapes under the original names pick it."""
+    from test_families_configs import build
+
+    from nodes.families.base import read_json
+    from nodes.models import CONFIGS_DIR
+    from nodes.part_files import _config_fits, _text_encoder_kind
+
+    folder = CONFIGS_DIR / "qwen-image" / "text_encoder"
+    model = build(folder.parent, "text_encoder")
+    assert sum(p.numel() for p in model.parameters()) == 8_292_166_656
+    shapes = {k: tuple(v.shape) for k, v in _legacy_names(model.state_dict()).items()}
+    assert _text_encoder_kind(shapes) == "qwen25vl" and _config_fits("qwen25vl", shapes, read_json(folder / "config.json"))

@@ -36,6 +36,8 @@ def describe(shapes: dict[str, tuple[int, ...]]) -> str:
         return "a CLIP text encoder (CLIPLoader)"
     if has("encoder.block.") and "shared.weight" in shapes:
         return "a T5 text encoder (CLIPLoader)"
+    if any(".merger." in k and "visual." in k for k in keys):
+        return "a Qwen2.5-VL text encoder (CLIPLoader, type qwen_image)"
     if any(k.removeprefix("model.").startswith("layers.0.self_attn.q_norm.") for k in keys):
         return "a Qwen3 text encoder (CLIPLoader, type lumina2 for Z-Image)"
     if has("decoder.conv_in.") or has("decoder.up."):
