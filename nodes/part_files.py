@@ -390,9 +390,18 @@ def _load_vae(path: Path, dtype: torch.dtype, candidates: list[Path]):
     from diffusers import AutoencoderKL
 
     if path.is_dir():
+        if read_json(path / "config.json").get("_class_name") == "AutoencoderKLQwenImage":
+            from diffusers import AutoencoderKLQwenImage
+
+            from .families.qwen_image import FrameVAE
+
+            return FrameVAE(AutoencoderKLQwenImage.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True,
+                                                                   low_cpu_mem_usage=False))
         return AutoencoderKL.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True,
                                              low_cpu_mem_usage=False)
     shapes = _shapes(path)
+    if len(shapes.get("decoder.conv1.weight", shapes.get("decoder.conv_in.weight", ()))) == 5:
+        return _load_frame_vae(path, shapes, dtype, candidates)
     conv = shapes.get("decoder.conv_in.weight")
     if conv is None:
         from .families.recognise import describe
@@ -419,3 +428,34 @@ def _load_vae(path: Path, dtype: torch.dtype, candidates: list[Path]):
             log.info("%s does not fit %s: %s", path.name, folder.name, exc)
     raise NodeError(f"{path.name}: a VAE with {latent} latent channels that no configuration fits")
 
+
+
+def _load_frame_vae(path: Path, shapes: dict, dtype: torch.dtype, candidates: list[Path]):
+    """A causal 3-D VAE file (Qwen-Image's, Wan 2.1's layout: ``encoder.conv1``, ``decoder.upsamples``; or
+    diffusers' names), as :class:`nodes.families.qwen_image.FrameVAE`, from the first config whose base width
+    and latent channels fit."""
+    from diffusers import AutoencoderKLQwenImage
+    from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+    from .families.qwen_image import FrameVAE
+
+    original = "decoder.conv1.weight" in shapes
+    base = shapes["encoder.conv1.weight" if original else "encoder.conv_in.weight"][0]
+    z_dim = shapes["conv2.weight" if original else "post_quant_conv.weight"][0]
+    for folder in candidates:
+        cfg_path = folder / "vae" / "config.json"
+        if not cfg_path.is_file():
+            continue
+        cfg = read_json(cfg_path)
+        if cfg.get("_class_name") != "AutoencoderKLQwenImage" or (cfg.get("base_dim"), cfg.get("z_dim")) != (base, z_dim):
+            continue
+        state = _state(path, dtype)
+        vae = AutoencoderKLQwenImage.from_config(cfg)
+        try:
+            vae.load_state_dict(convert_wan_vae_to_diffusers(state) if original else state)
+        except RuntimeError as exc:
+            log.info("%s does not fit %s: %s", path.name, folder.name, exc)
+            continue
+        return FrameVAE(vae.to(dtype))
+    raise NodeError(f"{path.name}: a 3-D (Qwen-Image / Wan) VAE of base width {base} and {z_dim} latent channels "
+                    "that no configuration fits")

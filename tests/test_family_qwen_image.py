@@ -8,7 +8,7 @@ import torch
 from nodes_support import *  # noqa: F403
 from test_families_parity import graph, run
 from tiny_families import executor_over
-from tiny_qwen_image import shared_qwen_image
+from tiny_qwen_image import shared_qwen_image, wan_vae_layout
 from tiny_sd import single_thread
 
 from schedulers import registry
@@ -178,9 +178,9 @@ def _legacy_names(state: dict) -> dict:
 
 
 def test_comfyui_files_give_the_folders_picture(executor, qwen, services):
-    """ComfyUI's split files: the MMDiT (UNETLoader) and Qwen2.5-VL under its original names (CLIPLoader
-    type qwen_image), with the folder's VAE: the folder's picture, the text encoder's tensors and buffers
-    identical."""
+    """ComfyUI's split files: the MMDiT (UNETLoader), Qwen2.5-VL under its original names (CLIPLoader type
+    qwen_image) and the VAE in Wan 2.1's layout (VAELoader): the folder's picture; the text encoder's and
+    the VAE's tensors (and buffers) identical."""
     from single_files import save
 
     from nodes.model_store import ModelStore
@@ -188,6 +188,12 @@ def test_comfyui_files_give_the_folders_picture(executor, qwen, services):
 
     save(qwen.pipe.transformer.state_dict(), qwen.models / "diffusion_models" / "qwen_image_bf16.safetensors")
     save(_legacy_names(qwen.pipe.text_encoder.state_dict()), qwen.models / "text_encoders" / "qwen_2.5_vl_7b.safetensors")
+    save(wan_vae_layout(qwen.pipe.vae.state_dict()), qwen.models / "vae" / "qwen_image_vae.safetensors")
+    vae = services.get(ModelStore).load(find_part("vae", "qwen_image_vae.safetensors", "t"), device=torch.device("cpu"),
+                                        dtype=torch.float32, kind="vae", config_folders=config_folders()).vae
+    a, b = vae.vae.inner.state_dict(), qwen.pipe.vae.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (vae.scaling_factor, vae.shift_factor, vae.downscale) == (1.0, 0.0, 8)
     enc = services.get(ModelStore).load(find_part("text_encoder", "qwen_2.5_vl_7b.safetensors", "t"),
                                         device=torch.device("cpu"), dtype=torch.float32, kind="text_encoder",
                                         config_folders=config_folders()).encoder.model
@@ -205,6 +211,8 @@ def test_comfyui_files_give_the_folders_picture(executor, qwen, services):
     for node in ("2", "3"):
         doc[node] = {"class_type": "CLIPTextEncode", "inputs": {"text": doc[node]["inputs"]["text"],
                                                                 "clip": ["11", 0]}}
+    doc["12"] = {"class_type": "VAELoader", "inputs": {"vae_name": "qwen_image_vae.safetensors"}}
+    doc["7"]["inputs"]["vae"] = ["12", 0]
     assert (run(executor, doc) - ref).abs().max().item() == 0.0
     doc["11"]["inputs"]["type"] = "lumina2"
     with single_thread():
