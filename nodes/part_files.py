@@ -142,9 +142,14 @@ def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
     from .checkpoint import checkpoint_shapes
 
     try:
-        return checkpoint_shapes(path)
+        shapes = checkpoint_shapes(path)
     except Exception as exc:  # safetensors raises its own error types for damaged headers
         raise NodeError(f"cannot read {path.name}: not a valid .safetensors file ({exc})") from exc
+    if "scaled_fp8" in shapes or any(k.endswith(".scale_weight") for k in shapes):
+        # fp8 weights that are only right times a per-layer scale: read as plain fp8 they would be wrong
+        raise NodeError(f"{path.name}: ComfyUI's scaled-fp8 format (weights with a scale_weight each) is not read "
+                        "here; use the model's bf16, fp16 or plain fp8 file")
+    return shapes
 
 
 def _state(path: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:

@@ -234,3 +234,23 @@ def test_shipped_text_encoder_config_is_qwen25_vl_7b():
     assert sum(p.numel() for p in model.parameters()) == 8_292_166_656
     shapes = {k: tuple(v.shape) for k, v in _legacy_names(model.state_dict()).items()}
     assert _text_encoder_kind(shapes) == "qwen25vl" and _config_fits("qwen25vl", shapes, read_json(folder / "config.json"))
+
+
+def test_scaled_fp8_files_are_refused_by_name(executor, qwen):
+    """ComfyUI's scaled-fp8 files (qwen_2.5_vl_7b_fp8_scaled: fp8 weights each with a scale) would load as
+    wrong numbers if read as plain fp8: they are refused, naming the format."""
+    from single_files import save
+
+    state = _legacy_names(qwen.pipe.text_encoder.state_dict())
+    state = {k: v.to(torch.float8_e4m3fn) if v.ndim == 2 else v for k, v in state.items()}
+    state |= {k[: -len("weight")] + "scale_weight": torch.ones(()) for k, v in list(state.items()) if v.ndim == 2}
+    state["scaled_fp8"] = torch.zeros(0, dtype=torch.float8_e4m3fn)
+    save(state, qwen.models / "text_encoders" / "qwen_2.5_vl_7b_fp8_scaled.safetensors")
+    doc = qwen_graph("flow_euler", 1, cfg=1.0)
+    doc["11"] = {"class_type": "CLIPLoader", "inputs": {"clip_name": "qwen_2.5_vl_7b_fp8_scaled.safetensors",
+                                                        "type": "qwen_image"}}
+    doc["2"] = {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["11", 0]}}
+    with single_thread():
+        res = executor.run(doc)
+    assert res.status == "error", res.error
+    assert "qwen_2.5_vl_7b_fp8_scaled.safetensors: ComfyUI's scaled-fp8 format" in str(res.error)
