@@ -254,3 +254,35 @@ def test_scaled_fp8_files_are_refused_by_name(executor, qwen):
         res = executor.run(doc)
     assert res.status == "error", res.error
     assert "qwen_2.5_vl_7b_fp8_scaled.safetensors: ComfyUI's scaled-fp8 format" in str(res.error)
+
+
+def test_comfyuis_qwen_image_graph_follows_the_pipeline(executor, qwen):
+    """ComfyUI's Qwen-Image workflow over the split files: UNETLoader, CLIPLoader qwen_image, VAELoader,
+    ModelSamplingAuraFlow, EmptySD3LatentImage and KSampler euler / simple (the pipeline's sigma spacing over
+    the same shift): the pipeline's picture to rounding (k-diffusion's Euler goes through the denoised
+    estimate, as ComfyUI's does)."""
+    from single_files import save
+
+    files = {"unet": "qwen_image_bf16.safetensors", "clip": "qwen_2.5_vl_7b.safetensors",
+             "vae": "qwen_image_vae.safetensors"}
+    save(qwen.pipe.transformer.state_dict(), qwen.models / "diffusion_models" / files["unet"])
+    save(_legacy_names(qwen.pipe.text_encoder.state_dict()), qwen.models / "text_encoders" / files["clip"])
+    save(wan_vae_layout(qwen.pipe.vae.state_dict()), qwen.models / "vae" / files["vae"])
+    doc = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": files["unet"], "weight_dtype": "default"}},
+        "2": {"class_type": "CLIPLoader", "inputs": {"clip_name": files["clip"], "type": "qwen_image"}},
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": files["vae"]}},
+        "4": {"class_type": "ModelSamplingAuraFlow", "inputs": {"model": ["1", 0], "shift": 3.0}},
+        "5": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["2", 0]}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["2", 0]}},
+        "8": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "9": {"class_type": "KSampler", "inputs": {
+            "model": ["4", 0], "seed": 12, "steps": STEPS, "cfg": 2.5, "sampler_name": "euler", "scheduler": "simple",
+            "positive": ["5", 0], "negative": ["6", 0], "latent_image": ["8", 0], "denoise": 1.0}},
+        "7": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["3", 0]}},
+        "10": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}},
+    }
+    ours = run(executor, doc)
+    ref = pipeline_image(qwen, "flow_euler", 12, cfg=2.5)
+    assert ref.std() > 0.005
+    assert (ours - ref).abs().max().item() < 1e-4
