@@ -20,7 +20,7 @@ from .arguments import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, apply_ass
 from .executor import Executor, RunResult
 from .paths import RuntimePaths
 from .registry import NodeRegistry, default_registry
-from .validation import ValidationResult, WorkflowValidationError
+from .validation import ValidationResult, WorkflowValidationError, warning_line
 from .workflow import WorkflowFormatError
 
 COMMANDS_GROUP = "graph_runtime.commands"
@@ -36,9 +36,15 @@ def titles_of(document: dict) -> dict[str, str]:
 
 
 def print_validation(result: ValidationResult, path: str) -> None:
+    print_warnings(result.warnings)
     print(f"{path}: invalid workflow", file=sys.stderr)
     for line in result.messages():
         print(f"  - {line}", file=sys.stderr)
+
+
+def print_warnings(warnings: list[dict]) -> None:
+    for w in warnings:
+        print(f"warning: {warning_line(w)}", file=sys.stderr)
 
 
 def make_executor(args: argparse.Namespace, registry: NodeRegistry) -> Executor:
@@ -72,6 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     finally:
         signal.signal(signal.SIGINT, previous)
+    print_warnings(result.warnings)
     report(result, executor, args)
     return EXIT_OK if result.ok else EXIT_FAILED
 
@@ -79,7 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def report(result: RunResult, executor: Executor, args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps({"prompt_id": result.prompt_id, "status": result.status, "outputs": result.outputs,
-                          "executed": result.executed, "cached": result.cached, "error": result.error},
+                          "executed": result.executed, "cached": result.cached, "error": result.error,
+                          "warnings": result.warnings},
                          default=str, indent=2))
         return
     for nid, ui in result.outputs.items():
@@ -105,6 +113,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if not result.ok:
         print_validation(result, args.file)
         return EXIT_INVALID
+    print_warnings(result.warnings)
     print(f"{args.file}: valid ({len(result.plan.order)} nodes to run)")
     return EXIT_OK
 
@@ -115,6 +124,9 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return EXIT_OK
+    if args.markdown:
+        print(nodes_table(info))
+        return EXIT_OK
     for name, entry in sorted(info.items(), key=lambda kv: (kv[1]["category"], kv[0])):
         ins = ", ".join(list(entry["input"]["required"]) + [f"{n}?" for n in entry["input"]["optional"]])
         outs = ", ".join(entry["output"]) or "-"
@@ -122,6 +134,17 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     for pack, err in registry.load_errors.items():
         print(f"warning: node pack {pack!r} failed to load: {err}", file=sys.stderr)
     return EXIT_OK
+
+
+def nodes_table(info: dict) -> str:
+    """A Markdown table of the nodes by category (the README's node list is this output)."""
+    rows = ["| category | nodes |", "|---|---|"]
+    by_category: dict[str, list[str]] = {}
+    for name, entry in info.items():
+        by_category.setdefault(entry["category"], []).append(name)
+    for category in sorted(by_category):
+        rows.append(f"| {category} | {', '.join(sorted(by_category[category]))} |")
+    return "\n".join(rows)
 
 
 def quiet_threads() -> None:
@@ -159,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("nodes", help="list the installed nodes")
     p.add_argument("--json", action="store_true", help="print /object_info JSON")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table of the nodes by category")
     p.set_defaults(func=cmd_nodes)
 
     for ep in entry_points(group=COMMANDS_GROUP):

@@ -81,6 +81,7 @@ class Server:
         self.http = f"{scheme}://{parts.netloc}{path}"
         self.ws = f"{'wss' if scheme == 'https' else 'ws'}://{parts.netloc}{path}/ws"
         self.timeout = timeout
+        self.warnings: list[dict] = []  # what the server said of the last prompt it accepted (ignored inputs)
 
     def __str__(self) -> str:
         return self.http
@@ -140,6 +141,8 @@ class Server:
             if reply is None and raw:
                 reply = {"error": raw[:300].decode(errors="replace")}
             raise PromptRejected(status, reply)
+        warnings = reply.get("warnings")
+        self.warnings = [w for w in warnings if isinstance(w, dict)] if isinstance(warnings, list) else []
         return str(reply["prompt_id"])
 
     def history(self, prompt_id: str) -> dict | None:

@@ -3,11 +3,16 @@
 A node's cache key is a hash of its class, its literal inputs, its fingerprint and its parents' keys (a
 Merkle key), computed once per node in topological order: bookkeeping is linear in the size of the graph.
 Changing the seed of a sampler changes its key and its descendants' keys only, so only they re-run.
+
+ComfyUI's run semantics: only what the outputs need runs; a lazy input is evaluated only when its node asks
+for it (``check_lazy_status``), so a switch runs only the branch it takes; every output is a list of values,
+and a node fed a list runs once per item unless it takes whole lists (``INPUT_IS_LIST``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import threading
 import time
@@ -16,13 +21,15 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import ConfigDict, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from . import events
 from .cache import CacheEntry, OutputCache, make_cache
 from .context import ExecutionContext, Interrupted, NodeError, Services
+from .limits import LIMITS
 from .node import Node, NodeResult
 from .paths import RuntimePaths, using_paths
 from .registry import NodeRegistry
@@ -44,6 +51,7 @@ class RunResult:
     cached: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     error: dict[str, Any] | None = None
+    warnings: list[dict[str, Any]] = field(default_factory=list)  # from validation (see ValidationResult)
 
     @property
     def ok(self) -> bool:
@@ -104,8 +112,10 @@ class Executor:
             self._cancel.clear()
             self._current = prompt_id = prompt_id or str(uuid.uuid4())
             try:
-                return self._run(checked.plan, document, prompt_id, extra_data or {},
-                                 events.EventBus([*self.handlers, *handlers]))
+                result = self._run(checked.plan, document, prompt_id, extra_data or {},
+                                   events.EventBus([*self.handlers, *handlers]))
+                result.warnings = checked.warnings
+                return result
             finally:
                 self._current = None
 
@@ -148,6 +158,12 @@ class Executor:
         return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
 
     def _run(self, plan: Plan, document: dict, prompt_id: str, extra_data: dict, bus: events.EventBus) -> RunResult:
+        """Run what the targets need, pulling lazy inputs only when their node asks for them.
+
+        Nodes wait in a heap ordered by their place in the topological order: whatever a node needs sits
+        before it, so it always runs first, also when a lazy input adds it after the node was reached. A
+        cached node needs nothing above it; lazy branches never asked for never run.
+        """
         result = RunResult(prompt_id=prompt_id, status="success")
         emit = bus.emit
 
@@ -165,14 +181,40 @@ class Executor:
         result.cached = [nid for nid in plan.order if nid in hits]
         emit(events.EXECUTION_CACHED, {"nodes": result.cached, "prompt_id": prompt_id, "timestamp": _now_ms()})
 
-        values = result.values
+        lists: dict[str, tuple[list, ...]] = {}  # node id -> one list of values per output (ComfyUI's form)
         used: set[str] = set()
-        for nid in plan.order:
+        for nid, entry in hits.items():  # every cached node of this prompt stays cached, as in ComfyUI
+            lists[nid] = entry.outputs
+            result.values[nid] = _public_values(plan.nodes[nid].cls, entry.outputs)
+            used.add(keys[nid])
+        place = {nid: i for i, nid in enumerate(plan.order)}
+        waiting: list[tuple[int, str]] = []
+        active: set[str] = set()
+
+        def activate(roots: Iterable[str]) -> None:
+            stack = [r for r in roots if r not in active]
+            while stack:
+                nid = stack.pop()
+                if nid in active:
+                    continue
+                active.add(nid)
+                heapq.heappush(waiting, (place[nid], nid))
+                if nid in hits:
+                    continue
+                lazy = _lazy_inputs(plan.nodes[nid].cls)
+                stack.extend(src for name, (src, _) in plan.nodes[nid].links.items()
+                             if name not in lazy and src not in active)
+
+        activate(plan.targets)
+        finished: set[str] = set()
+        while waiting:
+            _, nid = heapq.heappop(waiting)
+            if nid in finished:
+                continue
             pn = plan.nodes[nid]
             entry = hits.get(nid)
             if entry is not None:
-                values[nid] = entry.outputs
-                used.add(keys[nid])
+                finished.add(nid)
                 if entry.ui is not None:
                     result.outputs[nid] = entry.ui
                     emit(events.EXECUTED, {"node": nid, "display_node": nid, "output": entry.ui,
@@ -181,29 +223,40 @@ class Executor:
             if self._cancel.is_set():
                 self._interrupted(result, pn, emit)
                 break
-            emit(events.EXECUTING, {"node": nid, "display_node": nid, "prompt_id": prompt_id})
-            kwargs = dict(pn.literals)
+            node = pn.cls()
+            given: dict[str, list] = {name: [value] for name, value in pn.literals.items()}
+            pending: dict[str, str] = {}  # lazy input -> its source node, not evaluated yet
             for name, (src, idx) in pn.links.items():
-                kwargs[name] = values[src][idx]
+                if src in lists:
+                    given[name] = lists[src][idx]
+                else:
+                    given[name] = [None]
+                    pending[name] = src
             for name, kind in _hidden_inputs(pn.cls):
-                kwargs[name] = _hidden_value(kind, document, extra_data, nid, prompt_id)
-            started = time.perf_counter()
+                given[name] = [_hidden_value(kind, document, extra_data, nid, prompt_id)]
+            run = _NodeRun(pn, node, make_ctx(pn), given, self._cancel)
             try:
-                try:
-                    inputs = pn.cls.Inputs.model_validate(kwargs)
-                except PydanticValidationError as exc:
-                    raise NodeError(_linked_input_message(exc)) from None
-                out = pn.cls().execute(inputs, make_ctx(pn))
-                entry = _normalize(pn.cls, out)
+                if pending:
+                    wanted = run.lazy_status()
+                    needed = [pending[name] for name in wanted if name in pending]
+                    if needed:
+                        activate(needed)
+                        heapq.heappush(waiting, (place[nid], nid))  # asked again once they ran
+                        continue
+                emit(events.EXECUTING, {"node": nid, "display_node": nid, "prompt_id": prompt_id})
+                started = time.perf_counter()
+                entry = run.execute()
             except Interrupted:
                 self._interrupted(result, pn, emit)
                 break
             except Exception as exc:
-                self._failed(result, pn, exc, kwargs, emit)
+                self._failed(result, pn, exc, run.current, emit)
                 break
             result.timings[nid] = time.perf_counter() - started
             result.executed.append(nid)
-            values[nid] = entry.outputs
+            finished.add(nid)
+            lists[nid] = entry.outputs
+            result.values[nid] = _public_values(pn.cls, entry.outputs)
             self.cache.put(keys[nid], entry)
             used.add(keys[nid])
             if entry.ui is not None:
@@ -245,6 +298,11 @@ def _as_document(workflow: Any) -> Any:
 
 
 @cache
+def _lazy_inputs(cls: type[Node]) -> frozenset[str]:
+    return frozenset(s.name for s in cls.input_specs().values() if s.lazy)
+
+
+@cache
 def _hidden_inputs(cls: type[Node]) -> tuple[tuple[str, str], ...]:
     return tuple((s.name, s.hidden) for s in cls.input_specs().values() if s.hidden)
 
@@ -261,7 +319,122 @@ def _hidden_value(kind: str, document: dict, extra_data: dict, nid: str, prompt_
     return None
 
 
-def _normalize(cls: type[Node], out: Any) -> CacheEntry:
+class _NodeRun:
+    """One node's run over its inputs, ComfyUI's way: every input is a list; a node that does not take whole
+    lists (INPUT_IS_LIST) runs once per item of the longest one, shorter lists repeating their last item; its
+    outputs collect one item per run, and a list output's items are joined."""
+
+    def __init__(self, pn: PlannedNode, node: Node, ctx: ExecutionContext, given: dict[str, list], cancel) -> None:
+        self.pn, self.node, self.ctx, self.given, self.cancel = pn, node, ctx, given, cancel
+        self.current: dict[str, Any] = {}  # the inputs of the run under way (shown when it fails)
+
+    def _items(self) -> Iterable[dict[str, Any]]:
+        given = self.given
+        if self.pn.cls.INPUT_IS_LIST:
+            self.current = given
+            yield given
+            return
+        count = 1
+        for name, items in given.items():
+            if len(items) != 1:
+                if not items:
+                    raise NodeError(f"input '{name}' received an empty list: there is nothing to run this node on")
+                count = max(count, len(items))
+        if count == 1:
+            self.current = {name: items[0] for name, items in given.items()}
+            yield self.current
+            return
+        for i in range(count):
+            if i and self.cancel.is_set():
+                raise Interrupted()
+            self.current = {name: items[min(i, len(items) - 1)] for name, items in given.items()}
+            yield self.current
+
+    def lazy_status(self) -> list[str]:
+        wanted: list[str] = []
+        for kwargs in self._items():
+            names = self.node.check_lazy_status(self.pn.cls.Inputs.model_construct(**kwargs), self.ctx) or ()
+            for name in [names] if isinstance(names, str) else names:
+                if name not in wanted:
+                    wanted.append(name)
+        return wanted
+
+    def execute(self) -> CacheEntry:
+        cls = self.pn.cls
+        declared = cls.OUTPUTS
+        outputs: list[list] = [[] for _ in declared]
+        ui: dict[str, Any] | None = None
+        for kwargs in self._items():
+            inputs = _whole_lists(cls, kwargs) if cls.INPUT_IS_LIST else _checked(cls, kwargs)
+            values, run_ui = _normalize(cls, self.node.execute(inputs, self.ctx))
+            for slot, (out, value) in enumerate(zip(declared, values, strict=True)):
+                if out.is_list:
+                    if not isinstance(value, list | tuple):
+                        raise TypeError(f"{cls.type_name}.execute: output {slot} ({out.label}) is declared a list, "
+                                        f"got {type(value).__name__}")
+                    outputs[slot].extend(value)
+                else:
+                    outputs[slot].append(value)
+                if len(outputs[slot]) > LIMITS.max_list_items:
+                    raise NodeError(f"output {out.label} holds more than {LIMITS.max_list_items} items "
+                                    f"(max_list_items)")
+            if run_ui is not None:
+                ui = _merge_ui(ui, run_ui)
+        return CacheEntry(outputs=tuple(outputs), ui=ui)
+
+
+def _checked(cls: type[Node], kwargs: dict[str, Any]) -> Any:
+    try:
+        return cls.Inputs.model_validate(kwargs)
+    except PydanticValidationError as exc:
+        raise NodeError(_linked_input_message(exc)) from None
+
+
+def _whole_lists(cls: type[Node], kwargs: dict[str, list]) -> Any:
+    """The inputs of an INPUT_IS_LIST node: each input a list, each item checked against the declared type."""
+    lazy = _lazy_inputs(cls)
+    hidden = {name for name, _ in _hidden_inputs(cls)}
+    checked: dict[str, list] = {}
+    for name, items in kwargs.items():
+        if name in hidden or (name in lazy and items == [None]):
+            checked[name] = list(items)
+            continue
+        adapter = _item_adapter(cls.Inputs, name)
+        try:
+            checked[name] = [adapter.validate_python(item) for item in items]
+        except PydanticValidationError as exc:
+            raise NodeError(f"input '{name}': an item is not valid here: {exc.errors()[0].get('msg')}") from None
+    return cls.Inputs.model_construct(**checked)
+
+
+@cache
+def _item_adapter(model: type, name: str) -> TypeAdapter:
+    info = model.model_fields[name]
+    return TypeAdapter(Annotated[info.annotation, info], config=_ITEM_CONFIG)
+
+
+_ITEM_CONFIG = ConfigDict(strict=True, allow_inf_nan=False, arbitrary_types_allowed=True)
+
+
+def _merge_ui(ui: dict[str, Any] | None, more: dict[str, Any]) -> dict[str, Any]:
+    """UI data of several runs of one node: lists are joined (images of every item), other values replaced."""
+    if ui is None:
+        return dict(more)
+    for key, value in more.items():
+        if isinstance(value, list) and isinstance(ui.get(key), list):
+            ui[key] = ui[key] + value
+        else:
+            ui[key] = value
+    return ui
+
+
+def _public_values(cls: type[Node], outputs: tuple[list, ...]) -> tuple:
+    """RunResult.values' form: an output's one value, or the list where it is declared a list or the node
+    ran other than once."""
+    return tuple(items if out.is_list or len(items) != 1 else items[0] for out, items in zip(cls.OUTPUTS, outputs, strict=True))
+
+
+def _normalize(cls: type[Node], out: Any) -> tuple[tuple, dict[str, Any] | None]:
     if isinstance(out, NodeResult):
         outputs, ui = tuple(out.outputs), out.ui
     elif isinstance(out, tuple | list):
@@ -272,7 +445,7 @@ def _normalize(cls: type[Node], out: Any) -> CacheEntry:
         raise TypeError(f"{cls.type_name}.execute must return a tuple or NodeResult, got {type(out).__name__}")
     if len(outputs) != len(cls.OUTPUTS):
         raise TypeError(f"{cls.type_name}.execute returned {len(outputs)} output(s), declares {len(cls.OUTPUTS)}")
-    return CacheEntry(outputs=outputs, ui=ui)
+    return outputs, ui
 
 
 def _linked_input_message(exc: PydanticValidationError) -> str:

@@ -31,6 +31,11 @@ class Limits:
     # starts. A 512x512 SD1.5 image at 30 steps with CFG is 245,760; 8192x8192 at 1 step is 2,097,152.
     max_sampling_work_cpu: int = 2_000_000
     max_sampling_work_gpu: int = 400_000_000
+    # List outputs (OUTPUT_IS_LIST): items one node may return, so a node fed the list runs at most that often.
+    max_list_items: int = 10_000
+    # ImageUpscaleWithModel: output pixels of one batch (width x height x batch after the model's scale), before
+    # the output is allocated (a 4x model on 2048x2048 is 67,108,864). Each network call sees one tile.
+    max_upscale_pixels: int = 2**26
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

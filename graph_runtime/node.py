@@ -3,6 +3,9 @@
 A node is a class with a pydantic ``Inputs`` model (types, defaults, bounds, choices), a tuple of typed
 ``OUTPUTS`` and one ``execute``. Validation, ``/object_info`` and the CLI's node listing all read the same
 declaration through :func:`input_specs` and :meth:`Node.describe`, so they cannot drift apart.
+
+ComfyUI's run semantics are declared here too: lazy inputs (``Link(..., lazy=True)`` with
+:meth:`Node.check_lazy_status`), list outputs (``Output(..., is_list=True)``) and ``INPUT_IS_LIST``.
 """
 
 from __future__ import annotations
@@ -33,9 +36,15 @@ class NodeInputs(BaseModel):
     )
 
 
-def Link(io_type: str, *, optional: bool = False, tooltip: str | None = None) -> Any:
-    """An input that only a link fills (MODEL, LATENT, ...). ``optional`` ones may stay unconnected (None)."""
-    extra = {"io_type": io_type, "optional": optional}
+def Link(io_type: str, *, optional: bool = False, lazy: bool = False, tooltip: str | None = None) -> Any:
+    """An input that only a link fills (MODEL, LATENT, ...). ``optional`` ones may stay unconnected (None).
+
+    ``lazy`` ones are evaluated only when the node's :meth:`Node.check_lazy_status` asks for them (a switch
+    pulls only the branch it takes).
+    """
+    extra: dict[str, Any] = {"io_type": io_type, "optional": optional}
+    if lazy:
+        extra["lazy"] = True
     if tooltip:
         extra["tooltip"] = tooltip
     return Field(None if optional else ..., description=tooltip, json_schema_extra=extra)
@@ -48,17 +57,24 @@ def Widget(
     le: float | None = None,
     step: float | None = None,
     choices: Sequence[str] | Callable[[], Sequence[str]] | None = None,
+    accept: Callable[[str], bool] | None = None,
     multiline: bool | None = None,
     optional: bool = False,
+    lazy: bool = False,
     tooltip: str | None = None,
     **ui: Any,
 ) -> Any:
     """A literal input (an editor widget) that may also be fed by a link of the same type.
 
     ``choices`` makes a combo; a callable is evaluated when the node is described or validated, so lists of
-    files on disk stay current. Extra keyword arguments pass through to the editor (e.g. ``round=0.01``).
+    files on disk stay current. ``accept`` lets a combo take a value outside its list when it says yes (a
+    file named another way, as ComfyUI's VALIDATE_INPUTS lets LoadImage take ``x.png [output]``). ``lazy``:
+    as for :func:`Link`, when a link feeds the widget. Extra keyword
+    arguments pass through to the editor (e.g. ``round=0.01``).
     """
     extra: dict[str, Any] = {"optional": optional, **ui}
+    if lazy:
+        extra["lazy"] = True
     if step is not None:
         extra["step"] = step
     if multiline is not None:
@@ -67,6 +83,8 @@ def Widget(
         extra["tooltip"] = tooltip
     if choices is not None:
         extra["choices"] = choices
+    if accept is not None:
+        extra["accept"] = accept
     if optional and default is ...:
         default = None
     return Field(default, ge=ge, le=le, description=tooltip, json_schema_extra=extra)
@@ -79,11 +97,13 @@ def Hidden(kind: Literal["PROMPT", "EXTRA_PNGINFO", "UNIQUE_ID", "PROMPT_ID"]) -
 
 @dataclass(frozen=True)
 class Output:
-    """One typed, named output slot."""
+    """One typed, named output slot. ``is_list``: ``execute`` returns a list of values for it (ComfyUI's
+    OUTPUT_IS_LIST); a node downstream that does not take whole lists runs once per item."""
 
     type: str
     name: str | None = None
     tooltip: str | None = None
+    is_list: bool = False
 
     @property
     def label(self) -> str:
@@ -110,6 +130,10 @@ class InputSpec:
     @property
     def is_widget(self) -> bool:
         return self.io_type in WIDGET_TYPES
+
+    @property
+    def lazy(self) -> bool:
+        return bool(self.extra.get("lazy"))
 
     def choice_list(self) -> list[str]:
         c = self.choices
@@ -138,11 +162,23 @@ class Node:
     OUTPUT_NODE: ClassVar[bool] = False
     NOT_CACHED: ClassVar[bool] = False
     DEPRECATED: ClassVar[bool] = False
+    # ComfyUI's INPUT_IS_LIST: the node runs once with every input as a whole list (each item checked against
+    # the declared type), instead of once per item of the longest list fed to it.
+    INPUT_IS_LIST: ClassVar[bool] = False
     # Set by the registry: the name workflows use in class_type.
     type_name: ClassVar[str] = ""
 
     def execute(self, inputs: Any, ctx: Any) -> tuple | NodeResult:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def check_lazy_status(self, inputs: Any, ctx: Any) -> Sequence[str]:
+        """Which lazy inputs this run needs, given the values known so far (ComfyUI's hook of that name).
+
+        ``inputs`` holds every input; a lazy one whose link is not evaluated yet is None. The executor
+        evaluates the named ones and asks again, until nothing new is named; then ``execute`` runs, with the
+        lazy inputs never asked for left at None. By default every lazy input is needed.
+        """
+        return [spec.name for spec in self.input_specs().values() if spec.lazy]
 
     @classmethod
     def fingerprint(cls, literals: dict[str, Any], ctx: Any) -> Any:
@@ -170,7 +206,8 @@ class Node:
             "input": {"required": required, "optional": optional, "hidden": hidden},
             "input_order": {"required": list(required), "optional": list(optional)},
             "output": [o.type for o in cls.OUTPUTS],
-            "output_is_list": [False for _ in cls.OUTPUTS],
+            "is_input_list": cls.INPUT_IS_LIST,
+            "output_is_list": [o.is_list for o in cls.OUTPUTS],
             "output_name": [o.label for o in cls.OUTPUTS],
             "output_tooltips": [o.tooltip for o in cls.OUTPUTS],
             "name": name,
@@ -194,7 +231,7 @@ def _describe_input(spec: InputSpec) -> list:
     if hi is not None:
         opts["max"] = hi
     for k, v in spec.extra.items():
-        if k not in ("io_type", "optional", "choices", "hidden"):
+        if k not in ("io_type", "optional", "choices", "accept", "hidden"):
             opts[k] = v
     if spec.io_type == "COMBO":
         return [spec.choice_list(), opts]

@@ -20,6 +20,7 @@ from .arguments import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UsageError, apply_ass
 from .client import PromptRejected, RemoteError, Server, loads, output_items
 from .paths import UnsafePathError, resolve_inside
 from .ui_format import is_ui_format, ui_to_api
+from .validation import warning_line
 from .workflow import WorkflowFormatError, load_workflow_document
 
 
@@ -60,6 +61,8 @@ def run_remote(args: argparse.Namespace) -> int:
         except RemoteError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILED
+        for warning in server.warnings:
+            print(f"warning: {warning_line(warning)}", file=sys.stderr)
         try:
             outcome = _follow(ws, prompt_id, document, quiet)
         except KeyboardInterrupt:

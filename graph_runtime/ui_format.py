@@ -5,6 +5,12 @@ order (required inputs, then optional ones, widgets only), exactly the order the
 Like the editor's own conversion: an extra "control after generate" value follows seed inputs and is
 dropped; muted nodes are left out; bypassed nodes pass a matching-typed input through; Reroute nodes are
 followed; PrimitiveNode values become literals; Note nodes are ignored.
+
+Subgraphs (``definitions.subgraphs``) are flattened as the editor's graphToPrompt flattens them: each inner
+node becomes a node of its own, its id prefixed with its instances' ids (``56:52``; nested ``48:35:43``),
+links cross subgraph inputs and outputs, and a subgraph input no link feeds takes the value the instance
+saved for it (else each inner widget keeps its own). A node type that is not installed is converted from the
+widget slots its file lists; validation names it only where an output needs it.
 """
 
 from __future__ import annotations
@@ -112,25 +118,135 @@ def _check_node(node: dict, nid: int) -> None:
         raise UIFormatError(f"{where}: widgets_values must be a list, got {type(values).__name__}")
 
 
+SUBGRAPH_INPUT_NODE = -10  # the editor's id for a subgraph's input node (links from it are subgraph inputs)
+MAX_SUBGRAPH_DEPTH = 32
+MAX_EXPANDED_NODES = 100_000  # subgraphs used inside subgraphs multiply: bound what one file can expand to
+
+
+class _Graph:
+    """One level of the editor's graph: the workflow itself, or a subgraph's definition as seen by one of its
+    instances (inner node ids are prefixed with the instances' ids, ``19:13``, as the editor numbers them)."""
+
+    def __init__(self, nodes: dict[int, dict], links: dict, path: tuple[str, ...] = (), where: str = "",
+                 parent: _Graph | None = None, instance: dict | None = None, definition: dict | None = None):
+        self.nodes, self.links, self.path, self.where = nodes, links, path, where
+        self.parent, self.instance, self.definition = parent, instance, definition
+
+    def exec_id(self, nid: int) -> str:
+        return ":".join((*self.path, str(nid)))
+
+    def name(self, nid: int, node: dict | None = None) -> str:
+        """How errors name a node: its id (with the instance path), its type, and the subgraph it is in."""
+        node = node if node is not None else self.nodes.get(nid)
+        text = f"node {self.exec_id(nid)}" + (f" ({node.get('type')})" if node else "")
+        return text + (f" {self.where}" if self.where else "")
+
+
+def _parse_nodes(entries: list, where: str) -> dict[int, dict]:
+    nodes: dict[int, dict] = {}
+    for node in entries:
+        if not isinstance(node, dict) or "id" not in node or "type" not in node:
+            raise UIFormatError(f"malformed node entry {_short(node)}{where}: expected an object with 'id' and 'type'")
+        nid = _as_id(node["id"], f"node id{where}")
+        if nid in nodes:
+            raise UIFormatError(f"node id {nid} is used by two nodes{where}")
+        _check_node(node, nid)
+        nodes[nid] = node
+    return nodes
+
+
 class _Converter:
     def __init__(self, doc: dict, registry: NodeRegistry | dict):
         self.registry = registry
         self._info: dict[str, dict | None] = {}
-        self.links = _links(doc)
-        self.nodes: dict[int, dict] = {}
-        for node in doc["nodes"]:
-            if not isinstance(node, dict) or "id" not in node or "type" not in node:
-                raise UIFormatError(f"malformed node entry {_short(node)}: expected an object with 'id' and 'type'")
-            nid = _as_id(node["id"], "node id")
-            if nid in self.nodes:
-                raise UIFormatError(f"node id {nid} is used by two nodes")
-            _check_node(node, nid)
-            self.nodes[nid] = node
+        self.root = _Graph(_parse_nodes(doc["nodes"], ""), _links(doc))
         definitions = doc.get("definitions")
         if definitions and not isinstance(definitions, dict):  # an empty list or null is no definitions
             raise UIFormatError(f"'definitions' must be an object, got {type(definitions).__name__}")
         subgraphs = _list_field(definitions or {}, "subgraphs", "definitions")
-        self.subgraph_ids = {s.get("id") for s in subgraphs if isinstance(s, dict) and isinstance(s.get("id"), str)}
+        self.definitions = {s["id"]: s for s in subgraphs if isinstance(s, dict) and isinstance(s.get("id"), str)}
+        self._children: dict[tuple[str, ...], _Graph] = {}
+        self._promoted: dict[tuple[str, ...], dict[int, Any]] = {}
+        self.expanded = 0
+
+    # -- subgraphs ----------------------------------------------------------------------------------------
+
+    def child(self, graph: _Graph, nid: int, node: dict) -> _Graph:
+        """The inside of the subgraph instance ``nid`` of ``graph``."""
+        path = (*graph.path, str(nid))
+        found = self._children.get(path)
+        if found is not None:
+            return found
+        definition = self.definitions[node["type"]]
+        label = definition.get("name") if isinstance(definition.get("name"), str) else definition["id"]
+        where = f"in subgraph '{_clip(label)}' (node {':'.join(path)})"
+        if len(path) > MAX_SUBGRAPH_DEPTH:
+            raise UIFormatError(f"{where}: subgraphs are nested more than {MAX_SUBGRAPH_DEPTH} deep "
+                                "(a subgraph that contains itself?)")
+        for key in ("nodes", "links", "inputs", "outputs"):
+            _list_field(definition, key, f"subgraph '{_clip(label)}'")
+        try:
+            nodes = _parse_nodes(definition.get("nodes") or [], f" {where}")
+            links = _links(definition)
+        except UIFormatError as exc:
+            raise UIFormatError(f"{exc}" if where in str(exc) else f"{where}: {exc}") from None
+        self.expanded += len(nodes)
+        if self.expanded > MAX_EXPANDED_NODES:
+            raise UIFormatError(f"{where}: expanding the subgraphs gives more than {MAX_EXPANDED_NODES} nodes")
+        found = _Graph(nodes, links, path, where, graph, node, definition)
+        self._children[path] = found
+        return found
+
+    def subgraph_slot(self, graph: _Graph, kind: str, slot: int) -> tuple[int, dict]:
+        """The definition's input or output behind slot ``slot`` of the instance: matched by name (the saved
+        instance may list fewer slots than its definition), else by position."""
+        declared = [s for s in graph.definition.get(kind) or [] if isinstance(s, dict)]
+        own = graph.instance.get(kind) or []
+        name = own[slot].get("name") if 0 <= slot < len(own) and isinstance(own[slot], dict) else None
+        for i, entry in enumerate(declared):
+            if name is not None and entry.get("name") == name:
+                return i, entry
+        if 0 <= slot < len(declared):
+            return slot, declared[slot]
+        raise UIFormatError(f"{kind[:-1]} {slot} of subgraph node {graph.path[-1]} is not in its definition "
+                            f"{graph.where}")
+
+    def instance_input_link(self, graph: _Graph, index: int) -> int | None:
+        """The link feeding the instance's input for the definition's input ``index`` (matched by name)."""
+        entry = (graph.definition.get("inputs") or [])[index]
+        own = [i for i in graph.instance.get("inputs") or [] if isinstance(i, dict)]
+        for inp in own:
+            if inp.get("name") == entry.get("name"):
+                return inp.get("link")
+        return None
+
+    def promoted_value(self, graph: _Graph, index: int) -> tuple[str, Any] | None:
+        """The value of a subgraph input no link feeds, shown as a widget on the instance: from the instance's
+        widgets_values (one per input that feeds a widget, in the subgraph's order). None leaves each inner
+        widget its own value: the newer editor saves none on the instance, whose widgets show the inner ones
+        (proxyWidgets), each keeping its own, as the editor's graphToPrompt does."""
+        values = self._promoted.get(graph.path)
+        if values is None:
+            values = self._promoted[graph.path] = self.promoted_values(graph)
+        return ("value", values[index]) if index in values else None
+
+    def promoted_values(self, graph: _Graph) -> dict[int, Any]:
+        targets: dict[int, list[tuple[int, str]]] = {}
+        for i, entry in enumerate(graph.definition.get("inputs") or []):
+            for lid in (entry.get("linkIds") or []) if isinstance(entry, dict) else []:
+                link = graph.links.get(lid) if isinstance(lid, int) else None
+                if link is None or link[2] not in graph.nodes:
+                    continue
+                inputs = graph.nodes[link[2]].get("inputs") or []
+                slot = inputs[link[3]] if 0 <= link[3] < len(inputs) and isinstance(inputs[link[3]], dict) else {}
+                if slot.get("widget"):
+                    targets.setdefault(i, []).append((link[2], slot["widget"].get("name") or slot.get("name")))
+        saved = graph.instance.get("widgets_values")
+        if isinstance(saved, list):
+            return {i: saved[k] for k, i in enumerate(sorted(targets)) if k < len(saved)}
+        return {}
+
+    # -- links --------------------------------------------------------------------------------------------
 
     def input_link(self, node: dict, slot: int) -> int | None:
         inputs = node.get("inputs") or []
@@ -138,16 +254,28 @@ class _Converter:
             return inputs[slot].get("link")
         return None
 
-    def resolve(self, link_id: int, want_type: str) -> tuple[str, Any] | None:
-        """Follow a link back through reroutes and bypassed nodes: ("link", [id, slot]), ("value", v) or None."""
+    def resolve(self, graph: _Graph, link_id: int, want_type: str) -> tuple[str, Any] | None:
+        """Follow a link back through reroutes, bypassed nodes and subgraph boundaries:
+        ("link", [id, slot]), ("value", v) or None."""
         for _ in range(MAX_REROUTE_DEPTH):
-            link = self.links.get(link_id)
+            link = graph.links.get(link_id)
             if link is None:
                 return None
             src_id, src_slot = link[0], link[1]
-            src = self.nodes.get(src_id)
+            if src_id == SUBGRAPH_INPUT_NODE and graph.instance is not None:
+                declared = graph.definition.get("inputs") or []
+                if not 0 <= src_slot < len(declared) or not isinstance(declared[src_slot], dict):
+                    raise UIFormatError(f"link {link_id} {graph.where} comes from subgraph input {src_slot}, "
+                                        f"which the subgraph does not have")
+                outer_link = self.instance_input_link(graph, src_slot)
+                if outer_link is None:
+                    return self.promoted_value(graph, src_slot)
+                graph, link_id = graph.parent, outer_link
+                continue
+            src = graph.nodes.get(src_id)
             if src is None:
-                raise UIFormatError(f"link {link_id} comes from node {src_id}, which is not in the graph")
+                raise UIFormatError(f"link {link_id} {graph.where + ' ' if graph.where else ''}comes from node "
+                                    f"{graph.exec_id(src_id)}, which is not in the graph")
             mode = src.get("mode", 0)
             if src["type"] == "Reroute":
                 next_link = self.input_link(src, 0)
@@ -156,12 +284,20 @@ class _Converter:
             elif src["type"] == "PrimitiveNode":
                 values = src.get("widgets_values") or []
                 if not values:
-                    raise UIFormatError(f"node {src_id} (PrimitiveNode) has no value")
+                    raise UIFormatError(f"{graph.name(src_id, src)} has no value")
                 return "value", values[0]
             elif mode == MODE_BYPASS:
                 next_link = self.bypass_input(src, src_slot, want_type)
+            elif src["type"] in self.definitions:
+                inner = self.child(graph, src_id, src)
+                _, output = self.subgraph_slot(inner, "outputs", src_slot)
+                ids = output.get("linkIds") or []
+                if not ids:
+                    return None
+                graph, link_id = inner, _as_id(ids[0], f"{inner.where}: output link")
+                continue
             else:
-                return "link", [str(src_id), src_slot]
+                return "link", [graph.exec_id(src_id), src_slot]
             if next_link is None:
                 return None
             link_id = next_link
@@ -179,32 +315,37 @@ class _Converter:
                 return inp["link"]
         return None
 
+    # -- nodes --------------------------------------------------------------------------------------------
+
     def convert(self) -> dict[str, dict]:
         api: dict[str, dict] = {}
-        for nid, node in sorted(self.nodes.items()):
+        self.convert_graph(self.root, api)
+        return api
+
+    def convert_graph(self, graph: _Graph, api: dict[str, dict]) -> None:
+        for nid, node in sorted(graph.nodes.items()):
+            ntype = node["type"]
+            if ntype in VIRTUAL_TYPES or node.get("mode", 0) in (MODE_MUTED, MODE_BYPASS):
+                continue  # a muted or bypassed subgraph runs nothing inside
+            if ntype in self.definitions:
+                self.convert_graph(self.child(graph, nid, node), api)
+                continue
             try:
-                entry = self.convert_node(nid, node)
+                entry = self.convert_node(graph, nid, node)
             except UIFormatError:
                 raise
             except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError) as exc:
                 # a shape _check_node does not foresee: still a named refusal, never a crash
-                raise UIFormatError(f"node {nid} ({node.get('type')}): malformed entry ({type(exc).__name__}: "
+                raise UIFormatError(f"{graph.name(nid, node)}: malformed entry ({type(exc).__name__}: "
                                     f"{_short(str(exc))})") from None
-            if entry is not None:
-                api[str(nid)] = entry
-        return api
+            api[graph.exec_id(nid)] = entry
 
-    def convert_node(self, nid: int, node: dict) -> dict | None:
+    def convert_node(self, graph: _Graph, nid: int, node: dict) -> dict:
         ntype = node["type"]
-        mode = node.get("mode", 0)
-        if ntype in VIRTUAL_TYPES or mode in (MODE_MUTED, MODE_BYPASS):
-            return None
-        if ntype in self.subgraph_ids:
-            raise UIFormatError(f"node {nid} is a subgraph; unpack it in the editor before running headless")
-        info = self.info(ntype)
-        if info is None:
-            raise UIFormatError(f"node {nid}: node type '{ntype}' is not installed")
-        inputs = self.widget_inputs(nid, node, info)
+        # A type that is not installed keeps the widget names its file records; validation names it if an
+        # output needs it (a spare one on the canvas does no harm, as in ComfyUI).
+        info = self.info(ntype) or _info_from_slots(node)
+        inputs = self.widget_inputs(graph, nid, node, info)
         for inp in node.get("inputs") or []:
             if not isinstance(inp, dict):
                 continue
@@ -212,7 +353,7 @@ class _Converter:
             link = inp.get("link")
             if link is None or not name:
                 continue
-            resolved = self.resolve(link, str(inp.get("type", "*")))
+            resolved = self.resolve(graph, link, str(inp.get("type", "*")))
             if resolved is None:
                 if name not in _widget_names(info):
                     inputs.pop(name, None)  # an unconnected link input: validation says what is missing
@@ -233,7 +374,7 @@ class _Converter:
                 self._info[ntype] = cls.describe() if cls is not None else None
         return self._info[ntype]
 
-    def widget_inputs(self, nid: int, node: dict, info: dict) -> dict[str, Any]:
+    def widget_inputs(self, graph: _Graph, nid: int, node: dict, info: dict) -> dict[str, Any]:
         values = node.get("widgets_values")
         widgets = _widget_names(info)
         if values is None:
@@ -241,7 +382,7 @@ class _Converter:
         if isinstance(values, dict):  # some nodes save their widgets by name
             return {k: v for k, v in values.items() if k in widgets}
         if not isinstance(values, list):
-            raise UIFormatError(f"node {nid} ({node['type']}): widgets_values must be a list")
+            raise UIFormatError(f"{graph.name(nid, node)}: widgets_values must be a list")
         out: dict[str, Any] = {}
         i = 0
         items = list(widgets.items())
@@ -254,6 +395,23 @@ class _Converter:
             if has_control and i < len(values) and _is_control_value(values[i], items[k + 1:]):
                 i += 1
         return out
+
+
+def _clip(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _info_from_slots(node: dict) -> dict:
+    """An /object_info stand-in for a node type that is not installed: the widget inputs its saved slots list,
+    in their order (the editor saves a slot for every widget)."""
+    required: dict[str, list] = {}
+    for inp in node.get("inputs") or []:
+        if isinstance(inp, dict) and isinstance(inp.get("widget"), dict):
+            name = inp["widget"].get("name") or inp.get("name")
+            io_type = str(inp.get("type") or "")
+            if isinstance(name, str) and io_type in WIDGET_IO:
+                required[name] = [io_type, {}]
+    return {"input": {"required": required}, "input_order": {"required": list(required)}}
 
 
 def _is_control_value(value: Any, rest: list) -> bool:

@@ -51,14 +51,17 @@ class ValidationResult:
     error: dict[str, Any] | None = None
     node_errors: dict[str, dict[str, Any]] = field(default_factory=dict)
     plan: Plan | None = None
+    # Problems that do not block the run (an input the node does not declare is ignored, as ComfyUI does):
+    # [{"node_id", "class_type", "type", "message", "details", "extra_info"}]
+    warnings: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return self.error is None and not self.node_errors
 
     def to_comfy(self) -> dict[str, Any]:
-        """The body of ComfyUI's 400 answer to POST /prompt."""
-        return {"error": self.error, "node_errors": self.node_errors}
+        """The body of ComfyUI's 400 answer to POST /prompt (``warnings`` is ours; clients ignore it)."""
+        return {"error": self.error, "node_errors": self.node_errors, "warnings": self.warnings}
 
     def messages(self) -> list[str]:
         """One readable line per problem, for terminals."""
@@ -73,6 +76,11 @@ class ValidationResult:
                     where += f" input '{inp}'"
                 lines.append(f"{where}: {e['message']}" + (f" - {e['details']}" if e["details"] else ""))
         return lines
+
+
+def warning_line(warning: dict[str, Any]) -> str:
+    """A warning as one readable line, for terminals."""
+    return f"node {warning.get('node_id')} ({warning.get('class_type')}): {warning.get('message')}"
 
 
 class WorkflowValidationError(Exception):
@@ -127,7 +135,8 @@ def check_literal(cls: type[Node], spec: InputSpec, value: Any) -> tuple[Any, di
             return value, error("invalid_input_type", f"'{name}' expects one of a list of strings",
                                 f"got {type(value).__name__}", input_name=name, received_value=_short(value))
         choices, members = _choices(spec)
-        if value not in members:
+        accept = spec.extra.get("accept")
+        if value not in members and not (accept is not None and accept(value)):
             shown = ", ".join(choices[:20]) + (" ..." if len(choices) > 20 else "")
             return value, error("value_not_in_list", f"Value not in list: {name}: '{value}' not in [{shown}]",
                                 "", input_name=name, received_value=_short(value), input_config=choices[:200])
@@ -178,6 +187,10 @@ class _Collector:
     def __init__(self, document: dict):
         self.document = document
         self.node_errors: dict[str, dict[str, Any]] = {}
+        self.warnings: list[dict[str, Any]] = []
+
+    def warn(self, node_id: str, class_type: str, warning: dict[str, Any]) -> None:
+        self.warnings.append({"node_id": node_id, "class_type": class_type, **warning})
 
     def add(self, node_id: str, err: dict[str, Any]) -> None:
         spec = self.document.get(node_id)
@@ -281,18 +294,19 @@ def _validate(document: Any, registry: NodeRegistry, targets: Iterable[str] | No
         if planned is not None:
             plan_nodes[nid] = planned
 
+    out.warnings.sort(key=lambda w: _id_sort_key(w["node_id"]))
     if out.node_errors:
         out.node_errors = dict(sorted(out.node_errors.items(), key=lambda kv: _id_sort_key(kv[0])))
         _fill_dependent_outputs(graph, targets, out.node_errors)
         return ValidationResult(
             error=top_error or error("prompt_outputs_failed_validation", "Prompt outputs failed validation",
                                      f"{sum(len(e['errors']) for e in out.node_errors.values())} error(s)"),
-            node_errors=out.node_errors,
+            node_errors=out.node_errors, warnings=out.warnings,
         )
     if top_error is not None:
-        return ValidationResult(error=top_error)
+        return ValidationResult(error=top_error, warnings=out.warnings)
     order = [n for n in topo_order if n in needed]
-    return ValidationResult(plan=Plan(nodes=plan_nodes, order=order, targets=targets))
+    return ValidationResult(plan=Plan(nodes=plan_nodes, order=order, targets=targets), warnings=out.warnings)
 
 
 def _report_cycles(graph: nx.DiGraph, checked: set[str], out: _Collector) -> None:
@@ -354,11 +368,13 @@ def _check_node(nid: str, cls: type[Node], document: dict, classes: dict, out: _
     links: dict[str, tuple[str, int]] = {}
     ok = True
     if not inputs.keys() <= visible.keys():
+        # ComfyUI ignores what a node does not declare (a file saved by a newer or older version of the node);
+        # the user still hears of it, since a misspelt name silently falls back to the default.
         for name in inputs:
             if name not in visible:
-                ok = False
-                out.add(nid, error("undeclared_input", f"'{name}' is not an input of {cls.type_name}",
-                                   "declared inputs: " + ", ".join(visible), input_name=name))
+                out.warn(nid, cls.type_name, error(
+                    "undeclared_input", f"input '{name}' is not an input of {cls.type_name} and is ignored",
+                    "declared inputs: " + (", ".join(visible) or "none"), input_name=name))
     for name, spec in visible.items():
         if name not in inputs:
             if spec.required:

@@ -10,7 +10,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 def _node_classes() -> list:
     """Every built-in node class, in the order the editor lists them. Add new modules' nodes here."""
-    from . import aliases, loaders, model_patches, sigma_nodes
+    from . import aliases, loaders, logic, lora, model_patches, sigma_nodes, upscale_models
     from .compare import CompareSchedulers
     from .conditioning import TextEncode
     from .images import LoadImage, PreviewImage, SaveImage
@@ -22,6 +22,7 @@ def _node_classes() -> list:
         # loaders
         LoadModel,
         *loaders.NODES,
+        *lora.NODES,
         # conditioning
         TextEncode,
         # sampling
@@ -38,9 +39,12 @@ def _node_classes() -> list:
         LoadImage,
         SaveImage,
         PreviewImage,
+        *upscale_models.NODES,
         # ComfyUI core names, for workflows saved from ComfyUI
         *aliases.NODES,
         *model_patches.NODES,
+        # control flow
+        *logic.NODES,
     ]
 
 

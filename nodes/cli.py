@@ -1,4 +1,6 @@
-"""``graph-runtime schedulers``: every registered scheduler, what it supports, which ones a model's own
+"""The commands of the diffusion side (``graph-runtime stand-ins``: :mod:`nodes.stand_ins.cli`).
+
+``graph-runtime schedulers``: every registered scheduler, what it supports, which ones a model's own
 scheduler lists as compatible (diffusers' ``pipeline.scheduler.compatibles``) and which fit the model at all
 (flow-matching schedulers for flow models, the others for DDPM-trained ones)."""
 
@@ -11,6 +13,10 @@ from typing import Any
 
 
 def add_command(subparsers: Any) -> None:
+    """The diffusion side's commands: ``schedulers`` and ``stand-ins``."""
+    from .stand_ins.cli import add_command as add_stand_ins
+
+    add_stand_ins(subparsers)
     p = subparsers.add_parser(
         "schedulers", help="list the schedulers and which ones fit a model",
         description="List every registered scheduler (name, label, diffusers class, stochastic, custom sigmas, "

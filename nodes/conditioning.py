@@ -29,16 +29,21 @@ def check_clip(clip: Any, what: str = "clip") -> TextEncoderBundle:
 
 def encode(clip: Any, text: str, ctx: Any = None, **options: Any) -> Conditioning:
     """The family's encoding of ``text`` (options: ``long_prompt``, SDXL's sizes, ...)."""
+    from .lora import clip_applied
+
     clip = check_clip(clip)
-    return clip.family.encode(clip, text, ctx, **options)
+    with clip_applied(clip):  # exactly this CLIP's LoRAs on the shared encoders
+        return clip.family.encode(clip, text, ctx, **options)
 
 
 def encode_truncated(clip: TextEncoderBundle, text: str) -> tuple[torch.Tensor, int]:
     """The first CLIP's final output [1, 77, D] for ``text`` and the number of tokens cut off the end."""
     from .families.clip import run_clip, window_ids
+    from .lora import clip_applied
 
     ids, mask, dropped = window_ids(clip.first, text)
-    return run_clip(clip.first, ids, mask, clip.device)[0], dropped
+    with clip_applied(clip):
+        return run_clip(clip.first, ids, mask, clip.device)[0], dropped
 
 
 class TextEncode(Node):

@@ -22,6 +22,7 @@ from graph_runtime import (
     NodeInputs,
     NodeResult,
     Output,
+    RuntimePaths,
     UnsafePathError,
     Widget,
     active_paths,
@@ -62,6 +63,38 @@ def list_input_images() -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+# ComfyUI's annotated file names: "x.png [output]" is x.png in the output folder (the editor names previews
+# and saved images this way when they are loaded again); no annotation, or "[input]", is the input folder.
+_ANNOTATIONS = (("[input]", "input"), ("[output]", "output"), ("[temp]", "temp"))
+
+
+def split_annotated_name(name: str) -> tuple[str, str]:
+    """``"x.png [output]"`` -> ("output", "x.png"); a name without an annotation is in the input folder."""
+    for suffix, kind in _ANNOTATIONS:
+        if name.endswith(suffix):
+            bare = name[: -len(suffix)]
+            return kind, bare[:-1] if bare.endswith(" ") else bare
+    return "input", name
+
+
+def _annotated_file(paths: RuntimePaths, name: str) -> Path:
+    """The file an (annotated) name means, confined to its folder (UnsafePathError otherwise)."""
+    kind, bare = split_annotated_name(name)
+    return resolve_inside(paths.folder(kind), bare)
+
+
+def is_annotated_image(name: str) -> bool:
+    """Whether ``name`` is an annotated name of an image file that exists (LoadImage's choices list only the
+    input folder's plain names)."""
+    if split_annotated_name(name)[1] == name:
+        return False
+    try:
+        path = _annotated_file(active_paths() or RuntimePaths(input=input_folder()), name)
+    except ValueError:  # UnsafePathError: outside its folder
+        return False
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
 def _resolve(base: Path, name: str, what: str) -> Path:
@@ -137,20 +170,21 @@ class LoadImage(Node):
     DISPLAY_NAME = "Load Image"
 
     class Inputs(NodeInputs):
-        image: str = Widget(choices=list_input_images, image_upload=True)
+        image: str = Widget(choices=list_input_images, accept=is_annotated_image, image_upload=True)
 
     OUTPUTS = (Output("IMAGE", "IMAGE"), Output("MASK", "MASK"))
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
-        path = _resolve(ctx.paths.input, inputs.image, "image")
+        kind, bare = split_annotated_name(inputs.image)
+        path = _resolve(ctx.paths.folder(kind), bare, "image")
         if not path.is_file():
-            raise NodeError(f"image: {inputs.image!r} not found in the input folder")
+            raise NodeError(f"image: {bare!r} not found in the {kind} folder")
         return load_image_file(path)
 
     @classmethod
     def fingerprint(cls, literals: dict, ctx: Any) -> Any:
         try:
-            st = resolve_inside(ctx.paths.input, str(literals.get("image", ""))).stat()
+            st = _annotated_file(ctx.paths, str(literals.get("image", ""))).stat()
         except (OSError, ValueError):
             return None
         return f"{st.st_mtime_ns}:{st.st_size}"

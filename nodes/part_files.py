@@ -1,5 +1,7 @@
 """Model parts kept alone, as ComfyUI users keep them: a diffusion model in ``diffusion_models/`` (or ``unet/``),
-text encoders in ``text_encoders/`` (or ``clip/``), VAEs in ``vae/``, under any models folder.
+text encoders in ``text_encoders/`` (or ``clip/``), VAEs in ``vae/``, LoRAs in ``loras/`` and upscale models in
+``upscale_models/`` (these two read by :mod:`nodes.lora` and :mod:`nodes.upscale_models`), under any models
+folder.
 
 A part is a diffusers component folder (``config.json`` + ``.safetensors``, as a diffusers repository holds
 it) or one ``.safetensors`` file in the layout users download:
@@ -40,7 +42,8 @@ def read_json(path: Path) -> dict:
 log = logging.getLogger(__name__)
 
 #: part kind -> the ComfyUI folders that hold it (first: the current name, then older ones)
-FOLDERS = {"network": ("diffusion_models", "unet"), "text_encoder": ("text_encoders", "clip"), "vae": ("vae",)}
+FOLDERS = {"network": ("diffusion_models", "unet"), "text_encoder": ("text_encoders", "clip"), "vae": ("vae",),
+           "lora": ("loras",), "upscale_model": ("upscale_models",)}
 T5_TOKENIZER = Path(__file__).resolve().parent.parent / "models" / "tokenizers" / "t5"
 QWEN3_TOKENIZER = T5_TOKENIZER.parent / "qwen3"
 #: a text encoder kind -> the vocabulary the project ships for its files (they hold weights only)
@@ -55,8 +58,10 @@ def _is_component_folder(p: Path) -> bool:
     return (p / "config.json").is_file() and any(p.glob("*.safetensors"))
 
 
-def list_parts(kind: str, extra: Iterable[Path] = ()) -> list[str]:
-    """The names (relative to their ComfyUI folder) of every loadable part of ``kind``."""
+def list_parts(kind: str, extra: Iterable[Path] = (), suffixes: tuple[str, ...] = (".safetensors",)) -> list[str]:
+    """The names (relative to their ComfyUI folder) of every loadable part of ``kind``: files ending in one of
+    ``suffixes`` and diffusers component folders. A loader that refuses pickle files by name lists them too
+    (``suffixes``), so a workflow naming one gets that loader's explanation rather than "not in list"."""
     from .models import model_dirs
 
     names: list[str] = []
@@ -68,7 +73,7 @@ def list_parts(kind: str, extra: Iterable[Path] = ()) -> list[str]:
             for p in sorted(base.rglob("*")):
                 if any(part.startswith(".") for part in p.relative_to(base).parts):
                     continue
-                hit = (p.is_file() and p.suffix.lower() == ".safetensors" and not _is_component_folder(p.parent)) \
+                hit = (p.is_file() and p.suffix.lower() in suffixes and not _is_component_folder(p.parent)) \
                     or (p.is_dir() and _is_component_folder(p))
                 name = p.relative_to(base).as_posix()
                 if hit and name not in names:
@@ -334,8 +339,7 @@ def _load_text_encoder(path: Path, dtype: torch.dtype, candidates: list[Path]) -
             with torch.device("meta"):
                 model = cls(config)
             state = _state(path, dtype)
-            if kind == "qwen3":
-                state = _decoder_names(state)
+            state = _decoder_names(state) if kind == "qwen3" else _own_names(state, model)
             missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
             missing = [k for k in missing if not k.endswith("position_ids") and k != "encoder.embed_tokens.weight"]
             if missing or unexpected:
@@ -347,6 +351,18 @@ def _load_text_encoder(path: Path, dtype: torch.dtype, candidates: list[Path]) -
             return TextEncoder(_tokenizer_for(folder, sub.name, cfg, kind), model.to(dtype).eval())
     raise NodeError(f"{path.name}: a {kind.replace('_', ' with ')} text encoder ({len(shapes)} tensors) that no "
                     "configuration fits; put its model's diffusers folder (or config) in a models folder")
+
+
+def _own_names(state: dict, model) -> dict:
+    """A CLIP file's names as ``model`` names them: transformers' newer CLIPTextModel has no ``text_model.``
+    level, and a plain CLIPTextModel no ``text_projection`` (which clip_l files often carry)."""
+    own = model.state_dict().keys()
+    if any(k.startswith("text_model.") for k in own):
+        return state
+    out = {k.removeprefix("text_model."): v for k, v in state.items()}
+    if "text_projection.weight" not in own:
+        out.pop("text_projection.weight", None)
+    return out
 
 
 def _materialise(model: torch.nn.Module, dtype: torch.dtype) -> None:

@@ -254,11 +254,13 @@ def run_sampler(ctx: Any, model: ModelBundle, positive: Any, negative: Any, late
                 ctx.preview(latent_preview_jpeg(denoised, model.family.latent), "JPEG")
 
     from .interruption import interruptible
+    from .lora import model_applied
 
     t0 = time.perf_counter()
     try:
-        # as no_grad in the pipeline, minus autograd's version counting; stoppable inside each network call
-        with torch.inference_mode(), interruptible(model.network, ctx.check_interrupted):
+        # as no_grad in the pipeline, minus autograd's version counting; stoppable inside each network call;
+        # exactly this MODEL's LoRAs switched on in the shared network
+        with torch.inference_mode(), interruptible(model.network, ctx.check_interrupted), model_applied(model):
             out = sample(denoiser, start, schedule, generator, add_noise=add_noise, init_latents=init,
                          callback=callback, should_stop=lambda: ctx.interrupted)
     except SamplingInterrupted:

@@ -38,7 +38,8 @@ class ModelBundle:
     its :class:`nodes.families.base.Family`. ``scheduler_config`` is the model's own scheduler configuration
     (a plain dict, as in ``scheduler_config.json``) for ``SomeScheduler.from_config``; ModelSampling nodes
     change it with :meth:`with_config`. ``name`` is the model's name in the loader's list and ``source`` the
-    resolved path it was loaded from.
+    resolved path it was loaded from. ``loras`` are the LoRA adapters (:class:`nodes.lora.Adapter`, strength)
+    this value runs with: the network is shared, and the sampler switches on exactly these before it runs.
     """
 
     network: Any
@@ -48,6 +49,7 @@ class ModelBundle:
     dtype: torch.dtype
     name: str
     source: str
+    loras: tuple = ()
 
     @property
     def unet(self) -> Any:
@@ -72,7 +74,8 @@ class ModelBundle:
 @dataclass(eq=False)
 class TextEncoderBundle:
     """A family's text encoders by slot (e.g. ``clip_l``, ``clip_g``, ``t5``), each a tokenizer and a
-    transformers model on ``device``. ``last_layer`` is CLIPSetLastLayer's choice (None: the family's own)."""
+    transformers model on ``device``. ``last_layer`` is CLIPSetLastLayer's choice (None: the family's own);
+    ``loras`` the LoRA adapters (adapter, strength) on its encoders that encoding switches on (see ModelBundle)."""
 
     family: Any
     encoders: dict
@@ -80,6 +83,7 @@ class TextEncoderBundle:
     dtype: torch.dtype
     name: str
     last_layer: int | None = None
+    loras: tuple = ()
 
     @property
     def first(self) -> Any:

@@ -32,6 +32,18 @@ def test_invalid_workflow_exits_2_with_readable_errors(tmp_path, capsys):
     assert not (tmp_path / "tiles.txt").exists()
 
 
+def test_undeclared_input_is_a_printed_warning(tmp_path, capsys):
+    doc = json.loads(Path(ARITH).read_text())
+    doc["1"]["inputs"]["vlaue"] = 10  # misspelt: ignored (the default stays), and said so
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(doc))
+    assert main(["validate", str(path)]) == 0
+    assert "warning: node 1 (PrimitiveInt): input 'vlaue' is not an input of PrimitiveInt" in capsys.readouterr().err
+    assert main(["run", str(path), "--output-dir", str(tmp_path), "--quiet"]) == 0
+    assert "input 'vlaue' is not an input of PrimitiveInt and is ignored" in capsys.readouterr().err
+    assert (tmp_path / "tiles.txt").read_text() == "6 x 7 = 42 tiles"
+
+
 def test_bad_set_syntax_and_missing_node_exit_2(capsys):
     assert main(["validate", ARITH, "--set", "novalue"]) == 2
     assert main(["validate", ARITH, "--set", "99.value=1"]) == 2

@@ -112,8 +112,13 @@ def test_lru_policy_keeps_several_workflows():
     small = Executor(REG, cache="lru:1")
     small.run(a)
     CALLS.clear()
-    small.run(a)
-    assert ran() == ["1"]  # one entry held only the output node
+    again = small.run(a)
+    # one entry held only the output node: served from the cache, it needs nothing above it (ComfyUI's rule)
+    assert ran() == [] and again.cached == ["o"] and again.executed == []
+    small.run(b)
+    CALLS.clear()
+    small.run({"1": a["1"], "o": {"class_type": "ShowValue", "inputs": {"value": ["1", 0]}}})
+    assert ran() == ["1"]  # a node that is not cached runs what it needs
 
 
 def test_no_cache_policy_reruns_everything():

@@ -49,10 +49,23 @@ def test_missing_required_link_input():
     assert errs["1"] == [("required_input_missing", "value")]
 
 
-def test_undeclared_input():
-    errs, _ = errors_of({"1": {"class_type": "PrimitiveInt", "inputs": {"value": 1, "vlaue": 2}},
-                         "2": show(["1", 0])})
-    assert errs["1"] == [("undeclared_input", "vlaue")]
+def test_undeclared_input_is_ignored_with_a_warning():
+    # ComfyUI ignores inputs a node does not declare; the warning names the node and the input.
+    result = validate({"1": {"class_type": "PrimitiveInt", "inputs": {"value": 1, "vlaue": 2, "extra": ["9", 0]}},
+                       "2": show(["1", 0])}, REG)
+    assert result.ok, result.messages()
+    assert result.plan.nodes["1"].literals == {"value": 1} and result.plan.nodes["1"].links == {}
+    assert [(w["node_id"], w["class_type"], w["type"], w["extra_info"]["input_name"]) for w in result.warnings] \
+        == [("1", "PrimitiveInt", "undeclared_input", "vlaue"), ("1", "PrimitiveInt", "undeclared_input", "extra")]
+    assert "'vlaue' is not an input of PrimitiveInt" in result.warnings[0]["message"]
+    assert "declared inputs: value" in result.warnings[0]["details"]
+    assert result.to_comfy()["warnings"] == result.warnings
+
+
+def test_warnings_come_with_errors_too():
+    _, result = errors_of({"1": {"class_type": "PrimitiveInt", "inputs": {"value": 1.5, "vlaue": 2}},
+                           "2": show(["1", 0])})
+    assert [w["extra_info"]["input_name"] for w in result.to_comfy()["warnings"]] == ["vlaue"]
 
 
 def test_link_to_missing_node_and_output_index_out_of_range():
@@ -155,7 +168,8 @@ def test_every_error_is_collected_with_dependent_outputs():
            "4": {"class_type": "Nope"}}
     errs, result = errors_of(doc)
     assert set(errs) == {"1", "2"}  # node 4 feeds no output: not checked (ComfyUI's rule)
-    assert len(errs["2"]) == 2
+    assert errs["2"] == [("value_not_in_list", "op")]
+    assert [w["extra_info"]["input_name"] for w in result.warnings] == ["extra"]  # ignored, not an error
     assert result.node_errors["1"]["dependent_outputs"] == ["3"]
     assert result.error["type"] == "prompt_outputs_failed_validation"
     text = "\n".join(result.messages())

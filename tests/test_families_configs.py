@@ -48,3 +48,19 @@ def test_sdxl_tokenizers_are_the_real_ones():
     one, two = (CLIPTokenizer.from_pretrained(str(folder / t)) for t in ("tokenizer", "tokenizer_2"))
     assert one("a cat").input_ids == two("a cat").input_ids == [49406, 320, 2368, 49407]
     assert (one.pad_token, two.pad_token, two.pad_token_id) == ("<|endoftext|>", "!", 0)
+
+
+def test_the_default_scheduler_config_is_sd15s_shipped_one():
+    """The runtime's default (a model without a scheduler config) and the shipped SD1.5 file say the same."""
+    from diffusers import PNDMScheduler
+
+    from nodes.families.base import read_json
+    from schedulers.registry import SD15_SCHEDULER_CONFIG
+
+    shipped = PNDMScheduler.from_config(read_json(CONFIGS_DIR / "stable-diffusion-v1-5" / "scheduler"
+                                                  / "scheduler_config.json")).config
+    default = PNDMScheduler.from_config(dict(SD15_SCHEDULER_CONFIG)).config
+    def settings(config):
+        return {k: v for k, v in config.items() if not k.startswith("_")}
+
+    assert settings(shipped) == settings(default)

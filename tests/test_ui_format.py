@@ -185,8 +185,14 @@ def test_primitive_node_value_becomes_a_literal(registry):
     assert api["2"]["inputs"] == {"value": 1, "seed": 1234, "steps": 20, "mode": "fast"}
 
 
+def test_a_node_type_not_installed_is_converted_and_validation_names_it_where_needed(registry):
+    api = ui_to_api({"nodes": [{"id": 5, "type": "NoSuchNode", "mode": 0}], "links": []}, registry)
+    assert api == {"5": {"class_type": "NoSuchNode", "inputs": {}, "_meta": {"title": "NoSuchNode"}}}
+    result = Executor(registry).validate(api)
+    assert [e["type"] for e in result.node_errors["5"]["errors"]] == ["missing_node_type"]
+
+
 @pytest.mark.parametrize("bad,needle", [
-    ({"nodes": [{"id": 5, "type": "NoSuchNode", "mode": 0}], "links": []}, "node 5"),
     ({"nodes": [{"id": 1, "type": "ShowValue", "inputs": [{"name": "value", "type": "*", "link": 9}]}],
       "links": [[9, 77, 0, 1, 0, "INT"]]}, "node 77"),
     ({"nodes": [{"id": 3, "type": "IntMath", "widgets_values": "x"}], "links": []}, "node 3"),

@@ -51,6 +51,16 @@ def test_remote_run_of_an_editor_file_as_json(server, tmp_path, capsys):
     assert report["files"] == [str(tmp_path / "tiles.txt")]
 
 
+def test_remote_run_prints_the_servers_warnings(server, tmp_path, capsys):
+    doc = json.loads(open(ARITHMETIC).read())
+    doc["2"]["inputs"]["vaule"] = 9  # not an input of PrimitiveInt: the server ignores it and says so
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(doc))
+    assert cli_main(["run", "--server", ws(server), str(path), "--output-dir", str(tmp_path), "--quiet"]) == 0
+    assert "warning: node 2 (PrimitiveInt): input 'vaule' is not an input of PrimitiveInt" in capsys.readouterr().err
+    assert (tmp_path / "tiles.txt").read_text() == "6 x 7 = 42 tiles"
+
+
 def test_remote_invalid_workflow_exits_2(server, tmp_path, capsys):
     bad = json.loads(open(ARITHMETIC).read())
     bad["3"]["inputs"]["op"] = "explode"

@@ -142,6 +142,20 @@ def test_invalid_prompt_is_refused_with_node_errors(base):
         assert r.status == 400 and "error" in r.json() and "node_errors" in r.json()
 
 
+def test_undeclared_input_is_accepted_with_a_warning(base):
+    doc = copy.deepcopy(ARITHMETIC)
+    doc["3"]["inputs"]["operation"] = "add"
+    r = http("POST", base + "/prompt", {"prompt": doc})
+    assert r.status == 200
+    body = r.json()
+    assert body["node_errors"] == {}
+    assert [(w["node_id"], w["extra_info"]["input_name"]) for w in body["warnings"]] == [("3", "operation")]
+    assert wait_history(base, body["prompt_id"])["outputs"]["6"]["text"] == ["6 x 7 = 42 tiles"]
+    # the editor ignores the answer's extra keys: the server log (its Logs panel) says it too
+    log = http("GET", base + "/internal/logs").body.decode()
+    assert f"prompt {body['prompt_id']}: node 3 (IntMath): input 'operation' is not an input of IntMath" in log
+
+
 def test_ui_format_prompt_is_converted(base):
     from test_web_support import ROOT
 

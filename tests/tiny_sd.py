@@ -7,14 +7,13 @@ character-level CLIP tokenizer written to disk.
 
 from __future__ import annotations
 
-import json
-import string
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 
+from nodes.stand_ins.tiny import write_tokenizer_files
 from schedulers import registry as _registry
 
 #: Stable Diffusion 1.5's scheduler_config.json
@@ -23,17 +22,6 @@ SD15_SCHEDULER_CONFIG = dict(_registry.SD15_SCHEDULER_CONFIG)
 IMAGE_SIZE = 16
 LATENT_SHAPE = (4, 8, 8)
 EMBED_DIM = 32
-
-
-def write_tokenizer_files(folder: Path) -> Path:
-    """A character-level CLIP BPE vocabulary (no merges) in ``folder``; returns the folder."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tokens = ["<|startoftext|>", "<|endoftext|>"]
-    for ch in string.ascii_lowercase + string.digits + ".,!?'-":
-        tokens += [ch, ch + "</w>"]
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return folder
 
 
 def build_tiny_sd(workdir: Path, seed: int = 0):

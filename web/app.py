@@ -19,11 +19,12 @@ from graph_runtime import Executor, NodeRegistry, default_registry
 
 from . import frontend, logs, model_library, routes, templates
 from .config import ServerConfig
-from .files import Settings, remove_stale_temp_files, touch_dirs
+from .files import remove_stale_temp_files
 from .hub import Hub
 from .queue import PromptQueue
 from .security import SecurityMiddleware
 from .store import Store
+from .userdata import Settings, touch_dirs
 
 log = logging.getLogger(__name__)
 DEFAULT_WORKFLOW = Path(__file__).with_name("default_graph.json")

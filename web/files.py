@@ -1,4 +1,4 @@
-"""File routes: /view, /upload/image, userdata and settings. Every name from a request is confined."""
+"""File routes: /view, /upload/image and /upload/mask, /internal/files. Every name from a request is confined."""
 
 from __future__ import annotations
 
@@ -7,11 +7,8 @@ import mimetypes
 import os
 import shutil
 import tempfile
-import threading
-import time
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -21,6 +18,7 @@ from graph_runtime import UnsafePathError, strict_json
 from graph_runtime.limits import LIMITS
 from graph_runtime.paths import check_file_name
 
+from .replies import error
 from .security import BodyTooLarge, confine
 
 # Served inline (the editor shows them with <img>/<video>); anything else downloads as an attachment.
@@ -32,12 +30,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"}
 MAX_LISTED = 10_000
 
 
-def error(status: int, message: str, kind: str = "bad_request") -> JSONResponse:
-    return JSONResponse({"error": {"type": kind, "message": message, "details": "", "extra_info": {}}},
-                        status_code=status)
-
-
-def _disposition(kind: str, name: str) -> str:
+def disposition(kind: str, name: str) -> str:
     """RFC 6266/5987: an ASCII ``filename`` for old clients and ``filename*`` with the exact UTF-8 name."""
     clean = "".join(c for c in name if c >= " " and c not in '"\\\x7f')
     ascii_name = clean.encode("ascii", "replace").decode("ascii").replace("?", "_") or "file"
@@ -93,15 +86,15 @@ async def view(request: Request) -> Response:
         except Exception as exc:  # not an image, truncated, too large: the file is fine, the preview is not
             return error(400, f"cannot convert {filename}: {str(exc).replace(str(path), path.name)}")
         return Response(data, media_type=media, headers={"X-Content-Type-Options": "nosniff",
-                                                         "Content-Disposition": _disposition("inline", path.name)})
+                                                         "Content-Disposition": disposition("inline", path.name)})
     media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     if media not in INLINE_TYPES:
         # never a type a browser would render as a page (HTML, SVG, XML): plain text or bytes, downloaded
         media = "text/plain; charset=utf-8" if media in ("text/plain", "text/csv") else "application/octet-stream"
-        disposition = _disposition("attachment", path.name)
+        shown_as = disposition("attachment", path.name)
     else:
-        disposition = _disposition("inline", path.name)
-    headers = {"X-Content-Type-Options": "nosniff", "Content-Disposition": disposition,
+        shown_as = disposition("inline", path.name)
+    headers = {"X-Content-Type-Options": "nosniff", "Content-Disposition": shown_as,
                "Content-Security-Policy": "default-src 'none'; sandbox"}
     return FileResponse(path, media_type=media, headers=headers)
 
@@ -173,7 +166,7 @@ async def _upload(request: Request, mask: bool) -> Response:
             return error(400, str(exc), "unsafe_path")
         if path == base.resolve():
             return error(400, f"{upload.filename!r} does not name a file in the {kind} folder", "unsafe_path")
-        problem = _folder_problem(base.resolve(), path.parent)
+        problem = folder_problem(base.resolve(), path.parent)
         if problem:
             return error(409, f"subfolder {subfolder!r}: {problem}", "conflict")
         if path.is_dir():
@@ -222,7 +215,7 @@ def _masked(original: Path, mask_file) -> io.BytesIO:
     return buf
 
 
-def _folder_problem(root: Path, folder: Path) -> str | None:
+def folder_problem(root: Path, folder: Path) -> str | None:
     """Why ``folder`` (inside ``root``) cannot hold a file: a part of it is a file. None when it can."""
     current = root
     for part in folder.relative_to(root).parts:
@@ -272,208 +265,7 @@ def _store_upload(src, path: Path, overwrite: bool) -> Path:
 
 # -- settings ------------------------------------------------------------------------------------------------
 
-DEFAULT_SETTINGS: dict[str, Any] = {
-    # No first-run templates dialog: the default workflow is one of our own graphs.
-    "Comfy.TutorialCompleted": True,
-}
-
-
-class Settings:
-    """The user's settings, one JSON file in the user folder."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._lock = threading.Lock()
-
-    def load(self) -> dict:
-        try:
-            data = strict_json.loads_stored(self.path.read_text(encoding="utf-8"))
-            return data if isinstance(data, dict) else {}
-        except (OSError, ValueError):
-            return {}
-
-    def all(self) -> dict:
-        return {**DEFAULT_SETTINGS, **self.load()}
-
-    def update(self, values: dict) -> None:
-        with self._lock:
-            data = self.load()
-            data.update(values)
-            _atomic_write(self.path, strict_json.dumps(data, indent=2).encode())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-async def get_settings(request: Request) -> Response:
-    return JSONResponse(request.app.state.server.settings.all())
-
-
-async def post_settings(request: Request) -> Response:
-    try:
-        body = await _json(request)
-    except ValueError as exc:
-        return error(400, str(exc))
-    if not isinstance(body, dict):
-        return error(400, "settings must be a JSON object")
-    request.app.state.server.settings.update(body)
-    return Response(status_code=200)
-
-
-async def get_setting(request: Request) -> Response:
-    return JSONResponse(request.app.state.server.settings.all().get(request.path_params["id"]))
-
-
-async def post_setting(request: Request) -> Response:
-    try:
-        value = await _json(request)
-    except ValueError as exc:
-        return error(400, str(exc))
-    request.app.state.server.settings.update({request.path_params["id"]: value})
-    return Response(status_code=200)
-
-
-async def _json(request: Request) -> Any:
-    raw = await request.body()
-    return strict_json.loads(raw, "the body") if raw else None
-
 
 # -- userdata ------------------------------------------------------------------------------------------------
 
 
-def _file_info(root: Path, path: Path) -> dict:
-    st = path.stat()
-    return {"path": path.relative_to(root).as_posix(), "size": st.st_size, "modified": int(st.st_mtime * 1000),
-            "created": int(st.st_ctime * 1000)}
-
-
-async def list_userdata(request: Request) -> Response:
-    root: Path = request.app.state.server.user_dir
-    q = request.query_params
-    directory = q.get("dir", "")
-    if not directory:
-        return error(400, "dir is required")
-    try:
-        folder = confine(root, directory)
-    except UnsafePathError as exc:
-        return error(400, str(exc), "unsafe_path")
-    if not folder.is_dir():
-        return error(404, f"no such folder: {directory}", "not_found")
-    recurse = q.get("recurse", "").lower() in ("1", "true")
-    full = q.get("full_info", "").lower() in ("1", "true")
-    split = q.get("split", "").lower() in ("1", "true")
-    files = sorted(p for p in (folder.rglob("*") if recurse else folder.iterdir())
-                   if p.is_file() and not p.name.startswith(".tmp-"))
-    files = [p for p in files if p.resolve().is_relative_to(folder)]  # symlinks pointing out are not listed
-    if full:
-        return JSONResponse([_file_info(folder, p) for p in files])
-    rel = [p.relative_to(folder).as_posix() for p in files]
-    if split:
-        return JSONResponse([[r, *r.split("/")] for r in rel])
-    return JSONResponse(rel)
-
-
-def _userdata_parts(request: Request) -> list[str]:
-    """The path after /userdata/, split on the raw (still encoded) slashes, each part decoded."""
-    raw = request.scope.get("raw_path") or request.url.path.encode()
-    raw_text = raw.decode("latin-1").split("?", 1)[0]
-    marker = "/userdata/"
-    rest = raw_text[raw_text.index(marker) + len(marker):]
-    return [unquote(p) for p in rest.split("/")]
-
-
-async def userdata(request: Request) -> Response:
-    root: Path = request.app.state.server.user_dir
-    parts = _userdata_parts(request)
-    dest = None
-    if request.method == "POST" and len(parts) == 3 and parts[1] == "move":
-        name, dest = parts[0], parts[2]
-    else:
-        name = "/".join(parts)
-    try:
-        path = confine(root, name)
-        target = confine(root, dest) if dest is not None else None
-    except UnsafePathError as exc:
-        return error(400, str(exc), "unsafe_path")
-    if path == root:
-        return error(400, "a file name is required")
-    overwrite = request.query_params.get("overwrite", "true").lower() not in ("0", "false")
-    full = request.query_params.get("full_info", "").lower() in ("1", "true")
-
-    if request.method == "GET":
-        if not path.is_file():
-            return error(404, f"no such file: {name}", "not_found")
-        media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
-                   "Content-Security-Policy": "default-src 'none'; sandbox"}
-        if media not in ("application/json", "text/css") and media not in INLINE_TYPES:
-            # SVG, HTML, XML, scripts: never rendered as a page of this origin; downloaded as bytes
-            media = "application/octet-stream"
-            headers["Content-Disposition"] = _disposition("attachment", path.name)
-        return FileResponse(path, media_type=media, headers=headers)
-    if request.method == "DELETE":
-        if not path.is_file():
-            return error(404, f"no such file: {name}", "not_found")
-        path.unlink()
-        return Response(status_code=204)
-    if target is not None:  # move
-        if not path.is_file():
-            return error(404, f"no such file: {name}", "not_found")
-        try:
-            check_file_name(dest, "the destination")
-        except UnsafePathError as exc:
-            return error(400, str(exc), "unsafe_path")
-        if target == root or target.is_dir():
-            return error(409, f"{dest} is a folder", "conflict")
-        if target.exists() and not overwrite:
-            return error(409, f"{dest} already exists", "conflict")
-        problem = _folder_problem(root, target.parent)
-        if problem:
-            return error(409, f"{dest}: {problem}", "conflict")
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)
-        except OSError as exc:
-            return error(409, f"cannot move {name} to {dest}: {exc.strerror or type(exc).__name__}", "conflict")
-        return JSONResponse(_file_info(root, target) if full else target.relative_to(root).as_posix())
-    # POST: store
-    try:
-        check_file_name(name)
-    except UnsafePathError as exc:
-        return error(400, str(exc), "unsafe_path")
-    if path.is_dir():
-        return error(409, f"{name} is a folder", "conflict")
-    if path.exists() and not overwrite:
-        return error(409, f"{name} already exists", "conflict")
-    problem = _folder_problem(root, path.parent)
-    if problem:
-        return error(409, f"{name}: {problem}", "conflict")
-    body = await request.body()
-    if path.suffix.lower() == ".json":  # a workflow or an editor setting file: what is stored must read back
-        try:
-            strict_json.loads(body, name)
-        except ValueError as exc:
-            return error(400, str(exc), "invalid_json")
-    try:
-        await run_in_threadpool(_atomic_write, path, body)
-    except OSError as exc:
-        return error(409, f"cannot store {name}: {exc.strerror or type(exc).__name__}", "conflict")
-    return JSONResponse(_file_info(root, path) if full else path.relative_to(root).as_posix())
-
-
-def touch_dirs(user_dir: Path) -> None:
-    for sub in ("workflows", "subgraphs"):
-        (user_dir / sub).mkdir(parents=True, exist_ok=True)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)

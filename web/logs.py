@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from graph_runtime import strict_json
 
-from . import files
+from .replies import error
 
 MAX_ENTRIES = 2000
 MAX_MESSAGE = 8192  # characters of one entry; longer ones are cut
@@ -104,14 +104,14 @@ async def subscribe(request: Request) -> Response:
     try:
         body: Any = strict_json.loads(await request.body() or b"null", "the request body")
     except ValueError as exc:
-        return files.error(400, str(exc))
+        return error(400, str(exc))
     if not isinstance(body, dict) or not isinstance(body.get("enabled"), bool):
-        return files.error(400, "expected {\"enabled\": true|false, \"clientId\": \"...\"}")
+        return error(400, "expected {\"enabled\": true|false, \"clientId\": \"...\"}")
     sid = body.get("clientId")
     if not isinstance(sid, str) or not sid or len(sid) > 128:
-        return files.error(400, "clientId must be the editor's websocket client id")
+        return error(400, "clientId must be the editor's websocket client id")
     if not _buffer(request).subscribe(sid, body["enabled"]):
-        return files.error(429, f"at most {MAX_SUBSCRIBERS} clients can follow the log")
+        return error(429, f"at most {MAX_SUBSCRIBERS} clients can follow the log")
     return Response(status_code=200)
 
 

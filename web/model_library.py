@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import files
+from .replies import error
 
 #: library folder -> the part kind of nodes.part_files (None: plain files in that ComfyUI folder)
 PART_KINDS = {"diffusion_models": "network", "text_encoders": "text_encoder", "vae": "vae"}
@@ -153,7 +153,7 @@ def _folder(request: Request) -> str | None:
 
 
 def _unknown(folder: str) -> Response:
-    return files.error(404, f"no model folder {folder!r}; the folders are {', '.join(FOLDERS)}", "not_found")
+    return error(404, f"no model folder {folder!r}; the folders are {', '.join(FOLDERS)}", "not_found")
 
 
 async def experiment_folders(request: Request) -> Response:
@@ -191,7 +191,7 @@ async def view_metadata(request: Request) -> Response:
         return _unknown(request.path_params["folder"])
     name = request.query_params.get("filename") or ""
     if not name:
-        return files.error(400, "filename is required")
+        return error(400, "filename is required")
 
     def find():
         for n, p in entries(folder):
@@ -201,11 +201,11 @@ async def view_metadata(request: Request) -> Response:
 
     path = await run_in_threadpool(find)
     if path is None:
-        return files.error(404, f"no model {name!r} in {folder}", "not_found")
+        return error(404, f"no model {name!r} in {folder}", "not_found")
     try:
         return JSONResponse(await run_in_threadpool(metadata, path, name))
     except (OSError, ValueError) as exc:
-        return files.error(400, f"{folder}/{name}: cannot read its metadata: {exc}")
+        return error(400, f"{folder}/{name}: cannot read its metadata: {exc}")
 
 
 PREVIEW_TYPES = {".webp": "image/webp", ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}

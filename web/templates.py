@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import files
+from .replies import error
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ async def get_index(request: Request) -> Response:
     name = request.path_params["name"]
     locale = name[len("index."):-len(".json")] if name != "index.json" else ""
     if locale and not re.fullmatch(r"[a-z]{2}(-[A-Z]{2})?", locale):  # index.schema.json is not an index
-        return files.error(404, f"no template index {name!r}", "not_found")
+        return error(404, f"no template index {name!r}", "not_found")
     return JSONResponse(await run_in_threadpool(index, locale))
 
 
@@ -227,7 +227,7 @@ async def get_template_file(request: Request) -> Response:
     if name.endswith(".json"):
         path = await run_in_threadpool(workflow_path, name[: -len(".json")])
         if path is None:
-            return files.error(404, f"no template {name[:-5]!r}", "not_found")
+            return error(404, f"no template {name[:-5]!r}", "not_found")
         if name.startswith(OWN_PREFIX):
             from graph_runtime.ui_format import is_ui_format
 
@@ -237,12 +237,12 @@ async def get_template_file(request: Request) -> Response:
                 try:
                     doc = api_to_ui(doc, await run_in_threadpool(registry.object_info))
                 except (ValueError, KeyError, TypeError, IndexError) as exc:
-                    return files.error(422, f"template {name[:-5]!r} cannot be shown in the editor: {exc}")
+                    return error(422, f"template {name[:-5]!r} cannot be shown in the editor: {exc}")
             return JSONResponse(doc)
         return Response(path.read_bytes(), media_type="application/json")
     suffix = Path(name).suffix.lower()
     if suffix not in THUMB_SUFFIXES or ".." in name.split("/") or name.startswith("/"):
-        return files.error(404, f"no template file {name!r}", "not_found")
+        return error(404, f"no template file {name!r}", "not_found")
     found = await run_in_threadpool(thumbnail, name)
     if found is not None:
         body, media = found

@@ -5,24 +5,15 @@ from __future__ import annotations
 from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from schedulers.registry import SD15_SCHEDULER_CONFIG
+
 LATENT_CHANNELS = 4
 LATENT_SIZE = 8  # 64x64 pictures, factor 8 like Stable Diffusion
 MAX_LENGTH = 77
 BOS_ID, EOS_ID = 49406, 49407
 
-# Stable Diffusion 1.5's scheduler configuration.
-SD15_SCHEDULER = {
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "num_train_timesteps": 1000,
-    "prediction_type": "epsilon",
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "clip_sample": False,
-    "trained_betas": None,
-}
+# Stable Diffusion 1.5's scheduler configuration (the one the runtime defaults to).
+SD15_SCHEDULER = dict(SD15_SCHEDULER_CONFIG)
 
 
 def make_vae() -> AutoencoderKL:

@@ -4,11 +4,14 @@ two CLIPs' pooled projections. T5 is optional, as in the pipeline: without it it
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from .base import Family, LatentFormat, repeat_to
+from graph_runtime import NodeError
+
+from .base import Family, LatentFormat, Parts, TextEncoder, read_json, repeat_to
 from .clip import run_clip, window_ids
 
 #: ComfyUI's SD3 latent preview factors (rows: the 16 channels; columns: R, G, B) and bias
@@ -54,6 +57,49 @@ class StableDiffusion3(Family):
         if ctx is None or ctx[1] != config["joint_attention_dim"]:
             return f"context embedder {ctx}, the config's joint_attention_dim is {config['joint_attention_dim']}"
         return ""
+
+    def matches_file(self, shapes: Any) -> bool:
+        """An all-in-one SD3 checkpoint as ComfyUI saves it: the MMDiT under ``model.diffusion_model.``."""
+        return any(k.startswith("model.diffusion_model.joint_blocks.") for k in shapes)
+
+    def load_file(self, path: Path, dtype: torch.dtype, config_folders: Any) -> Parts:
+        """An all-in-one SD3 checkpoint through diffusers' ``from_single_file``, configured by the first SD3
+        folder whose transformer fits the file; the text encoders it holds (``text_encoders.clip_l``,
+        ``clip_g``, ``t5xxl``) are loaded, those it lacks are left to the CLIP loaders."""
+        from diffusers import StableDiffusion3Pipeline
+
+        from ..checkpoint import checkpoint_shapes
+        from . import for_folder
+
+        shapes = checkpoint_shapes(path)
+        held = {slot: any(k.startswith(f"text_encoders.{key}.") for k in shapes)
+                for slot, key in (("clip_l", "clip_l"), ("clip_g", "clip_g"), ("t5", "t5xxl"))}
+        tried = []
+        for folder in config_folders:
+            cfg = folder / self.network_part / "config.json"
+            if not cfg.is_file() or for_folder(folder) is not self:
+                continue
+            problem = self.network_file_mismatch(shapes, read_json(cfg))
+            if problem:
+                tried.append(f"{folder.name} ({problem})")
+                continue
+            absent = {}
+            for slot, tok, enc in self.encoder_slots:
+                if not held[slot]:
+                    absent |= {tok: None, enc: None}
+            try:
+                pipe = StableDiffusion3Pipeline.from_single_file(str(path), config=str(folder), torch_dtype=dtype,
+                                                                 local_files_only=True, low_cpu_mem_usage=False,
+                                                                 **absent)
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                raise NodeError(f"cannot load checkpoint {path.name}: {exc}") from exc
+            encoders = {slot: TextEncoder(getattr(pipe, tok), getattr(pipe, enc))
+                        for slot, tok, enc in self.encoder_slots if held[slot]}
+            return Parts(network=pipe.transformer, vae=pipe.vae, encoders=encoders,
+                         scheduler_config=read_json(folder / "scheduler" / "scheduler_config.json"))
+        raise NodeError(f"{path.name}: an SD3 checkpoint that no SD3 configuration fits; tried "
+                        + (", ".join(tried) or "no SD3 configuration folders (put the model's diffusers folder "
+                           "in a models folder)"))
 
     def encode(self, clip: Any, text: str, ctx: Any = None, **options: Any):
         """As ``StableDiffusion3Pipeline.encode_prompt`` with ``max_sequence_length=256``. Without T5 the
