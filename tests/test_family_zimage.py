@@ -125,7 +125,7 @@ def test_a_latent_batch_matches_images_per_prompt(executor, zimage):
 def test_folder_is_recognised(zimage):
     from nodes import families
 
-    assert families.for_folder(zimage.folder).name == "zimage"
+    assert families.for_folder(zimage.folder).name == "z_image"
 
 
 # ---- ComfyUI's files -----------------------------------------------------------------------------------
@@ -199,7 +199,7 @@ def test_shipped_configs_build_the_published_models():
     counts = {part: sum(p.numel() for p in build(folder, part).parameters())
               for part in ("transformer", "text_encoder", "vae")}
     assert counts == {"transformer": 6_154_908_736, "text_encoder": 4_022_468_096, "vae": 83_819_683}
-    assert families.for_folder(folder).name == "zimage"
+    assert families.for_folder(folder).name == "z_image"
 
 
 def test_real_sized_files_choose_the_shipped_configs_by_shape(zimage):
@@ -216,7 +216,7 @@ def test_real_sized_files_choose_the_shipped_configs_by_shape(zimage):
     from nodes.part_files import _config_fits, _text_encoder_kind
 
     folder = CONFIGS_DIR / "z-image-turbo"
-    family = families.by_name("zimage")
+    family = families.by_name("z_image")
     net = {k: tuple(v.shape) for k, v in zimage_original(build(folder, "transformer")).items()}
     assert family.network_file_mismatch(net, read_json(folder / "transformer" / "config.json")) == ""
     assert family.network_file_mismatch(net, dict(zimage.pipe.transformer.config)) == \

@@ -46,7 +46,7 @@ CHAT_TEMPLATE = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 
 
 class ZImage(Family):
-    name = "zimage"
+    name = "z_image"
     label = "Z-Image"
     pipelines = ("ZImagePipeline",)
     network_part = "transformer"
