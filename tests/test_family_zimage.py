@@ -207,17 +207,17 @@ def test_real_sized_files_choose_the_shipped_configs_by_shape(zimage):
     Flux VAE, built on the meta device and named as ComfyUI's files name them) pick models/configs/z-image-turbo;
     the tiny model's config is refused with the reason."""
     from test_families_configs import build
-    from tiny_zimage import zimage_original
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     from nodes import families
     from nodes.families.base import read_json
     from nodes.models import CONFIGS_DIR
     from nodes.part_files import _config_fits, _text_encoder_kind
+    from nodes.stand_ins.layouts import z_image_original
 
     folder = CONFIGS_DIR / "z-image-turbo"
     family = families.by_name("z_image")
-    net = {k: tuple(v.shape) for k, v in zimage_original(build(folder, "transformer")).items()}
+    net = {k: tuple(v.shape) for k, v in z_image_original(build(folder, "transformer")).items()}
     assert family.network_file_mismatch(net, read_json(folder / "transformer" / "config.json")) == ""
     assert family.network_file_mismatch(net, dict(zimage.pipe.transformer.config)) == \
         "30 blocks in layers.*, the config has 2"
@@ -233,11 +233,11 @@ def test_prefixed_and_full_causal_lm_files_load_too(tmp_path, zimage):
     """The diffusion model under ``model.diffusion_model.`` and the text encoder with its (tied) output head,
     as some repackagings keep them, load to the same tensors."""
     from single_files import save
-    from tiny_zimage import qwen3_causal_lm, zimage_original
 
     from nodes.part_files import load_part
+    from nodes.stand_ins.layouts import qwen3_causal_lm, z_image_original
 
-    save({f"model.diffusion_model.{k}": v for k, v in zimage_original(zimage.pipe.transformer).items()},
+    save({f"model.diffusion_model.{k}": v for k, v in z_image_original(zimage.pipe.transformer).items()},
          tmp_path / "net.safetensors")
     text = qwen3_causal_lm(zimage.pipe.text_encoder)
     save({**text, "lm_head.weight": text["model.embed_tokens.weight"].clone()}, tmp_path / "qwen3.safetensors")
@@ -375,3 +375,27 @@ def test_model_sampling_aura_flow_refuses_networks_of_the_other_convention(zimag
             node.execute(ModelSamplingAuraFlow.Inputs(model=model, shift=3.0), None)
     fields = ModelSamplingAuraFlow.Inputs.model_fields["shift"]
     assert fields.default == 1.73
+
+
+def test_the_default_graph_gets_stand_ins_and_runs_on_them(tmp_path, services, capsys):
+    """``graph-runtime stand-ins`` on the editor's default graph writes Z-Image stand-ins under its three file
+    names (ae.safetensors, a name Flux shares, goes to the workflow's family), and the graph runs on them
+    (with euler until res_multistep exists here, as above)."""
+    from graph_runtime.cli import main
+    from graph_runtime.ui_format import ui_to_api
+    from schedulers.comfy_names import COMFY_SAMPLERS
+
+    models = tmp_path / "models"
+    assert main(["stand-ins", str(DEFAULT_GRAPH), "--models-dir", str(models)]) == 0, capsys.readouterr().err
+    for folder, name in (("diffusion_models", "z_image_turbo_bf16.safetensors"),
+                         ("text_encoders", "qwen_3_4b.safetensors"), ("vae", "ae.safetensors")):
+        assert (models / folder / name).is_file()
+    with executor_over([models], tmp_path / "work", services) as ex:
+        api = ui_to_api(json.loads(DEFAULT_GRAPH.read_text()), ex.registry)
+        if "res_multistep" not in COMFY_SAMPLERS:
+            api["70"]["inputs"]["sampler_name"] = "euler"
+        with single_thread():
+            res = ex.run(api)
+    assert res.status == "success", res.error
+    image = res.values["65"][0]
+    assert image.shape == (1, 1024, 1024, 3) and torch.isfinite(image).all() and image.std() > 0.005

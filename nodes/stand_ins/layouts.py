@@ -7,7 +7,9 @@ conversions our loaders (and diffusers' ``from_single_file``) read.
   under ``model.diffusion_model.``, the text encoders under ``text_encoders.{clip_l,clip_g,t5xxl}.transformer.``);
 * :func:`sd3_original` -- an SD3Transformer2DModel as the original MMDiT checkpoint names it
   (``joint_blocks.N.x_block.attn.qkv``, ``final_layer``, ...), what ``diffusion_models/sd3*.safetensors`` holds;
-* text encoders as transformers names them (``clip_l.safetensors``, ``t5xxl_fp16.safetensors``);
+* :func:`z_image_original` -- a ZImageTransformer2DModel as ComfyUI's ``z_image_turbo_bf16.safetensors`` names it;
+* text encoders as transformers names them (``clip_l.safetensors``, ``t5xxl_fp16.safetensors``; Qwen3 as
+  Qwen3ForCausalLM names it, :func:`qwen3_causal_lm`);
 * a VAE in the original (LDM) layout.
 """
 
@@ -194,3 +196,29 @@ def sd3_checkpoint(pipe) -> State:
         state.update({SD3_TEXT_PREFIXES[slot] + (_clip_key(k) if slot != "t5" else k): v.clone()
                       for k, v in model.state_dict().items() if not k.endswith("position_ids")})
     return state
+
+
+def z_image_original(transformer) -> State:
+    """A ZImageTransformer2DModel as the original checkpoint (ComfyUI's diffusion_models file) names it: fused
+    ``attention.qkv``, ``attention.out``, ``q_norm`` / ``k_norm``, ``x_embedder`` and ``final_layer`` without
+    the patch-size key -- the inverse of diffusers' single-file conversion."""
+    import torch
+
+    out = {}
+    sd = {k: v.detach().clone() for k, v in transformer.state_dict().items()}
+    for key in list(sd):
+        if ".attention.to_q." in key:
+            base = key.split(".attention.")[0]
+            out[f"{base}.attention.qkv.weight"] = torch.cat(
+                [sd.pop(f"{base}.attention.to_{x}.weight") for x in "qkv"])
+    for key, value in sd.items():
+        new = (key.replace("all_final_layer.2-1.", "final_layer.").replace("all_x_embedder.2-1.", "x_embedder.")
+               .replace(".attention.to_out.0.", ".attention.out.").replace(".attention.norm_q.", ".attention.q_norm.")
+               .replace(".attention.norm_k.", ".attention.k_norm."))
+        out[new] = value
+    return out
+
+
+def qwen3_causal_lm(text_encoder) -> State:
+    """A transformers Qwen3Model as Qwen3ForCausalLM names it (tied head left out), as ``qwen_3_4b`` holds it."""
+    return {f"model.{k}": v for k, v in text_encoder.state_dict().items()}
