@@ -8,9 +8,10 @@ import torch
 from nodes_support import *  # noqa: F403
 from test_families_parity import graph, run
 from tiny_families import executor_over
-from tiny_qwen_image import shared_qwen_image, wan_vae_layout
+from tiny_qwen_image import shared_qwen_image
 from tiny_sd import single_thread
 
+from nodes.stand_ins.layouts import qwen25_vl_original, wan_vae_layout
 from schedulers import registry
 
 pytestmark = pytest.mark.filterwarnings(
@@ -164,19 +165,6 @@ def test_shipped_configs_build_the_published_model_and_fit_its_file():
     assert family.network_file_mismatch(shapes, read_json(folder / "transformer" / "config.json")) == ""
 
 
-def _legacy_names(state: dict) -> dict:
-    """transformers 5's Qwen2.5-VL names as the original checkpoint (and ComfyUI's text_encoders/ file)
-    keeps them: ``model.layers...``, ``visual...``, ``lm_head``."""
-    out = {}
-    for k, v in state.items():
-        if k.startswith("model.language_model."):
-            k = "model." + k[len("model.language_model."):]
-        elif k.startswith("model.visual."):
-            k = k[len("model."):]
-        out[k] = v.detach().clone()
-    return out
-
-
 def test_comfyui_files_give_the_folders_picture(executor, qwen, services):
     """ComfyUI's split files: the MMDiT (UNETLoader), Qwen2.5-VL under its original names (CLIPLoader type
     qwen_image) and the VAE in Wan 2.1's layout (VAELoader): the folder's picture; the text encoder's and
@@ -187,7 +175,7 @@ def test_comfyui_files_give_the_folders_picture(executor, qwen, services):
     from nodes.part_files import config_folders, find_part
 
     save(qwen.pipe.transformer.state_dict(), qwen.models / "diffusion_models" / "qwen_image_bf16.safetensors")
-    save(_legacy_names(qwen.pipe.text_encoder.state_dict()), qwen.models / "text_encoders" / "qwen_2.5_vl_7b.safetensors")
+    save(qwen25_vl_original(qwen.pipe.text_encoder.state_dict()), qwen.models / "text_encoders" / "qwen_2.5_vl_7b.safetensors")
     save(wan_vae_layout(qwen.pipe.vae.state_dict()), qwen.models / "vae" / "qwen_image_vae.safetensors")
     vae = services.get(ModelStore).load(find_part("vae", "qwen_image_vae.safetensors", "t"), device=torch.device("cpu"),
                                         dtype=torch.float32, kind="vae", config_folders=config_folders()).vae
@@ -232,7 +220,7 @@ def test_shipped_text_encoder_config_is_qwen25_vl_7b():
     folder = CONFIGS_DIR / "qwen-image" / "text_encoder"
     model = build(folder.parent, "text_encoder")
     assert sum(p.numel() for p in model.parameters()) == 8_292_166_656
-    shapes = {k: tuple(v.shape) for k, v in _legacy_names(model.state_dict()).items()}
+    shapes = {k: tuple(v.shape) for k, v in qwen25_vl_original(model.state_dict()).items()}
     assert _text_encoder_kind(shapes) == "qwen25vl" and _config_fits("qwen25vl", shapes, read_json(folder / "config.json"))
 
 
@@ -241,7 +229,7 @@ def test_scaled_fp8_files_are_refused_by_name(executor, qwen):
     wrong numbers if read as plain fp8: they are refused, naming the format."""
     from single_files import save
 
-    state = _legacy_names(qwen.pipe.text_encoder.state_dict())
+    state = qwen25_vl_original(qwen.pipe.text_encoder.state_dict())
     state = {k: v.to(torch.float8_e4m3fn) if v.ndim == 2 else v for k, v in state.items()}
     state |= {k[: -len("weight")] + "scale_weight": torch.ones(()) for k, v in list(state.items()) if v.ndim == 2}
     state["scaled_fp8"] = torch.zeros(0, dtype=torch.float8_e4m3fn)
@@ -266,7 +254,7 @@ def test_comfyuis_qwen_image_graph_follows_the_pipeline(executor, qwen):
     files = {"unet": "qwen_image_bf16.safetensors", "clip": "qwen_2.5_vl_7b.safetensors",
              "vae": "qwen_image_vae.safetensors"}
     save(qwen.pipe.transformer.state_dict(), qwen.models / "diffusion_models" / files["unet"])
-    save(_legacy_names(qwen.pipe.text_encoder.state_dict()), qwen.models / "text_encoders" / files["clip"])
+    save(qwen25_vl_original(qwen.pipe.text_encoder.state_dict()), qwen.models / "text_encoders" / files["clip"])
     save(wan_vae_layout(qwen.pipe.vae.state_dict()), qwen.models / "vae" / files["vae"])
     doc = {
         "1": {"class_type": "UNETLoader", "inputs": {"unet_name": files["unet"], "weight_dtype": "default"}},
@@ -286,3 +274,37 @@ def test_comfyuis_qwen_image_graph_follows_the_pipeline(executor, qwen):
     ref = pipeline_image(qwen, "flow_euler", 12, cfg=2.5)
     assert ref.std() > 0.005
     assert (ours - ref).abs().max().item() < 1e-4
+
+
+def test_stand_ins_for_comfyuis_qwen_image_names_run(tmp_path, services, capsys):
+    """``graph-runtime stand-ins`` on a ComfyUI Qwen-Image workflow (the template's file names, fp8 ones
+    included: a stand-in holds plain weights) writes Qwen-Image stand-ins, and the workflow runs on them."""
+    import json
+
+    from graph_runtime.cli import main
+
+    names = {"unet": "qwen_image_fp8_e4m3fn.safetensors", "clip": "qwen_2.5_vl_7b_fp8_scaled.safetensors",
+             "vae": "qwen_image_vae.safetensors"}
+    doc = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": names["unet"], "weight_dtype": "default"}},
+        "2": {"class_type": "CLIPLoader", "inputs": {"clip_name": names["clip"], "type": "qwen_image"}},
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": names["vae"]}},
+        "4": {"class_type": "ModelSamplingAuraFlow", "inputs": {"model": ["1", 0], "shift": 3.1}},
+        "5": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["2", 0]}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["2", 0]}},
+        "8": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}},
+        "9": {"class_type": "KSampler", "inputs": {
+            "model": ["4", 0], "seed": 1, "steps": 3, "cfg": 2.5, "sampler_name": "euler", "scheduler": "simple",
+            "positive": ["5", 0], "negative": ["6", 0], "latent_image": ["8", 0], "denoise": 1.0}},
+        "7": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["3", 0]}},
+        "10": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "qwen"}},
+    }
+    path = tmp_path / "qwen_image.json"
+    path.write_text(json.dumps(doc))
+    models = tmp_path / "models"
+    assert main(["stand-ins", str(path), "--models-dir", str(models)]) == 0, capsys.readouterr().err
+    with executor_over([models], tmp_path / "work", services) as ex, single_thread():
+        res = ex.run(doc)
+    assert res.status == "success", res.error
+    image = res.values["7"][0]
+    assert image.shape == (1, 128, 128, 3) and torch.isfinite(image).all() and image.std() > 0.005

@@ -10,7 +10,7 @@ conversions our loaders (and diffusers' ``from_single_file``) read.
 * :func:`z_image_original` -- a ZImageTransformer2DModel as ComfyUI's ``z_image_turbo_bf16.safetensors`` names it;
 * text encoders as transformers names them (``clip_l.safetensors``, ``t5xxl_fp16.safetensors``; Qwen3 as
   Qwen3ForCausalLM names it, :func:`qwen3_causal_lm`);
-* a VAE in the original (LDM) layout.
+* a VAE in the original (LDM) layout; Qwen-Image's 3-D VAE in Wan 2.1's (:func:`wan_vae_layout`).
 """
 
 from __future__ import annotations
@@ -222,3 +222,57 @@ def z_image_original(transformer) -> State:
 def qwen3_causal_lm(text_encoder) -> State:
     """A transformers Qwen3Model as Qwen3ForCausalLM names it (tied head left out), as ``qwen_3_4b`` holds it."""
     return {f"model.{k}": v for k, v in text_encoder.state_dict().items()}
+
+
+def qwen25_vl_original(state: State) -> State:
+    """A transformers-5 Qwen2.5-VL state dict under the names the original checkpoint (and ComfyUI's
+    text_encoders/ file) keeps: ``model.layers...``, ``visual...``, ``lm_head``."""
+    out = {}
+    for k, v in state.items():
+        if k.startswith("model.language_model."):
+            k = "model." + k[len("model.language_model."):]
+        elif k.startswith("model.visual."):
+            k = k[len("model."):]
+        out[k] = v.detach().clone()
+    return out
+
+
+_RESNET = (("norm1.gamma", "residual.0.gamma"), ("conv1.", "residual.2."), ("norm2.gamma", "residual.3.gamma"),
+           ("conv2.", "residual.6."), ("conv_shortcut.", "shortcut."))
+
+
+def _wan_resnet(leaf: str) -> str:
+    for new, old in _RESNET:
+        if leaf.startswith(new):
+            return old + leaf[len(new):]
+    return leaf
+
+
+def wan_vae_layout(state: State) -> State:
+    """An AutoencoderKLQwenImage state dict under Wan 2.1's original names (ComfyUI's
+    ``qwen_image_vae.safetensors``): the inverse of diffusers' Wan VAE conversion."""
+    out = {}
+    for key, value in state.items():
+        part, _, rest = key.partition(".")
+        new = key
+        if part in ("quant_conv", "post_quant_conv"):
+            new = ("conv1." if part == "quant_conv" else "conv2.") + rest
+        elif rest.startswith("conv_in."):
+            new = f"{part}.conv1.{rest[len('conv_in.'):]}"
+        elif rest.startswith("norm_out."):
+            new = f"{part}.head.0.{rest[len('norm_out.'):]}"
+        elif rest.startswith("conv_out."):
+            new = f"{part}.head.2.{rest[len('conv_out.'):]}"
+        elif rest.startswith("mid_block."):
+            kind, idx, leaf = rest[len("mid_block."):].split(".", 2)
+            new = (f"{part}.middle.1.{leaf}" if kind == "attentions"
+                   else f"{part}.middle.{2 * int(idx)}.{_wan_resnet(leaf)}")
+        elif rest.startswith("down_blocks."):
+            idx, leaf = rest[len("down_blocks."):].split(".", 1)
+            new = f"{part}.downsamples.{idx}.{_wan_resnet(leaf)}"
+        elif rest.startswith("up_blocks."):
+            block, kind, idx, leaf = rest[len("up_blocks."):].split(".", 3)
+            number = 4 * int(block) + (3 if kind == "upsamplers" else int(idx))
+            new = f"{part}.upsamples.{number}.{_wan_resnet(leaf) if kind == 'resnets' else leaf}"
+        out[new] = value.detach().clone()
+    return out

@@ -82,6 +82,13 @@ FAMILIES: dict[str, FamilyStandIns] = {f.name: f for f in (
         text_encoders={"qwen": lambda pipe: layouts.qwen3_causal_lm(pipe.text_encoder)},
         roles_by_position={1: ("qwen",)},
         notes={"checkpoint": "Z-Image all-in-one checkpoints are not read here yet (the split files are)"}),
+    FamilyStandIns(
+        "qwen_image", "Qwen-Image", tiny.build_qwen_image,
+        parts={"vae": lambda pipe: layouts.wan_vae_layout(pipe.vae.state_dict()),
+               "diffusion_model": lambda pipe: dict(pipe.transformer.state_dict())},
+        text_encoders={"qwen": lambda pipe: layouts.qwen25_vl_original(pipe.text_encoder.state_dict())},
+        roles_by_position={1: ("qwen",)},
+        notes={"checkpoint": "Qwen-Image all-in-one checkpoints are not read here yet (the split files are)"}),
 )}
 
 #: file-name patterns -> the family they name, first match wins (matched against the lower-cased name).
