@@ -69,8 +69,11 @@ def parse_overrides(text: str, cls: type, what: str = "config_overrides") -> dic
 
 def make_schedule(model: ModelBundle, scheduler: str, steps: int, denoise: float = 1.0,
                   sigma_spacing: str = "default", timestep_spacing: str = "default",
-                  config_overrides: str = "", eta: float | None = None) -> Schedule:
-    """The Scheduler node's work as a function (used by CompareSchedulers and the benchmarks too)."""
+                  config_overrides: str = "", eta: float | None = None,
+                  latent_shape: tuple[int, ...] | None = None) -> Schedule:
+    """The Scheduler node's work as a function (used by CompareSchedulers and the benchmarks too).
+    ``latent_shape`` sizes a resolution-dependent shift (Flux) for those latents, as the pipeline does."""
+    from schedulers.model_sampling import dynamic_mu
     from schedulers.schedule import build_schedule
 
     try:
@@ -91,12 +94,17 @@ def make_schedule(model: ModelBundle, scheduler: str, steps: int, denoise: float
     overrides = parse_overrides(config_overrides, cls)
     if not 0.0 < denoise <= 1.0:
         raise NodeError(f"denoise: must be above 0 and at most 1, got {denoise}")
+    config = model.scheduler_config
+    if latent_shape is not None:
+        mu = dynamic_mu(config, model.family.latent.image_seq_len(latent_shape))
+        if mu is not None:
+            config = {**config, "mu": mu}
     try:
         return build_schedule(
-            scheduler, model.scheduler_config, steps, denoise=denoise, sigma_spacing=sigma_spacing,
+            scheduler, config, steps, denoise=denoise, sigma_spacing=sigma_spacing,
             timestep_spacing=None if timestep_spacing == "default" else timestep_spacing,
-            overrides=overrides, eta=eta, device=model.device,
-            pipeline_sigmas=model.family.pipeline_sigmas(steps))
+            overrides=overrides, eta=eta, device=model.device, pipeline_sigmas=model.family.pipeline_sigmas(steps),
+            sigmas_for_flow_solvers=model.family.sigmas_for_flow_solvers)
     except (ValueError, TypeError, NotImplementedError) as exc:
         where = "denoise" if "denoise" in str(exc) else "config_overrides" if overrides else "scheduler"
         raise NodeError(f"{where}: {scheduler} with these settings fails: {exc}") from None
@@ -182,7 +190,9 @@ def sampling_work(schedule: Schedule, shape: tuple[int, ...], do_cfg: bool) -> i
     if schedule.runner == "diffusers":
         calls = len(schedule.timesteps)
     else:
-        calls = 2 * schedule.steps - 1 if schedule.rule == "heun" else schedule.steps
+        from schedulers.kdiffusion import model_calls
+
+        calls = model_calls(schedule.rule, schedule.steps)
     return calls * shape[0] * shape[2] * shape[3] * (2 if do_cfg else 1)
 
 
@@ -204,14 +214,16 @@ def admit(model: ModelBundle, schedule: Schedule, shape: tuple[int, ...], do_cfg
 
 def run_sampler(ctx: Any, model: ModelBundle, positive: Any, negative: Any, latent: Any, schedule: Schedule,
                 seed: int, cfg: float, add_noise: bool = True, *, init_from_latent: bool | None = None,
-                progress: Callable[[int, int], None] | None = None, previews: bool = True) -> SampleResult:
+                progress: Callable[[int, int], None] | None = None, previews: bool = True,
+                guide: Callable[[tuple[int, ...]], Any] | None = None) -> SampleResult:
     """Sample ``schedule`` from ``latent`` and return the final latents (on the model's device).
 
     With ``add_noise``: an all-zero latent (EmptyLatent) starts from the seed's noise as the txt2img pipeline
     does; any other latent is the img2img starting point, noised to the schedule's first step. Without it,
     the latent is used as it is (continuing a split schedule). ``init_from_latent`` forces the choice.
     Previews are off when the prompt asks for none (``extra_data["preview_method"] == "none"``, as the editor's
-    "Live preview method" setting sends it).
+    "Live preview method" setting sends it). ``guide(latent_shape)``, when given, builds the guided network
+    instead of classifier-free guidance over ``positive`` / ``negative`` (e.g. a DualCFGGuider's).
     """
     import torch
 
@@ -222,13 +234,16 @@ def run_sampler(ctx: Any, model: ModelBundle, positive: Any, negative: Any, late
     previews = previews and (getattr(ctx, "extra_data", None) or {}).get("preview_method") != "none"
     samples = latent_samples(latent, model)
     do_cfg = cfg > 1.0
-    if do_cfg and negative is None:
+    if do_cfg and negative is None and guide is None:
         raise NodeError(f"negative: cfg {cfg} > 1 needs a negative conditioning (encode an empty prompt, as "
                         "diffusers does, or set cfg to 1 to skip the unconditional pass)")
     admit(model, schedule, tuple(samples.shape), do_cfg)
     device, dtype = model.device, model.dtype
-    pos, neg = guidance_inputs(model, positive, negative, tuple(samples.shape), do_cfg)
-    denoiser = CFGDenoiser(model.family.network(model), pos, neg, cfg, combine=model.family.guide)
+    if guide is None:
+        pos, neg = guidance_inputs(model, positive, negative, tuple(samples.shape), do_cfg)
+        denoiser = CFGDenoiser(model.family.network(model), pos, neg, cfg, combine=model.family.guide)
+    else:
+        denoiser = guide(tuple(samples.shape))
 
     x = samples.to(device=device, dtype=dtype)
     if not add_noise:
@@ -283,6 +298,8 @@ class Scheduler(Node):
     This is diffusers' scheduler swap (``Class.from_config(model.scheduler_config)``): the model's beta schedule,
     prediction type and timestep spacing carry over; sigma_spacing, timestep_spacing and config_overrides
     (a JSON object of config keys) change it. denoise < 1 keeps the tail of the schedule for img2img.
+    A latent sizes the shift of a model whose shift follows the image size (Flux), as its pipeline does;
+    without one such a model runs at its own fixed shift (ModelSamplingFlux, else its max_shift).
     """
 
     CATEGORY = "sampling"
@@ -298,6 +315,8 @@ class Scheduler(Node):
         timestep_spacing: Literal[TIMESTEP_SPACINGS] = Widget("default", optional=True)  # type: ignore[valid-type]
         config_overrides: str = Widget("", optional=True, multiline=True,
                                        tooltip='scheduler config keys as JSON, e.g. {"solver_order": 3}')
+        latent: Any = Link("LATENT", optional=True,
+                           tooltip="the latents to size a resolution-dependent shift for (Flux)")
 
     OUTPUTS = (
         Output(SCHEDULE, "SCHEDULE", "the whole run, for the Sampler"),
@@ -307,8 +326,10 @@ class Scheduler(Node):
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
         model = _check_model(inputs.model)
+        shape = None if inputs.latent is None else tuple(latent_samples(inputs.latent, model).shape)
         sch = make_schedule(model, inputs.scheduler, inputs.steps, inputs.denoise,
-                            inputs.sigma_spacing, inputs.timestep_spacing, inputs.config_overrides)
+                            inputs.sigma_spacing, inputs.timestep_spacing, inputs.config_overrides,
+                            latent_shape=shape)
         return (sch, sch.sigmas, sch.timesteps)
 
 

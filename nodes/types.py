@@ -64,7 +64,10 @@ class ModelBundle:
 
     @property
     def latent_channels(self) -> int:
-        return self.family.network_latent_channels(self.network)
+        packed = getattr(self.network.config, "in_channels", None)
+        if packed is None:
+            return self.family.latent.channels
+        return int(packed) // self.family.latent.packing ** 2
 
     def with_config(self, **changes: Any) -> ModelBundle:
         """The same network with scheduler config keys changed (the network is shared, not copied)."""

@@ -8,6 +8,7 @@ either *pipeline-style*, through the registered diffusers class, or as a *k-diff
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -17,7 +18,7 @@ import torch
 
 from . import kdiffusion, registry
 from . import sigmas as sigmas_mod
-from .model_sampling import model_sampling
+from .model_sampling import dynamic_mu, model_sampling
 
 __all__ = ["Schedule", "build_schedule", "img2img_start", "schedule_from_sigmas"]
 
@@ -96,15 +97,19 @@ def build_schedule(
     eta: float | None = None,
     device: torch.device | str | None = "cpu",
     pipeline_sigmas: Sequence[float] | None = None,
+    sigmas_for_flow_solvers: bool = False,
 ) -> Schedule:
     """Schedule for registered scheduler ``name`` on a model whose scheduler config is ``scheduler_config``.
+
+    ``pipeline_sigmas`` are the family pipeline's own sigmas (Flux's ``linspace(1, 1/steps, steps)``), given to
+    a class whose ``set_timesteps`` takes sigmas unless its config uses its own flow sigmas, as the pipeline's
+    ``retrieve_timesteps`` does; with ``sigmas_for_flow_solvers`` (ZImagePipeline, QwenImagePipeline) those
+    get them too, as a float64 array (UniPC's flow path does arithmetic on them; a list fails there). A dynamic-shifting config passes its ``mu`` (:func:`dynamic_mu`) to classes
+    that take it; the others get the equal fixed shift.
 
     ``sigma_spacing`` other than 'default' sets the class's own ``use_<spacing>_sigmas`` flag (diffusers'
     formulas); ``timestep_spacing`` ('leading', 'trailing', 'linspace') overrides the config's. ``overrides``
     go to ``from_config`` last. ``denoise < 1`` keeps the tail of the schedule as img2img does.
-    ``pipeline_sigmas`` are what a model family's pipeline passes to ``set_timesteps(sigmas=...)`` instead
-    of the number of steps (as a float64 array); a class whose ``set_timesteps`` takes no sigmas gets the
-    number of steps.
     """
     entry = registry.get(name)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
@@ -134,9 +139,20 @@ def build_schedule(
         ov["timestep_spacing"] = timestep_spacing
     ov.update(overrides or {})
     set_kwargs: dict[str, Any] = {"num_inference_steps": steps}
-    if pipeline_sigmas is not None and "sigmas" in inspect.signature(entry.cls.set_timesteps).parameters:
-        # a numpy array, as the pipelines make them: UniPC's flow path does arithmetic on it (a list fails)
-        set_kwargs = {"sigmas": np.asarray(pipeline_sigmas, dtype=np.float64)}
+    takes = inspect.signature(entry.cls.set_timesteps).parameters
+    flow_solver = bool({**scheduler_config, **ov}.get("use_flow_sigmas"))
+    if pipeline_sigmas is not None and "sigmas" in takes and (sigmas_for_flow_solvers or not flow_solver):
+        if len(pipeline_sigmas) != steps:
+            raise ValueError(f"pipeline_sigmas: {len(pipeline_sigmas)} sigmas for {steps} steps")
+        values = [float(s) for s in pipeline_sigmas]
+        set_kwargs = {"sigmas": np.asarray(values, dtype=np.float64) if flow_solver else values}
+    mu = dynamic_mu(scheduler_config)
+    if mu is not None:
+        if "mu" in takes:
+            set_kwargs["mu"] = mu
+        else:  # exp(mu) / (exp(mu) + 1/t - 1) is the fixed shift exp(mu) (mu for the linear form)
+            exponential = scheduler_config.get("time_shift_type", "exponential") == "exponential"
+            ov.setdefault("shift", math.exp(mu) if exponential else mu)
     return _diffusers_schedule(entry, scheduler_config, ov, set_kwargs, steps, denoise, eta, device)
 
 

@@ -1,6 +1,7 @@
 """The single-file writers, from the package (nodes.stand_ins.layouts), under the names tests import."""
 
 from nodes.stand_ins.layouts import (  # noqa: F401
+    _clip_key,
     _swap,
     open_clip_layout,
     save,

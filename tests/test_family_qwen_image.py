@@ -98,30 +98,32 @@ def test_vae_encode_and_decode_go_through_the_latent_mean_and_std(executor, qwen
     assert (ours - ref).abs().max().item() < 1e-4
 
 
-def test_resolution_dependent_shift_is_named_and_fixed_by_model_sampling_aura_flow(executor, qwen, tmp_path):
-    """The released model's scheduler shifts by image size, which the Scheduler node cannot know: it says so;
-    ModelSamplingAuraFlow (a fixed shift, ComfyUI's way) or a config override runs it."""
+def test_resolution_dependent_shift_follows_the_latent_or_model_sampling_aura_flow(executor, qwen):
+    """The released model's scheduler shifts by image size: a Scheduler given the latent equals
+    QwenImagePipeline on that config; ModelSamplingAuraFlow (a fixed shift, ComfyUI's way) replaces it."""
     import json
     import shutil
 
     folder = qwen.models / "tiny-qwen-image-dynamic"
+    cfg = {**qwen.config, "use_dynamic_shifting": True, "base_shift": 0.5, "max_shift": 0.9,
+           "base_image_seq_len": 256, "max_image_seq_len": 8192, "shift_terminal": 0.02}
     if not folder.exists():
         shutil.copytree(qwen.folder, folder)
-        cfg_path = folder / "scheduler" / "scheduler_config.json"
-        cfg = json.loads(cfg_path.read_text())
-        cfg.update(use_dynamic_shifting=True, base_shift=0.5, max_shift=0.9, max_image_seq_len=8192)
-        cfg_path.write_text(json.dumps(cfg))
-    doc = graph("tiny-qwen-image-dynamic", "flow_euler", 5, cfg=1.0)
+        (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(cfg))
+    doc = graph("tiny-qwen-image-dynamic", "flow_euler", 5, cfg=4.0)
+    doc["2"]["inputs"]["text"] = PROMPT
+    doc["5"]["inputs"]["latent"] = ["4", 0]
+    ours = run(executor, doc)
+    with registry.quiet_diffusers():
+        qwen.pipe.scheduler = registry.get("flow_euler").cls.from_config(cfg)
     with single_thread():
-        res = executor.run(doc)
-    assert res.status == "error" and "use_dynamic_shifting" in str(res.error)
-    doc["5"]["inputs"]["config_overrides"] = '{"use_dynamic_shifting": false}'
-    assert run(executor, doc).std() > 0.005
-    doc["5"]["inputs"]["config_overrides"] = ""
+        ref = qwen.pipe(PROMPT, negative_prompt="", true_cfg_scale=4.0, num_inference_steps=STEPS, height=64,
+                        width=64, generator=torch.Generator("cpu").manual_seed(5), output_type="pt").images
+    assert (ours - ref.permute(0, 2, 3, 1)).abs().max().item() == 0.0
     doc["9"] = {"class_type": "ModelSamplingAuraFlow", "inputs": {"model": ["1", 0], "shift": 3.0}}
     doc["5"]["inputs"]["model"] = doc["6"]["inputs"]["model"] = ["9", 0]
-    ours = run(executor, doc)
-    assert (ours - run(executor, graph("tiny-qwen-image", "flow_euler", 5, cfg=1.0))).abs().max().item() == 0.0
+    fixed = run(executor, doc)
+    assert (fixed - run(executor, qwen_graph("flow_euler", 5, cfg=4.0))).abs().max().item() == 0.0
 
 
 def test_diffusion_model_alone_loads_and_gives_the_folders_picture(executor, qwen, services):
@@ -224,24 +226,28 @@ def test_shipped_text_encoder_config_is_qwen25_vl_7b():
     assert _text_encoder_kind(shapes) == "qwen25vl" and _config_fits("qwen25vl", shapes, read_json(folder / "config.json"))
 
 
-def test_scaled_fp8_files_are_refused_by_name(executor, qwen):
-    """ComfyUI's scaled-fp8 files (qwen_2.5_vl_7b_fp8_scaled: fp8 weights each with a scale) would load as
-    wrong numbers if read as plain fp8: they are refused, naming the format."""
-    from single_files import save
+def test_a_scaled_fp8_text_encoder_file_loads_as_weight_times_scale(qwen):
+    """ComfyUI's qwen_2.5_vl_7b_fp8_scaled layout (fp8 weights, each with a scale_weight) through transformers'
+    own loading: each weight is its fp8 value times its scale, in fp32."""
+    from nodes.part_files import load_part
+    from nodes.stand_ins.layouts import save
 
     state = qwen25_vl_original(qwen.pipe.text_encoder.state_dict())
-    state = {k: v.to(torch.float8_e4m3fn) if v.ndim == 2 else v for k, v in state.items()}
-    state |= {k[: -len("weight")] + "scale_weight": torch.ones(()) for k, v in list(state.items()) if v.ndim == 2}
-    state["scaled_fp8"] = torch.zeros(0, dtype=torch.float8_e4m3fn)
-    save(state, qwen.models / "text_encoders" / "qwen_2.5_vl_7b_fp8_scaled.safetensors")
-    doc = qwen_graph("flow_euler", 1, cfg=1.0)
-    doc["11"] = {"class_type": "CLIPLoader", "inputs": {"clip_name": "qwen_2.5_vl_7b_fp8_scaled.safetensors",
-                                                        "type": "qwen_image"}}
-    doc["2"] = {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["11", 0]}}
-    with single_thread():
-        res = executor.run(doc)
-    assert res.status == "error", res.error
-    assert "qwen_2.5_vl_7b_fp8_scaled.safetensors: ComfyUI's scaled-fp8 format" in str(res.error)
+    scaled = {}
+    for k, v in state.items():
+        if v.ndim == 2 and k.endswith(".weight") and "embed_tokens" not in k and k != "lm_head.weight":
+            scaled[k] = (v / 2).to(torch.float8_e4m3fn)
+            scaled[k[: -len("weight")] + "scale_weight"] = torch.tensor(2.0)
+        else:
+            scaled[k] = v
+    scaled["scaled_fp8"] = torch.zeros(0, dtype=torch.float8_e4m3fn)
+    path = save(scaled, qwen.models / "text_encoders" / "qwen_2.5_vl_7b_fp8_scaled.safetensors")
+    enc = load_part("text_encoder", path, torch.device("cpu"), torch.float32, "t", [qwen.folder]).encoder.model
+    ours, ref = qwen25_vl_original(enc.state_dict()), state
+    assert ours.keys() == ref.keys()
+    for k, v in ref.items():
+        want = scaled[k].float() * 2 if scaled[k].dtype == torch.float8_e4m3fn else v
+        assert torch.equal(ours[k], want), k
 
 
 def test_comfyuis_qwen_image_graph_follows_the_pipeline(executor, qwen):

@@ -10,6 +10,7 @@ from pathlib import Path
 from graph_runtime import NodeError
 
 from .base import Family, LatentFormat, Parts, TextEncoder, read_json
+from .flux import Flux
 from .qwen_image import QwenImage
 from .sd1 import StableDiffusion1
 from .sd2 import StableDiffusion2
@@ -20,7 +21,7 @@ from .zimage import ZImage
 __all__ = ["FAMILIES", "Family", "LatentFormat", "Parts", "TextEncoder", "by_name", "for_file", "for_folder"]
 
 FAMILIES: tuple[Family, ...] = (StableDiffusion1(), StableDiffusion2(), StableDiffusionXL(), StableDiffusion3(),
-                                ZImage(), QwenImage())
+                                Flux(), ZImage(), QwenImage())
 
 
 def by_name(name: str) -> Family:

@@ -11,8 +11,8 @@ latent nodes and the previews know only this interface:
   :meth:`Family.network` (the call convention of its network);
 * guidance -- :meth:`Family.guide` (how the conditional and unconditional predictions combine) and
   :attr:`Family.matched_lengths` (whether positive and negative text states are evened out to one length);
-* model sampling -- read from the model's own scheduler config (:mod:`schedulers.model_sampling`), and
-  :meth:`Family.pipeline_sigmas` where the family's pipeline passes its own sigmas to the scheduler.
+* model sampling -- read from the model's own scheduler config (:mod:`schedulers.model_sampling`); a family
+  whose pipeline passes its own sigmas says so in :meth:`Family.pipeline_sigmas`.
 """
 
 from __future__ import annotations
@@ -34,12 +34,19 @@ from ..model_store import PICKLE_SUFFIXES
 @dataclass(frozen=True)
 class LatentFormat:
     """How a family's latents look: ``channels`` at 1/``spatial_factor`` of the image size; ``rgb_factors``
-    (one row per channel: R, G, B) and ``rgb_bias`` map latents to preview colours."""
+    (one row per channel: R, G, B) and ``rgb_bias`` map latents to preview colours. ``packing`` is the side
+    of the latent patches the network sees as one token of ``channels * packing**2`` values (Flux: 2); the
+    latents between nodes stay unpacked."""
 
     channels: int
     spatial_factor: int = 8
     rgb_factors: tuple[tuple[float, float, float], ...] | None = None
     rgb_bias: tuple[float, float, float] | None = None
+    packing: int = 1
+
+    def image_seq_len(self, latent_shape: tuple[int, ...]) -> int:
+        """How many image tokens the network sees for latents of ``latent_shape`` ([b, c, h, w])."""
+        return (latent_shape[-2] // self.packing) * (latent_shape[-1] // self.packing)
 
 
 @dataclass(eq=False)
@@ -137,6 +144,9 @@ class Family:
     #: ComfyUI's timestep multiplier for the family's flow network (the network sees sigma x this there):
     #: 1000 for SD3-style models, 1 for those taking the noise level itself (what ModelSamplingAuraFlow sets)
     comfy_multiplier: ClassVar[float] = 1000.0
+    #: the pipeline gives its own sigmas to the flow-sigma solvers too (UniPC, DPM++ on flow models), where
+    #: FluxPipeline leaves those to the solver
+    sigmas_for_flow_solvers: ClassVar[bool] = False
 
     # ---- recognise ----------------------------------------------------------------------------------
     def matches_folder(self, folder: Path, index: Mapping[str, Any]) -> bool:
@@ -154,6 +164,15 @@ class Family:
     def matches_file(self, shapes: Mapping[str, tuple[int, ...]]) -> bool:
         """Whether an all-in-one checkpoint (its tensor names and shapes) is this family's."""
         return False
+
+    def load_network_file(self, path: Path, folder: Path, dtype: torch.dtype) -> Any:
+        """The network of a single diffusion-model file that fits the config of ``folder`` (diffusers'
+        ``from_single_file`` by default)."""
+        from ..part_files import component_class
+
+        cls, _ = component_class(folder / self.network_part)
+        return cls.from_single_file(str(path), config=str(folder), subfolder=self.network_part, torch_dtype=dtype,
+                                    local_files_only=True, low_cpu_mem_usage=False)
 
     def load_file(self, path: Path, dtype: torch.dtype, config_folders: Any) -> Parts:
         raise NodeError(f"{path.name}: single-file {self.label} checkpoints are not loaded yet; use the model's "
@@ -179,10 +198,15 @@ class Family:
             scheduler_config=read_json(folder / "scheduler" / "scheduler_config.json"),
         )
 
-    def network_latent_channels(self, network: Any) -> int:
-        """The latent channels the network denoises: its config's ``in_channels`` (a family that packs
-        latent patches into its input says how many channels that is)."""
-        return int(getattr(network.config, "in_channels", self.latent.channels))
+    # ---- model sampling -----------------------------------------------------------------------------
+    def sampling_config(self, scheduler_config: dict) -> dict:
+        """A loaded model's scheduler config with what the family adds for its model sampling (e.g. the size
+        of ComfyUI's sigma table); keys diffusers does not know are ignored by its schedulers."""
+        return scheduler_config
+
+    def pipeline_sigmas(self, steps: int) -> list[float] | None:
+        """The sigmas the family's pipeline gives ``set_timesteps`` (None: it passes only the step count)."""
+        return None
 
     # ---- text ---------------------------------------------------------------------------------------
     def encode(self, clip: Any, text: str, ctx: Any = None, **options: Any) -> Any:
@@ -208,10 +232,4 @@ class Family:
         """Classifier-free guidance as the family's pipeline computes it (the same value in every family;
         the order of operations decides the last bits)."""
         return uncond + cfg * (cond - uncond)
-
-    # ---- model sampling -----------------------------------------------------------------------------
-    def pipeline_sigmas(self, steps: int) -> list[float] | None:
-        """The sigmas the family's pipeline passes to ``set_timesteps`` for ``steps`` steps (None: it
-        passes only the number of steps)."""
-        return None
 

@@ -16,11 +16,9 @@ Each as ``QwenImagePipeline`` does it:
   the 2-D interface the latent nodes use, so diffusion-space latents are ``(z - mean) / std``;
 * schedule -- the pipeline's sigmas ``linspace(1, 1/steps, steps)``.
 
-A scheduler config with resolution-dependent shift (``use_dynamic_shifting``, as the released model's) needs
-the image size when the schedule is built, which the Scheduler node does not have: such a model runs with a
-fixed shift set by ModelSamplingAuraFlow (ComfyUI's way) or the Scheduler's config override
-``{"use_dynamic_shifting": false}``. ComfyUI's KSampler guides Qwen-Image with plain CFG (its CFGNorm node
-adds the rescale); here every sampler uses the pipeline's rescaled guidance.
+The released scheduler shifts by image size (``use_dynamic_shifting``): a Scheduler given the latent sizes
+it as the pipeline does; ModelSamplingAuraFlow (ComfyUI's way) sets a fixed shift instead. ComfyUI's KSampler
+guides Qwen-Image with plain CFG (its CFGNorm node adds the rescale); here every sampler uses the pipeline's rescaled guidance.
 """
 
 from __future__ import annotations
@@ -99,11 +97,12 @@ class QwenImage(Family):
     pipelines = ("QwenImagePipeline",)
     network_part = "transformer"
     encoder_slots = (("qwen25vl", "tokenizer", "text_encoder"),)
-    latent = LatentFormat(16, 8, WAN_RGB, WAN_BIAS)
+    latent = LatentFormat(16, 8, WAN_RGB, WAN_BIAS, packing=2)
     default_scheduler = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000,
                          "shift": 1.0, "use_dynamic_shifting": False}
     matched_lengths = False
     comfy_multiplier = 1.0
+    sigmas_for_flow_solvers = True
 
     def matches_network_config(self, config: Any) -> bool:
         return config.get("_class_name") == "QwenImageTransformer2DModel"
@@ -128,9 +127,6 @@ class QwenImage(Family):
         parts: Parts = super().load_folder(folder, dtype)
         parts.vae = FrameVAE(parts.vae)
         return parts
-
-    def network_latent_channels(self, network: Any) -> int:
-        return int(network.config.in_channels) // 4
 
     # ---- text ---------------------------------------------------------------------------------------
     @torch.inference_mode()

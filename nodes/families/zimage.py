@@ -56,6 +56,7 @@ class ZImage(Family):
                          "use_dynamic_shifting": False, "shift": 3.0}
     matched_lengths = False
     comfy_multiplier = 1.0
+    sigmas_for_flow_solvers = True
 
     # ---- recognise ----------------------------------------------------------------------------------
     def matches_network_config(self, config: Any) -> bool:
