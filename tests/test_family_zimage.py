@@ -5,8 +5,8 @@
 * ComfyUI's files (z_image_turbo_bf16 / qwen_3_4b / ae, written from the same weights) load back to the same
   tensors, also stored as bf16 / fp16 / fp8, and ComfyUI's graph (UNETLoader + CLIPLoader lumina2 +
   VAELoader + CLIPTextEncode + ModelSamplingAuraFlow + EmptySD3LatentImage) gives the same picture;
-* the editor's built-in default graph (a Z-Image Turbo workflow, as comfyui-frontend-package 1.58.1 embeds
-  it) validates and runs on stand-ins saved under its file names;
+* the editor's built-in default graph (a Z-Image Turbo workflow with res_multistep, as
+  comfyui-frontend-package 1.58.1 embeds it) validates and runs as saved on stand-ins under its file names;
 * the shipped configs build the published models, and wrong inputs get named errors."""
 
 import json
@@ -323,23 +323,16 @@ def test_a_prompt_over_the_text_window_is_truncated_with_a_warning(executor, zim
 def test_the_editors_default_graph_validates_and_runs(executor, zimage):
     """The frontend's built-in default workflow (Z-Image Turbo: UNETLoader, CLIPLoader lumina2, VAELoader,
     ModelSamplingAuraFlow 3, EmptySD3LatentImage 1024x1024, KSampler 8 steps cfg 1 res_multistep / simple,
-    SaveImage), exactly as the editor sends it, over tiny stand-ins under its file names. Until this
-    runtime has ComfyUI's res_multistep sampler, the only complaint is that choice, and the graph runs
-    with euler in its place."""
+    SaveImage), exactly as the editor sends it, over tiny stand-ins under its file names."""
     from graph_runtime.ui_format import ui_to_api
-    from schedulers.comfy_names import COMFY_SAMPLERS
 
     ui = json.loads(DEFAULT_GRAPH.read_text())
     assert all(n["type"] in executor.registry for n in ui["nodes"])
     api = ui_to_api(ui, executor.registry)
     assert {api[k]["inputs"].get(w) for k, w in (("66", "unet_name"), ("62", "clip_name"), ("63", "vae_name"))} \
         == set(zimage.files.values())
+    assert api["70"]["inputs"]["sampler_name"] == "res_multistep"
     check = executor.validate(api)
-    if "res_multistep" not in COMFY_SAMPLERS:
-        assert set(check.node_errors) == {"70"}, check.messages()
-        assert all("'sampler_name'" in line and "res_multistep" in line for line in check.messages())
-        api["70"]["inputs"]["sampler_name"] = "euler"
-        check = executor.validate(api)
     assert check.ok, check.messages()
     with single_thread():
         res = executor.run(api)
@@ -379,11 +372,9 @@ def test_model_sampling_aura_flow_refuses_networks_of_the_other_convention(zimag
 
 def test_the_default_graph_gets_stand_ins_and_runs_on_them(tmp_path, services, capsys):
     """``graph-runtime stand-ins`` on the editor's default graph writes Z-Image stand-ins under its three file
-    names (ae.safetensors, a name Flux shares, goes to the workflow's family), and the graph runs on them
-    (with euler until res_multistep exists here, as above)."""
+    names (ae.safetensors, a name Flux shares, goes to the workflow's family), and the graph runs on them."""
     from graph_runtime.cli import main
     from graph_runtime.ui_format import ui_to_api
-    from schedulers.comfy_names import COMFY_SAMPLERS
 
     models = tmp_path / "models"
     assert main(["stand-ins", str(DEFAULT_GRAPH), "--models-dir", str(models)]) == 0, capsys.readouterr().err
@@ -392,8 +383,6 @@ def test_the_default_graph_gets_stand_ins_and_runs_on_them(tmp_path, services, c
         assert (models / folder / name).is_file()
     with executor_over([models], tmp_path / "work", services) as ex:
         api = ui_to_api(json.loads(DEFAULT_GRAPH.read_text()), ex.registry)
-        if "res_multistep" not in COMFY_SAMPLERS:
-            api["70"]["inputs"]["sampler_name"] = "euler"
         with single_thread():
             res = ex.run(api)
     assert res.status == "success", res.error
