@@ -269,7 +269,7 @@ def test_a_family_without_stand_ins_is_named_with_node_input_and_file(tmp_path, 
     })
     w = tmp_path / "w0.json"
     assert f"{w}: node 1 (UNETLoader) input unet_name: 'flux1-dev.safetensors': family flux (from its file name) " \
-           "has no stand-ins yet (families with stand-ins: sd1, sd2, sdxl, sd3)" in err
+           "has no stand-ins yet (families with stand-ins: sd1, sd2, sdxl, sd3, z_image, qwen_image)" in err
     assert f"{w}: node 2 (CLIPLoader) input clip_name: 'umt5_xxl_fp8.safetensors': family wan (from its loader " \
            "type wan)" in err
     assert "node 3 (VAELoader) input vae_name: 'ae.safetensors': family flux" in err
