@@ -57,10 +57,19 @@ def sd3_original(transformer) -> dict[str, torch.Tensor]:
             out[f"{j}.context_block.adaLN_modulation.1.{leaf}"] = _swap(ctx) if last else ctx
             out[f"{j}.x_block.mlp.fc1.{leaf}"] = sd.pop(f"{b}.ff.net.0.proj.{leaf}")
             out[f"{j}.x_block.mlp.fc2.{leaf}"] = sd.pop(f"{b}.ff.net.2.{leaf}")
+            if f"{b}.attn2.to_q.{leaf}" in sd:  # SD3.5 medium's dual-attention blocks
+                out[f"{j}.x_block.attn2.qkv.{leaf}"] = torch.cat([sd.pop(f"{b}.attn2.to_{x}.{leaf}") for x in "qkv"])
+                out[f"{j}.x_block.attn2.proj.{leaf}"] = sd.pop(f"{b}.attn2.to_out.0.{leaf}")
             if not last:
                 out[f"{j}.context_block.attn.proj.{leaf}"] = sd.pop(f"{b}.attn.to_add_out.{leaf}")
                 out[f"{j}.context_block.mlp.fc1.{leaf}"] = sd.pop(f"{b}.ff_context.net.0.proj.{leaf}")
                 out[f"{j}.context_block.mlp.fc2.{leaf}"] = sd.pop(f"{b}.ff_context.net.2.{leaf}")
+        for ours, theirs in (("attn.norm_q", "x_block.attn.ln_q"), ("attn.norm_k", "x_block.attn.ln_k"),
+                             ("attn.norm_added_q", "context_block.attn.ln_q"),
+                             ("attn.norm_added_k", "context_block.attn.ln_k"),
+                             ("attn2.norm_q", "x_block.attn2.ln_q"), ("attn2.norm_k", "x_block.attn2.ln_k")):
+            if f"{b}.{ours}.weight" in sd:  # QK norm (SD3.5)
+                out[f"{j}.{theirs}.weight"] = sd.pop(f"{b}.{ours}.weight")
     if sd:
         raise ValueError(f"no original name for {sorted(sd)[:5]}")
     return out
@@ -134,4 +143,23 @@ def sdxl_checkpoint(pipe) -> dict[str, torch.Tensor]:
                   for k, v in pipe.text_encoder.state_dict().items() if not k.endswith("position_ids")})
     state.update({"conditioner.embedders.1.model." + k: v
                   for k, v in open_clip_layout(pipe.text_encoder_2.state_dict()).items()})
+    return state
+
+
+def sd3_checkpoint(pipe, with_t5: bool = True) -> dict[str, torch.Tensor]:
+    """An SD3 pipeline as one all-in-one checkpoint, as checkpoints/ holds SD3.5: the MMDiT under
+    ``model.diffusion_model.``, the VAE under ``first_stage_model.``, the text encoders (transformers' names)
+    under ``text_encoders.clip_l|clip_g|t5xxl.transformer.``. CLIP-L has no projection there (the
+    pipeline's pooled CLIP-L output is its unprojected one), so ``pipe.text_encoder``'s projection should be
+    the identity for the file and the folder to agree."""
+    state = {"model.diffusion_model." + k: v for k, v in sd3_original(pipe.transformer).items()}
+    state.update(vae_to_ldm(pipe.vae.state_dict(), dict(pipe.vae.config)))
+    state.update({"text_encoders.clip_l.transformer." + _clip_key(k): v
+                  for k, v in pipe.text_encoder.state_dict().items()
+                  if not k.endswith("position_ids") and not k.startswith("text_projection")})
+    state.update({"text_encoders.clip_g.transformer." + _clip_key(k): v
+                  for k, v in pipe.text_encoder_2.state_dict().items() if not k.endswith("position_ids")})
+    if with_t5:
+        state.update({"text_encoders.t5xxl.transformer." + k: v for k, v in pipe.text_encoder_3.state_dict().items()
+                      if k != "encoder.embed_tokens.weight"})  # tied to shared.weight
     return state

@@ -116,12 +116,13 @@ def build_sdxl(workdir: Path, seed: int = 0):
     )
 
 
-def build_sd3(workdir: Path, seed: int = 0, with_t5: bool = True):
-    """SD3 at toy size: MMDiT over 16-channel latents, CLIP-L + CLIP-G (projections) + T5, shift 3."""
+def build_sd3(workdir: Path, seed: int = 0, with_t5: bool = True, clip_g_dim: int = CLIP_DIM):
+    """SD3 at toy size: MMDiT over 16-channel latents, CLIP-L + CLIP-G (projections) + T5, shift 3.
+    ``clip_g_dim`` wider than CLIP-L's is how single-file loaders tell the two apart (1280 and 768)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
     from transformers import T5Config, T5EncoderModel, T5TokenizerFast
 
-    t5_dim = 2 * CLIP_DIM
+    t5_dim = CLIP_DIM + max(CLIP_DIM, clip_g_dim)
     torch.manual_seed(seed)
     transformer = SD3Transformer2DModel(
         sample_size=8, patch_size=2, in_channels=16, out_channels=16, num_layers=2, attention_head_dim=8,
@@ -134,7 +135,7 @@ def build_sd3(workdir: Path, seed: int = 0, with_t5: bool = True):
     torch.manual_seed(seed + 2)
     text_encoder = _clip(tokenizer, with_projection=True)
     torch.manual_seed(seed + 3)
-    text_encoder_2 = _clip(tokenizer, with_projection=True)
+    text_encoder_2 = _clip(tokenizer, with_projection=True, hidden=clip_g_dim)
     text_encoder_3 = tokenizer_3 = None
     if with_t5:
         torch.manual_seed(seed + 4)

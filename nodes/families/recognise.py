@@ -15,6 +15,8 @@ def describe(shapes: dict[str, tuple[int, ...]]) -> str:
         return k.removeprefix("model.diffusion_model.")
 
     inner = [strip(k) for k in keys]
+    if has("model.diffusion_model.joint_blocks.") and (has("first_stage_model.") or has("text_encoders.")):
+        return "an all-in-one SD3 checkpoint (original layout; CheckpointLoaderSimple)"
     if any(k.startswith("joint_blocks.") for k in inner):
         return "an SD3 MMDiT diffusion model (original layout; load it with UNETLoader)"
     if any(k.startswith("double_blocks.") for k in inner):

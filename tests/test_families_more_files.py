@@ -1,0 +1,83 @@
+"""More of the single files users keep, loaded as ComfyUI loads them: SD3 all-in-one checkpoints
+(checkpoints/, with and without T5) through CheckpointLoaderSimple and LoadModel. Each file is written from a
+tiny diffusers model; it loads back to the folder's tensors and gives the folder's picture."""
+
+import pytest
+import torch
+from nodes_support import *  # noqa: F403
+from single_files import save, sd3_checkpoint
+from test_families_parity import graph, run
+from tiny_families import CLIP_G_DIM, build_sd3, executor_over
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation:DeprecationWarning", "ignore:__array_wrap__:DeprecationWarning",
+)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A models folder: a tiny SD3 diffusers folder (CLIP-L's projection the identity, as SD3 files imply;
+    CLIP-G wider than CLIP-L, as diffusers tells them apart by width) and its all-in-one checkpoints in
+    checkpoints/."""
+    root = tmp_path_factory.mktemp("more_files")
+    pipe = build_sd3(root / "src", clip_g_dim=CLIP_G_DIM)
+    with torch.no_grad():
+        pipe.text_encoder.text_projection.weight.copy_(torch.eye(pipe.text_encoder.text_projection.weight.shape[0]))
+    pipe.save_pretrained(root / "models" / "tiny-sd3-eye")
+    save(sd3_checkpoint(pipe), root / "models" / "checkpoints" / "tiny-sd3-aio.safetensors")
+    save(sd3_checkpoint(pipe, with_t5=False), root / "models" / "checkpoints" / "tiny-sd3-aio-no-t5.safetensors")
+    return root / "models"
+
+
+@pytest.fixture(scope="module")
+def executor(tmp_path_factory, models, services):
+    with executor_over([models], tmp_path_factory.mktemp("more_files_run"), services) as ex:
+        yield ex
+
+
+def load(services, path, **kw):
+    from nodes.model_store import ModelStore
+    from nodes.part_files import config_folders
+
+    return services.get(ModelStore).load(path, device=torch.device("cpu"), dtype=torch.float32,
+                                         config_folders=config_folders(), **kw)
+
+
+def same_tensors(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_sd3_checkpoint_loads_back_to_the_folders_tensors(executor, models, services):
+    folder = load(services, models / "tiny-sd3-eye")
+    for name, slots in (("tiny-sd3-aio", {"clip_l", "clip_g", "t5"}), ("tiny-sd3-aio-no-t5", {"clip_l", "clip_g"})):
+        ckpt = load(services, models / "checkpoints" / f"{name}.safetensors")
+        assert ckpt.model.family.name == "sd3" and set(ckpt.clip.encoders) == slots
+        assert same_tensors(ckpt.model.network, folder.model.network)
+        assert same_tensors(ckpt.vae.vae, folder.vae.vae)
+        for slot in slots:
+            assert same_tensors(ckpt.clip.encoders[slot].model, folder.clip.encoders[slot].model), slot
+        assert ckpt.model.scheduler_config["shift"] == 3.0
+        assert (ckpt.vae.scaling_factor, ckpt.vae.shift_factor) == (1.5305, 0.0609)
+
+
+@pytest.mark.parametrize("loader", ["CheckpointLoaderSimple", "LoadModel"])
+def test_sd3_checkpoint_gives_the_folders_picture(executor, loader):
+    ref = run(executor, graph("tiny-sd3-eye", "flow_euler", 5))
+    doc = graph("tiny-sd3-eye", "flow_euler", 5)
+    name = "checkpoints/tiny-sd3-aio.safetensors"
+    doc["1"] = ({"class_type": loader, "inputs": {"ckpt_name": name}} if loader == "CheckpointLoaderSimple"
+                else {"class_type": loader, "inputs": {"model_name": name, "device": "cpu", "dtype": "fp32"}})
+    ours = run(executor, doc)
+    assert ref.std() > 0.005
+    assert (ours - ref).abs().max().item() == 0.0
+
+
+def test_sd3_checkpoint_without_t5_differs_from_the_one_with_it(executor):
+    """Without T5 the pipeline's zeros stand in for its tokens: another picture from the same MMDiT."""
+    doc = graph("tiny-sd3-eye", "flow_euler", 5)
+    doc["1"] = {"class_type": "CheckpointLoaderSimple",
+                "inputs": {"ckpt_name": "checkpoints/tiny-sd3-aio-no-t5.safetensors"}}
+    without = run(executor, doc)
+    doc["1"]["inputs"]["ckpt_name"] = "checkpoints/tiny-sd3-aio.safetensors"
+    assert (without - run(executor, doc)).abs().max().item() > 0.01
