@@ -188,7 +188,8 @@ def _load_network(path: Path, dtype: torch.dtype, candidates: list[Path]):
             continue
         cls, _ = _component_class(sub)
         try:
-            network = cls.from_single_file(str(path), config=str(folder), subfolder=family.network_part,
+            network = cls.from_single_file(family.network_file_source(path), config=str(folder),
+                                           subfolder=family.network_part,
                                            torch_dtype=dtype, local_files_only=True, low_cpu_mem_usage=False)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             tried.append(f"{folder.name} ({exc})")

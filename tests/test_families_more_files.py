@@ -1,13 +1,17 @@
 """More of the single files users keep, loaded as ComfyUI loads them: SD3 all-in-one checkpoints
-(checkpoints/, with and without T5) through CheckpointLoaderSimple and LoadModel. Each file is written from a
-tiny diffusers model; it loads back to the folder's tensors and gives the folder's picture."""
+(checkpoints/, with and without T5) through CheckpointLoaderSimple and LoadModel; SD1.x / SD2.x / SDXL UNets
+alone in the original layout (diffusion_models/) through UNETLoader. Each file is written from a tiny
+diffusers model; it loads back to the folder's tensors and gives the folder's picture."""
 
 import pytest
 import torch
 from nodes_support import *  # noqa: F403
 from single_files import save, sd3_checkpoint
 from test_families_parity import graph, run
-from tiny_families import CLIP_G_DIM, build_sd3, executor_over
+from tiny_families import CLIP_G_DIM, build_sd3, executor_over, shared_family
+
+from nodes.checkpoint import UNET_PREFIX, unet_to_ldm
+from nodes.models import REPO_MODELS
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation:DeprecationWarning", "ignore:__array_wrap__:DeprecationWarning",
@@ -29,9 +33,33 @@ def models(tmp_path_factory):
     return root / "models"
 
 
+def unet_alone(unet, prefixed: bool = False) -> dict[str, torch.Tensor]:
+    """A diffusers UNet in the original layout, as a UNet-alone file keeps it (usually without the
+    checkpoint's ``model.diffusion_model.`` prefix)."""
+    state = unet_to_ldm(unet.state_dict(), dict(unet.config))
+    return state if prefixed else {k.removeprefix(UNET_PREFIX): v for k, v in state.items()}
+
+
 @pytest.fixture(scope="module")
-def executor(tmp_path_factory, models, services):
-    with executor_over([models], tmp_path_factory.mktemp("more_files_run"), services) as ex:
+def unets(tmp_path_factory, models):
+    """UNet-alone files in diffusion_models/: the embedded SD1.x model's, the tiny SD2.x 768-v's (prefixed
+    names) and the tiny SDXL's (stored in fp16, as shared); returns (file, reference UNet, family) by name."""
+    from diffusers import UNet2DConditionModel
+
+    sd1 = UNet2DConditionModel.from_pretrained(str(REPO_MODELS / "tiny-shapes-sd"), subfolder="unet")
+    sd2, sdxl = (shared_family(n, tmp_path_factory).pipe.unet for n in ("sd2v", "sdxl"))
+    out = {"sd1": ("tiny-sd1-unet.safetensors", sd1, "sd1", None),
+           "sd2": ("tiny-sd2v-unet.safetensors", sd2, "sd2", None),
+           "sdxl": ("tiny-sdxl-unet.safetensors", sdxl, "sdxl", torch.float16)}
+    for name, (file, unet, _, dtype) in out.items():
+        save(unet_alone(unet, prefixed=name == "sd2"), models / "diffusion_models" / file, dtype)
+    return out
+
+
+@pytest.fixture(scope="module")
+def executor(tmp_path_factory, models, unets, services):
+    folders = [models, *(shared_family(n, tmp_path_factory).models for n in ("sd2v", "sdxl"))]
+    with executor_over(folders, tmp_path_factory.mktemp("more_files_run"), services) as ex:
         yield ex
 
 
@@ -81,3 +109,28 @@ def test_sd3_checkpoint_without_t5_differs_from_the_one_with_it(executor):
     without = run(executor, doc)
     doc["1"]["inputs"]["ckpt_name"] = "checkpoints/tiny-sd3-aio.safetensors"
     assert (without - run(executor, doc)).abs().max().item() > 0.01
+
+
+def test_unets_alone_load_back_to_their_tensors(executor, unets, services):
+    from nodes.part_files import find_part
+
+    for name, (file, ref, family, dtype) in unets.items():
+        loaded = load(services, find_part("network", file, "unet_name"), kind="network").model
+        assert loaded.family.name == family, name
+        ours, theirs = loaded.network.state_dict(), ref.state_dict()
+        assert ours.keys() == theirs.keys()
+        assert all(torch.equal(ours[k], theirs[k].to(dtype or torch.float32).float()) for k in ours), name
+
+
+def test_unet_alone_through_unetloader_gives_the_folders_picture(executor, models, unets):
+    """UNETLoader's SDXL UNet (written in fp32 here for exactness) with the folder's CLIP and VAE."""
+    save(unet_alone(unets["sdxl"][1]), models / "diffusion_models" / "tiny-sdxl-unet32.safetensors")
+    doc = graph("tiny-sdxl", "euler", 4)
+    ref = run(executor, doc)
+    doc["9"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny-sdxl-unet32.safetensors",
+                                                      "weight_dtype": "default"}}
+    for node in ("4", "5", "6"):
+        doc[node]["inputs"]["model"] = ["9", 0]
+    ours = run(executor, doc)
+    assert ref.std() > 0.005
+    assert (ours - ref).abs().max().item() == 0.0

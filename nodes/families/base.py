@@ -142,6 +142,11 @@ class Family:
         family reads no single network files."""
         return f"{self.label} diffusion models are not read from single files yet"
 
+    def network_file_source(self, path: Path) -> Any:
+        """What diffusers' ``from_single_file`` reads for a diffusion-model file of this family: its path,
+        or its tensors renamed where the family's files use names diffusers does not read."""
+        return str(path)
+
     def matches_file(self, shapes: Mapping[str, tuple[int, ...]]) -> bool:
         """Whether an all-in-one checkpoint (its tensor names and shapes) is this family's."""
         return False
