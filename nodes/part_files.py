@@ -305,6 +305,30 @@ def _tokenizer_for(folder: Path, encoder_sub: str, cfg: dict, kind: str | None =
     raise NodeError(f"{folder.name}: no tokenizer{suffix}/ folder for its {encoder_sub}")
 
 
+def _vae_candidates(path: Path, latent_channels: int, candidates: list[Path]) -> list[Path]:
+    """Config folders for a VAE file, those of the family its name suggests first.
+
+    SD1.x/SD2.x and SDXL VAEs are the same network with different latent scales (0.18215, 0.13025), which
+    the file does not hold; ComfyUI's VAE takes the scale from the model it is used with. Here a VAE's
+    scale travels with it, so a 4-channel file takes SDXL's when its name says so (``sdxl_vae``,
+    ``xlVAE``...), else SD1.x's (``vae-ft-mse-840000``...)."""
+    if latent_channels != 4:
+        return candidates
+    import re
+
+    from . import families
+
+    want = "sdxl" if re.search(r"sdxl|(?<![a-z])xl", path.name.lower()) else "sd1"
+
+    def family(folder: Path) -> str:
+        try:
+            return families.for_folder(folder).name
+        except NodeError:
+            return ""
+
+    return sorted(candidates, key=lambda folder: family(folder).replace("sd2", "sd1") != want)
+
+
 def _load_vae(path: Path, dtype: torch.dtype, candidates: list[Path]):
     from diffusers import AutoencoderKL
 
@@ -319,7 +343,7 @@ def _load_vae(path: Path, dtype: torch.dtype, candidates: list[Path]):
         raise NodeError(f"{path.name}: {describe(shapes)}, not a VAE")
     latent = conv[1]
     ldm = any(k.startswith("encoder.down.") for k in shapes)
-    for folder in candidates:
+    for folder in _vae_candidates(path, latent, candidates):
         cfg_path = folder / "vae" / "config.json"
         if not cfg_path.is_file():
             continue
@@ -328,9 +352,12 @@ def _load_vae(path: Path, dtype: torch.dtype, candidates: list[Path]):
             continue
         try:
             if ldm:
-                return AutoencoderKL.from_single_file(str(path), config=str(folder), subfolder="vae",
-                                                      torch_dtype=dtype, local_files_only=True,
-                                                      low_cpu_mem_usage=False)
+                vae = AutoencoderKL.from_single_file(str(path), config=str(folder), subfolder="vae",
+                                                     torch_dtype=dtype, local_files_only=True,
+                                                     low_cpu_mem_usage=False)
+                # diffusers' conversion keeps its own default scale; the config folder's is the one meant
+                vae.register_to_config(**{k: cfg[k] for k in ("scaling_factor", "shift_factor") if k in cfg})
+                return vae
             vae = AutoencoderKL.from_config(cfg)
             vae.load_state_dict(_state(path, dtype))
             return vae.to(dtype)

@@ -134,3 +134,32 @@ def test_unet_alone_through_unetloader_gives_the_folders_picture(executor, model
     ours = run(executor, doc)
     assert ref.std() > 0.005
     assert (ours - ref).abs().max().item() == 0.0
+
+
+@pytest.mark.parametrize(("name", "family"), [("tiny-sdxl_vae.safetensors", "sdxl"), ("xlVAE_c0.safetensors", "sdxl"),
+                                              ("vae-ft-mse-840000.safetensors", "sd1")])
+def test_a_4_channel_vae_alone_takes_the_scale_its_name_says(tmp_path, name, family):
+    """The same 4-channel weights in vae/ are an SD1.x or an SDXL VAE by name only: the scale follows."""
+    import json
+
+    from tiny_families import _vae
+
+    from nodes.checkpoint import VAE_PREFIX, vae_to_ldm
+    from nodes.part_files import load_part
+
+    scales = {"sd1": ("StableDiffusionPipeline", 0.18215), "sdxl": ("StableDiffusionXLPipeline", 0.13025)}
+    vae = _vae()
+    folders = []
+    for fam, (pipeline, scale) in scales.items():
+        folder = tmp_path / f"config-{fam}"
+        (folder / "vae").mkdir(parents=True)
+        (folder / "model_index.json").write_text(json.dumps({"_class_name": pipeline}))
+        (folder / "vae" / "config.json").write_text(json.dumps(
+            {**vae.config, "_class_name": "AutoencoderKL", "scaling_factor": scale}))
+        folders.append(folder)
+    state = {k.removeprefix(VAE_PREFIX): v for k, v in vae_to_ldm(vae.state_dict(), dict(vae.config)).items()}
+    path = save(state, tmp_path / "vae" / name)
+    for order in (folders, folders[::-1]):
+        loaded = load_part("vae", path, torch.device("cpu"), torch.float32, name, order).vae
+        assert loaded.scaling_factor == scales[family][1]
+        assert same_tensors(loaded.vae, vae)
