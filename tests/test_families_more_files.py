@@ -58,7 +58,7 @@ def unets(tmp_path_factory, models):
 
 @pytest.fixture(scope="module")
 def executor(tmp_path_factory, models, unets, services):
-    folders = [models, *(shared_family(n, tmp_path_factory).models for n in ("sd2v", "sdxl"))]
+    folders = [models, *(shared_family(n, tmp_path_factory).models for n in ("sd2v", "sdxl", "sd3"))]
     with executor_over(folders, tmp_path_factory.mktemp("more_files_run"), services) as ex:
         yield ex
 
@@ -163,3 +163,45 @@ def test_a_4_channel_vae_alone_takes_the_scale_its_name_says(tmp_path, name, fam
         loaded = load_part("vae", path, torch.device("cpu"), torch.float32, name, order).vae
         assert loaded.scaling_factor == scales[family][1]
         assert same_tensors(loaded.vae, vae)
+
+
+def sd3_prompts(doc: dict, empty_padding: str = "none", **texts) -> dict:
+    doc["2"] = {"class_type": "CLIPTextEncodeSD3", "inputs": {"clip": ["1", 1], "empty_padding": empty_padding,
+                                                               **{"clip_l": "", "clip_g": "", "t5xxl": "", **texts}}}
+    return doc
+
+
+def test_clip_text_encode_sd3_gives_each_encoder_its_prompt(executor, tmp_path_factory):
+    """CLIPTextEncodeSD3's clip_l / clip_g / t5xxl are StableDiffusion3Pipeline's prompt / prompt_2 /
+    prompt_3: the same picture."""
+    from test_families_parity import CFG, STEPS, swap
+    from tiny_sd import single_thread
+
+    fam = shared_family("sd3", tmp_path_factory)
+    texts = {"clip_l": "a red circle", "clip_g": "on a blue square", "t5xxl": "a red circle on a blue square"}
+    ours = run(executor, sd3_prompts(graph("tiny-sd3", "flow_euler", 7), **texts))
+    swap(fam, "flow_euler")
+    with single_thread():
+        ref = fam.pipe(prompt=texts["clip_l"], prompt_2=texts["clip_g"], prompt_3=texts["t5xxl"], negative_prompt="",
+                       num_inference_steps=STEPS, guidance_scale=CFG, height=64, width=64,
+                       generator=torch.Generator("cpu").manual_seed(7), output_type="pt").images.permute(0, 2, 3, 1)
+    assert ref.std() > 0.005
+    assert (ours - ref).abs().max().item() == 0.0
+
+
+def test_clip_text_encode_sd3_empty_padding(executor, tmp_path_factory, services):
+    """empty_padding none leaves out the empty prompts' tokens; empty_prompt encodes them."""
+    from nodes.conditioning import encode
+
+    clip = load(services, shared_family("sd3", tmp_path_factory).folder).clip
+    no_t5 = encode(clip, "", texts={"clip_l": "a cat", "clip_g": "a cat", "t5": ""}, empty_padding="none")
+    full = encode(clip, "", texts={"clip_l": "a cat", "clip_g": "a cat", "t5": ""}, empty_padding="empty_prompt")
+    t5_only = encode(clip, "", texts={"clip_l": "", "clip_g": "", "t5": "a cat"}, empty_padding="none")
+    nothing = encode(clip, "", texts={"clip_l": "", "clip_g": "", "t5": ""}, empty_padding="none")
+    assert no_t5.embeds.shape[1] == 77 and full.embeds.shape[1] == 77 + 256
+    assert torch.equal(no_t5.embeds, full.embeds[:, :77, :no_t5.embeds.shape[-1]])
+    assert t5_only.embeds.shape[1] == 256 and not t5_only.pooled.any()
+    assert nothing.embeds.shape[1] == 77 and not nothing.embeds.any() and not nothing.pooled.any()
+    doc = sd3_prompts(graph("tiny-sd3", "flow_euler", 7), t5xxl="a cat")  # T5 alone, negative too
+    doc["3"] = {**doc["2"], "inputs": {**doc["2"]["inputs"], "t5xxl": "blurry"}}
+    assert run(executor, doc).std() > 0.005

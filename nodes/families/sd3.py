@@ -123,39 +123,64 @@ class StableDiffusion3(Family):
         raise NodeError(f"{path.name}: an SD3 checkpoint that no SD3 configuration fits; tried "
                         + (", ".join(tried) or "no SD3 configuration folders"))
 
-    def encode(self, clip: Any, text: str, ctx: Any = None, **options: Any):
+    def encode(self, clip: Any, text: str, ctx: Any = None, texts: dict | None = None,
+               empty_padding: str = "empty_prompt", **options: Any):
         """As ``StableDiffusion3Pipeline.encode_prompt`` with ``max_sequence_length=256``. Without T5 the
         embeddings are the padded CLIP states only; :meth:`network_inputs` adds T5's zeros, whose width is
-        the transformer's ``joint_attention_dim``."""
+        the transformer's ``joint_attention_dim``.
+
+        ``texts`` (slot -> prompt) gives each encoder its own prompt (the pipeline's ``prompt_2`` and
+        ``prompt_3``; ComfyUI's CLIPTextEncodeSD3). ``empty_padding="none"`` leaves out what an empty prompt
+        would encode, as ComfyUI does: no CLIP tokens (and a zero pooled vector) when both CLIP prompts are
+        empty, no T5 tokens when T5's is."""
         from ..types import Conditioning
 
+        prompts = {slot: (texts or {}).get(slot, text) for slot in ("clip_l", "clip_g", "t5")}
+        drop = empty_padding == "none"
         layer = clip.last_layer if clip.last_layer is not None else -2
-        hidden, pooled, dropped = [], [], 0
-        for slot in ("clip_l", "clip_g"):
-            enc = self.encoder(clip, slot)
-            ids, mask, cut = window_ids(enc, text)
-            dropped = max(dropped, cut)
-            h, first = run_clip(enc, ids, mask, clip.device, layer)
-            hidden.append(h.to(clip.encoders["clip_l"].model.dtype))
-            pooled.append(first)
-        clip_states = torch.cat(hidden, dim=-1)
-        extra: dict[str, Any] = {"dropped_tokens": dropped}
+        encoders = {slot: self.encoder(clip, slot) for slot in ("clip_l", "clip_g")}
+        dtype = encoders["clip_l"].model.dtype
+        extra: dict[str, Any] = {"dropped_tokens": 0}
+        if drop and not prompts["clip_l"] and not prompts["clip_g"]:
+            width = sum(int(e.model.config.hidden_size) for e in encoders.values())
+            clip_states = None
+            pooled = torch.zeros(1, sum(int(e.model.config.projection_dim) for e in encoders.values()),
+                                 dtype=dtype, device=clip.device)
+        else:
+            hidden, pools = [], []
+            for slot, enc in encoders.items():
+                ids, mask, cut = window_ids(enc, prompts[slot])
+                extra["dropped_tokens"] = max(extra["dropped_tokens"], cut)
+                h, first = run_clip(enc, ids, mask, clip.device, layer)
+                hidden.append(h.to(dtype))
+                pools.append(first)
+            clip_states, pooled = torch.cat(hidden, dim=-1), torch.cat(pools, dim=-1)
+            width = clip_states.shape[-1]
         t5 = clip.encoders.get("t5")
-        if t5 is not None:
-            states = encode_t5(t5, text, clip.device)
+        states = None
+        if t5 is None:
+            extra["t5_missing"] = True
+        elif not (drop and not prompts["t5"]):
+            states = encode_t5(t5, prompts["t5"], clip.device)
+        else:
+            extra["t5_dropped"] = True
+        if states is None:  # CLIP states alone (or, with nothing to encode, ComfyUI's 77 zero tokens)
+            embeds = clip_states if clip_states is not None else torch.zeros(1, 77, width, dtype=dtype,
+                                                                             device=clip.device)
+        elif clip_states is None:
+            embeds = states
+        else:
             clip_states = torch.nn.functional.pad(clip_states, (0, states.shape[-1] - clip_states.shape[-1]))
             embeds = torch.cat([clip_states, states], dim=-2)
-        else:
-            embeds = clip_states
-            extra["t5_missing"] = True
-        return Conditioning(embeds, text, pooled=torch.cat(pooled, dim=-1), extra=extra)
+        return Conditioning(embeds, text, pooled=pooled, extra=extra)
 
     def network_inputs(self, model: Any, cond: Any, latent_shape: tuple[int, ...], what: str) -> dict:
         b = latent_shape[0]
         embeds = cond.embeds
-        if cond.extra.get("t5_missing"):
-            width = int(model.network.config.joint_attention_dim)
+        width = int(model.network.config.joint_attention_dim)
+        if embeds.shape[-1] < width:
             embeds = torch.nn.functional.pad(embeds, (0, width - embeds.shape[-1]))
+        if cond.extra.get("t5_missing"):
             embeds = torch.cat([embeds, embeds.new_zeros(embeds.shape[0], T5_TOKENS, width)], dim=-2)
         return {"encoder_hidden_states": repeat_to(embeds, b, what),
                 "pooled_projections": repeat_to(cond.pooled, b, what)}
