@@ -184,7 +184,8 @@ def _load_network(path: Path, dtype: torch.dtype, candidates: list[Path]):
             continue
         problem = family.network_file_mismatch(shapes, read_json(sub / "config.json"))
         if problem:
-            tried.append(f"{folder.name} ({problem})")
+            if not problem.startswith("not "):  # another layout altogether says nothing about this folder
+                tried.append(f"{folder.name} ({problem})")
             continue
         cls, _ = _component_class(sub)
         try:

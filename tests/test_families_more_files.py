@@ -205,3 +205,33 @@ def test_clip_text_encode_sd3_empty_padding(executor, tmp_path_factory, services
     doc = sd3_prompts(graph("tiny-sd3", "flow_euler", 7), t5xxl="a cat")  # T5 alone, negative too
     doc["3"] = {**doc["2"], "inputs": {**doc["2"]["inputs"], "t5xxl": "blurry"}}
     assert run(executor, doc).std() > 0.005
+
+
+def test_files_in_the_wrong_loader_get_named_errors(executor, models, unets):
+    """A LoRA-sized file as a checkpoint, a UNet alone as a checkpoint, a VAE as a diffusion model: the error
+    names the file, what it looks like and the loader that takes it."""
+    from tiny_sd import single_thread
+
+    lora = {f"lora_unet_down_blocks_0_attentions_0_proj_in.{part}": torch.zeros(shape)
+            for part, shape in (("lora_down.weight", (4, 32)), ("lora_up.weight", (32, 4)), ("alpha", ()))}
+    save(lora, models / "checkpoints" / "tiny-lora.safetensors")
+    save(unet_alone(unets["sdxl"][1]), models / "checkpoints" / "tiny-unet-alone.safetensors")
+    save({"decoder.conv_in.weight": torch.zeros(16, 4, 3, 3), "encoder.conv_in.weight": torch.zeros(8, 3, 3, 3)},
+         models / "diffusion_models" / "a-vae.safetensors")
+    cases = [("CheckpointLoaderSimple", "ckpt_name", "checkpoints/tiny-lora.safetensors",
+              ("tiny-lora.safetensors", "a LoRA", "not an all-in-one checkpoint")),
+             ("CheckpointLoaderSimple", "ckpt_name", "checkpoints/tiny-unet-alone.safetensors",
+              ("tiny-unet-alone.safetensors", "SDXL UNet", "UNETLoader")),
+             ("UNETLoader", "unet_name", "a-vae.safetensors", ("a-vae.safetensors", "a VAE (VAELoader)"))]
+    for loader, field, name, words in cases:
+        doc = graph("tiny-sdxl", "euler", 4)
+        if loader == "UNETLoader":
+            doc["9"] = {"class_type": loader, "inputs": {field: name, "weight_dtype": "default"}}
+            for node in ("4", "5", "6"):
+                doc[node]["inputs"]["model"] = ["9", 0]
+        else:
+            doc["1"] = {"class_type": loader, "inputs": {field: name}}
+        with single_thread():
+            res = executor.run(doc)
+        assert res.status == "error", name
+        assert all(w in str(res.error) for w in words), str(res.error)

@@ -49,7 +49,8 @@ def for_network_config(config: dict) -> Family:
 
 def for_file(path: Path) -> Family:
     """The family of an all-in-one ``.safetensors`` checkpoint, from its tensor names (SD1.x when no other
-    family claims it: its loader then says whether a configuration fits)."""
+    family claims it: its loader then says whether a configuration fits). A file with no diffusion model
+    in it (a LoRA, a part alone) is refused with what it looks like and which loader takes it."""
     from ..checkpoint import checkpoint_shapes
 
     try:
@@ -59,4 +60,9 @@ def for_file(path: Path) -> Family:
     for f in FAMILIES:
         if f.matches_file(shapes):
             return f
+    if not any(k.startswith("model.diffusion_model.") for k in shapes):
+        from .recognise import describe
+
+        raise NodeError(f"{path.name}: {describe(shapes)}, not an all-in-one checkpoint (a diffusion model with "
+                        "its text encoders and VAE)")
     return by_name("sd1")
