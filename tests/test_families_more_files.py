@@ -235,3 +235,25 @@ def test_files_in_the_wrong_loader_get_named_errors(executor, models, unets):
             res = executor.run(doc)
         assert res.status == "error", name
         assert all(w in str(res.error) for w in words), str(res.error)
+
+
+@pytest.mark.parametrize("scheduler", ["euler", "ddim"])
+def test_model_sampling_discrete_x0_is_the_pipelines_sample_prediction(executor, tmp_path_factory, scheduler):
+    """ModelSamplingDiscrete's x0 (the network predicts the clean latents) is diffusers' prediction_type
+    "sample": the picture of the pipeline whose scheduler says so."""
+    from test_families_parity import CFG, PROMPT, STEPS, swap
+    from tiny_sd import single_thread
+
+    fam = shared_family("sd2v", tmp_path_factory)
+    doc = graph("tiny-sd2v", scheduler, 11)
+    doc["9"] = {"class_type": "ModelSamplingDiscrete", "inputs": {"model": ["1", 0], "sampling": "x0", "zsnr": False}}
+    for node in ("4", "5", "6"):
+        doc[node]["inputs"]["model"] = ["9", 0]
+    ours = run(executor, doc)
+    swap(fam, scheduler)
+    fam.pipe.scheduler = type(fam.pipe.scheduler).from_config(fam.pipe.scheduler.config, prediction_type="sample")
+    with single_thread():
+        ref = fam.pipe(PROMPT, negative_prompt="", num_inference_steps=STEPS, guidance_scale=CFG, height=64, width=64,
+                       generator=torch.Generator("cpu").manual_seed(11), output_type="pt").images.permute(0, 2, 3, 1)
+    assert ref.std() > 0.005
+    assert (ours - ref).abs().max().item() == 0.0
