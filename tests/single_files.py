@@ -163,3 +163,18 @@ def sd3_checkpoint(pipe, with_t5: bool = True) -> dict[str, torch.Tensor]:
         state.update({"text_encoders.t5xxl.transformer." + k: v for k, v in pipe.text_encoder_3.state_dict().items()
                       if k != "encoder.embed_tokens.weight"})  # tied to shared.weight
     return state
+
+
+def sd2_checkpoint(pipe) -> dict[str, torch.Tensor]:
+    """An SD2.x pipeline as one all-in-one checkpoint in the original layout: UNet and VAE as SD1.x's, the
+    OpenCLIP text tower under ``cond_stage_model.model.`` (its projection, unused by the pipeline, the
+    identity)."""
+    from nodes.checkpoint import unet_to_ldm
+
+    state = unet_to_ldm(pipe.unet.state_dict(), dict(pipe.unet.config))
+    state.update(vae_to_ldm(pipe.vae.state_dict(), dict(pipe.vae.config)))
+    clip = dict(pipe.text_encoder.state_dict())
+    hidden = pipe.text_encoder.config.hidden_size
+    clip["text_projection.weight"] = torch.eye(hidden)
+    state.update({"cond_stage_model.model." + k: v for k, v in open_clip_layout(clip).items()})
+    return state

@@ -70,3 +70,16 @@ def test_a_checkpoints_shapes_pick_its_sd35_config():
         assert sd3.matches_file(shapes)
         fits = [other for other, cfg in configs.items() if not sd3.network_file_mismatch(shapes, cfg)]
         assert fits == [name]
+
+
+@pytest.mark.parametrize(("name", "prediction"), [("stable-diffusion-2-1", "v_prediction"),
+                                                  ("stable-diffusion-2-1-base", "epsilon")])
+def test_shipped_sd21_configs_build_the_published_models(name, prediction):
+    from nodes import families
+    from nodes.families.base import read_json
+
+    folder = CONFIGS_DIR / name
+    counts = {part: sum(p.numel() for p in build(folder, part).parameters()) for part in ("unet", "vae", "text_encoder")}
+    assert counts == {"unet": 865_910_724, "vae": 83_653_863, "text_encoder": 340_387_840}
+    assert families.for_folder(folder).name == "sd2"
+    assert read_json(folder / "scheduler" / "scheduler_config.json")["prediction_type"] == prediction

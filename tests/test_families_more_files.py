@@ -257,3 +257,32 @@ def test_model_sampling_discrete_x0_is_the_pipelines_sample_prediction(executor,
                        generator=torch.Generator("cpu").manual_seed(11), output_type="pt").images.permute(0, 2, 3, 1)
     assert ref.std() > 0.005
     assert (ours - ref).abs().max().item() == 0.0
+
+
+def test_sd2_checkpoint_equals_its_folder(executor, models, tmp_path_factory, services):
+    """An SD2.x 768-v all-in-one checkpoint (OpenCLIP layout; a v_pred tensor says v-prediction, as ComfyUI
+    reads it) through CheckpointLoaderSimple: the folder's tensors and picture."""
+    from single_files import sd2_checkpoint
+
+    fam = shared_family("sd2v", tmp_path_factory)
+    save({**sd2_checkpoint(fam.pipe), "v_pred": torch.zeros(0)}, models / "checkpoints" / "tiny-sd2v.safetensors")
+    ckpt = load(services, models / "checkpoints" / "tiny-sd2v.safetensors")
+    folder = load(services, fam.folder)
+    assert ckpt.model.family.name == "sd2" and ckpt.model.scheduler_config["prediction_type"] == "v_prediction"
+    for a, b in ((ckpt.model.network, folder.model.network), (ckpt.vae.vae, folder.vae.vae),
+                 (ckpt.clip.encoders["clip_l"].model, folder.clip.encoders["clip_l"].model)):
+        assert same_tensors(a, b), type(a).__name__
+    doc = graph("tiny-sd2v", "ddim", 3)
+    ref = run(executor, doc)
+    doc["1"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "checkpoints/tiny-sd2v.safetensors"}}
+    assert ref.std() > 0.005
+    assert (run(executor, doc) - ref).abs().max().item() == 0.0
+
+
+@pytest.mark.parametrize(("spread", "expected"), [(0.2, "v_prediction"), (0.01, "epsilon")])
+def test_sd2_prediction_type_from_the_late_norm_bias(tmp_path, spread, expected):
+    from nodes.families.sd2 import V_PROBE, _prediction_type
+
+    path = save({V_PROBE: torch.randn(320, generator=torch.Generator().manual_seed(0)) * spread},
+                tmp_path / "probe.safetensors")
+    assert _prediction_type(path, {V_PROBE: (320,)}) == expected

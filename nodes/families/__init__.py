@@ -60,9 +60,10 @@ def for_file(path: Path) -> Family:
     for f in FAMILIES:
         if f.matches_file(shapes):
             return f
-    if not any(k.startswith("model.diffusion_model.") for k in shapes):
-        from .recognise import describe
+    from .recognise import identify
 
-        raise NodeError(f"{path.name}: {describe(shapes)}, not an all-in-one checkpoint (a diffusion model with "
-                        "its text encoders and VAE)")
+    known = identify(shapes)
+    if known is not None and not any(k.startswith("model.diffusion_model.") for k in shapes):
+        raise NodeError(f"{path.name}: {known}, not an all-in-one checkpoint (a diffusion model with its text "
+                        "encoders and VAE)")
     return by_name("sd1")

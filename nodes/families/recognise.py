@@ -6,6 +6,11 @@ from __future__ import annotations
 
 def describe(shapes: dict[str, tuple[int, ...]]) -> str:
     """A short phrase such as "an SD3 MMDiT diffusion model (original layout)"."""
+    return identify(shapes) or f"a file of {len(shapes)} tensors that is no known model part"
+
+
+def identify(shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """:func:`describe`'s phrase for a known kind of file; None for any other."""
     keys = list(shapes)
 
     def has(prefix: str) -> bool:
@@ -38,4 +43,4 @@ def describe(shapes: dict[str, tuple[int, ...]]) -> str:
         return "a VAE (VAELoader)"
     if has("transformer_blocks.") and has("pos_embed."):
         return "a diffusers transformer"
-    return f"a file of {len(keys)} tensors that is no known model part"
+    return None
