@@ -83,3 +83,16 @@ def test_shipped_sd21_configs_build_the_published_models(name, prediction):
     assert counts == {"unet": 865_910_724, "vae": 83_653_863, "text_encoder": 340_387_840}
     assert families.for_folder(folder).name == "sd2"
     assert read_json(folder / "scheduler" / "scheduler_config.json")["prediction_type"] == prediction
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_sd35_tokenizers_are_the_real_ones(name):
+    """CLIP-L pads with its end token, CLIP-G with "!" (as SDXL's), T5 with the real vocabulary."""
+    from transformers import CLIPTokenizer, T5TokenizerFast
+
+    folder = CONFIGS_DIR / name
+    one, two = (CLIPTokenizer.from_pretrained(str(folder / t)) for t in ("tokenizer", "tokenizer_2"))
+    assert one("a cat").input_ids == two("a cat").input_ids == [49406, 320, 2368, 49407]
+    assert (one.pad_token, two.pad_token) == ("<|endoftext|>", "!")
+    t5 = T5TokenizerFast.from_pretrained(str(folder / "tokenizer_3"))
+    assert t5("a cat").input_ids == [3, 9, 1712, 1]
