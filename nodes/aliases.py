@@ -126,6 +126,31 @@ class CLIPTextEncodeSDXL(Node):
                        **sizes),)
 
 
+class CLIPTextEncodeSD3(Node):
+    """SD3's prompt with a prompt per text encoder: clip_l, clip_g and t5xxl (the pipeline's prompt,
+    prompt_2 and prompt_3). empty_padding "none" leaves out the tokens of empty prompts (no CLIP part when
+    both CLIP prompts are empty, no T5 part when t5xxl is), "empty_prompt" encodes them as empty prompts."""
+
+    CATEGORY = "advanced/conditioning"
+    DISPLAY_NAME = "CLIPTextEncodeSD3"
+
+    class Inputs(NodeInputs):
+        clip: Any = Link("CLIP")
+        clip_l: str = Widget("", multiline=True, dynamicPrompts=True)
+        clip_g: str = Widget("", multiline=True, dynamicPrompts=True)
+        t5xxl: str = Widget("", multiline=True, dynamicPrompts=True)
+        empty_padding: Literal["none", "empty_prompt"] = Widget("none")
+
+    OUTPUTS = (Output("CONDITIONING", "CONDITIONING"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        clip = check_clip(inputs.clip)
+        if clip.family.name != "sd3":
+            raise NodeError(f"clip: CLIPTextEncodeSD3 needs an SD3 text encoder, got {clip.family.label}")
+        texts = {"clip_l": inputs.clip_l, "clip_g": inputs.clip_g, "t5": inputs.t5xxl}
+        return (encode(clip, inputs.clip_g, ctx, texts=texts, empty_padding=inputs.empty_padding),)
+
+
 class ConditioningZeroOut(Node):
     """All-zero embeddings (and pooled embeddings) of a conditioning's shape: the "empty" negative that
     SDXL's and SD3's pipelines use when no negative prompt is given."""
@@ -296,5 +321,5 @@ def _plan(sampler_name: str, scheduler: str) -> comfy_names.ComfyPlan:
         raise NodeError(f"sampler_name / scheduler: {exc}") from None
 
 
-NODES = [CheckpointLoaderSimple, CLIPTextEncode, CLIPTextEncodeSDXL, ConditioningZeroOut, FluxGuidance,
-         CLIPTextEncodeFlux, EmptyLatentImage, EmptySD3LatentImage, KSampler, KSamplerAdvanced]
+NODES = [CheckpointLoaderSimple, CLIPTextEncode, CLIPTextEncodeSDXL, CLIPTextEncodeSD3, ConditioningZeroOut,
+         FluxGuidance, CLIPTextEncodeFlux, EmptyLatentImage, EmptySD3LatentImage, KSampler, KSamplerAdvanced]

@@ -188,10 +188,43 @@ def _expected_shapes(config_folder: str, _stamp: float) -> dict[str, tuple[int, 
 def _expected_unet_shapes(unet_folder: str, _stamp: float) -> dict[str, tuple[int, ...]]:
     from diffusers import UNet2DConditionModel
 
-    cfg = UNet2DConditionModel.load_config(unet_folder)
+    return _unet_shapes_of(json.dumps(UNet2DConditionModel.load_config(unet_folder), sort_keys=True))
+
+
+@lru_cache(maxsize=8)
+def _unet_shapes_of(config_json: str) -> dict[str, tuple[int, ...]]:
+    from diffusers import UNet2DConditionModel
+
+    cfg = json.loads(config_json)
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(cfg)
     return {k: tuple(v.shape) for k, v in unet_to_ldm(unet.state_dict(), cfg).items()}
+
+
+def unet_file_mismatch(shapes: dict[str, tuple[int, ...]], config: dict) -> str:
+    """Why a UNet file alone (original layout, with or without ``model.diffusion_model.``) does not fit the
+    UNet ``config``; "" when it fits."""
+    inner = {k.removeprefix(UNET_PREFIX): v for k, v in shapes.items()}
+    if not any(k.startswith("input_blocks.") for k in inner):
+        return "not a UNet in the original layout (no input_blocks)"
+    want = _unet_shapes_of(json.dumps(dict(config), sort_keys=True))
+    problems = []
+    for key, shape in want.items():
+        got = inner.get(key.removeprefix(UNET_PREFIX))
+        if got != shape:
+            problems.append(f"missing {key}" if got is None else f"{key}: {list(got)} (expected {list(shape)})")
+        if len(problems) >= 3:
+            break
+    return "; ".join(problems)
+
+
+def unet_file_source(path: str | Path):
+    """What ``from_single_file`` reads for a UNet file: its path when its names carry the checkpoint
+    prefix, else its tensors with the prefix added (UNet-alone files usually drop it; diffusers reads only
+    prefixed names)."""
+    if any(k.startswith(UNET_PREFIX) for k in checkpoint_shapes(path)):
+        return str(path)
+    return {UNET_PREFIX + k: v for k, v in load_file(str(path)).items()}
 
 
 def unet_mismatches(shapes: dict[str, tuple[int, ...]], unet_folder: str | Path, limit: int = 3) -> list[str]:

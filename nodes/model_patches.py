@@ -40,8 +40,9 @@ class CLIPSetLastLayer(Node):
 
 
 class ModelSamplingDiscrete(Node):
-    """Say how a DDPM-trained model predicts (eps or v_prediction), optionally with zero terminal SNR
-    (diffusers' ``rescale_betas_zero_snr``), for models whose files do not say it themselves."""
+    """Say how a DDPM-trained model predicts (eps, v_prediction or x0: the clean image itself), optionally
+    with zero terminal SNR (diffusers' ``rescale_betas_zero_snr``), for models whose files do not say it
+    themselves."""
 
     CATEGORY = "advanced/model"
     DISPLAY_NAME = "ModelSamplingDiscrete"
@@ -60,9 +61,9 @@ class ModelSamplingDiscrete(Node):
         if is_flow_config(model.scheduler_config):
             raise NodeError(f"model: {model.name} is a flow-matching model ({model.family.label}); use "
                             "ModelSamplingSD3 for its shift")
-        kinds = {"eps": "epsilon", "v_prediction": "v_prediction"}
+        kinds = {"eps": "epsilon", "v_prediction": "v_prediction", "x0": "sample"}
         if inputs.sampling not in kinds:
-            raise NodeError(f"sampling: {inputs.sampling} is not supported here; use eps or v_prediction")
+            raise NodeError(f"sampling: {inputs.sampling} is not supported here; use eps, v_prediction or x0")
         return (model.with_config(prediction_type=kinds[inputs.sampling], rescale_betas_zero_snr=inputs.zsnr),)
 
 

@@ -245,7 +245,8 @@ def _load_network(path: Path, dtype: torch.dtype, candidates: list[Path]):
             continue
         problem = family.network_file_mismatch(shapes, read_json(sub / "config.json"))
         if problem:
-            tried.append(f"{folder.name} ({problem})")
+            if not problem.startswith("not "):  # another layout altogether says nothing about this folder
+                tried.append(f"{folder.name} ({problem})")
             continue
         try:
             network = family.load_network_file(path, folder, dtype)
@@ -454,6 +455,30 @@ def _shipped_tokenizer(folder: Path):
     return transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
+def _vae_candidates(path: Path, latent_channels: int, candidates: list[Path]) -> list[Path]:
+    """Config folders for a VAE file, those of the family its name suggests first.
+
+    SD1.x/SD2.x and SDXL VAEs are the same network with different latent scales (0.18215, 0.13025), which
+    the file does not hold; ComfyUI's VAE takes the scale from the model it is used with. Here a VAE's
+    scale travels with it, so a 4-channel file takes SDXL's when its name says so (``sdxl_vae``,
+    ``xlVAE``...), else SD1.x's (``vae-ft-mse-840000``...)."""
+    if latent_channels != 4:
+        return candidates
+    import re
+
+    from . import families
+
+    want = "sdxl" if re.search(r"sdxl|(?<![a-z])xl", path.name.lower()) else "sd1"
+
+    def family(folder: Path) -> str:
+        try:
+            return families.for_folder(folder).name
+        except NodeError:
+            return ""
+
+    return sorted(candidates, key=lambda folder: family(folder).replace("sd2", "sd1") != want)
+
+
 def _load_vae(path: Path, dtype: torch.dtype, candidates: list[Path]):
     from diffusers import AutoencoderKL
 
@@ -477,7 +502,7 @@ def _load_vae(path: Path, dtype: torch.dtype, candidates: list[Path]):
         raise NodeError(f"{path.name}: {describe(shapes)}, not a VAE")
     latent = conv[1]
     ldm = any(k.startswith("encoder.down.") for k in shapes)
-    for folder in candidates:
+    for folder in _vae_candidates(path, latent, candidates):
         cfg_path = folder / "vae" / "config.json"
         if not cfg_path.is_file():
             continue
@@ -487,9 +512,12 @@ def _load_vae(path: Path, dtype: torch.dtype, candidates: list[Path]):
         try:
             if ldm:
                 source = path.tensors if isinstance(path, InMemoryPart) else str(path)
-                return AutoencoderKL.from_single_file(source, config=str(folder), subfolder="vae",
-                                                      torch_dtype=dtype, local_files_only=True,
-                                                      low_cpu_mem_usage=False)
+                vae = AutoencoderKL.from_single_file(source, config=str(folder), subfolder="vae",
+                                                     torch_dtype=dtype, local_files_only=True,
+                                                     low_cpu_mem_usage=False)
+                # diffusers' conversion keeps its own default scale; the config folder's is the one meant
+                vae.register_to_config(**{k: cfg[k] for k in ("scaling_factor", "shift_factor") if k in cfg})
+                return vae
             vae = AutoencoderKL.from_config(cfg)
             vae.load_state_dict(_state(path, dtype))
             return vae.to(dtype)

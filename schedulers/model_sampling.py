@@ -116,12 +116,13 @@ class ModelSampling:
 
 
 class Discrete(ModelSampling):
-    """A DDPM-trained model (epsilon or v prediction) over its train sigmas (ascending, one per timestep)."""
+    """A DDPM-trained model (epsilon, v or x0 prediction -- diffusers' "sample") over its train sigmas
+    (ascending, one per timestep)."""
 
     def __init__(self, train_sigmas: torch.Tensor, kind: str = "epsilon"):
-        if kind not in ("epsilon", "v_prediction"):
+        if kind not in ("epsilon", "v_prediction", "sample"):
             raise ValueError(f"prediction_type {kind!r} is not supported by the step rules "
-                             "(epsilon and v_prediction are)")
+                             "(epsilon, v_prediction and sample are)")
         self.kind = kind
         self.train_sigmas = train_sigmas.to(torch.float32)
         self._log_train = self.train_sigmas.log()
@@ -156,6 +157,8 @@ class Discrete(ModelSampling):
     def denoised(self, x: torch.Tensor, sigma: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         if self.kind == "v_prediction":
             return x / (sigma**2 + 1) - out * sigma / (sigma**2 + 1) ** 0.5
+        if self.kind == "sample":
+            return out
         return x - sigma * out
 
     def noise_scaling(self, sigma: torch.Tensor, noise: torch.Tensor, x0: torch.Tensor | None) -> torch.Tensor:

@@ -13,6 +13,7 @@ from nodes.stand_ins.layouts import (  # noqa: F401
     open_clip_layout,
     save,
     sd1_checkpoint,
+    sd2_checkpoint,
     sd3_checkpoint,
     sd3_original,
     sdxl_checkpoint,

@@ -53,7 +53,8 @@ def for_network_config(config: dict) -> Family:
 
 def for_file(path: Path) -> Family:
     """The family of an all-in-one ``.safetensors`` checkpoint, from its tensor names (SD1.x when no other
-    family claims it: its loader then says whether a configuration fits)."""
+    family claims it: its loader then says whether a configuration fits). A file with no diffusion model
+    in it (a LoRA, a part alone) is refused with what it looks like and which loader takes it."""
     from ..checkpoint import checkpoint_shapes
 
     try:
@@ -63,4 +64,10 @@ def for_file(path: Path) -> Family:
     for f in FAMILIES:
         if f.matches_file(shapes):
             return f
+    from .recognise import identify
+
+    known = identify(shapes)
+    if known is not None and not any(k.startswith("model.diffusion_model.") for k in shapes):
+        raise NodeError(f"{path.name}: {known}, not an all-in-one checkpoint (a diffusion model with its text "
+                        "encoders and VAE)")
     return by_name("sd1")

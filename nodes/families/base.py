@@ -161,6 +161,11 @@ class Family:
         family reads no single network files."""
         return f"{self.label} diffusion models are not read from single files yet"
 
+    def network_file_source(self, path: Path) -> Any:
+        """What diffusers' ``from_single_file`` reads for a diffusion-model file of this family: its path,
+        or its tensors renamed where the family's files use names diffusers does not read."""
+        return str(path)
+
     def matches_file(self, shapes: Mapping[str, tuple[int, ...]]) -> bool:
         """Whether an all-in-one checkpoint (its tensor names and shapes) is this family's."""
         return False
@@ -171,8 +176,8 @@ class Family:
         from ..part_files import component_class
 
         cls, _ = component_class(folder / self.network_part)
-        return cls.from_single_file(str(path), config=str(folder), subfolder=self.network_part, torch_dtype=dtype,
-                                    local_files_only=True, low_cpu_mem_usage=False)
+        return cls.from_single_file(self.network_file_source(path), config=str(folder), subfolder=self.network_part,
+                                    torch_dtype=dtype, local_files_only=True, low_cpu_mem_usage=False)
 
     def load_file(self, path: Path, dtype: torch.dtype, config_folders: Any) -> Parts:
         raise NodeError(f"{path.name}: single-file {self.label} checkpoints are not loaded yet; use the model's "

@@ -6,6 +6,11 @@ from __future__ import annotations
 
 def describe(shapes: dict[str, tuple[int, ...]]) -> str:
     """A short phrase such as "an SD3 MMDiT diffusion model (original layout)"."""
+    return identify(shapes) or f"a file of {len(shapes)} tensors that is no known model part"
+
+
+def identify(shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """:func:`describe`'s phrase for a known kind of file; None for any other."""
     keys = list(shapes)
 
     def has(prefix: str) -> bool:
@@ -15,6 +20,8 @@ def describe(shapes: dict[str, tuple[int, ...]]) -> str:
         return k.removeprefix("model.diffusion_model.")
 
     inner = [strip(k) for k in keys]
+    if has("model.diffusion_model.joint_blocks.") and (has("first_stage_model.") or has("text_encoders.")):
+        return "an all-in-one SD3 checkpoint (original layout; CheckpointLoaderSimple)"
     if any(k.startswith("joint_blocks.") for k in inner):
         return "an SD3 MMDiT diffusion model (original layout; load it with UNETLoader)"
     if "cap_embedder.1.weight" in inner and any(".attention.qkv." in k for k in inner):
@@ -46,4 +53,4 @@ def describe(shapes: dict[str, tuple[int, ...]]) -> str:
         return "a Flux transformer in diffusers' names (UNETLoader)"
     if has("transformer_blocks.") and has("pos_embed."):
         return "a diffusers transformer"
-    return f"a file of {len(keys)} tensors that is no known model part"
+    return None

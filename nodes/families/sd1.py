@@ -32,6 +32,17 @@ class StableDiffusion1(Family):
         return (config.get("_class_name") == "UNet2DConditionModel" and config.get("addition_embed_type") is None
                 and not _sd2_config(config))
 
+    def network_file_mismatch(self, shapes: Any, config: Any) -> str:
+        """A UNet alone in the original layout (``input_blocks`` / ``middle_block`` / ``output_blocks``)."""
+        from ..checkpoint import unet_file_mismatch
+
+        return unet_file_mismatch(shapes, config)
+
+    def network_file_source(self, path: Path) -> Any:
+        from ..checkpoint import unet_file_source
+
+        return unet_file_source(path)
+
     def matches_folder(self, folder: Path, index: dict) -> bool:
         return super().matches_folder(folder, index) and not _is_sd2_unet(folder)
 

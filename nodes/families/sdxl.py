@@ -35,6 +35,17 @@ class StableDiffusionXL(Family):
     def matches_network_config(self, config: Any) -> bool:
         return config.get("_class_name") == "UNet2DConditionModel" and config.get("addition_embed_type") == "text_time"
 
+    def network_file_mismatch(self, shapes: Any, config: Any) -> str:
+        """A UNet alone in the original layout (``input_blocks`` / ``middle_block`` / ``output_blocks``)."""
+        from ..checkpoint import unet_file_mismatch
+
+        return unet_file_mismatch(shapes, config)
+
+    def network_file_source(self, path: Path) -> Any:
+        from ..checkpoint import unet_file_source
+
+        return unet_file_source(path)
+
     def matches_file(self, shapes: Any) -> bool:
         """An all-in-one SDXL checkpoint (original SGM layout): CLIP-G under conditioner.embedders.1."""
         return any(k.startswith("conditioner.embedders.1.model.") for k in shapes)

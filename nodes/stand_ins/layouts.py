@@ -67,10 +67,19 @@ def sd3_original(transformer) -> State:
             out[f"{j}.context_block.adaLN_modulation.1.{leaf}"] = _swap(ctx) if last else ctx
             out[f"{j}.x_block.mlp.fc1.{leaf}"] = sd.pop(f"{b}.ff.net.0.proj.{leaf}")
             out[f"{j}.x_block.mlp.fc2.{leaf}"] = sd.pop(f"{b}.ff.net.2.{leaf}")
+            if f"{b}.attn2.to_q.{leaf}" in sd:  # SD3.5 medium's dual-attention blocks
+                out[f"{j}.x_block.attn2.qkv.{leaf}"] = torch.cat([sd.pop(f"{b}.attn2.to_{x}.{leaf}") for x in "qkv"])
+                out[f"{j}.x_block.attn2.proj.{leaf}"] = sd.pop(f"{b}.attn2.to_out.0.{leaf}")
             if not last:
                 out[f"{j}.context_block.attn.proj.{leaf}"] = sd.pop(f"{b}.attn.to_add_out.{leaf}")
                 out[f"{j}.context_block.mlp.fc1.{leaf}"] = sd.pop(f"{b}.ff_context.net.0.proj.{leaf}")
                 out[f"{j}.context_block.mlp.fc2.{leaf}"] = sd.pop(f"{b}.ff_context.net.2.{leaf}")
+        for ours, theirs in (("attn.norm_q", "x_block.attn.ln_q"), ("attn.norm_k", "x_block.attn.ln_k"),
+                             ("attn.norm_added_q", "context_block.attn.ln_q"),
+                             ("attn.norm_added_k", "context_block.attn.ln_k"),
+                             ("attn2.norm_q", "x_block.attn2.ln_q"), ("attn2.norm_k", "x_block.attn2.ln_k")):
+            if f"{b}.{ours}.weight" in sd:  # QK norm (SD3.5)
+                out[f"{j}.{theirs}.weight"] = sd.pop(f"{b}.{ours}.weight")
     if sd:
         raise ValueError(f"no original name for {sorted(sd)[:5]}")
     return out
@@ -181,20 +190,38 @@ SD3_TEXT_PREFIXES = {"clip_l": "text_encoders.clip_l.transformer.", "clip_g": "t
                      "t5": "text_encoders.t5xxl.transformer."}
 
 
-def sd3_checkpoint(pipe) -> State:
+def sd3_checkpoint(pipe, with_t5: bool = True) -> State:
     """An SD3 pipeline as one all-in-one checkpoint as ComfyUI saves it (``sd3.5_*_incl_clips*``, what
-    CheckpointLoaderSimple reads): the original MMDiT, the LDM VAE and the three text encoders."""
+    CheckpointLoaderSimple reads): the original MMDiT, the LDM VAE and the three text encoders (T5 left out
+    without ``with_t5``, as some files are)."""
     from nodes.checkpoint import UNET_PREFIX, vae_to_ldm
 
     state = {UNET_PREFIX + k: v for k, v in sd3_original(pipe.transformer).items()}
     state.update(vae_to_ldm(pipe.vae.state_dict(), dict(pipe.vae.config)))
-    encoders = {"clip_l": pipe.text_encoder, "clip_g": pipe.text_encoder_2, "t5": pipe.text_encoder_3}
+    encoders = {"clip_l": pipe.text_encoder, "clip_g": pipe.text_encoder_2,
+                "t5": pipe.text_encoder_3 if with_t5 else None}
     for slot, model in encoders.items():
         if model is None:
             continue
         # T5's tied input embedding is kept too (diffusers' reader of these files expects it), as a copy
         state.update({SD3_TEXT_PREFIXES[slot] + (_clip_key(k) if slot != "t5" else k): v.clone()
                       for k, v in model.state_dict().items() if not k.endswith("position_ids")})
+    return state
+
+
+def sd2_checkpoint(pipe) -> State:
+    """An SD2.x pipeline as one all-in-one checkpoint in the original layout: UNet and VAE as SD1.x's, the
+    OpenCLIP text tower under ``cond_stage_model.model.`` (its projection, unused by the pipeline, the
+    identity)."""
+    import torch
+
+    from nodes.checkpoint import unet_to_ldm, vae_to_ldm
+
+    state = unet_to_ldm(pipe.unet.state_dict(), dict(pipe.unet.config))
+    state.update(vae_to_ldm(pipe.vae.state_dict(), dict(pipe.vae.config)))
+    clip = dict(pipe.text_encoder.state_dict())
+    clip["text_projection.weight"] = torch.eye(pipe.text_encoder.config.hidden_size)
+    state.update({"cond_stage_model.model." + k: v for k, v in open_clip_layout(clip).items()})
     return state
 
 

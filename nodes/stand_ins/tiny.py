@@ -171,7 +171,7 @@ def build_sdxl(workdir: Path, seed: int = 0, levels: int = 2, vae_attention: boo
 
 
 def build_sd3(workdir: Path, seed: int = 0, with_t5: bool = True, clip_g_dim: int = CLIP_DIM,
-              t5_dim: int = 2 * CLIP_DIM, pos_embed_max_size: int = 16, vae_attention: bool = True,
+              t5_dim: int | None = None, pos_embed_max_size: int = 16, vae_attention: bool = True,
               vae_channels: tuple[int, ...] = (8, 8, 16, 16)):
     """SD3 at toy size: MMDiT over 16-channel latents, CLIP-L + CLIP-G (projections) + T5, shift 3.
 
@@ -181,6 +181,8 @@ def build_sd3(workdir: Path, seed: int = 0, with_t5: bool = True, clip_g_dim: in
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
     from transformers import T5Config, T5EncoderModel, T5TokenizerFast
 
+    if t5_dim is None:  # both CLIPs' states side by side
+        t5_dim = CLIP_DIM + max(CLIP_DIM, clip_g_dim)
     torch.manual_seed(seed)
     transformer = SD3Transformer2DModel(
         sample_size=8, patch_size=2, in_channels=16, out_channels=16, num_layers=2, attention_head_dim=8,
