@@ -1,6 +1,6 @@
 """Each model family's graph vs its own diffusers pipeline, same work, one process.
 
-    python bench/bench_families.py                       # tiny SD2.x-v, SDXL, SD3, Flux dev models, CPU
+    python bench/bench_families.py                       # tiny SD2.x-v, SDXL, SD3, Flux dev, Z-Image, Qwen-Image
     python bench/bench_families.py --steps 30 --repeats 7 --families sd3,flux-dev
 
 The tiny random-weight models of the tests (tests/tiny_families.py) are built in a temporary folder. For each
@@ -9,7 +9,8 @@ and decode: "ours" is LoadModel -> TextEncode x2 -> EmptyLatent -> Scheduler -> 
 Executor without result cache (loaded models are shared, as the pipeline keeps its own); "diffusers" is the
 family's pipeline with the scheduler swapped the guide's way. Flux has no classifier-free guidance: one
 prompt, cfg 1, the guidance embedding at 3.5 and a Scheduler sized by the latent (tests/test_family_flux.py's
-graph) against FluxPipeline. Warm-up once, then best-of-N, alternating. The table gives ours / diffusers
+graph) against FluxPipeline. Z-Image's pipeline takes cfg - 1 as its guidance_scale and its own sigmas; Qwen-Image's
+guidance is its true_cfg_scale. Warm-up once, then best-of-N, alternating. The table gives ours / diffusers
 (below 1 is faster) and the largest pixel difference (0 = identical).
 """
 
@@ -29,7 +30,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 SCHEDULERS = {"sd2v": ("ddim", "dpmpp_2m"), "sdxl": ("euler", "dpmpp_2m"), "sd3": ("flow_euler", "flow_dpmpp_2m"),
-              "flux-dev": ("flow_euler", "flow_dpmpp_2m")}
+              "flux-dev": ("flow_euler", "flow_dpmpp_2m"), "z-image": ("flow_euler", "flow_unipc"),
+              "qwen-image": ("flow_euler", "flow_unipc")}
+CFG = 6.0
+
+
+def pipeline_kwargs(family: str, steps: int) -> dict:
+    """The pipeline's own arguments for our graph's guidance (cfg 6 and the empty negative; Flux: none)."""
+    if family.startswith("flux"):
+        return {"guidance_scale": 3.5}
+    if family == "z-image":
+        import numpy as np
+        from diffusers.pipelines.z_image.pipeline_z_image import get_default_z_image_sigmas
+
+        return {"negative_prompt": "", "guidance_scale": CFG - 1,
+                "sigmas": np.asarray(get_default_z_image_sigmas(steps))}
+    if family == "qwen-image":
+        return {"negative_prompt": "", "true_cfg_scale": CFG}
+    return {"negative_prompt": "", "guidance_scale": CFG}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     from test_families_parity import PROMPT, graph
     from tiny_families import BUILDERS
 
+    from nodes.stand_ins.tiny import build_qwen_image, build_z_image
+
+    builders = {**BUILDERS, "z-image": build_z_image, "qwen-image": build_qwen_image}
+
     from graph_runtime import Executor, RuntimePaths, Services
     from nodes.model_store import _own_aligned_memory
     from schedulers import registry
@@ -57,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         for family in args.families.split(","):
             folder = root / "models" / f"tiny-{family}"
-            BUILDERS[family](root / f"{family}_src").save_pretrained(folder)
+            builders[family](root / f"{family}_src").save_pretrained(folder)
             pipe = DiffusionPipeline.from_pretrained(str(folder), local_files_only=True)
             pipe.set_progress_bar_config(disable=True)
             for module in pipe.components.values():  # as the runtime keeps its weights (see model_store)
@@ -74,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
                 with registry.quiet_diffusers():
                     pipe.scheduler = entry.cls.from_config(base, **entry.config_overrides(base))
                 flux = family.startswith("flux")
-                doc = (test_family_flux.graph if flux else graph)(f"tiny-{family}", name, 1, steps=args.steps)
-                guided = {"guidance_scale": 3.5} if flux else {"negative_prompt": "", "guidance_scale": 6.0}
+                doc = (test_family_flux.graph(f"tiny-{family}", name, 1, steps=args.steps) if flux
+                       else graph(f"tiny-{family}", name, 1, steps=args.steps, cfg=CFG))
+                guided = pipeline_kwargs(family, args.steps)
 
                 def ours(executor=executor, doc=doc):
                     res = executor.run(doc)
