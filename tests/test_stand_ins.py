@@ -67,9 +67,27 @@ GRAPHS = {
     # LoadModel's names without a suffix are diffusers folders
     "folder.json": txt2img({"10": {"class_type": "LoadModel", "inputs": {"model_name": "my-sdxl-finetune"}}},
                            ["10", 0], ["10", 1], ["10", 2]),
+    # an SD1.5 checkpoint through a LoRA (model and CLIP), its image through a 2x upscale model
+    "sd1_lora_upscale.json": txt2img({"10": {"class_type": "CheckpointLoaderSimple",
+                                             "inputs": {"ckpt_name": "v1-5-pruned-emaonly.safetensors"}},
+                                      "12": {"class_type": "LoraLoader", "inputs": {
+                                          "model": ["10", 0], "clip": ["10", 1], "lora_name": "sd15/detail.safetensors",
+                                          "strength_model": 0.8, "strength_clip": 0.5}},
+                                      "13": {"class_type": "UpscaleModelLoader",
+                                             "inputs": {"model_name": "RealESRGAN_x2plus.safetensors"}},
+                                      "14": {"class_type": "ImageUpscaleWithModel",
+                                             "inputs": {"upscale_model": ["13", 0], "image": ["6", 0]}}},
+                                     ["12", 0], ["12", 1], ["10", 2]),
+    # an SDXL checkpoint through a model-only LoRA
+    "sdxl_lora.json": txt2img({"10": {"class_type": "CheckpointLoaderSimple",
+                                      "inputs": {"ckpt_name": "juggernautXL_v9.safetensors"}},
+                               "12": {"class_type": "LoraLoaderModelOnly", "inputs": {
+                                   "model": ["10", 0], "lora_name": "xl_style.safetensors", "strength_model": 1.0}}},
+                              ["12", 0], ["10", 1], ["10", 2]),
     "sd2_folder.json": txt2img({"10": {"class_type": "LoadModel", "inputs": {"model_name": "stable-diffusion-2-1"}}},
                                ["10", 0], ["10", 1], ["10", 2]),
 }
+GRAPHS["sd1_lora_upscale.json"]["7"]["inputs"]["images"] = ["14", 0]
 #: ComfyUI's official templates (editor format), shrunk to 64x64 and 2 steps by ``--set`` (node ids theirs)
 TEMPLATES = {"image_sdxl_simple": ["13.width=64", "13.height=64", "12.steps=2"],
              "sd3.5_simple_example": ["53.width=64", "53.height=64", "3.steps=2"]}
@@ -122,6 +140,9 @@ def test_the_command_names_each_file_it_writes(written):
         "stable-diffusion-2-1": "Stable Diffusion 2.x model",
         "sd_xl_base_1.0.safetensors": "Stable Diffusion XL all-in-one checkpoint",
         "sd3.5_large_fp8_scaled.safetensors": "Stable Diffusion 3.x all-in-one checkpoint",
+        "loras/sd15/detail.safetensors": "Stable Diffusion 1.x LoRA",
+        "loras/xl_style.safetensors": "Stable Diffusion XL LoRA",
+        "upscale_models/RealESRGAN_x2plus.safetensors": "ESRGAN upscale model (2x)",
     }
     for name, what in expected.items():
         assert (models / name).exists(), name
@@ -140,6 +161,34 @@ def test_each_graph_runs_on_its_stand_ins(written, name, tmp_path, monkeypatch):
     assert code == 0, err
     assert run_with(models, str(work / name), tmp_path, monkeypatch) == 0
     assert [p.suffix for p in tmp_path.iterdir()] == [".png"]
+    if name == "sd1_lora_upscale.json":  # the 64x64 image through the 2x stand-in upscaler
+        from PIL import Image
+
+        with Image.open(next(tmp_path.iterdir())) as im:
+            assert im.size == (128, 128)
+
+
+def test_stand_in_loras_and_upscalers_fit_their_loaders(written):
+    """Each LoRA names layers of its family's stand-in network (and text encoders); each upscale model has the
+    scale its name says."""
+    from safetensors import safe_open
+
+    from nodes.stand_ins.upscale_files import scale_of_name
+    from nodes.upscale_models import UpscaleModelStore
+
+    _, _, _, models, _ = written
+    with safe_open(str(models / "loras/sd15/detail.safetensors"), framework="pt") as f:
+        keys = list(f.keys())
+    assert any(k.startswith("lora_unet_down_blocks_") for k in keys) and any(k.startswith("lora_te_") for k in keys)
+    with safe_open(str(models / "loras/xl_style.safetensors"), framework="pt") as f:
+        keys = list(f.keys())
+    assert any(k.startswith("lora_unet_input_blocks_") for k in keys), keys[:3]
+    assert {k.split("_")[1] for k in keys if k.startswith("lora_te")} == {"te1", "te2"}
+    model = UpscaleModelStore().load(models / "upscale_models/RealESRGAN_x2plus.safetensors", "x2", "cpu")
+    assert model.scale == 2
+    assert [scale_of_name(n) for n in ("4x-UltraSharp.pth", "RealESRGAN_x2plus.safetensors", "2xLexica.pth",
+                                       "8x_NMKD-Superscale.pt", "BSRGAN.pth", "realesr-general-x4v3.pth")] == \
+        [4, 2, 2, 8, 4, 4]
 
 
 @pytest.mark.parametrize("name", list(TEMPLATES))
@@ -191,6 +240,8 @@ def test_every_file_loads_through_its_loader_as_its_family_and_part(written):
     store, cpu, folders = ModelStore(), torch.device("cpu"), config_folders([models])
     widths = {}
     for p in result.placements.values():
+        if p.part in ("lora", "upscale_model"):  # no models: test_stand_in_loras_and_upscalers_fit_their_loaders
+            continue
         kind = {"diffusion_model": "network", "text_encoder": "text_encoder", "vae": "vae"}.get(p.part, "model")
         loaded = store.load(models / p.path, device=cpu, dtype=torch.float32, kind=kind, config_folders=folders)
         if kind in ("model", "network"):
@@ -284,7 +335,7 @@ def test_names_that_cannot_be_placed_say_why(tmp_path, capsys):
         "3": {"class_type": ckpt, "inputs": {"ckpt_name": ["9", 0]}},
         "4": {"class_type": "CLIPLoader", "inputs": {"clip_name": "qwen_2.5_vl_7b.safetensors",
                                                      "type": "stable_diffusion"}},
-        "5": {"class_type": "LoraLoaderModelOnly", "inputs": {"lora_name": "style.safetensors", "strength_model": 1}},
+        "5": {"class_type": "LoraLoaderModelOnly", "inputs": {"lora_name": "style.ckpt", "strength_model": 1}},
         "6": {"class_type": "TripleCLIPLoader", "inputs": {"clip_name1": "clip_l.safetensors",
                                                            "clip_name2": "clip_g.safetensors",
                                                            "clip_name3": "t5xxl.safetensors"}},
@@ -301,8 +352,7 @@ def test_names_that_cannot_be_placed_say_why(tmp_path, capsys):
     assert "node 3 (CheckpointLoaderSimple) input ckpt_name: ['9', 0]: the file name comes from a link" in err
     assert "node 4 (CLIPLoader) input clip_name: 'qwen_2.5_vl_7b.safetensors': a Stable Diffusion 1.x text " \
            "encoder, but the name says qwen (its text encoders: clip_l)" in err
-    assert "node 5 (LoraLoaderModelOnly) input lora_name: 'style.safetensors': Stable Diffusion 1.x LoRA files have no "\
-           "stand-ins yet" in err
+    assert "node 5 (LoraLoaderModelOnly) input lora_name: 'style.ckpt': only .safetensors files" in err
     assert "node 7 (UNETLoader) input unet_name: 'sdxl_unet.safetensors': SDXL UNets are not read from single " \
            "files here yet" in err
     w0 = tmp_path / "w0.json"

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from . import layouts, tiny
+from . import layouts, lora_files, tiny, upscale_files
 
-Writer = Callable[[Any], dict]  # a built pipeline -> the tensors of one file
+#: a built pipeline -> the tensors of one file; a part placed with a role (an upscale model's scale) is
+#: written by ``writer(pipeline, role)``
+Writer = Callable[..., dict]
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ class FamilyStandIns:
     name: str
     label: str
     build: Callable[..., Any]
-    #: part kind (checkpoint, diffusion_model, vae; lora, controlnet as their loaders land) -> writer
+    #: part kind (checkpoint, diffusion_model, vae, lora; controlnet as its loader lands) -> writer
     parts: Mapping[str, Writer] = field(default_factory=dict)
     #: text-encoder role (clip_l, clip_g, t5, ...) -> writer
     text_encoders: Mapping[str, Writer] = field(default_factory=dict)
@@ -54,7 +56,7 @@ def _encoder(attr: str) -> Writer:
 FAMILIES: dict[str, FamilyStandIns] = {f.name: f for f in (
     FamilyStandIns(
         "sd1", "Stable Diffusion 1.x", partial(tiny.build_sd1, **tiny.STAND_IN_SIZES),
-        parts={"checkpoint": layouts.sd1_checkpoint, "vae": _vae},
+        parts={"checkpoint": layouts.sd1_checkpoint, "vae": _vae, "lora": lora_files.sd1_lora},
         text_encoders={"clip_l": _encoder("text_encoder")}, roles_by_position={1: ("clip_l",)},
         notes={"diffusion_model": "SD1.x UNets are not read from single files here yet (use the checkpoint)"}),
     FamilyStandIns(
@@ -64,18 +66,35 @@ FAMILIES: dict[str, FamilyStandIns] = {f.name: f for f in (
                "text_encoder": "SD2.x text encoders are not read from single files here yet"}),
     FamilyStandIns(
         "sdxl", "Stable Diffusion XL", partial(tiny.build_sdxl, **tiny.STAND_IN_SIZES),
-        parts={"checkpoint": layouts.sdxl_checkpoint, "vae": _vae},
+        parts={"checkpoint": layouts.sdxl_checkpoint, "vae": _vae, "lora": lora_files.sdxl_lora},
         text_encoders={"clip_l": _encoder("text_encoder"), "clip_g": _encoder("text_encoder_2")},
         roles_by_position={1: ("clip_l",), 2: ("clip_l", "clip_g")},
         notes={"diffusion_model": "SDXL UNets are not read from single files here yet (use the checkpoint)"}),
     FamilyStandIns(
         "sd3", "Stable Diffusion 3.x", tiny.build_sd3_single_file,
         parts={"checkpoint": layouts.sd3_checkpoint, "vae": _vae,
-               "diffusion_model": lambda pipe: layouts.sd3_original(pipe.transformer)},
+               "diffusion_model": lambda pipe: layouts.sd3_original(pipe.transformer),
+               "lora": lora_files.transformer_lora},
         text_encoders={"clip_l": _encoder("text_encoder"), "clip_g": _encoder("text_encoder_2"),
                        "t5": _encoder("text_encoder_3")},
         roles_by_position={1: ("t5",), 2: ("clip_l", "clip_g"), 3: ("clip_l", "clip_g", "t5")}),
+    FamilyStandIns(
+        "esrgan", "ESRGAN", lambda workdir: None,
+        parts={"upscale_model": lambda _pipe, role: upscale_files.rrdb_state(int(role.rstrip("x")))}),
 )}
+
+#: parts whose stand-in fits any workflow (no family's pipeline): part -> (its family entry, the role the file
+#: name gives it)
+FREE_PARTS: dict[str, tuple[str, Callable[[str], str]]] = {
+    "upscale_model": ("esrgan", lambda name: f"{upscale_files.scale_of_name(name)}x"),
+}
+
+
+def model_families() -> list[str]:
+    """The model families with stand-ins (not the entries of free-standing parts)."""
+    free = {family for family, _ in FREE_PARTS.values()}
+    return [f for f in FAMILIES if f not in free]
+
 
 #: file-name patterns -> the family they name, first match wins (matched against the lower-cased name).
 #: Families without stand-ins are named too, so their files get a clear refusal.

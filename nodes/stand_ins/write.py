@@ -61,6 +61,8 @@ def write(plan: Plan, models_dir: Path) -> list[tuple[Placement, Path]]:
         pipes = {}
         for family in plan.families:
             pipes[family] = FAMILIES[family].build(Path(work) / family)
+            if pipes[family] is None:  # a family of free-standing files (upscale models): no pipeline
+                continue
             config = models_dir / CONFIG_FOLDER / f"tiny-{family}"
             shutil.rmtree(config, ignore_errors=True)
             pipes[family].save_pretrained(config)
@@ -72,7 +74,10 @@ def write(plan: Plan, models_dir: Path) -> list[tuple[Placement, Path]]:
                 pipe.save_pretrained(target)
                 (target / FOLDER_MARKER).write_text(f"{p.describe()}\n", encoding="utf-8")
             else:
-                writer = fam.text_encoders[p.role] if kind == "text_encoder" else fam.parts[kind]
-                save(writer(pipe), target, metadata={METADATA_KEY: f"{p.family} {kind} {p.role or ''}".strip()})
+                if kind == "text_encoder":
+                    tensors = fam.text_encoders[p.role](pipe)
+                else:
+                    tensors = fam.parts[kind](pipe, p.role) if p.role else fam.parts[kind](pipe)
+                save(tensors, target, metadata={METADATA_KEY: f"{p.family} {kind} {p.role or ''}".strip()})
             written.append((p, target))
     return written
