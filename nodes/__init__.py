@@ -10,7 +10,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 def _node_classes() -> list:
     """Every built-in node class, in the order the editor lists them. Add new modules' nodes here."""
-    from . import aliases, loaders, logic, lora, model_patches, sigma_nodes, upscale_models
+    from . import aliases, custom_sampling, loaders, logic, lora, model_patches, sigma_nodes, upscale_models
     from .compare import CompareSchedulers
     from .conditioning import TextEncode
     from .images import LoadImage, PreviewImage, SaveImage
@@ -42,6 +42,7 @@ def _node_classes() -> list:
         *upscale_models.NODES,
         # ComfyUI core names, for workflows saved from ComfyUI
         *aliases.NODES,
+        *custom_sampling.NODES,
         *model_patches.NODES,
         # control flow
         *logic.NODES,

@@ -1,53 +1,30 @@
 """ComfyUI core node names, so workflows saved from ComfyUI (API format) run here unchanged.
 
 Each alias takes ComfyUI's input names and defaults and does its work with the built-in nodes and the
-schedulers library. KSampler's ``sampler_name`` / ``scheduler`` go through :mod:`schedulers.comfy_names`:
-samplers with a k-diffusion rule run it over ComfyUI's own SIGMAS formulas, the others run the closest
-diffusers scheduler. Nodes whose names already equal ComfyUI's (VAEDecode, VAEEncode, SaveImage,
-PreviewImage, LoadImage) take ComfyUI's input names themselves and are not repeated here.
+schedulers library. KSampler's ``sampler_name`` / ``scheduler`` go through :mod:`schedulers.comfy_names`: each
+sampler runs its own step rule over ComfyUI's own SIGMAS formulas. Nodes whose names already equal ComfyUI's
+(VAEDecode, VAEEncode, SaveImage, PreviewImage, LoadImage) take ComfyUI's input names themselves and are not
+repeated here; the custom-sampling
+set (KSamplerSelect, BasicScheduler, SamplerCustom, guiders, noise) lives in :mod:`nodes.custom_sampling`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from graph_runtime import Link, Node, NodeError, NodeInputs, Output, Widget
-from schedulers import comfy_names, registry
+from schedulers import comfy_names
 
 from .conditioning import check_clip, encode
+from .custom_sampling import uncond_guide
 from .latents import MAX_SIZE, empty_latent
 from .models import EMBEDDED_NAME, list_models, load_model, model_fingerprint
-from .sampling import SEED_MAX, SIGMAS, _check_model, check_sigmas, run_sampler, schedule_for_sigmas
+from .sampling import SEED_MAX, _check_model, run_sampler
 from .types import Conditioning
 
 if TYPE_CHECKING:  # torch and the sigma builders load when a node runs, not when it is declared
     from schedulers.schedule import Schedule
-
-SAMPLER = "SAMPLER"
-
-
-@dataclass(frozen=True)
-class SamplerChoice:
-    """The SAMPLER value of KSamplerSelect: a ComfyUI sampler name and what runs it over SIGMAS."""
-
-    comfy_name: str
-    runs_as: str  # a k-diffusion rule or a registry name whose class takes set_timesteps(sigmas=...)
-
-
-def _sigma_runner(sampler_name: str) -> str:
-    """What runs ComfyUI sampler ``sampler_name`` over given SIGMAS; NodeError if nothing can."""
-    plan = comfy_names.resolve(sampler_name, "normal")
-    if plan.runner == "kdiffusion":
-        return plan.name
-    entry = registry.get(plan.name)
-    if plan.name in registry.sigma_runners() and not plan.overrides:
-        return plan.name
-    usable = [n for n in comfy_names.COMFY_SAMPLERS if comfy_names.resolve(n, "normal").runner == "kdiffusion"]
-    raise NodeError(f"sampler_name: {sampler_name!r} runs here as diffusers' {entry.class_name}, which cannot "
-                    f"follow custom SIGMAS; with SamplerCustom use one of: {', '.join(usable)} (or KSampler, "
-                    f"which builds the schedule itself)")
 
 
 class CheckpointLoaderSimple(Node):
@@ -175,8 +152,6 @@ def _comfy_schedule(model: Any, sampler_name: str, scheduler: str, steps: int, d
     try:
         return comfy_names.build_comfy_schedule(sampler_name, scheduler, model.scheduler_config, steps,
                                                 denoise, device=model.device)
-    except registry.MissingDependencyError as exc:
-        raise NodeError(f"sampler_name: {exc}") from None
     except ValueError as exc:
         raise NodeError(f"sampler_name / scheduler: {exc}") from None
 
@@ -207,15 +182,15 @@ class KSampler(Node):
         if inputs.denoise <= 0:
             return (inputs.latent_image,)
         schedule = _comfy_schedule(model, inputs.sampler_name, inputs.scheduler, inputs.steps, inputs.denoise)
+        guide = uncond_guide(schedule.rule, model, inputs.positive, inputs.negative, inputs.cfg)
         res = run_sampler(ctx, model, inputs.positive, inputs.negative, inputs.latent_image, schedule,
-                          inputs.seed, inputs.cfg)
+                          inputs.seed, inputs.cfg, guide=guide)
         return ({**inputs.latent_image, "samples": res.samples},)
 
 
 class KSamplerAdvanced(Node):
     """ComfyUI's KSamplerAdvanced: KSampler with a step window (start_at_step .. end_at_step), optional noise
-    and optionally leftover noise at the end, for handing a latent on to a second sampler. A window needs a
-    sampler with a k-diffusion rule (euler, heun, dpmpp_2m, ...)."""
+    and optionally leftover noise at the end, for handing a latent on to a second sampler."""
 
     CATEGORY = "sampling"
     DISPLAY_NAME = "KSampler (Advanced)"
@@ -238,7 +213,6 @@ class KSamplerAdvanced(Node):
     OUTPUTS = (Output("LATENT", "LATENT"),)
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
-        from schedulers import sigmas as sigmas_mod
         from schedulers.schedule import schedule_from_sigmas
 
         model = _check_model(inputs.model)
@@ -249,22 +223,17 @@ class KSamplerAdvanced(Node):
         if start >= end:
             return (inputs.latent_image,)
         plan = _plan(inputs.sampler_name, inputs.scheduler)
-        if start == 0 and end == steps and plan.runner == "diffusers":
-            schedule = _comfy_schedule(model, inputs.sampler_name, inputs.scheduler, steps, 1.0)
-        else:
-            if plan.runner != "kdiffusion":
-                raise NodeError(f"start_at_step / end_at_step: {inputs.sampler_name!r} runs as a diffusers "
-                                "scheduler, which cannot start or stop mid-schedule; use a sampler with a "
-                                "k-diffusion rule (euler, euler_ancestral, heun, dpmpp_2m, dpmpp_2m_sde, lms)")
-            s = sigmas_mod.comfy_scheduler_sigmas(inputs.scheduler, steps, model.scheduler_config)
-            s = s[: end + 1].clone()
-            if full_denoise:
-                s[-1] = 0
-            s = s[start:]
-            schedule = schedule_from_sigmas(s, plan.name, model.scheduler_config, runner="kdiffusion",
-                                            device=model.device)
+        s = comfy_names.ksampler_sigmas(inputs.sampler_name, inputs.scheduler, steps, model.scheduler_config)
+        s = s[: end + 1].clone()
+        if full_denoise:
+            s[-1] = 0
+        s = s[start:]
+        schedule = schedule_from_sigmas(s, plan.name, model.scheduler_config, runner="kdiffusion",
+                                        device=model.device)
+        guide = uncond_guide(schedule.rule, model, inputs.positive, inputs.negative, inputs.cfg)
         res = run_sampler(ctx, model, inputs.positive, inputs.negative, inputs.latent_image, schedule,
-                          inputs.noise_seed, inputs.cfg, add_noise, init_from_latent=True if add_noise else None)
+                          inputs.noise_seed, inputs.cfg, add_noise, init_from_latent=True if add_noise else None,
+                          guide=guide)
         return ({**inputs.latent_image, "samples": res.samples},)
 
 
@@ -275,108 +244,5 @@ def _plan(sampler_name: str, scheduler: str) -> comfy_names.ComfyPlan:
         raise NodeError(f"sampler_name / scheduler: {exc}") from None
 
 
-class BasicScheduler(Node):
-    """SIGMAS for a ComfyUI scheduler name (normal, karras, exponential, ...) over the model's noise levels.
-    denoise < 1 keeps the last steps of a longer schedule."""
-
-    CATEGORY = "sampling/custom_sampling/schedulers"
-    DISPLAY_NAME = "BasicScheduler"
-
-    class Inputs(NodeInputs):
-        model: Any = Link("MODEL")
-        scheduler: Literal[comfy_names.COMFY_SCHEDULERS] = Widget("normal")  # type: ignore[valid-type]
-        steps: int = Widget(20, ge=1, le=10000)
-        denoise: float = Widget(1.0, ge=0.0, le=1.0, step=0.01)
-
-    OUTPUTS = (Output(SIGMAS, "SIGMAS"),)
-
-    def execute(self, inputs: Any, ctx: Any) -> tuple:
-        import torch
-
-        model = _check_model(inputs.model)
-        if inputs.denoise <= 0.0:
-            return (torch.zeros(0),)
-        return (comfy_names.denoised_sigmas(inputs.scheduler, inputs.steps, inputs.denoise,
-                                            model.scheduler_config)[0],)
-
-
-class KarrasScheduler(Node):
-    """Karras et al. (2022) SIGMAS between sigma_max and sigma_min (no model needed)."""
-
-    CATEGORY = "sampling/custom_sampling/schedulers"
-    DISPLAY_NAME = "KarrasScheduler"
-
-    class Inputs(NodeInputs):
-        steps: int = Widget(20, ge=1, le=10000)
-        sigma_max: float = Widget(14.614642, ge=0.0, le=5000.0, step=0.01, round=False)
-        sigma_min: float = Widget(0.0291675, ge=0.0, le=5000.0, step=0.01, round=False)
-        rho: float = Widget(7.0, ge=0.0, le=100.0, step=0.01, round=False)
-
-    OUTPUTS = (Output(SIGMAS, "SIGMAS"),)
-
-    def execute(self, inputs: Any, ctx: Any) -> tuple:
-        from schedulers import sigmas as sigmas_mod
-
-        if not 0 < inputs.sigma_min < inputs.sigma_max:
-            raise NodeError(f"sigma_min: need 0 < sigma_min < sigma_max, got {inputs.sigma_min} and "
-                            f"{inputs.sigma_max}")
-        if inputs.rho <= 0:
-            raise NodeError("rho: must be above 0")
-        return (sigmas_mod.karras(inputs.steps, inputs.sigma_min, inputs.sigma_max, inputs.rho),)
-
-
-class KSamplerSelect(Node):
-    """Choose a sampler (step rule) for SamplerCustom."""
-
-    CATEGORY = "sampling/custom_sampling/samplers"
-    DISPLAY_NAME = "KSamplerSelect"
-
-    class Inputs(NodeInputs):
-        sampler_name: Literal[comfy_names.COMFY_SAMPLERS] = Widget("euler")  # type: ignore[valid-type]
-
-    OUTPUTS = (Output(SAMPLER, "SAMPLER"),)
-
-    def execute(self, inputs: Any, ctx: Any) -> tuple:
-        return (SamplerChoice(inputs.sampler_name, _sigma_runner(inputs.sampler_name)),)
-
-
-class SamplerCustom(Node):
-    """Sample a latent over given SIGMAS with a chosen sampler (ComfyUI's SamplerCustom). Outputs the result
-    and the model's last denoised estimate."""
-
-    CATEGORY = "sampling/custom_sampling"
-    DISPLAY_NAME = "SamplerCustom"
-
-    class Inputs(NodeInputs):
-        model: Any = Link("MODEL")
-        add_noise: bool = Widget(True)
-        noise_seed: int = Widget(0, ge=0, le=SEED_MAX, control_after_generate=True)
-        cfg: float = Widget(8.0, ge=0.0, le=100.0, step=0.1, round=0.01)
-        positive: Any = Link("CONDITIONING")
-        negative: Any = Link("CONDITIONING")
-        sampler: Any = Link(SAMPLER)
-        sigmas: Any = Link(SIGMAS)
-        latent_image: Any = Link("LATENT")
-
-    OUTPUTS = (Output("LATENT", "output"), Output("LATENT", "denoised_output"))
-
-    def execute(self, inputs: Any, ctx: Any) -> tuple:
-        import torch
-
-        model = _check_model(inputs.model)
-        if not isinstance(inputs.sampler, SamplerChoice):
-            raise NodeError(f"sampler: expected a SAMPLER (from KSamplerSelect), got {type(inputs.sampler).__name__}")
-        if isinstance(inputs.sigmas, torch.Tensor) and inputs.sigmas.numel() <= 1:
-            return (inputs.latent_image, inputs.latent_image)  # nothing to sample (ComfyUI returns the input)
-        check_sigmas(inputs.sigmas, "sigmas", require_zero_end=False)
-        schedule = schedule_for_sigmas(model, inputs.sigmas, inputs.sampler.runs_as)
-        res = run_sampler(ctx, model, inputs.positive, inputs.negative, inputs.latent_image, schedule,
-                          inputs.noise_seed, inputs.cfg, inputs.add_noise,
-                          init_from_latent=True if inputs.add_noise else None)
-        denoised = res.denoised if res.denoised is not None else res.samples
-        return ({**inputs.latent_image, "samples": res.samples}, {**inputs.latent_image, "samples": denoised})
-
-
 NODES = [CheckpointLoaderSimple, CLIPTextEncode, CLIPTextEncodeSDXL, ConditioningZeroOut, EmptyLatentImage,
-         EmptySD3LatentImage, KSampler, KSamplerAdvanced, BasicScheduler, KarrasScheduler, KSamplerSelect,
-         SamplerCustom]
+         EmptySD3LatentImage, KSampler, KSamplerAdvanced]

@@ -180,7 +180,9 @@ def sampling_work(schedule: Schedule, shape: tuple[int, ...], do_cfg: bool) -> i
     if schedule.runner == "diffusers":
         calls = len(schedule.timesteps)
     else:
-        calls = 2 * schedule.steps - 1 if schedule.rule == "heun" else schedule.steps
+        from schedulers.kdiffusion import model_calls
+
+        calls = model_calls(schedule.rule, schedule.steps)
     return calls * shape[0] * shape[2] * shape[3] * (2 if do_cfg else 1)
 
 
@@ -202,14 +204,16 @@ def admit(model: ModelBundle, schedule: Schedule, shape: tuple[int, ...], do_cfg
 
 def run_sampler(ctx: Any, model: ModelBundle, positive: Any, negative: Any, latent: Any, schedule: Schedule,
                 seed: int, cfg: float, add_noise: bool = True, *, init_from_latent: bool | None = None,
-                progress: Callable[[int, int], None] | None = None, previews: bool = True) -> SampleResult:
+                progress: Callable[[int, int], None] | None = None, previews: bool = True,
+                guide: Callable[[tuple[int, ...]], Any] | None = None) -> SampleResult:
     """Sample ``schedule`` from ``latent`` and return the final latents (on the model's device).
 
     With ``add_noise``: an all-zero latent (EmptyLatent) starts from the seed's noise as the txt2img pipeline
     does; any other latent is the img2img starting point, noised to the schedule's first step. Without it,
     the latent is used as it is (continuing a split schedule). ``init_from_latent`` forces the choice.
     Previews are off when the prompt asks for none (``extra_data["preview_method"] == "none"``, as the editor's
-    "Live preview method" setting sends it).
+    "Live preview method" setting sends it). ``guide(latent_shape)``, when given, builds the guided network
+    instead of classifier-free guidance over ``positive`` / ``negative`` (e.g. a DualCFGGuider's).
     """
     import torch
 
@@ -220,13 +224,16 @@ def run_sampler(ctx: Any, model: ModelBundle, positive: Any, negative: Any, late
     previews = previews and (getattr(ctx, "extra_data", None) or {}).get("preview_method") != "none"
     samples = latent_samples(latent, model)
     do_cfg = cfg > 1.0
-    if do_cfg and negative is None:
+    if do_cfg and negative is None and guide is None:
         raise NodeError(f"negative: cfg {cfg} > 1 needs a negative conditioning (encode an empty prompt, as "
                         "diffusers does, or set cfg to 1 to skip the unconditional pass)")
     admit(model, schedule, tuple(samples.shape), do_cfg)
     device, dtype = model.device, model.dtype
-    pos, neg = guidance_inputs(model, positive, negative, tuple(samples.shape), do_cfg)
-    denoiser = CFGDenoiser(model.family.network(model), pos, neg, cfg)
+    if guide is None:
+        pos, neg = guidance_inputs(model, positive, negative, tuple(samples.shape), do_cfg)
+        denoiser = CFGDenoiser(model.family.network(model), pos, neg, cfg)
+    else:
+        denoiser = guide(tuple(samples.shape))
 
     x = samples.to(device=device, dtype=dtype)
     if not add_noise:

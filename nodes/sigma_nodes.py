@@ -8,7 +8,7 @@ reported with the input's name.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from graph_runtime import Link, Node, NodeError, NodeInputs, Output, Widget
 
@@ -104,7 +104,7 @@ class BetaSigmas(Node):
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:inf(?:inity)?|nan)", re.IGNORECASE)
 
 
-def parse_sigmas(text: str, what: str = "sigmas") -> torch.Tensor:
+def parse_sigmas(text: str, what: str = "sigmas", *, require_zero_end: bool = True) -> torch.Tensor:
     """Numbers separated by commas, spaces or new lines (brackets allowed) -> a validated SIGMAS tensor."""
     body = (text or "").strip().strip("[]()")
     parts = [p for p in re.split(r"[,\s;]+", body) if p]
@@ -117,7 +117,7 @@ def parse_sigmas(text: str, what: str = "sigmas") -> torch.Tensor:
         if not _NUMBER.fullmatch(p):
             raise NodeError(f"{what}: item {i + 1} ({p!r}) is not a number")
         values.append(float(p))
-    return check_sigmas(torch.tensor(values, dtype=torch.float32), what)
+    return check_sigmas(torch.tensor(values, dtype=torch.float32), what, require_zero_end=require_zero_end)
 
 
 class CustomSigmas(Node):
@@ -175,4 +175,105 @@ class FlipSigmas(Node):
         return (sigmas_mod.flip(s),)
 
 
-NODES = [KarrasSigmas, ExponentialSigmas, BetaSigmas, CustomSigmas, SplitSigmas, FlipSigmas]
+class ManualSigmas(Node):
+    """SIGMAS typed as a line of numbers, high to low (ComfyUI's ManualSigmas; a list may stop above 0, and
+    sampling then stops at that noise level)."""
+
+    CATEGORY = "sampling/custom_sampling"
+    DISPLAY_NAME = "ManualSigmas"
+
+    class Inputs(NodeInputs):
+        sigmas: str = Widget("1, 0.5")
+
+    OUTPUTS = (Output(SIGMAS, "SIGMAS"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        return (parse_sigmas(inputs.sigmas, require_zero_end=False),)
+
+
+class SetFirstSigma(Node):
+    """Replace the first noise level of SIGMAS (e.g. to start a run from a higher level than the schedule's)."""
+
+    CATEGORY = "sampling/custom_sampling/sigmas"
+    DISPLAY_NAME = "SetFirstSigma"
+
+    class Inputs(NodeInputs):
+        sigmas: Any = Link(SIGMAS)
+        sigma: float = Widget(136.0, ge=0.0, le=20000.0, step=0.001, round=False)
+
+    OUTPUTS = (Output(SIGMAS, "SIGMAS"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        s = check_sigmas(inputs.sigmas, "sigmas", require_zero_end=False).clone()
+        if inputs.sigma < float(s[1]):
+            raise NodeError(f"sigma: {inputs.sigma:.6g} is below the next noise level {float(s[1]):.6g}; SIGMAS "
+                            "must not rise")
+        s[0] = inputs.sigma
+        return (s,)
+
+
+class SplitSigmasDenoise(Node):
+    """Split SIGMAS so that the low part holds the last ``round(steps * denoise)`` steps (ComfyUI's
+    SplitSigmasDenoise); both parts keep the shared boundary. A denoise that rounds to no step leaves every
+    step in the high part."""
+
+    CATEGORY = "sampling/custom_sampling/sigmas"
+    DISPLAY_NAME = "SplitSigmasDenoise"
+
+    class Inputs(NodeInputs):
+        sigmas: Any = Link(SIGMAS)
+        denoise: float = Widget(1.0, ge=0.0, le=1.0, step=0.01)
+
+    OUTPUTS = (Output(SIGMAS, "high_sigmas"), Output(SIGMAS, "low_sigmas"))
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        from schedulers import sigmas as sigmas_mod
+
+        s = check_sigmas(inputs.sigmas, "sigmas", require_zero_end=False)
+        steps = len(s) - 1
+        low_steps = round(steps * inputs.denoise)
+        return sigmas_mod.split(s, steps - low_steps)
+
+
+class AlignYourStepsScheduler(Node):
+    """Align Your Steps noise levels (Sabour et al. 2024) for SD1, SDXL or SVD models, stretched to ``steps``
+    (ComfyUI's AlignYourStepsScheduler)."""
+
+    CATEGORY = "sampling/custom_sampling/schedulers"
+    DISPLAY_NAME = "AlignYourStepsScheduler"
+
+    class Inputs(NodeInputs):
+        model_type: Literal["SD1", "SDXL", "SVD"] = Widget("SD1")
+        steps: int = Widget(10, ge=1, le=_MAX_STEPS)
+        denoise: float = Widget(1.0, ge=0.0, le=1.0, step=0.01)
+
+    OUTPUTS = (Output(SIGMAS, "SIGMAS"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        from schedulers import sigmas as sigmas_mod
+
+        return (sigmas_mod.align_your_steps(inputs.model_type, inputs.steps, inputs.denoise),)
+
+
+class SDTurboScheduler(Node):
+    """SD Turbo's noise levels: 1 to 10 steps at train timesteps 999, 899, ... (ComfyUI's SDTurboScheduler)."""
+
+    CATEGORY = "sampling/custom_sampling/schedulers"
+    DISPLAY_NAME = "SDTurboScheduler"
+
+    class Inputs(NodeInputs):
+        model: Any = Link("MODEL")
+        steps: int = Widget(1, ge=1, le=10)
+        denoise: float = Widget(1.0, ge=0.0, le=1.0, step=0.01)
+
+    OUTPUTS = (Output(SIGMAS, "SIGMAS"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        from schedulers import sigmas as sigmas_mod
+
+        model = _check_model(inputs.model)
+        return (sigmas_mod.sd_turbo(inputs.steps, model.scheduler_config, inputs.denoise),)
+
+
+NODES = [KarrasSigmas, ExponentialSigmas, BetaSigmas, CustomSigmas, SplitSigmas, SplitSigmasDenoise, FlipSigmas,
+         SetFirstSigma, ManualSigmas, AlignYourStepsScheduler, SDTurboScheduler]

@@ -247,7 +247,13 @@ def _init_params(cls: type) -> frozenset[str]:
 
 
 #: the k-diffusion step rules (``schedulers.kdiffusion.RULES``), named here so that declarations need no torch
-STEP_RULES = ("euler", "euler_ancestral", "heun", "dpmpp_2m", "dpmpp_2m_sde", "lms")
+STEP_RULES = ("euler", "euler_ancestral", "heun", "heunpp2", "dpm_2", "dpm_2_ancestral", "lms",
+              "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_2m_sde_heun", "dpmpp_3m_sde",
+              "ddpm", "lcm", "ipndm", "ipndm_v", "res_multistep", "res_multistep_ancestral", "gradient_estimation",
+              "deis", "uni_pc", "uni_pc_bh2", "exp_heun_2_x0", "exp_heun_2_x0_sde", "seeds_2", "seeds_3", "er_sde",
+              "euler_cfg_pp", "euler_ancestral_cfg_pp", "dpmpp_2s_ancestral_cfg_pp", "dpmpp_2m_cfg_pp",
+              "res_multistep_cfg_pp", "res_multistep_ancestral_cfg_pp", "gradient_estimation_cfg_pp", "dpm_fast", "dpm_adaptive",
+              "sa_solver", "sa_solver_pece")
 
 
 def sigma_runners() -> list[str]:

@@ -22,6 +22,8 @@ import torch
 from .comfy_names import COMFY_SCHEDULERS  # the names live with the ComfyUI mapping
 
 __all__ = [
+    "AYS_NOISE_LEVELS",
+    "align_your_steps",
     "append_zero",
     "beta",
     "comfy_scheduler_sigmas",
@@ -31,8 +33,11 @@ __all__ = [
     "exponential",
     "flip",
     "karras",
+    "kl_optimal",
+    "linear_quadratic",
     "model_sigmas",
     "normal",
+    "sd_turbo",
     "sgm_uniform",
     "sigmas_from_alphas",
     "simple",
@@ -193,7 +198,87 @@ def beta(
     return _out(ts[torch.from_numpy(t[keep])], device)
 
 
+def linear_quadratic(steps: int, model: torch.Tensor | Mapping[str, Any], threshold_noise: float = 0.025,
+                     linear_steps: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+    """ComfyUI ``linear_quadratic`` (from Mochi): noise fractions rising linearly up to ``threshold_noise`` over
+    the first ``linear_steps`` (default half the steps), then quadratically to 1; ``sigma = (1 - f) *
+    sigma_max`` (the trailing 0 comes from f = 1)."""
+    _check_steps(steps)
+    if steps == 1:
+        return torch.tensor([_sigma_max(model), 0.0], dtype=torch.float32, device=device or "cpu")
+    n_lin = steps // 2 if linear_steps is None else linear_steps
+    lin = [i * threshold_noise / n_lin for i in range(n_lin)]
+    n_quad = steps - n_lin
+    diff = n_lin - threshold_noise * steps
+    quad_coef = diff / (n_lin * n_quad**2)
+    lin_coef = threshold_noise / n_lin - 2 * diff / n_quad**2
+    const = quad_coef * n_lin**2
+    quad = [quad_coef * i**2 + lin_coef * i + const for i in range(n_lin, steps)]
+    levels = torch.tensor([1.0 - f for f in lin + quad + [1.0]], dtype=torch.float32)
+    return (levels * torch.tensor(_sigma_max(model), dtype=torch.float32)).to(device or "cpu")
 
+
+def kl_optimal(steps: int, sigma_min: float, sigma_max: float,
+               device: torch.device | str | None = None) -> torch.Tensor:
+    """The KL-optimal spacing (Sabour et al. 2024, "Align Your Steps" appendix) as ComfyUI's ``kl_optimal``:
+    ``tan`` of a linear ramp in ``atan(sigma)`` from sigma_max to sigma_min."""
+    _check_steps(steps)
+    step = torch.arange(steps, dtype=torch.float32) / max(steps - 1, 1)  # float32, as ComfyUI computes it
+    lo, hi = math.atan(sigma_min), math.atan(sigma_max)
+    return _out(torch.tan(step * lo + (1.0 - step) * hi), device)
+
+
+def _sigma_max(model: torch.Tensor | Mapping[str, Any]) -> float:
+    if (flow := _flow(model)) is not None:
+        return float(flow.sigma_max)
+    return float(_train_sigmas(model)[-1])
+
+
+#: Align Your Steps noise levels (Sabour et al. 2024), 10 steps each, as NVIDIA publishes them
+AYS_NOISE_LEVELS: dict[str, tuple[float, ...]] = {
+    "SD1": (14.6146412293, 6.4745760956, 3.8636745985, 2.6946151520, 1.8841921177, 1.3943805092, 0.9642583904,
+            0.6523686016, 0.3977456272, 0.1515232662, 0.0291671582),
+    "SDXL": (14.6146412293, 6.3184485287, 3.7681790315, 2.1811480769, 1.3405244945, 0.8620721141, 0.5550693289,
+             0.3798540708, 0.2332364134, 0.1114188177, 0.0291671582),
+    "SVD": (700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002),
+}
+
+
+def align_your_steps(model_type: str, steps: int, denoise: float = 1.0,
+                     device: torch.device | str | None = None) -> torch.Tensor:
+    """ComfyUI's AlignYourStepsScheduler: the published 10-step table for ``model_type``, stretched to
+    ``steps`` by linear interpolation of log sigma over an even grid; the last ``round(steps * denoise)`` steps
+    for denoise < 1, the final level set to 0. Empty for denoise 0."""
+    import numpy as np
+
+    _check_steps(steps)
+    if model_type not in AYS_NOISE_LEVELS:
+        raise ValueError(f"model_type must be one of {', '.join(AYS_NOISE_LEVELS)}, got {model_type!r}")
+    if denoise <= 0.0:
+        return torch.zeros(0, device=device or "cpu")
+    total = steps if denoise >= 1.0 else round(steps * denoise)
+    table = np.array(AYS_NOISE_LEVELS[model_type], dtype=np.float64)
+    if steps + 1 != len(table):
+        ascending = np.log(table[::-1])
+        grid = np.interp(np.linspace(0, 1, steps + 1), np.linspace(0, 1, len(table)), ascending)
+        table = np.exp(grid)[::-1].copy()
+    out = torch.from_numpy(table[-(total + 1):].copy()).to(torch.float32)
+    out[-1] = 0
+    return out.to(device or "cpu")
+
+
+def sd_turbo(steps: int, model: torch.Tensor | Mapping[str, Any], denoise: float = 1.0,
+             device: torch.device | str | None = None) -> torch.Tensor:
+    """ComfyUI's SDTurboScheduler: the noise levels at train timesteps 999, 899, ..., 99 (SD Turbo's ten),
+    ``steps`` of them from ``10 - int(10 * denoise)`` on, then 0."""
+    _check_steps(steps)
+    start = 10 - int(10 * denoise)
+    t = torch.arange(1, 11, dtype=torch.float64).flip(0)[start:start + steps] * 100 - 1
+    if (flow := _flow(model)) is not None:
+        values = flow.sigma_ramp(t.float() / flow.multiplier)
+    else:
+        values = _sigma_at(_train_sigmas(model), t)
+    return _out(values, device)
 
 
 def comfy_scheduler_sigmas(
@@ -208,9 +293,11 @@ def comfy_scheduler_sigmas(
     sigma), as ComfyUI does. Pass a flow model's scheduler config (not a tensor) for its own formulas.
     """
     ts = _train_sigmas(model)
-    if scheduler in ("karras", "exponential"):
-        fn = karras if scheduler == "karras" else exponential
+    if scheduler in ("karras", "exponential", "kl_optimal"):
+        fn = {"karras": karras, "exponential": exponential, "kl_optimal": kl_optimal}[scheduler]
         return fn(steps, float(ts[0]), float(ts[-1]), device=device)
+    if scheduler == "linear_quadratic":
+        return linear_quadratic(steps, model, device=device)
     fns = {
         "normal": normal,
         "sgm_uniform": sgm_uniform,

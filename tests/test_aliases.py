@@ -80,11 +80,33 @@ def test_comfy_api_workflow_runs(executor):
 @pytest.mark.parametrize("sampler_name, scheduler", [
     ("dpmpp_2m", "karras"), ("euler_ancestral", "normal"), ("dpmpp_sde", "karras"), ("uni_pc_bh2", "sgm_uniform"),
     ("ddim", "ddim_uniform"), ("dpm_2", "exponential"), ("lms", "simple"), ("heun", "beta"),
+    ("res_multistep", "simple"), ("res_multistep_ancestral", "linear_quadratic"), ("dpmpp_3m_sde", "kl_optimal"),
+    ("ipndm_v", "karras"), ("lcm", "sgm_uniform"), ("ddpm", "normal"), ("heunpp2", "karras"),
+    ("dpmpp_2s_ancestral", "normal"), ("gradient_estimation", "beta"), ("dpmpp_2m_sde_heun_gpu", "karras"),
+    ("uni_pc", "karras"), ("deis", "simple"), ("sa_solver", "normal"), ("seeds_2", "karras"), ("seeds_3", "normal"),
+    ("er_sde", "simple"), ("exp_heun_2_x0", "karras"), ("exp_heun_2_x0_sde", "normal"), ("euler_cfg_pp", "normal"),
+    ("euler_ancestral_cfg_pp", "karras"), ("dpmpp_2s_ancestral_cfg_pp", "normal"), ("dpmpp_2m_cfg_pp", "karras"),
+    ("res_multistep_cfg_pp", "simple"), ("res_multistep_ancestral_cfg_pp", "simple"),
+    ("gradient_estimation_cfg_pp", "normal"), ("dpm_fast", "karras"), ("sa_solver_pece", "karras"),
+    ("dpm_adaptive", "karras"),
 ])
 def test_ksampler_names(executor, sampler_name, scheduler):
     res = run(executor, comfy(steps=3, sampler_name=sampler_name, scheduler=scheduler))
     assert res.status == "success", res.error
     assert torch.isfinite(res.values["3"][0]["samples"]).all()
+
+
+def test_cfg_pp_needs_a_negative(executor):
+    doc = custom("euler_cfg_pp", "normal")
+    doc["20"] = {"class_type": "RandomNoise", "inputs": {"noise_seed": 5}}
+    doc["21"] = {"class_type": "BasicGuider", "inputs": {"model": ["4", 0], "conditioning": ["6", 0]}}
+    doc["22"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
+        "noise": ["20", 0], "guider": ["21", 0], "sampler": ["11", 0], "sigmas": ["10", 0],
+        "latent_image": ["5", 0]}}
+    doc["14"]["inputs"]["samples"] = ["22", 0]
+    res = run(executor, doc)
+    assert res.status == "error" and res.error["node_type"] == "SamplerCustomAdvanced"
+    assert "negative: the CFG++ sampler 'euler_cfg_pp' needs a negative" in res.error["exception_message"]
 
 
 def test_non_finite_result_is_a_clear_error(executor, tmp_path):
@@ -130,12 +152,6 @@ def test_sampler_custom_equals_ksampler(executor, sampler, scheduler):
     assert torch.equal(a, out["samples"])
     assert denoised["samples"].shape == a.shape
     assert res.outputs["13"]["images"][0]["type"] == "temp"
-
-
-def test_sampler_custom_refuses_a_diffusers_only_sampler(executor):
-    res = run(executor, custom("dpmpp_sde", "normal"))
-    assert res.status == "error" and res.error["node_type"] == "KSamplerSelect"
-    assert "sampler_name" in res.error["exception_message"] and "euler" in res.error["exception_message"]
 
 
 def test_ksampler_advanced_two_stages_equal_one_run(executor):

@@ -70,8 +70,9 @@ def test_schedulers_say_which_models_they_fit(families):
     flow, discrete = families["sd3"].config, families["sdxl"].config
     assert set(registry.fitting_names(flow)) == {"flow_euler", "flow_heun", "flow_dpmpp_2m", "flow_unipc"}
     assert "euler" in registry.fitting_names(discrete) and "flow_euler" not in registry.fitting_names(discrete)
-    with pytest.raises(ValueError, match="flow-matching"):
-        comfy_names.build_comfy_schedule("dpmpp_sde", "karras", flow, 4)
+    # ComfyUI's samplers are step rules that run over any model's sigmas
+    for sampler in ("dpmpp_sde", "sa_solver", "uni_pc"):
+        assert comfy_names.build_comfy_schedule(sampler, "karras", flow, 4).runner == "kdiffusion"
 
 
 def test_euler_rule_equals_flow_euler_on_sd3(executor):
@@ -128,7 +129,10 @@ def comfy_graph(model: str, sampler: str, scheduler: str, **extra) -> dict:
 @pytest.mark.parametrize(("family", "sampler", "scheduler"), [
     ("sd2v", "euler", "normal"), ("sd2v", "dpmpp_2m", "karras"), ("sdxl", "euler_ancestral", "normal"),
     ("sdxl", "deis", "normal"), ("sd3", "euler", "simple"), ("sd3", "dpmpp_2m", "sgm_uniform"),
-    ("sd3", "heun", "normal"), ("sd3", "euler_ancestral", "beta"),
+    ("sd3", "heun", "normal"), ("sd3", "euler_ancestral", "beta"), ("sd3", "res_multistep", "simple"),
+    ("sd3", "res_multistep_ancestral", "simple"), ("sd3", "dpmpp_sde", "kl_optimal"),
+    ("sd3", "euler_ancestral_cfg_pp", "simple"), ("sdxl", "res_multistep_cfg_pp", "karras"),
+    ("sd3", "sa_solver", "simple"), ("sd3", "uni_pc", "normal"),
 ])
 def test_ksampler_runs_every_family(executor, family, sampler, scheduler):
     doc = comfy_graph(f"tiny-{family}", sampler, scheduler)
