@@ -1,14 +1,16 @@
 """Each model family's graph vs its own diffusers pipeline, same work, one process.
 
-    python bench/bench_families.py                       # tiny SD2.x-v, SDXL, SD3 models, CPU, 20 steps
-    python bench/bench_families.py --steps 30 --repeats 7 --families sd3
+    python bench/bench_families.py                       # tiny SD2.x-v, SDXL, SD3, Flux dev models, CPU
+    python bench/bench_families.py --steps 30 --repeats 7 --families sd3,flux-dev
 
 The tiny random-weight models of the tests (tests/tiny_families.py) are built in a temporary folder. For each
 family and scheduler both sides encode the prompt and the empty negative, sample with classifier-free guidance
 and decode: "ours" is LoadModel -> TextEncode x2 -> EmptyLatent -> Scheduler -> Sampler -> VAEDecode run by an
 Executor without result cache (loaded models are shared, as the pipeline keeps its own); "diffusers" is the
-family's pipeline with the scheduler swapped the guide's way. Warm-up once, then best-of-N, alternating. The
-table gives ours / diffusers (below 1 is faster) and the largest pixel difference (0 = identical).
+family's pipeline with the scheduler swapped the guide's way. Flux has no classifier-free guidance: one
+prompt, cfg 1, the guidance embedding at 3.5 and a Scheduler sized by the latent (tests/test_family_flux.py's
+graph) against FluxPipeline. Warm-up once, then best-of-N, alternating. The table gives ours / diffusers
+(below 1 is faster) and the largest pixel difference (0 = identical).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-SCHEDULERS = {"sd2v": ("ddim", "dpmpp_2m"), "sdxl": ("euler", "dpmpp_2m"), "sd3": ("flow_euler", "flow_dpmpp_2m")}
+SCHEDULERS = {"sd2v": ("ddim", "dpmpp_2m"), "sdxl": ("euler", "dpmpp_2m"), "sd3": ("flow_euler", "flow_dpmpp_2m"),
+              "flux-dev": ("flow_euler", "flow_dpmpp_2m")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
+    import test_family_flux
+    import tiny_flux  # noqa: F401  (registers the Flux builders)
     from diffusers import DiffusionPipeline
     from nodes_support import make_registry
     from test_families_parity import PROMPT, graph
@@ -68,16 +73,18 @@ def main(argv: list[str] | None = None) -> int:
                 entry = registry.get(name)
                 with registry.quiet_diffusers():
                     pipe.scheduler = entry.cls.from_config(base, **entry.config_overrides(base))
-                doc = graph(f"tiny-{family}", name, 1, steps=args.steps)
+                flux = family.startswith("flux")
+                doc = (test_family_flux.graph if flux else graph)(f"tiny-{family}", name, 1, steps=args.steps)
+                guided = {"guidance_scale": 3.5} if flux else {"negative_prompt": "", "guidance_scale": 6.0}
 
                 def ours(executor=executor, doc=doc):
                     res = executor.run(doc)
                     assert res.status == "success", res.error
                     return res.values["7"][0]
 
-                def theirs(pipe=pipe):
-                    return pipe(PROMPT, negative_prompt="", num_inference_steps=args.steps, guidance_scale=6.0,
-                                height=64, width=64, generator=torch.Generator("cpu").manual_seed(1),
+                def theirs(pipe=pipe, guided=guided):
+                    return pipe(PROMPT, num_inference_steps=args.steps, height=64, width=64, **guided,
+                                generator=torch.Generator("cpu").manual_seed(1),
                                 output_type="pt").images.permute(0, 2, 3, 1)
 
                 a, b = ours(), theirs()  # warm-up

@@ -3,11 +3,17 @@ vs diffusers' StableDiffusionPipeline, same scheduler / seed / steps: time ratio
 
     python bench/gpu_check.py                       # needs CUDA; exits 0 with a message without it
     python bench/gpu_check.py --dry-run             # a tiny model on the CPU, to check the script itself
+    python bench/gpu_check.py --family flux         # Flux.1-dev at full size, bf16, 1024x1024
 
 The model is built from the shipped configs (models/configs/stable-diffusion-v1-5: UNet, VAE, text encoder,
 tokenizer, scheduler) with seeded random weights (small normal init, so fp16 activations stay finite), saved as
 a diffusers folder in a temporary directory and loaded by both sides from there. The whole check takes well
 under 5 minutes on an H100, model set-up included.
+
+``--family flux``: Flux.1-dev's full architecture from models/configs/flux1-dev (12B transformer, T5-XXL,
+CLIP-L from the SD1.5 text encoder config, 16-channel VAE), random bf16 weights built on the GPU (about 34 GB,
+no files written), FluxPipeline vs the family's encode + the Sampler's run_sampler + VAE decode over the same
+modules, at 1024x1024 (guidance 3.5, cfg 1, the resolution-dependent shift).
 """
 
 from __future__ import annotations
@@ -77,6 +83,118 @@ def build_model(folder: Path, *, tiny: bool, device: str, dtype: torch.dtype) ->
     return folder
 
 
+def build_flux(device: str, dtype: torch.dtype, *, tiny: bool, workdir: Path):
+    """A FluxPipeline with seeded random weights: Flux.1-dev's architecture, or the tests' tiny one."""
+    if tiny:
+        sys.path.insert(0, str(REPO / "tests"))
+        from tiny_flux import build_flux as tiny_flux
+
+        return tiny_flux(workdir)
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTokenizer,
+        T5Config,
+        T5EncoderModel,
+        T5TokenizerFast,
+    )
+
+    dev = REPO / "models" / "configs" / "flux1-dev"
+    torch.manual_seed(0)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # initialised in bf16 on the GPU: no fp32 copy of 17B weights
+    try:
+        with torch.device(device):
+            config = json.loads((dev / "transformer" / "config.json").read_text())
+            transformer = FluxTransformer2DModel.from_config(config)
+            vae = AutoencoderKL.from_config(json.loads((dev / "vae" / "config.json").read_text()))
+            clip = CLIPTextModel(CLIPTextConfig.from_pretrained(str(SD15 / "text_encoder"), local_files_only=True))
+            t5 = T5EncoderModel(T5Config.from_pretrained(str(dev / "text_encoder_2"), local_files_only=True))
+    finally:
+        torch.set_default_dtype(default)
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(
+        json.loads((dev / "scheduler" / "scheduler_config.json").read_text()))
+    return FluxPipeline(scheduler=scheduler, vae=vae.to(dtype), text_encoder=clip.to(dtype),
+                        text_encoder_2=t5.to(dtype),
+                        tokenizer=CLIPTokenizer.from_pretrained(str(SD15 / "tokenizer"), local_files_only=True),
+                        tokenizer_2=T5TokenizerFast.from_pretrained(str(REPO / "models" / "tokenizers" / "t5")),
+                        transformer=transformer.to(dtype))
+
+
+def flux_check(*, dry_run: bool, steps: int, repeats: int, schedulers: list[str]) -> int:
+    from graph_runtime.context import ExecutionContext
+    from nodes import families
+    from nodes.families.base import TextEncoder
+    from nodes.latents import decode
+    from nodes.sampling import make_schedule, run_sampler
+    from nodes.types import ModelBundle, TextEncoderBundle, VAEBundle
+    from schedulers import registry
+
+    device, dtype, size = ("cpu", torch.float32, 64) if dry_run else ("cuda", torch.bfloat16, 1024)
+    prompt, seed = "a photo of a red circle", 1
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        pipe = build_flux(device, dtype, tiny=dry_run, workdir=Path(tmp))
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    for module in pipe.components.values():  # built, not loaded: still in training mode (T5's dropout)
+        if isinstance(module, torch.nn.Module):
+            module.eval()
+    print(f"Flux model built in {time.perf_counter() - t0:.1f} s")
+    family = families.by_name("flux")
+    base = dict(pipe.scheduler.config)
+    dev = torch.device(device)
+    model = ModelBundle(pipe.transformer, family, base, dev, dtype, "flux1-dev-random", "memory")
+    clip = TextEncoderBundle(family, {"clip_l": TextEncoder(pipe.tokenizer, pipe.text_encoder),
+                                      "t5": TextEncoder(pipe.tokenizer_2, pipe.text_encoder_2)}, dev, dtype, "clip")
+    vae = VAEBundle(vae=pipe.vae, scaling_factor=float(pipe.vae.config.scaling_factor), device=dev, dtype=dtype,
+                    name="ae", shift_factor=float(pipe.vae.config.shift_factor))
+    ctx = ExecutionContext.standalone()
+    rows = []
+    for name in schedulers:
+        entry = registry.get(name)
+        with registry.quiet_diffusers():
+            pipe.scheduler = entry.cls.from_config(base, **entry.config_overrides(base))
+
+        def ours(name=name):
+            cond = family.encode(clip, prompt)
+            latent = {"samples": torch.zeros(1, 16, size // 8, size // 8, device=dev, dtype=dtype)}
+            schedule = make_schedule(model, name, steps, latent_shape=tuple(latent["samples"].shape))
+            res = run_sampler(ctx, model, cond, None, latent, schedule, seed, 1.0, previews=False)
+            return decode(vae, {"samples": res.samples})
+
+        def theirs():
+            with torch.inference_mode():
+                out = pipe(prompt, num_inference_steps=steps, guidance_scale=3.5, height=size, width=size,
+                           generator=torch.Generator("cpu").manual_seed(seed), output_type="pt").images
+            return out.permute(0, 2, 3, 1).float().cpu()
+
+        a, b = ours(), theirs()  # warm-up
+        best = {"ours": float("inf"), "diffusers": float("inf")}
+        for _ in range(repeats):
+            for label, fn in (("ours", ours), ("diffusers", theirs)):
+                _sync(device)
+                t1 = time.perf_counter()
+                fn()
+                _sync(device)
+                best[label] = min(best[label], time.perf_counter() - t1)
+        rows.append((name, best["ours"], best["diffusers"], (a - b).abs().max().item(), bool(torch.isfinite(a).all())))
+    where = torch.cuda.get_device_name() if device == "cuda" else "CPU (dry run)"
+    print(f"## gpu_check: Flux.1-dev random {size}x{size} {str(dtype).removeprefix('torch.')} on {where}, "
+          f"{steps} steps, best of {repeats}; total {time.perf_counter() - t0:.0f} s")
+    print("| scheduler | steps | ours s | diffusers s | ratio | max diff | finite |")
+    print("|---|---|---|---|---|---|---|")
+    for name, o, d, diff, finite in rows:
+        print(f"| {name} | {steps} | {o:.3f} | {d:.3f} | {o / d:.3f} | {diff:.3g} | {finite} |")
+    return 0
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def main(argv: list[str] | None = None) -> int:
     import bench_sampler
 
@@ -85,7 +203,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--schedulers", default="euler,dpmpp_2m,unipc")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--family", choices=("sd15", "flux"), default="sd15")
     args = ap.parse_args(argv)
+    if args.family == "flux":
+        if not args.dry_run and not torch.cuda.is_available():
+            print("gpu_check: no CUDA device here; nothing to check (use --dry-run to test the script on the CPU)")
+            return 0
+        if args.dry_run:
+            torch.set_num_threads(1)
+        names = [s.strip() for s in args.schedulers.split(",") if s.strip()]
+        return flux_check(dry_run=args.dry_run, steps=args.steps, repeats=args.repeats,
+                          schedulers=[n if n.startswith("flow_") else f"flow_{n}" for n in names])
     if args.dry_run:
         device, dtype_name, size = "cpu", "fp32", 64
         torch.set_num_threads(1)

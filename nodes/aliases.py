@@ -148,6 +148,49 @@ class ConditioningZeroOut(Node):
         return (dataclasses.replace(c, embeds=torch.zeros_like(c.embeds), pooled=pooled, prompt=""),)
 
 
+class FluxGuidance(Node):
+    """Set Flux dev's distilled guidance (the guidance embedding, FluxPipeline's ``guidance_scale``) in a
+    conditioning; without it Flux dev runs at 3.5. Schnell has no guidance embedding and ignores it."""
+
+    CATEGORY = "advanced/conditioning/flux"
+    DISPLAY_NAME = "FluxGuidance"
+
+    class Inputs(NodeInputs):
+        conditioning: Any = Link("CONDITIONING")
+        guidance: float = Widget(3.5, ge=0.0, le=100.0, step=0.1)
+
+    OUTPUTS = (Output("CONDITIONING", "CONDITIONING"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        c = inputs.conditioning
+        if not isinstance(c, Conditioning):
+            raise NodeError(f"conditioning: expected CONDITIONING, got {type(c).__name__}")
+        return (dataclasses.replace(c, extra={**c.extra, "guidance": float(inputs.guidance)}),)
+
+
+class CLIPTextEncodeFlux(Node):
+    """Encode a Flux prompt with its own text for each encoder (CLIP-L's pooled summary, T5-XXL's tokens;
+    FluxPipeline's prompt and prompt_2) and set the guidance, as TextEncode followed by FluxGuidance."""
+
+    CATEGORY = "advanced/conditioning/flux"
+    DISPLAY_NAME = "CLIPTextEncodeFlux"
+
+    class Inputs(NodeInputs):
+        clip: Any = Link("CLIP")
+        clip_l: str = Widget("", multiline=True, dynamicPrompts=True)
+        t5xxl: str = Widget("", multiline=True, dynamicPrompts=True)
+        guidance: float = Widget(3.5, ge=0.0, le=100.0, step=0.1)
+
+    OUTPUTS = (Output("CONDITIONING", "CONDITIONING"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        clip = check_clip(inputs.clip)
+        if clip.family.name != "flux":
+            raise NodeError(f"clip: CLIPTextEncodeFlux needs a Flux text encoder, got {clip.family.label}")
+        c = encode(clip, inputs.t5xxl, ctx, texts={"clip_l": inputs.clip_l, "t5": inputs.t5xxl})
+        return (dataclasses.replace(c, extra={**c.extra, "guidance": float(inputs.guidance)}),)
+
+
 def _comfy_schedule(model: Any, sampler_name: str, scheduler: str, steps: int, denoise: float) -> Schedule:
     try:
         return comfy_names.build_comfy_schedule(sampler_name, scheduler, model.scheduler_config, steps,
@@ -244,5 +287,5 @@ def _plan(sampler_name: str, scheduler: str) -> comfy_names.ComfyPlan:
         raise NodeError(f"sampler_name / scheduler: {exc}") from None
 
 
-NODES = [CheckpointLoaderSimple, CLIPTextEncode, CLIPTextEncodeSDXL, ConditioningZeroOut, EmptyLatentImage,
-         EmptySD3LatentImage, KSampler, KSamplerAdvanced]
+NODES = [CheckpointLoaderSimple, CLIPTextEncode, CLIPTextEncodeSDXL, ConditioningZeroOut, FluxGuidance,
+         CLIPTextEncodeFlux, EmptyLatentImage, EmptySD3LatentImage, KSampler, KSamplerAdvanced]

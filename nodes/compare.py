@@ -151,7 +151,7 @@ class CompareSchedulers(Node):
         for name in names:
             row_tiles, row_notes = [], []
             for steps in step_list:
-                schedule = make_schedule(model, name, steps)
+                schedule = make_schedule(model, name, steps, latent_shape=tuple(samples.shape))
 
                 def progress(i, n, base=done):
                     ctx.progress(base + i, total)

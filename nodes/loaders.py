@@ -25,7 +25,7 @@ CLIP_TYPES = ("stable_diffusion", "stable_cascade", "sd3", "stable_audio", "moch
 DUAL_CLIP_TYPES = ("sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image", "hunyuan_video_15",
                    "kandinsky5", "kandinsky5_image", "ltxv", "newbie", "ace")
 #: ComfyUI CLIP type -> the family it makes here
-CLIP_FAMILIES = {"stable_diffusion": "sd1", "sd3": "sd3", "sdxl": "sdxl"}
+CLIP_FAMILIES = {"stable_diffusion": "sd1", "sd3": "sd3", "sdxl": "sdxl", "flux": "flux"}
 
 
 def _extra(ctx: Any) -> list:

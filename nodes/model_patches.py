@@ -1,6 +1,6 @@
 """Nodes that change how a loaded model or text encoder is used, without reloading it (ComfyUI's names):
-CLIPSetLastLayer, ModelSamplingDiscrete, ModelSamplingSD3. Each returns a new MODEL / CLIP value that shares
-the network with its input, so the input stays as it was for the rest of the graph."""
+CLIPSetLastLayer, ModelSamplingDiscrete, ModelSamplingSD3, ModelSamplingFlux. Each returns a new MODEL / CLIP
+value that shares the network with its input, so the input stays as it was for the rest of the graph."""
 
 from __future__ import annotations
 
@@ -89,4 +89,36 @@ class ModelSamplingSD3(Node):
         return (model.with_config(shift=float(inputs.shift)),)
 
 
-NODES = [CLIPSetLastLayer, ModelSamplingDiscrete, ModelSamplingSD3]
+class ModelSamplingFlux(Node):
+    """Fix a flow model's resolution-dependent shift for an image size (Flux): ``mu`` on the line from
+    base_shift at 256 image tokens to max_shift at 4096 (a 1024x1024 image), at width x height / 256 tokens;
+    sigmas are then ``exp(mu) / (exp(mu) + 1/t - 1)``. Without it Flux dev runs at max_shift (or, through
+    a Scheduler given the latent, at the latent's own size, as FluxPipeline)."""
+
+    CATEGORY = "advanced/model"
+    DISPLAY_NAME = "ModelSamplingFlux"
+
+    class Inputs(NodeInputs):
+        model: Any = Link("MODEL")
+        max_shift: float = Widget(1.15, ge=0.0, le=100.0, step=0.01)
+        base_shift: float = Widget(0.5, ge=0.0, le=100.0, step=0.01)
+        width: int = Widget(1024, ge=16, le=16384, step=8)
+        height: int = Widget(1024, ge=16, le=16384, step=8)
+
+    OUTPUTS = (Output("MODEL", "MODEL"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        from schedulers.model_sampling import dynamic_mu, is_flow_config
+
+        model = _check_model(inputs.model)
+        if not is_flow_config(model.scheduler_config):
+            raise NodeError(f"model: {model.name} ({model.family.label}) is not a flow-matching model; "
+                            "ModelSamplingFlux sets the shift of Flux-style models")
+        line = {"use_dynamic_shifting": True, "time_shift_type": "exponential", "base_shift": inputs.base_shift,
+                "max_shift": inputs.max_shift, "base_image_seq_len": 256, "max_image_seq_len": 4096}
+        mu = dynamic_mu(line, inputs.width * inputs.height / 256)  # 8x8 pixels a latent, 2x2 latents a token
+        # and ComfyUI's table of 10000 sigmas that goes with this sampling
+        return (model.with_config(**line, mu=mu, sigma_table_size=10000),)
+
+
+NODES = [CLIPSetLastLayer, ModelSamplingDiscrete, ModelSamplingSD3, ModelSamplingFlux]

@@ -164,7 +164,8 @@ def bundle(parts, family, device: torch.device, dtype: torch.dtype, name: str, s
     move([parts.network, parts.vae, *(e.model for e in parts.encoders.values())], device)
     model = None
     if parts.network is not None:
-        model = ModelBundle(network=parts.network, family=family, scheduler_config=dict(parts.scheduler_config),
+        model = ModelBundle(network=parts.network, family=family,
+                            scheduler_config=family.sampling_config(dict(parts.scheduler_config)),
                             device=device, dtype=dtype, name=name, source=source)
     clip = None
     if parts.encoders:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -136,8 +137,23 @@ def load_part(kind: str, path: Path, device: torch.device, dtype: torch.dtype, n
     raise ValueError(f"unknown part kind {kind!r}")
 
 
-def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
+@dataclass(frozen=True, eq=False)
+class InMemoryPart:
+    """One part's tensors already read (e.g. the text encoder of an all-in-one checkpoint), so the part
+    loaders take it where they take a file; ``name`` names it in messages."""
+
+    name: str
+    tensors: dict
+
+    def is_dir(self) -> bool:
+        return False
+
+
+def _shapes(path: Path | InMemoryPart) -> dict[str, tuple[int, ...]]:
     from .checkpoint import checkpoint_shapes
+
+    if isinstance(path, InMemoryPart):
+        return {k: tuple(v.shape) for k, v in path.tensors.items()}
 
     try:
         return checkpoint_shapes(path)
@@ -145,14 +161,44 @@ def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
         raise NodeError(f"cannot read {path.name}: not a valid .safetensors file ({exc})") from exc
 
 
-def _state(path: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def _state(path: Path | InMemoryPart, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """A file's tensors in ``dtype`` (fp8 and other storage types are computed in the loader's dtype)."""
     from safetensors.torch import load_file
 
-    return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
+    tensors = _dequantized(path.tensors if isinstance(path, InMemoryPart) else load_file(str(path)))
+    return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in tensors.items()}
 
 
-def _component_class(folder: Path):
+#: what ComfyUI's scaled-fp8 files keep beside each fp8 weight: its scale (older ``scale_weight``, newer
+#: ``weight_scale``), and keys that only matter to fp8 matmuls
+_SCALES = (".scale_weight", ".weight_scale")
+_FP8_EXTRAS = (".scale_input", ".input_scale", ".comfy_quant")
+
+
+def _dequantized(tensors: dict) -> dict:
+    """Scaled fp8 weights (``*_fp8_scaled.safetensors``) as the values they stand for: ``weight * scale``
+    (a scalar, or one scale per output row), in float32; their scale and fp8-only keys dropped."""
+    import torch
+
+    fp8 = (torch.float8_e4m3fn, torch.float8_e5m2)
+    if not any(k.endswith(_SCALES) for k in tensors):
+        return tensors
+    out = dict(tensors)
+    for key in [k for k in tensors if k.endswith(_SCALES)]:
+        base = key.rsplit(".", 1)[0] + ".weight"
+        weight = out.get(base)
+        if weight is None or weight.dtype not in fp8:
+            continue
+        scale = out.pop(key).to(torch.float32)
+        if scale.numel() > 1:
+            scale = scale.reshape(-1, *([1] * (weight.ndim - 1)))
+        out[base] = weight.to(torch.float32) * scale
+    for key in [k for k in out if k.endswith(_FP8_EXTRAS) or k == "scaled_fp8"]:
+        del out[key]
+    return out
+
+
+def component_class(folder: Path):
     import importlib
 
     cfg = read_json(folder / "config.json")
@@ -169,7 +215,7 @@ def _load_network(path: Path, dtype: torch.dtype, candidates: list[Path]):
     from . import families
 
     if path.is_dir():
-        cls, cfg = _component_class(path)
+        cls, cfg = component_class(path)
         family = families.for_network_config(cfg)
         try:
             network = cls.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True, use_safetensors=True,
@@ -191,10 +237,8 @@ def _load_network(path: Path, dtype: torch.dtype, candidates: list[Path]):
         if problem:
             tried.append(f"{folder.name} ({problem})")
             continue
-        cls, _ = _component_class(sub)
         try:
-            network = cls.from_single_file(str(path), config=str(folder), subfolder=family.network_part,
-                                           torch_dtype=dtype, local_files_only=True, low_cpu_mem_usage=False)
+            network = family.load_network_file(path, folder, dtype)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             tried.append(f"{folder.name} ({exc})")
             continue
@@ -222,15 +266,19 @@ def _encoder_configs(folder: Path) -> list[tuple[Path, dict]]:
     return out
 
 
+def _has_projection(cfg: dict) -> bool:
+    return "WithProjection" in str((cfg.get("architectures") or [""])[0])
+
+
 def _config_fits(kind: str, shapes: dict, cfg: dict) -> bool:
     if kind.startswith("clip"):
         layers = {int(k.split(".")[3]) for k in shapes if k.startswith("text_model.encoder.layers.")}
         vocab, hidden = shapes["text_model.embeddings.token_embedding.weight"]
         proj = shapes.get("text_projection.weight")
-        has_proj = "WithProjection" in str((cfg.get("architectures") or [""])[0])
+        has_proj = _has_projection(cfg)
         return (cfg.get("model_type") == "clip_text_model" and cfg.get("hidden_size") == hidden
                 and cfg.get("vocab_size") == vocab and cfg.get("num_hidden_layers") == len(layers)
-                and has_proj == (proj is not None)
+                and (has_proj == (proj is not None) or not has_proj)  # a plain CLIP ignores a projection
                 and (proj is None or cfg.get("projection_dim") == proj[0]))
     layers = {int(k.split(".")[2]) for k in shapes if k.startswith("encoder.block.")}
     vocab, d_model = shapes["shared.weight"]
@@ -245,7 +293,7 @@ def _load_text_encoder(path: Path, dtype: torch.dtype, candidates: list[Path]) -
     from .families.base import TextEncoder
 
     if path.is_dir():
-        cls, cfg = _component_class(path)
+        cls, cfg = component_class(path)
         model = cls.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
         return TextEncoder(_tokenizer_for(path.parent, path.name, cfg), model)
     shapes = _shapes(path)
@@ -255,41 +303,42 @@ def _load_text_encoder(path: Path, dtype: torch.dtype, candidates: list[Path]) -
 
         raise NodeError(f"{path.name}: {describe(shapes)}, not a text encoder (CLIP or T5 with transformers' "
                         "key names)")
-    for folder in candidates:
-        for sub, cfg in _encoder_configs(folder):
-            if not _config_fits(kind, shapes, cfg):
-                continue
-            arch = (cfg.get("architectures") or [None])[0]
-            cls = getattr(transformers, str(arch), None) or {
-                "clip": transformers.CLIPTextModel, "clip_projection": transformers.CLIPTextModelWithProjection,
-                "t5": transformers.T5EncoderModel}[kind]
-            config = cls.config_class.from_pretrained(str(sub))
-            with torch.device("meta"):
-                model = cls(config)
-            state = _own_names(_state(path, dtype), model)
-            missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-            missing = [k for k in missing if not k.endswith("position_ids") and k != "encoder.embed_tokens.weight"]
-            if missing or unexpected:
-                raise NodeError(f"{path.name}: does not fit {folder.name}/{sub.name}: missing "
-                                f"{missing[:3]}, unexpected {unexpected[:3]}")
-            if kind == "t5":
-                model.tie_weights()
-            _materialise(model, dtype)
-            return TextEncoder(_tokenizer_for(folder, sub.name, cfg, kind), model.to(dtype).eval())
-    raise NodeError(f"{path.name}: a {kind.replace('_', ' with ')} text encoder ({len(shapes)} tensors) that no "
-                    "configuration fits; put its model's diffusers folder (or config) in a models folder")
+    fitting = [(folder, sub, cfg) for folder in candidates for sub, cfg in _encoder_configs(folder)
+               if _config_fits(kind, shapes, cfg)]
+    # a config of the file's own kind first (a CLIP with its projection), then a plain CLIP that ignores it
+    fitting.sort(key=lambda fsc: (kind == "clip_projection") != _has_projection(fsc[2]))
+    if not fitting:
+        raise NodeError(f"{path.name}: a {kind.replace('_', ' with ')} text encoder ({len(shapes)} tensors) that no "
+                        "configuration fits; put its model's diffusers folder (or config) in a models folder")
+    folder, sub, cfg = fitting[0]
+    arch = (cfg.get("architectures") or [None])[0]
+    cls = getattr(transformers, str(arch), None) or {
+        "clip": transformers.CLIPTextModel, "clip_projection": transformers.CLIPTextModelWithProjection,
+        "t5": transformers.T5EncoderModel}[kind]
+    config = cls.config_class.from_pretrained(str(sub))
+    with torch.device("meta"):
+        model = cls(config)
+    state = _own_names(_state(path, dtype), model)
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    missing = [k for k in missing if not k.endswith("position_ids") and k != "encoder.embed_tokens.weight"]
+    if missing or unexpected:
+        raise NodeError(f"{path.name}: does not fit {folder.name}/{sub.name}: missing "
+                        f"{missing[:3]}, unexpected {unexpected[:3]}")
+    if kind == "t5":
+        model.tie_weights()
+    _materialise(model, dtype)
+    return TextEncoder(_tokenizer_for(folder, sub.name, cfg, kind), model.to(dtype).eval())
 
 
 def _own_names(state: dict, model) -> dict:
     """A CLIP file's names as ``model`` names them: transformers' newer CLIPTextModel has no ``text_model.``
-    level, and a plain CLIPTextModel no ``text_projection`` (which clip_l files often carry)."""
+    level, and a plain CLIPTextModel no ``text_projection`` (which clip_l files often carry); position ids
+    that older files keep are dropped where the model does not load them."""
     own = model.state_dict().keys()
-    if any(k.startswith("text_model.") for k in own):
-        return state
-    out = {k.removeprefix("text_model."): v for k, v in state.items()}
-    if "text_projection.weight" not in own:
-        out.pop("text_projection.weight", None)
-    return out
+    out = state if any(k.startswith("text_model.") for k in own) else \
+        {k.removeprefix("text_model."): v for k, v in state.items()}
+    # position ids are rebuilt, not loaded (older files keep them); a plain CLIP has no projection
+    return {k: v for k, v in out.items() if k in own or not k.endswith(("position_ids", "text_projection.weight"))}
 
 
 def _materialise(model: torch.nn.Module, dtype: torch.dtype) -> None:
@@ -344,7 +393,8 @@ def _load_vae(path: Path, dtype: torch.dtype, candidates: list[Path]):
             continue
         try:
             if ldm:
-                return AutoencoderKL.from_single_file(str(path), config=str(folder), subfolder="vae",
+                source = path.tensors if isinstance(path, InMemoryPart) else str(path)
+                return AutoencoderKL.from_single_file(source, config=str(folder), subfolder="vae",
                                                       torch_dtype=dtype, local_files_only=True,
                                                       low_cpu_mem_usage=False)
             vae = AutoencoderKL.from_config(cfg)

@@ -69,8 +69,11 @@ def parse_overrides(text: str, cls: type, what: str = "config_overrides") -> dic
 
 def make_schedule(model: ModelBundle, scheduler: str, steps: int, denoise: float = 1.0,
                   sigma_spacing: str = "default", timestep_spacing: str = "default",
-                  config_overrides: str = "", eta: float | None = None) -> Schedule:
-    """The Scheduler node's work as a function (used by CompareSchedulers and the benchmarks too)."""
+                  config_overrides: str = "", eta: float | None = None,
+                  latent_shape: tuple[int, ...] | None = None) -> Schedule:
+    """The Scheduler node's work as a function (used by CompareSchedulers and the benchmarks too).
+    ``latent_shape`` sizes a resolution-dependent shift (Flux) for those latents, as the pipeline does."""
+    from schedulers.model_sampling import dynamic_mu
     from schedulers.schedule import build_schedule
 
     try:
@@ -91,11 +94,16 @@ def make_schedule(model: ModelBundle, scheduler: str, steps: int, denoise: float
     overrides = parse_overrides(config_overrides, cls)
     if not 0.0 < denoise <= 1.0:
         raise NodeError(f"denoise: must be above 0 and at most 1, got {denoise}")
+    config = model.scheduler_config
+    if latent_shape is not None:
+        mu = dynamic_mu(config, model.family.latent.image_seq_len(latent_shape))
+        if mu is not None:
+            config = {**config, "mu": mu}
     try:
         return build_schedule(
-            scheduler, model.scheduler_config, steps, denoise=denoise, sigma_spacing=sigma_spacing,
+            scheduler, config, steps, denoise=denoise, sigma_spacing=sigma_spacing,
             timestep_spacing=None if timestep_spacing == "default" else timestep_spacing,
-            overrides=overrides, eta=eta, device=model.device)
+            overrides=overrides, eta=eta, device=model.device, pipeline_sigmas=model.family.pipeline_sigmas(steps))
     except (ValueError, TypeError, NotImplementedError) as exc:
         where = "denoise" if "denoise" in str(exc) else "config_overrides" if overrides else "scheduler"
         raise NodeError(f"{where}: {scheduler} with these settings fails: {exc}") from None
@@ -288,6 +296,8 @@ class Scheduler(Node):
     This is diffusers' scheduler swap (``Class.from_config(model.scheduler_config)``): the model's beta schedule,
     prediction type and timestep spacing carry over; sigma_spacing, timestep_spacing and config_overrides
     (a JSON object of config keys) change it. denoise < 1 keeps the tail of the schedule for img2img.
+    A latent sizes the shift of a model whose shift follows the image size (Flux), as its pipeline does;
+    without one such a model runs at its own fixed shift (ModelSamplingFlux, else its max_shift).
     """
 
     CATEGORY = "sampling"
@@ -303,6 +313,8 @@ class Scheduler(Node):
         timestep_spacing: Literal[TIMESTEP_SPACINGS] = Widget("default", optional=True)  # type: ignore[valid-type]
         config_overrides: str = Widget("", optional=True, multiline=True,
                                        tooltip='scheduler config keys as JSON, e.g. {"solver_order": 3}')
+        latent: Any = Link("LATENT", optional=True,
+                           tooltip="the latents to size a resolution-dependent shift for (Flux)")
 
     OUTPUTS = (
         Output(SCHEDULE, "SCHEDULE", "the whole run, for the Sampler"),
@@ -312,8 +324,10 @@ class Scheduler(Node):
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
         model = _check_model(inputs.model)
+        shape = None if inputs.latent is None else tuple(latent_samples(inputs.latent, model).shape)
         sch = make_schedule(model, inputs.scheduler, inputs.steps, inputs.denoise,
-                            inputs.sigma_spacing, inputs.timestep_spacing, inputs.config_overrides)
+                            inputs.sigma_spacing, inputs.timestep_spacing, inputs.config_overrides,
+                            latent_shape=shape)
         return (sch, sch.sigmas, sch.timesteps)
 
 

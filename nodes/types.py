@@ -64,7 +64,10 @@ class ModelBundle:
 
     @property
     def latent_channels(self) -> int:
-        return int(getattr(self.network.config, "in_channels", self.family.latent.channels))
+        packed = getattr(self.network.config, "in_channels", None)
+        if packed is None:
+            return self.family.latent.channels
+        return int(packed) // self.family.latent.packing ** 2
 
     def with_config(self, **changes: Any) -> ModelBundle:
         """The same network with scheduler config keys changed (the network is shared, not copied)."""

@@ -12,18 +12,27 @@ get it depends on how the model was trained:
 
 ``model_sampling(config)`` picks one from a model's own scheduler config (the ``prediction_type`` and the
 scheduler class it names), so nothing else needs to know which family a model belongs to.
+
+A flow config with ``use_dynamic_shifting`` (Flux) shifts by the image size: ``mu`` grows linearly with the
+number of image tokens from ``base_shift`` (``base_image_seq_len``) to ``max_shift`` (``max_image_seq_len``),
+and sigmas are ``exp(mu) / (exp(mu) + 1 / t - 1)`` (``time_shift_type`` exponential) or
+``mu / (mu + 1 / t - 1)`` (linear). The config's own ``mu`` key fixes it (set by ModelSamplingFlux or by a
+Scheduler sized for a latent); without one it is ``max_shift``, ComfyUI's default for Flux. A config's
+``sigma_table_size`` (not a diffusers key; a family sets it) sizes ComfyUI's sigma table, which its Flux
+sampling keeps at 10000 entries.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
 import torch
 
-__all__ = ["Discrete", "Flow", "ModelSampling", "is_flow_config", "model_sampling", "time_shift"]
+__all__ = ["Discrete", "Flow", "ModelSampling", "dynamic_mu", "is_flow_config", "model_sampling", "time_shift"]
 
 FLOW_CLASSES = ("FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler",
                 "FlowMatchLCMScheduler")
@@ -38,6 +47,24 @@ def is_flow_config(config: Mapping[str, Any]) -> bool:
 def time_shift(sigma: torch.Tensor, shift: float) -> torch.Tensor:
     """The flow models' timestep shift ``shift * s / (1 + (shift - 1) * s)`` (SD3's, and diffusers')."""
     return shift * sigma / (1 + (shift - 1) * sigma)
+
+
+def dynamic_mu(config: Mapping[str, Any], image_seq_len: int | None = None) -> float | None:
+    """The resolution-dependent shift ``mu`` of a ``use_dynamic_shifting`` flow config (None without it):
+    the config's own ``mu``, else the line through (base_image_seq_len, base_shift) and (max_image_seq_len,
+    max_shift) at ``image_seq_len`` (the pipelines' formula), else ``max_shift``."""
+    if not config.get("use_dynamic_shifting"):
+        return None
+    if config.get("mu") is not None:
+        return float(config["mu"])
+    base_shift = float(config.get("base_shift", 0.5))
+    max_shift = float(config.get("max_shift", 1.15))
+    if image_seq_len is None:
+        return max_shift
+    base_len = int(config.get("base_image_seq_len", 256))
+    max_len = int(config.get("max_image_seq_len", 4096))
+    slope = (max_shift - base_shift) / (max_len - base_len)
+    return image_seq_len * slope + (base_shift - slope * base_len)
 
 
 class ModelSampling:
@@ -105,11 +132,17 @@ class Flow(ModelSampling):
 
     kind = "flow"
 
-    def __init__(self, shift: float = 1.0, multiplier: float = 1000.0):
+    def __init__(self, shift: float = 1.0, multiplier: float = 1000.0, mu: float | None = None,
+                 shift_type: str = "exponential", table_size: int | None = None):
         self.shift = float(shift)
         self.multiplier = float(multiplier)
+        #: the resolution-dependent shift (dynamic shifting), which replaces ``shift`` when set
+        self.mu = None if mu is None else float(mu)
+        self.shift_type = shift_type
+        #: entries of ComfyUI's sigma table (1000, as ComfyUI's flow sampling keeps; its Flux sampling 10000)
+        self.table_size = int(table_size or 1000)
         self.sigma_max = 1.0
-        self.sigma_min = float(time_shift(torch.tensor(1.0 / multiplier), self.shift))
+        self.sigma_min = float(self.sigma_ramp(torch.tensor(1.0 / self.table_size)))
 
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
         return sigma * self.multiplier
@@ -122,10 +155,15 @@ class Flow(ModelSampling):
 
     def sigma_ramp(self, t: torch.Tensor) -> torch.Tensor:
         """Sigmas at fractions ``t`` of the train range (1 = pure noise), shifted."""
-        return time_shift(t, self.shift)
+        if self.mu is None:
+            return time_shift(t, self.shift)
+        m = math.exp(self.mu) if self.shift_type == "exponential" else self.mu
+        return m / (m + (1 / t - 1))
 
-    def table(self, n: int = 1000) -> torch.Tensor:
-        """ComfyUI's table of the model's sigmas: the shifted ``t / n`` for ``t = 1 .. n`` (ascending)."""
+    def table(self, n: int | None = None) -> torch.Tensor:
+        """ComfyUI's table of the model's sigmas: the shifted ``t / n`` for ``t = 1 .. n`` (ascending;
+        ``n`` is the table size by default)."""
+        n = n or self.table_size
         return self.sigma_ramp(torch.arange(1, n + 1, dtype=torch.float32) / n)
 
 
@@ -138,7 +176,9 @@ def _cached(key: str) -> ModelSampling:
     config = json.loads(key)
     if is_flow_config(config):
         shift = float(config.get("shift", config.get("flow_shift", 1.0)) or 1.0)
-        return Flow(shift=shift, multiplier=float(config.get("num_train_timesteps", 1000)))
+        return Flow(shift=shift, multiplier=float(config.get("num_train_timesteps", 1000)), mu=dynamic_mu(config),
+                    shift_type=str(config.get("time_shift_type", "exponential")),
+                    table_size=config.get("sigma_table_size"))
     from .sigmas import model_sigmas
 
     return Discrete(model_sigmas(config), config.get("prediction_type", "epsilon") or "epsilon")

@@ -7,6 +7,8 @@ either *pipeline-style*, through the registered diffusers class, or as a *k-diff
 
 from __future__ import annotations
 
+import inspect
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -15,7 +17,7 @@ import torch
 
 from . import kdiffusion, registry
 from . import sigmas as sigmas_mod
-from .model_sampling import model_sampling
+from .model_sampling import dynamic_mu, model_sampling
 
 __all__ = ["Schedule", "build_schedule", "img2img_start", "schedule_from_sigmas"]
 
@@ -93,8 +95,14 @@ def build_schedule(
     *,
     eta: float | None = None,
     device: torch.device | str | None = "cpu",
+    pipeline_sigmas: Sequence[float] | None = None,
 ) -> Schedule:
     """Schedule for registered scheduler ``name`` on a model whose scheduler config is ``scheduler_config``.
+
+    ``pipeline_sigmas`` are the family pipeline's own sigmas (Flux's ``linspace(1, 1/steps, steps)``), given to
+    a class whose ``set_timesteps`` takes sigmas unless its config uses its own flow sigmas, as the pipeline's
+    ``retrieve_timesteps`` does. A dynamic-shifting config passes its ``mu`` (:func:`dynamic_mu`) to classes
+    that take it; the others get the equal fixed shift.
 
     ``sigma_spacing`` other than 'default' sets the class's own ``use_<spacing>_sigmas`` flag (diffusers'
     formulas); ``timestep_spacing`` ('leading', 'trailing', 'linspace') overrides the config's. ``overrides``
@@ -127,9 +135,20 @@ def build_schedule(
             raise ValueError(f"scheduler {name!r} ({entry.class_name}) has no timestep_spacing setting")
         ov["timestep_spacing"] = timestep_spacing
     ov.update(overrides or {})
-    return _diffusers_schedule(
-        entry, scheduler_config, ov, {"num_inference_steps": steps}, steps, denoise, eta, device
-    )
+    set_kwargs: dict[str, Any] = {"num_inference_steps": steps}
+    takes = inspect.signature(entry.cls.set_timesteps).parameters
+    if pipeline_sigmas is not None and "sigmas" in takes and not {**scheduler_config, **ov}.get("use_flow_sigmas"):
+        if len(pipeline_sigmas) != steps:
+            raise ValueError(f"pipeline_sigmas: {len(pipeline_sigmas)} sigmas for {steps} steps")
+        set_kwargs = {"sigmas": [float(s) for s in pipeline_sigmas]}
+    mu = dynamic_mu(scheduler_config)
+    if mu is not None:
+        if "mu" in takes:
+            set_kwargs["mu"] = mu
+        else:  # exp(mu) / (exp(mu) + 1/t - 1) is the fixed shift exp(mu) (mu for the linear form)
+            exponential = scheduler_config.get("time_shift_type", "exponential") == "exponential"
+            ov.setdefault("shift", math.exp(mu) if exponential else mu)
+    return _diffusers_schedule(entry, scheduler_config, ov, set_kwargs, steps, denoise, eta, device)
 
 
 def schedule_from_sigmas(

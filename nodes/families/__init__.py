@@ -10,6 +10,7 @@ from pathlib import Path
 from graph_runtime import NodeError
 
 from .base import Family, LatentFormat, Parts, TextEncoder, read_json
+from .flux import Flux
 from .sd1 import StableDiffusion1
 from .sd2 import StableDiffusion2
 from .sd3 import StableDiffusion3
@@ -17,7 +18,8 @@ from .sdxl import StableDiffusionXL
 
 __all__ = ["FAMILIES", "Family", "LatentFormat", "Parts", "TextEncoder", "by_name", "for_file", "for_folder"]
 
-FAMILIES: tuple[Family, ...] = (StableDiffusion1(), StableDiffusion2(), StableDiffusionXL(), StableDiffusion3())
+FAMILIES: tuple[Family, ...] = (StableDiffusion1(), StableDiffusion2(), StableDiffusionXL(), StableDiffusion3(),
+                                Flux())
 
 
 def by_name(name: str) -> Family:

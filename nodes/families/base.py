@@ -9,7 +9,8 @@ latent nodes and the previews know only this interface:
 * text conditioning -- :meth:`Family.encode` (which encoders, which hidden layer, pooled outputs);
 * denoiser inputs -- :meth:`Family.network_inputs` (the family's extra inputs besides the text states) and
   :meth:`Family.network` (the call convention of its network);
-* model sampling -- read from the model's own scheduler config (:mod:`schedulers.model_sampling`).
+* model sampling -- read from the model's own scheduler config (:mod:`schedulers.model_sampling`); a family
+  whose pipeline passes its own sigmas says so in :meth:`Family.pipeline_sigmas`.
 """
 
 from __future__ import annotations
@@ -31,12 +32,19 @@ from ..model_store import PICKLE_SUFFIXES
 @dataclass(frozen=True)
 class LatentFormat:
     """How a family's latents look: ``channels`` at 1/``spatial_factor`` of the image size; ``rgb_factors``
-    (one row per channel: R, G, B) and ``rgb_bias`` map latents to preview colours."""
+    (one row per channel: R, G, B) and ``rgb_bias`` map latents to preview colours. ``packing`` is the side
+    of the latent patches the network sees as one token of ``channels * packing**2`` values (Flux: 2); the
+    latents between nodes stay unpacked."""
 
     channels: int
     spatial_factor: int = 8
     rgb_factors: tuple[tuple[float, float, float], ...] | None = None
     rgb_bias: tuple[float, float, float] | None = None
+    packing: int = 1
+
+    def image_seq_len(self, latent_shape: tuple[int, ...]) -> int:
+        """How many image tokens the network sees for latents of ``latent_shape`` ([b, c, h, w])."""
+        return (latent_shape[-2] // self.packing) * (latent_shape[-1] // self.packing)
 
 
 @dataclass(eq=False)
@@ -146,6 +154,15 @@ class Family:
         """Whether an all-in-one checkpoint (its tensor names and shapes) is this family's."""
         return False
 
+    def load_network_file(self, path: Path, folder: Path, dtype: torch.dtype) -> Any:
+        """The network of a single diffusion-model file that fits the config of ``folder`` (diffusers'
+        ``from_single_file`` by default)."""
+        from ..part_files import component_class
+
+        cls, _ = component_class(folder / self.network_part)
+        return cls.from_single_file(str(path), config=str(folder), subfolder=self.network_part, torch_dtype=dtype,
+                                    local_files_only=True, low_cpu_mem_usage=False)
+
     def load_file(self, path: Path, dtype: torch.dtype, config_folders: Any) -> Parts:
         raise NodeError(f"{path.name}: single-file {self.label} checkpoints are not loaded yet; use the model's "
                         "diffusers folder")
@@ -169,6 +186,16 @@ class Family:
             vae=load_component(folder, "vae", index, dtype),
             scheduler_config=read_json(folder / "scheduler" / "scheduler_config.json"),
         )
+
+    # ---- model sampling -----------------------------------------------------------------------------
+    def sampling_config(self, scheduler_config: dict) -> dict:
+        """A loaded model's scheduler config with what the family adds for its model sampling (e.g. the size
+        of ComfyUI's sigma table); keys diffusers does not know are ignored by its schedulers."""
+        return scheduler_config
+
+    def pipeline_sigmas(self, steps: int) -> list[float] | None:
+        """The sigmas the family's pipeline gives ``set_timesteps`` (None: it passes only the step count)."""
+        return None
 
     # ---- text ---------------------------------------------------------------------------------------
     def encode(self, clip: Any, text: str, ctx: Any = None, **options: Any) -> Any:

@@ -18,7 +18,7 @@ def describe(shapes: dict[str, tuple[int, ...]]) -> str:
     if any(k.startswith("joint_blocks.") for k in inner):
         return "an SD3 MMDiT diffusion model (original layout; load it with UNETLoader)"
     if any(k.startswith("double_blocks.") for k in inner):
-        return "a Flux diffusion model (original layout)"
+        return "a Flux diffusion model (original layout; load it with UNETLoader)"
     if has("model.diffusion_model.input_blocks.") and has("first_stage_model."):
         return "an all-in-one Stable Diffusion checkpoint (original layout; CheckpointLoaderSimple)"
     if any(k.startswith("input_blocks.") for k in inner):
@@ -34,6 +34,8 @@ def describe(shapes: dict[str, tuple[int, ...]]) -> str:
         return "a T5 text encoder (CLIPLoader)"
     if has("decoder.conv_in.") or has("decoder.up."):
         return "a VAE (VAELoader)"
+    if has("single_transformer_blocks.") and has("x_embedder."):
+        return "a Flux transformer in diffusers' names (UNETLoader)"
     if has("transformer_blocks.") and has("pos_embed."):
         return "a diffusers transformer"
     return f"a file of {len(keys)} tensors that is no known model part"
