@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from . import layouts, lora_files, tiny, upscale_files
+from . import flux, layouts, lora_files, tiny, upscale_files
 
 #: a built pipeline -> the tensors of one file; a part placed with a role (an upscale model's scale) is
 #: written by ``writer(pipeline, role)``
@@ -78,6 +78,13 @@ FAMILIES: dict[str, FamilyStandIns] = {f.name: f for f in (
         text_encoders={"clip_l": _encoder("text_encoder"), "clip_g": _encoder("text_encoder_2"),
                        "t5": _encoder("text_encoder_3")},
         roles_by_position={1: ("t5",), 2: ("clip_l", "clip_g"), 3: ("clip_l", "clip_g", "t5")}),
+    FamilyStandIns(
+        "flux", "Flux.1", flux.build_flux,
+        parts={"checkpoint": flux.flux_checkpoint, "diffusion_model": flux.flux_transformer_file,
+               "vae": flux.flux_vae},
+        text_encoders={"clip_l": flux.flux_clip_l, "t5": lambda pipe: layouts.text_encoder_state(pipe.text_encoder_2)},
+        roles_by_position={1: ("t5",), 2: ("clip_l", "t5")},
+        notes={"lora": "LoRAs are not applied to Flux.1 models here yet"}),
     FamilyStandIns(
         "esrgan", "ESRGAN", lambda workdir: None,
         parts={"upscale_model": lambda _pipe, role: upscale_files.rrdb_state(int(role.rstrip("x")))}),
