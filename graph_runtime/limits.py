@@ -31,6 +31,9 @@ class Limits:
     # starts. A 512x512 SD1.5 image at 30 steps with CFG is 245,760; 8192x8192 at 1 step is 2,097,152.
     max_sampling_work_cpu: int = 2_000_000
     max_sampling_work_gpu: int = 400_000_000
+    # Sampler & co.: conditioning entries (ConditioningCombine, areas, masks) both sides together; each is one
+    # more network evaluation per step, counted in the sampling work too.
+    max_conditioning_entries: int = 64
     # List outputs (OUTPUT_IS_LIST): items one node may return, so a node fed the list runs at most that often.
     max_list_items: int = 10_000
     # ImageUpscaleWithModel: output pixels of one batch (width x height x batch after the model's scale), before

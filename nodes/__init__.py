@@ -10,7 +10,19 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 def _node_classes() -> list:
     """Every built-in node class, in the order the editor lists them. Add new modules' nodes here."""
-    from . import aliases, custom_sampling, loaders, logic, lora, model_patches, sigma_nodes, upscale_models
+    from . import (
+        aliases,
+        conditioning_ops,
+        controlnet,
+        custom_sampling,
+        inpainting,
+        loaders,
+        logic,
+        lora,
+        model_patches,
+        sigma_nodes,
+        upscale_models,
+    )
     from .compare import CompareSchedulers
     from .conditioning import TextEncode
     from .images import LoadImage, PreviewImage, SaveImage
@@ -25,6 +37,9 @@ def _node_classes() -> list:
         *lora.NODES,
         # conditioning
         TextEncode,
+        *conditioning_ops.NODES,
+        *inpainting.NODES,
+        *controlnet.NODES,
         # sampling
         Scheduler,
         Sampler,

@@ -21,7 +21,7 @@ from .custom_sampling import uncond_guide
 from .latents import MAX_SIZE, empty_latent
 from .models import EMBEDDED_NAME, list_models, load_model, model_fingerprint
 from .sampling import SEED_MAX, _check_model, run_sampler
-from .types import Conditioning
+from .types import Conditioning, map_entries
 
 if TYPE_CHECKING:  # torch and the sigma builders load when a node runs, not when it is declared
     from schedulers.schedule import Schedule
@@ -144,8 +144,12 @@ class ConditioningZeroOut(Node):
         c = inputs.conditioning
         if not isinstance(c, Conditioning):
             raise NodeError(f"conditioning: expected CONDITIONING, got {type(c).__name__}")
-        pooled = None if c.pooled is None else torch.zeros_like(c.pooled)
-        return (dataclasses.replace(c, embeds=torch.zeros_like(c.embeds), pooled=pooled, prompt=""),)
+
+        def zero(e: Conditioning) -> Conditioning:
+            pooled = None if e.pooled is None else torch.zeros_like(e.pooled)
+            return dataclasses.replace(e, embeds=torch.zeros_like(e.embeds), pooled=pooled, prompt="")
+
+        return (map_entries(c, zero),)
 
 
 class FluxGuidance(Node):
@@ -165,7 +169,12 @@ class FluxGuidance(Node):
         c = inputs.conditioning
         if not isinstance(c, Conditioning):
             raise NodeError(f"conditioning: expected CONDITIONING, got {type(c).__name__}")
-        return (dataclasses.replace(c, extra={**c.extra, "guidance": float(inputs.guidance)}),)
+        return (with_guidance(c, inputs.guidance),)
+
+
+def with_guidance(c: Conditioning, guidance: float) -> Conditioning:
+    """Every entry of ``c`` with Flux's distilled guidance set."""
+    return map_entries(c, lambda e: dataclasses.replace(e, extra={**e.extra, "guidance": float(guidance)}))
 
 
 class CLIPTextEncodeFlux(Node):
@@ -188,7 +197,7 @@ class CLIPTextEncodeFlux(Node):
         if clip.family.name != "flux":
             raise NodeError(f"clip: CLIPTextEncodeFlux needs a Flux text encoder, got {clip.family.label}")
         c = encode(clip, inputs.t5xxl, ctx, texts={"clip_l": inputs.clip_l, "t5": inputs.t5xxl})
-        return (dataclasses.replace(c, extra={**c.extra, "guidance": float(inputs.guidance)}),)
+        return (with_guidance(c, inputs.guidance),)
 
 
 def _comfy_schedule(model: Any, sampler_name: str, scheduler: str, steps: int, denoise: float) -> Schedule:

@@ -38,6 +38,8 @@ class LoadedModel:
     #: a text encoder loaded alone (CLIPLoader & co. put it in a slot of their family's CLIP)
     encoder: Any = None
     name: str = ""
+    #: a ControlNet (ControlNetLoader)
+    controlnet: Any = None
 
 
 def _name(loaded: LoadedModel) -> str:

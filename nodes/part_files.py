@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 #: part kind -> the ComfyUI folders that hold it (first: the current name, then older ones)
 FOLDERS = {"network": ("diffusion_models", "unet"), "text_encoder": ("text_encoders", "clip"), "vae": ("vae",),
-           "lora": ("loras",), "upscale_model": ("upscale_models",)}
+           "lora": ("loras",), "upscale_model": ("upscale_models",), "controlnet": ("controlnet",)}
 T5_TOKENIZER = Path(__file__).resolve().parent.parent / "models" / "tokenizers" / "t5"
 
 
@@ -134,6 +134,10 @@ def load_part(kind: str, path: Path, device: torch.device, dtype: torch.dtype, n
                                                  dtype=dtype, name=name,
                                                  shift_factor=float(getattr(cfg, "shift_factor", None) or 0.0)),
                            name=name)
+    if kind == "controlnet":
+        from .controlnet import load_controlnet
+
+        return LoadedModel(None, None, None, name=name, controlnet=load_controlnet(path, device, dtype, name))
     raise ValueError(f"unknown part kind {kind!r}")
 
 

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from graph_runtime import Interrupted, Link, Node, NodeError, NodeInputs, Output, Widget
 from schedulers import registry
 
+from .guidance import check_conditioning
 from .preview import latent_preview_jpeg
-from .types import Conditioning, ModelBundle, match_lengths
+from .types import ModelBundle, match_lengths
 
 if TYPE_CHECKING:  # torch, diffusers and the sampling loop load when a node runs, not when it is declared
     import torch
@@ -144,12 +145,6 @@ class SampleResult:
     seconds: float
 
 
-def _conditioning(cond: Any, what: str) -> Conditioning:
-    if not isinstance(cond, Conditioning):
-        raise NodeError(f"{what}: expected CONDITIONING (from TextEncode), got {type(cond).__name__}")
-    return cond
-
-
 def _to(inputs: Any, device: torch.device, dtype: torch.dtype) -> Any:
     if isinstance(inputs, dict):
         return {k: _to(v, device, dtype) for k, v in inputs.items()}
@@ -160,11 +155,11 @@ def guidance_inputs(model: ModelBundle, positive: Any, negative: Any, shape: tup
                     do_cfg: bool) -> tuple[dict, dict | None]:
     """The network's keyword inputs for the positive and (with guidance) negative conditioning: the
     family's (text states, pooled embeddings, size ids, ...), batched and on the model's device and dtype."""
-    pos = _conditioning(positive, "positive")
+    pos = check_conditioning(positive, "positive")
     family = model.family
     neg = None
     if do_cfg:
-        neg = _conditioning(negative, "negative")
+        neg = check_conditioning(negative, "negative")
         a, b = match_lengths(pos.embeds, neg.embeds)
         pos, neg = replace(pos, embeds=a), replace(neg, embeds=b)
         neg = _to(family.network_inputs(model, neg, shape, "negative"), model.device, model.dtype)
@@ -183,24 +178,29 @@ def latent_samples(latent: Any, model: ModelBundle, what: str = "latent") -> tor
     return s
 
 
-def sampling_work(schedule: Schedule, shape: tuple[int, ...], do_cfg: bool) -> int:
-    """Network evaluations x latent pixels x batch (twice with CFG): what a run costs, known before it starts."""
+def sampling_work(schedule: Schedule, shape: tuple[int, ...], do_cfg: bool, pixels: int | None = None) -> int:
+    """Network evaluations x latent pixels x batch (twice with CFG): what a run costs, known before it starts.
+    ``pixels``: the latent pixels one evaluation covers over all conditioning entries and ControlNets (by
+    default the latent once per side)."""
     if schedule.runner == "diffusers":
         calls = len(schedule.timesteps)
     else:
         from schedulers.kdiffusion import model_calls
 
         calls = model_calls(schedule.rule, schedule.steps)
-    return calls * shape[0] * shape[2] * shape[3] * (2 if do_cfg else 1)
+    if pixels is None:
+        pixels = shape[2] * shape[3] * (2 if do_cfg else 1)
+    return calls * shape[0] * pixels
 
 
-def admit(model: ModelBundle, schedule: Schedule, shape: tuple[int, ...], do_cfg: bool) -> None:
+def admit(model: ModelBundle, schedule: Schedule, shape: tuple[int, ...], do_cfg: bool,
+          pixels: int | None = None) -> None:
     """Refuse a run that costs more than the device kind's limit (graph_runtime.limits), before any work."""
     from graph_runtime.limits import LIMITS
 
     cpu = model.device.type == "cpu"
     limit = LIMITS.max_sampling_work_cpu if cpu else LIMITS.max_sampling_work_gpu
-    work = sampling_work(schedule, shape, do_cfg)
+    work = sampling_work(schedule, shape, do_cfg, pixels)
     if work > limit:
         name = "max_sampling_work_cpu" if cpu else "max_sampling_work_gpu"
         raise NodeError(
@@ -208,6 +208,16 @@ def admit(model: ModelBundle, schedule: Schedule, shape: tuple[int, ...], do_cfg
             f"{' with guidance' if do_cfg else ''} is {work:,} network evaluations x latent pixels, more than "
             f"the limit of {limit:,} on {'the CPU' if cpu else 'this device'} ({name}); use fewer steps or a "
             "smaller image, or raise GRAPH_RUNTIME_LIMIT_" + name.upper())
+
+
+def entry_pixels(entries: list, shape: tuple[int, ...]) -> int:
+    """Latent pixels the network (and each entry's ControlNets) evaluates per step over ``entries``."""
+    total = 0
+    for e in entries:
+        area = e.clipped_area(shape[2], shape[3])
+        px = shape[2] * shape[3] if area is None else max(0, area[0]) * max(0, area[1])
+        total += px * (1 + (e.control.networks if e.control is not None else 0))
+    return total
 
 
 def run_sampler(ctx: Any, model: ModelBundle, positive: Any, negative: Any, latent: Any, schedule: Schedule,
@@ -235,13 +245,34 @@ def run_sampler(ctx: Any, model: ModelBundle, positive: Any, negative: Any, late
     if do_cfg and negative is None and guide is None:
         raise NodeError(f"negative: cfg {cfg} > 1 needs a negative conditioning (encode an empty prompt, as "
                         "diffusers does, or set cfg to 1 to skip the unconditional pass)")
-    admit(model, schedule, tuple(samples.shape), do_cfg)
     device, dtype = model.device, model.dtype
-    if guide is None:
-        pos, neg = guidance_inputs(model, positive, negative, tuple(samples.shape), do_cfg)
-        denoiser = CFGDenoiser(model.family.network(model), pos, neg, cfg)
+    shape = tuple(samples.shape)
+    from .guidance import guidance_entries, plain
+    from .inpainting import noise_mask_of
+
+    mask = noise_mask_of(latent, shape, device)
+    if guide is not None:  # a guider of its own (custom sampling): it builds the guided network
+        admit(model, schedule, shape, do_cfg)
+        denoiser = guide(shape)
     else:
-        denoiser = guide(tuple(samples.shape))
+        positive = check_conditioning(positive, "positive")
+        negative = check_conditioning(negative, "negative") if do_cfg else None
+        empty = None
+        if plain(model, positive, negative):
+            admit(model, schedule, shape, do_cfg)
+            pos, neg = guidance_inputs(model, positive, negative, shape, do_cfg)
+        else:
+            pos, neg = guidance_entries(model, positive, negative, samples, do_cfg,
+                                        latent.get("noise_mask") if mask is not None else None)
+            admit(model, schedule, shape, do_cfg, entry_pixels(pos + (neg or []), shape))
+            if schedule.runner != "diffusers":  # ComfyUI's rule for pixels no entry covers: a denoised estimate of 0
+                from schedulers.model_sampling import model_sampling
+
+                ms = model_sampling(schedule.config)
+
+                def empty(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                    return ms.zero_estimate(x, ms.sigma(t))
+        denoiser = CFGDenoiser(model.family.network(model), pos, neg, cfg, empty=empty)
 
     x = samples.to(device=device, dtype=dtype)
     if not add_noise:
@@ -275,7 +306,8 @@ def run_sampler(ctx: Any, model: ModelBundle, positive: Any, negative: Any, late
         # exactly this MODEL's LoRAs switched on in the shared network
         with torch.inference_mode(), interruptible(model.network, ctx.check_interrupted), model_applied(model):
             out = sample(denoiser, start, schedule, generator, add_noise=add_noise, init_latents=init,
-                         callback=callback, should_stop=lambda: ctx.interrupted)
+                         callback=callback, should_stop=lambda: ctx.interrupted,
+                         denoise_mask=mask, mask_latents=x if mask is not None else None)
     except SamplingInterrupted:
         raise Interrupted() from None
     except ValueError as exc:

@@ -64,10 +64,24 @@ class ModelBundle:
 
     @property
     def latent_channels(self) -> int:
-        packed = getattr(self.network.config, "in_channels", None)
-        if packed is None:
+        n = self._network_channels
+        if n is None:
             return self.family.latent.channels
-        return int(packed) // self.family.latent.packing ** 2
+        return self.family.latent.channels if n == self.family.latent.channels + self.inpaint_channels else n
+
+    @property
+    def _network_channels(self) -> int | None:
+        """Channels the network takes per latent pixel (a packed network's input divided by its packing)."""
+        packed = getattr(self.network.config, "in_channels", None)
+        return None if packed is None else int(packed) // self.family.latent.packing ** 2
+
+    @property
+    def inpaint_channels(self) -> int:
+        """Extra input channels of an inpainting UNet (a mask and the masked image's latents: 1 + channels),
+        else 0."""
+        c = self.family.latent.channels
+        n = self._network_channels
+        return c + 1 if n == 2 * c + 1 else 0
 
     def with_config(self, **changes: Any) -> ModelBundle:
         """The same network with scheduler config keys changed (the network is shared, not copied)."""
@@ -127,12 +141,60 @@ class Conditioning:
     ``seq`` before classifier-free guidance batches them: the sampler pads the shorter one with
     :func:`match_lengths` (as ComfyUI does). ``pooled`` is the pooled text embedding of the families that
     use one (SDXL, SD3). ``extra`` holds optional details (e.g. ``dropped_tokens``; SDXL's ``sizes``).
+
+    A CONDITIONING is one or more such entries (ComfyUI's list of conditionings): ``combined`` holds the
+    entries after this one (ConditioningCombine), and :attr:`entries` all of them. The sampler predicts each
+    entry on its own -- over its ``area`` (``(height, width, y, x)`` in latent pixels, or ComfyUI's
+    ``("percentage", h, w, y, x)``), weighted by ``strength`` and its ``mask`` (``[B, H, W]`` at any size,
+    times ``mask_strength``; ``set_area_to_bounds`` narrows the area to the mask's box), only between
+    ``start_percent`` and ``end_percent`` of the schedule -- and averages the predictions by those weights.
+    ``control`` is a ControlNet applied with this entry (:mod:`nodes.controlnet`); ``concat_latent`` and
+    ``concat_mask`` are the extra input channels of inpainting models (InpaintModelConditioning). Nodes that
+    change a conditioning change every entry (:func:`map_entries`).
     """
 
     embeds: torch.Tensor
     prompt: str
     pooled: torch.Tensor | None = None
     extra: dict = field(default_factory=dict)
+    area: tuple | None = None
+    strength: float = 1.0
+    mask: torch.Tensor | None = None
+    mask_strength: float = 1.0
+    set_area_to_bounds: bool = False
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+    control: Any = None
+    control_apply_to_uncond: bool = False
+    concat_latent: torch.Tensor | None = None
+    concat_mask: torch.Tensor | None = None
+    combined: tuple[Conditioning, ...] = ()
+
+    @property
+    def entries(self) -> tuple[Conditioning, ...]:
+        """Every entry, this one first (each without ``combined``)."""
+        first = replace(self, combined=()) if self.combined else self
+        return (first, *self.combined)
+
+    @property
+    def is_plain(self) -> bool:
+        """One entry over the whole image for the whole schedule, with nothing attached: the sampler then
+        runs exactly the diffusers pipelines' guidance."""
+        return (not self.combined and self.area is None and self.mask is None and self.control is None
+                and self.concat_latent is None and self.start_percent <= 0.0 and self.end_percent >= 1.0)
+
+
+def combine(entries: list[Conditioning] | tuple[Conditioning, ...]) -> Conditioning:
+    """One CONDITIONING of several entries, in order."""
+    flat = [e for c in entries for e in c.entries]
+    if not flat:
+        raise ValueError("a conditioning needs at least one entry")
+    return replace(flat[0], combined=tuple(flat[1:]))
+
+
+def map_entries(cond: Conditioning, change: Any) -> Conditioning:
+    """``change(entry) -> entry`` applied to every entry of ``cond``."""
+    return combine([change(e) for e in cond.entries])
 
 
 def match_lengths(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

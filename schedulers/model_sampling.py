@@ -79,6 +79,16 @@ class ModelSampling:
         """The network's timestep input for noise level ``sigma``."""
         raise NotImplementedError
 
+    def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
+        """The noise level at network timestep ``timestep`` (the inverse of :meth:`timestep`)."""
+        raise NotImplementedError
+
+    def zero_estimate(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The network output whose denoised estimate at ``x`` is 0 (the estimate is affine in the output, with
+        a slope that does not depend on ``x``)."""
+        slope = self.denoised(torch.zeros_like(x), sigma, torch.ones_like(x))
+        return -self.denoised(x, sigma, torch.zeros_like(x)) / slope
+
     def input_scale(self, sigma: torch.Tensor) -> torch.Tensor | None:
         """The divisor of ``x`` for the network's input, or None where the network sees ``x`` itself."""
         return None
@@ -89,6 +99,19 @@ class ModelSampling:
 
     def noise_scaling(self, sigma: torch.Tensor, noise: torch.Tensor, x0: torch.Tensor | None) -> torch.Tensor:
         """The starting point of a run at ``sigma``: ``noise`` added to ``x0`` (zeros when None)."""
+        raise NotImplementedError
+
+    def percent_timestep(self, percent: float) -> float:
+        """The network timestep ``percent`` of the way through the model's noise range (0 = pure noise),
+        ComfyUI's ``percent_to_sigma`` seen as a timestep: conditioning and ControlNet ranges are checked
+        against it. 0 and below: +inf (from the start); 1 and above: -inf (to the end)."""
+        if percent <= 0.0:
+            return math.inf
+        if percent >= 1.0:
+            return -math.inf
+        return self._percent_timestep(percent)
+
+    def _percent_timestep(self, percent: float) -> float:
         raise NotImplementedError
 
 
@@ -113,6 +136,18 @@ class Discrete(ModelSampling):
         lo, hi = log_train[low], log_train[low + 1]
         w = ((lo - log_s) / (lo - hi)).clamp(0, 1)
         return (1 - w) * low + w * (low + 1)
+
+    def _percent_timestep(self, percent: float) -> float:
+        return (1.0 - percent) * (len(self.train_sigmas) - 1)
+
+    def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
+        """Log-linear interpolation of the train sigmas at a continuous timestep (ComfyUI's ``sigma``)."""
+        log_train = self._log_train.to(timestep.device)
+        t = timestep.to(torch.float32).clamp(0, len(log_train) - 1)
+        low = t.floor().long()
+        high = t.ceil().long()
+        w = t - low
+        return ((1 - w) * log_train[low] + w * log_train[high]).exp()
 
     def input_scale(self, sigma: torch.Tensor) -> torch.Tensor:
         # a division (not a multiplication by the reciprocal), as diffusers' scale_model_input does
@@ -147,11 +182,17 @@ class Flow(ModelSampling):
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
         return sigma * self.multiplier
 
+    def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
+        return timestep / self.multiplier
+
     def denoised(self, x: torch.Tensor, sigma: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         return x - sigma * out
 
     def noise_scaling(self, sigma: torch.Tensor, noise: torch.Tensor, x0: torch.Tensor | None) -> torch.Tensor:
         return noise * sigma if x0 is None else sigma * noise + (1 - sigma) * x0
+
+    def _percent_timestep(self, percent: float) -> float:
+        return float(time_shift(torch.tensor(1.0 - percent, dtype=torch.float64), self.shift)) * self.multiplier
 
     def sigma_ramp(self, t: torch.Tensor) -> torch.Tensor:
         """Sigmas at fractions ``t`` of the train range (1 = pure noise), shifted."""

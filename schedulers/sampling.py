@@ -66,6 +66,8 @@ def sample(
     init_latents: torch.Tensor | None = None,
     callback: Callback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    denoise_mask: torch.Tensor | None = None,
+    mask_latents: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run ``schedule`` and return the final latents.
 
@@ -76,6 +78,12 @@ def sample(
     ``init_latents`` (zeros if absent) at the schedule's first timestep. With ``add_noise=False`` it is the
     starting latent as is (e.g. continuing from a split schedule). Everything stays on that tensor's device.
     Runs without autograd, as the pipelines do.
+
+    ``denoise_mask`` (broadcastable to the latents, 1 = denoise) keeps the rest at ``mask_latents`` (the input
+    latent, before noise): a k-diffusion rule sees the kept part as that latent noised to each step's sigma
+    and its denoised estimate there as the latent itself (ComfyUI's KSamplerX0Inpaint); a diffusers scheduler
+    gets the kept part replaced by the latent noised to the next timestep after each step (diffusers'
+    inpainting pipeline). Where the mask is 0 the result is ``mask_latents`` exactly.
     """
     if not add_noise and init_latents is not None:
         raise ValueError("init_latents needs add_noise=True (with add_noise=False the input is used as is)")
@@ -86,9 +94,17 @@ def sample(
     if schedule.stochastic and generator is None:
         raise ValueError(f"schedule {schedule.name!r} draws noise while sampling; pass a torch.Generator")
     hooks = _Hooks(schedule.steps, callback, should_stop)
-    if schedule.runner == "diffusers":
-        return _run_diffusers(denoiser, latents_or_noise, schedule, generator, add_noise, init_latents, hooks)
-    return _run_kdiffusion(denoiser, latents_or_noise, schedule, generator, add_noise, init_latents, hooks)
+    masked = None
+    if denoise_mask is not None:
+        if mask_latents is None or mask_latents.shape != latents_or_noise.shape:
+            raise ValueError("denoise_mask needs mask_latents of the latents' shape")
+        noise = latents_or_noise if add_noise else torch.zeros_like(latents_or_noise)
+        masked = (denoise_mask.to(latents_or_noise), mask_latents.to(latents_or_noise), noise)
+    run = _run_diffusers if schedule.runner == "diffusers" else _run_kdiffusion
+    out = run(denoiser, latents_or_noise, schedule, generator, add_noise, init_latents, hooks, masked)
+    if masked is not None:
+        out = torch.where(masked[0] == 0, masked[1], out)
+    return out
 
 
 class _Hooks:
@@ -108,7 +124,7 @@ class _Hooks:
             self.callback(i, self.total, x, denoised)
 
 
-def _run_diffusers(denoiser, noise, schedule, generator, add_noise, init_latents, hooks: _Hooks):
+def _run_diffusers(denoiser, noise, schedule, generator, add_noise, init_latents, hooks: _Hooks, masked=None):
     if isinstance(generator, list):  # one generator per batch item, as the pipelines accept
         seed = [g.initial_seed() for g in generator]
     else:
@@ -157,6 +173,8 @@ def _run_diffusers(denoiser, noise, schedule, generator, add_noise, init_latents
         eps = denoiser(latents, t, scale=scale)
         out = sched.step(eps, t, latents, **step_kwargs, return_dict=True)
         latents = out.prev_sample
+        if masked is not None:
+            latents = _keep_unmasked(sched, flow, latents, masked, timesteps[i + 1:i + 2])
         if hooks.callback is not None and step_start and step < len(step_sigmas):
             s = step_sigmas[step]
             preview = ms.denoised(x_in if sigma_space else x_in * (s * s + 1) ** 0.5, s, eps)
@@ -171,13 +189,39 @@ def _run_diffusers(denoiser, noise, schedule, generator, add_noise, init_latents
     return latents
 
 
-def _run_kdiffusion(denoiser, noise, schedule, generator, add_noise, init_latents, hooks: _Hooks):
+def _keep_unmasked(sched, flow: bool, latents, masked, next_t):
+    """The kept part replaced by the input latent noised to the next timestep (the latent itself after the
+    last step), as diffusers' inpainting pipeline does."""
+    mask, base, noise = masked
+    if len(next_t):
+        t = next_t.repeat(noise.shape[0])
+        base = sched.scale_noise(base, t, noise) if flow else sched.add_noise(base, noise, t)
+    return (1 - mask) * base + mask * latents
+
+
+class _MaskedDenoiser:
+    """ComfyUI's KSamplerX0Inpaint over a sigma denoiser: outside the mask the model sees the input latent
+    noised to the step's sigma, and its estimate there is the latent itself."""
+
+    def __init__(self, model, sigmas, ms, masked):
+        self.model, self.sigmas, self.ms = model, sigmas, ms
+        self.mask, self.latent, self.noise = masked
+        self.keep = 1.0 - self.mask
+
+    def __call__(self, x, j):
+        x = x * self.mask + self.ms.noise_scaling(self.sigmas[j], self.noise, self.latent) * self.keep
+        return self.model(x, j) * self.mask + self.latent * self.keep
+
+
+def _run_kdiffusion(denoiser, noise, schedule, generator, add_noise, init_latents, hooks: _Hooks, masked=None):
     device = noise.device
     sigmas = schedule.sigmas.to(device)
     ms = model_sampling(schedule.config)
     x = ms.noise_scaling(sigmas[0], noise, init_latents) if add_noise else noise
     hooks.latents = x
     model = kdiffusion.SigmaDenoiser(denoiser, sigmas, ms)
+    if masked is not None:
+        model = _MaskedDenoiser(model, sigmas, ms, masked)
     rule = kdiffusion.RULES[schedule.rule]
     takes_eta = "eta" in inspect.signature(rule).parameters
     kwargs = {"eta": schedule.eta} if takes_eta and schedule.eta is not None else {}

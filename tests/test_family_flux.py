@@ -582,7 +582,7 @@ def test_comfyuis_flux_sigmas_index_a_table_of_10000(flux, steps):
     (1000 entries would differ at 7 steps)."""
     import math
 
-    from nodes.aliases import BasicScheduler
+    from nodes.custom_sampling import BasicScheduler
     from nodes.part_files import load_part
 
     fam = flux["flux-dev"]
@@ -599,7 +599,7 @@ def test_comfyuis_flux_sigmas_index_a_table_of_10000(flux, steps):
 def test_comfyuis_schnell_sigmas_are_the_plain_flow_table(flux):
     """Schnell in ComfyUI samples as a plain flow model (shift 1, 1000 sigmas): BasicScheduler simple at 7
     steps gives t = (1000 - int(i * 1000 / 7)) / 1000 itself."""
-    from nodes.aliases import BasicScheduler
+    from nodes.custom_sampling import BasicScheduler
     from nodes.families import by_name
     from nodes.types import ModelBundle
 

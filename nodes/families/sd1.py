@@ -18,7 +18,7 @@ SD1_RGB = ((0.3512, 0.2297, 0.3227), (0.3250, 0.4974, 0.2350), (-0.2829, 0.1762,
 class StableDiffusion1(Family):
     name = "sd1"
     label = "Stable Diffusion 1.x"
-    pipelines = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline")
+    pipelines = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline")
     encoder_slots = (("clip_l", "tokenizer", "text_encoder"),)
     latent = LatentFormat(4, 8, SD1_RGB)
 
