@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from graph_runtime import Link, Node, NodeError, NodeInputs, Output, Widget
 from schedulers import comfy_names
 
+from .guidance import check_conditioning
 from .sampling import (
     SEED_MAX,
     SIGMAS,
     _check_model,
-    _conditioning,
     _to,
     check_sigmas,
     guidance_inputs,
@@ -94,8 +94,8 @@ def _dual_denoiser(g: Guider, shape: tuple[int, ...]) -> Any:
     from schedulers.dual_cfg import DualCFGDenoiser
 
     model = g.model
-    conds = {"positive": _conditioning(g.positive, "cond1"), "middle": _conditioning(g.middle, "cond2"),
-             "negative": _conditioning(g.negative, "negative")}
+    conds = {"positive": check_conditioning(g.positive, "cond1"), "middle": check_conditioning(g.middle, "cond2"),
+             "negative": check_conditioning(g.negative, "negative")}
     embeds = [c.embeds for c in conds.values()]
     for _ in range(2):  # every length up to the common multiple of all three
         embeds[0], embeds[1] = match_lengths(embeds[0], embeds[1])
@@ -298,7 +298,7 @@ class BasicGuider(Node):
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
         model = _check_model(inputs.model)
-        return (Guider(model, "basic", _conditioning(inputs.conditioning, "conditioning")),)
+        return (Guider(model, "basic", check_conditioning(inputs.conditioning, "conditioning")),)
 
 
 class CFGGuider(Node):
@@ -317,8 +317,8 @@ class CFGGuider(Node):
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
         model = _check_model(inputs.model)
-        return (Guider(model, "cfg", _conditioning(inputs.positive, "positive"),
-                       _conditioning(inputs.negative, "negative"), inputs.cfg),)
+        return (Guider(model, "cfg", check_conditioning(inputs.positive, "positive"),
+                       check_conditioning(inputs.negative, "negative"), inputs.cfg),)
 
 
 class DualCFGGuider(Node):
@@ -341,8 +341,8 @@ class DualCFGGuider(Node):
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
         model = _check_model(inputs.model)
-        return (Guider(model, "dual", _conditioning(inputs.cond1, "cond1"), _conditioning(inputs.negative, "negative"),
-                       inputs.cfg_conds, _conditioning(inputs.cond2, "cond2"), inputs.cfg_cond2_negative,
+        return (Guider(model, "dual", check_conditioning(inputs.cond1, "cond1"), check_conditioning(inputs.negative, "negative"),
+                       inputs.cfg_conds, check_conditioning(inputs.cond2, "cond2"), inputs.cfg_cond2_negative,
                        inputs.style or "regular"),)
 
 
