@@ -314,16 +314,17 @@ def refused(tmp_path, capsys, *docs: dict) -> str:
 
 def test_a_family_without_stand_ins_is_named_with_node_input_and_file(tmp_path, capsys):
     err = refused(tmp_path, capsys, {
-        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev.safetensors", "weight_dtype": "default"}},
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "hidream_i1_dev_bf16.safetensors",
+                                                     "weight_dtype": "default"}},
         "2": {"class_type": "CLIPLoader", "inputs": {"clip_name": "umt5_xxl_fp8.safetensors", "type": "wan"}},
-        "3": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}},
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": "wan_2.1_vae.safetensors"}},
     })
     w = tmp_path / "w0.json"
-    assert f"{w}: node 1 (UNETLoader) input unet_name: 'flux1-dev.safetensors': family flux (from its file name) " \
-           "has no stand-ins yet (families with stand-ins: sd1, sd2, sdxl, sd3)" in err
+    assert f"{w}: node 1 (UNETLoader) input unet_name: 'hidream_i1_dev_bf16.safetensors': family hidream (from its " \
+           "file name) has no stand-ins yet (families with stand-ins: sd1, sd2, sdxl, sd3, flux)" in err
     assert f"{w}: node 2 (CLIPLoader) input clip_name: 'umt5_xxl_fp8.safetensors': family wan (from its loader " \
            "type wan)" in err
-    assert "node 3 (VAELoader) input vae_name: 'ae.safetensors': family flux" in err
+    assert "node 3 (VAELoader) input vae_name: 'wan_2.1_vae.safetensors': family wan" in err
     assert err.startswith("error: 3 model name(s) cannot be given stand-ins; nothing written:")
 
 
