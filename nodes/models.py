@@ -92,15 +92,31 @@ def list_models(extra: Iterable[Path] = ()) -> list[str]:
     return names
 
 
+CHECKPOINTS = "checkpoints"
+
+
+def list_checkpoints(extra: Iterable[Path] = ()) -> list[str]:
+    """The names CheckpointLoaderSimple lists: every loadable model, those in a ``checkpoints/`` folder by their
+    name inside it, as ComfyUI names them (``v1-5-pruned-emaonly.safetensors``)."""
+    names: list[str] = []
+    for name in list_models(extra):
+        short = name.removeprefix(CHECKPOINTS + "/")
+        if short not in names:
+            names.append(short)
+    return names
+
+
 def find_model(name: str, extra: Iterable[Path] = ()) -> Path:
-    """The path of model ``name`` (confined to the models folders)."""
+    """The path of model ``name`` (confined to the models folders): ``DIR/name``, else ``DIR/checkpoints/name``
+    (ComfyUI's checkpoint names are relative to that folder)."""
     for d in model_dirs(extra):
-        try:
-            p = resolve_inside(d, name)
-        except UnsafePathError as exc:
-            raise NodeError(f"model_name: {exc}") from exc
-        if p.exists():
-            return p
+        for base in (d, d / CHECKPOINTS):
+            try:
+                p = resolve_inside(base, name)
+            except UnsafePathError as exc:
+                raise NodeError(f"model_name: {exc}") from exc
+            if p.exists():
+                return p
     raise NodeError(f"model {name!r} not found in the models folders "
                     f"({', '.join(str(d) for d in model_dirs(extra)) or 'none exist'})")
 

@@ -203,3 +203,23 @@ def test_empty_latent_image_keeps_comfyuis_bounds(tmp_path):
                                    context(tmp_path))
     with pytest.raises(ValueError):
         EmptyLatentImage.Inputs(width=8, height=64, batch_size=1)
+
+
+def test_checkpoint_names_are_relative_to_the_checkpoints_folder(tmp_path):
+    """ComfyUI names a checkpoint by its name inside checkpoints/ (its templates say
+    'v1-5-pruned-emaonly-fp16.safetensors'): listed and loaded that way, and the same file still loads under
+    its path in the models folder."""
+    import shutil
+
+    from nodes.models import EMBEDDED_NAME, REPO_MODELS, find_model, list_checkpoints, list_models
+
+    models = tmp_path / "models"
+    shutil.copytree(REPO_MODELS / EMBEDDED_NAME, models / "checkpoints" / "my-model")
+    assert "my-model" in list_checkpoints([models])
+    assert "checkpoints/my-model" in list_models([models]) and "my-model" not in list_models([models])
+    assert find_model("my-model", [models]) == find_model("checkpoints/my-model", [models])
+    executor = make_executor(tmp_path, models=[models])
+    doc = comfy(steps=2)
+    doc["4"]["inputs"]["ckpt_name"] = "my-model"
+    res = run(executor, doc)
+    assert res.status == "success", res.error
