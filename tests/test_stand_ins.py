@@ -126,20 +126,20 @@ def test_the_command_names_each_file_it_writes(written):
     code, out, err, models, _ = written
     assert code == 0, err
     expected = {
-        "v1-5-pruned-emaonly.safetensors": "Stable Diffusion 1.x all-in-one checkpoint",
+        "checkpoints/v1-5-pruned-emaonly.safetensors": "Stable Diffusion 1.x all-in-one checkpoint",
         "vae/vae-ft-mse-840000-ema-pruned.safetensors": "Stable Diffusion 1.x VAE",
         "diffusion_models/sd3.5_medium.safetensors": "Stable Diffusion 3.x diffusion model",
         "text_encoders/clip_l.safetensors": "Stable Diffusion 3.x text encoder (clip_l)",
         "text_encoders/clip_g.safetensors": "Stable Diffusion 3.x text encoder (clip_g)",
         "text_encoders/t5xxl_fp16.safetensors": "Stable Diffusion 3.x text encoder (t5)",
         "vae/sd3_vae.safetensors": "Stable Diffusion 3.x VAE",
-        "juggernautXL_v9.safetensors": "Stable Diffusion XL all-in-one checkpoint",
+        "checkpoints/juggernautXL_v9.safetensors": "Stable Diffusion XL all-in-one checkpoint",
         "text_encoders/clip_l_sdxl.safetensors": "Stable Diffusion XL text encoder (clip_l)",
         "text_encoders/clip_g_sdxl.safetensors": "Stable Diffusion XL text encoder (clip_g)",
         "my-sdxl-finetune": "Stable Diffusion XL model",
         "stable-diffusion-2-1": "Stable Diffusion 2.x model",
-        "sd_xl_base_1.0.safetensors": "Stable Diffusion XL all-in-one checkpoint",
-        "sd3.5_large_fp8_scaled.safetensors": "Stable Diffusion 3.x all-in-one checkpoint",
+        "checkpoints/sd_xl_base_1.0.safetensors": "Stable Diffusion XL all-in-one checkpoint",
+        "checkpoints/sd3.5_large_fp8_scaled.safetensors": "Stable Diffusion 3.x all-in-one checkpoint",
         "loras/sd15/detail.safetensors": "Stable Diffusion 1.x LoRA",
         "loras/xl_style.safetensors": "Stable Diffusion XL LoRA",
         "upscale_models/RealESRGAN_x2plus.safetensors": "ESRGAN upscale model (2x)",
@@ -210,9 +210,9 @@ def test_files_are_recognised_as_their_family(written):
     *_, models, _ = written
     store, cpu = ModelStore(), torch.device("cpu")
     folders = config_folders([models])
-    for name, family, encoders in (("v1-5-pruned-emaonly.safetensors", "sd1", {"clip_l"}),
-                                   ("juggernautXL_v9.safetensors", "sdxl", {"clip_l", "clip_g"}),
-                                   ("sd3.5_large_fp8_scaled.safetensors", "sd3", {"clip_l", "clip_g", "t5"}),
+    for name, family, encoders in (("checkpoints/v1-5-pruned-emaonly.safetensors", "sd1", {"clip_l"}),
+                                   ("checkpoints/juggernautXL_v9.safetensors", "sdxl", {"clip_l", "clip_g"}),
+                                   ("checkpoints/sd3.5_large_fp8_scaled.safetensors", "sd3", {"clip_l", "clip_g", "t5"}),
                                    ("my-sdxl-finetune", "sdxl", {"clip_l", "clip_g"}),
                                    ("stable-diffusion-2-1", "sd2", {"clip_l"})):
         loaded = store.load(models / name, device=cpu, dtype=torch.float32, config_folders=folders)
@@ -268,7 +268,7 @@ def test_an_sd3_checkpoint_loads_back_to_the_tensors_it_was_written_from(written
 
     *_, models, _ = written
     pipe = FAMILIES["sd3"].build(tmp_path)
-    loaded = ModelStore().load(models / "sd3.5_large_fp8_scaled.safetensors", device=torch.device("cpu"),
+    loaded = ModelStore().load(models / "checkpoints" / "sd3.5_large_fp8_scaled.safetensors", device=torch.device("cpu"),
                                dtype=torch.float32, config_folders=config_folders([models]))
     pairs = [(loaded.model.network, pipe.transformer), (loaded.vae.vae, pipe.vae),
              (loaded.clip.encoders["clip_l"].model, pipe.text_encoder),
@@ -399,20 +399,20 @@ def test_an_unsupported_template_fails_with_its_node(tmp_path, capsys):
 
 def test_real_files_are_never_overwritten(tmp_path, capsys):
     models = tmp_path / "m"
-    models.mkdir()
-    (models / "sd_xl_base_1.0.safetensors").write_bytes(b"my real model")
+    (models / "checkpoints").mkdir(parents=True)
+    (models / "checkpoints" / "sd_xl_base_1.0.safetensors").write_bytes(b"my real model")
     assert main(["stand-ins", str(template("image_sdxl_simple")), "--models-dir", str(models)]) == 2
     assert "sd_xl_base_1.0.safetensors exists and is no stand-in; it is left as it is" in capsys.readouterr().err
-    assert (models / "sd_xl_base_1.0.safetensors").read_bytes() == b"my real model"
+    assert (models / "checkpoints" / "sd_xl_base_1.0.safetensors").read_bytes() == b"my real model"
 
 
 def test_stand_ins_are_rewritten_in_place(written, capsys):
     """A second run over the same folder replaces its own stand-ins (their metadata says what they are)."""
     *_, models, work = written
-    before = (models / "v1-5-pruned-emaonly.safetensors").stat().st_mtime_ns
+    before = (models / "checkpoints" / "v1-5-pruned-emaonly.safetensors").stat().st_mtime_ns
     with single_thread():
         assert main(["stand-ins", str(work / "sd1.json"), "--models-dir", str(models)]) == 0, capsys.readouterr().err
-    assert (models / "v1-5-pruned-emaonly.safetensors").stat().st_mtime_ns > before
+    assert (models / "checkpoints" / "v1-5-pruned-emaonly.safetensors").stat().st_mtime_ns > before
 
 
 def test_unreadable_workflows_are_named(tmp_path, capsys):
@@ -427,7 +427,7 @@ def test_dry_run_says_what_it_would_write(tmp_path, capsys):
     assert main(["stand-ins", str(template("sd3.5_simple_example")), "--models-dir", str(tmp_path / "m"),
                  "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert f"would write {tmp_path / 'm' / 'sd3.5_large_fp8_scaled.safetensors'}: Stable Diffusion 3.x " \
+    assert f"would write {tmp_path / 'm' / 'checkpoints' / 'sd3.5_large_fp8_scaled.safetensors'}: Stable Diffusion 3.x " \
            "all-in-one checkpoint" in out
     assert not (tmp_path / "m").exists()
 

@@ -59,10 +59,10 @@ LOADERS: dict[str, Loader] = {
     "CLIPVisionLoader": _loader("clip_vision", "clip_name"),
     "StyleModelLoader": _loader("style_model", "style_model_name"),
 }
-#: where each part is looked for under a models folder ("" = the models folder itself, as LoadModel and
-#: CheckpointLoaderSimple resolve names): where stand-ins are written. A family gives a part stand-ins with a
-#: writer in its registry entry.
-PART_FOLDERS = {"checkpoint": "", "model": "", "diffusion_model": "diffusion_models", "text_encoder": "text_encoders",
+#: where each part is looked for under a models folder ("" = the models folder itself, where LoadModel resolves
+#: names; CheckpointLoaderSimple's names are inside checkpoints/, as ComfyUI's): where stand-ins are written. A
+#: family gives a part stand-ins with a writer in its registry entry.
+PART_FOLDERS = {"checkpoint": "checkpoints", "model": "", "diffusion_model": "diffusion_models", "text_encoder": "text_encoders",
                 "vae": "vae", "lora": "loras", "controlnet": "controlnet",
                 "upscale_model": "upscale_models"}
 PART_LABELS = {"checkpoint": "all-in-one checkpoint", "model": "model", "diffusion_model": "diffusion model",
