@@ -1,8 +1,8 @@
 """How far ComfyUI's official local templates (PyPI comfyui-workflow-templates-json, pinned) are from running
 here, measured by running them: every template whose node types are all registered (subgraphs looked into;
 notes and reroutes are the editor's own) and whose model names ``graph-runtime stand-ins`` can place gets
-tiny random-weight stand-ins and runs headless with ``graph-runtime run`` (shrunk by ``--set``, see
-:func:`shrink`), writing its outputs; one of them also runs through a real server (HTTP POST /prompt of the
+tiny random-weight stand-ins (and a small picture under each LoadImage name) and runs headless with
+``graph-runtime run`` (shrunk by ``--set``, see :func:`shrink`), writing its outputs; one of them also runs through a real server (HTTP POST /prompt of the
 converted API prompt, /history). Every other template fails validation naming each node type it lacks, in
 one pass. Floors rise as families and core nodes land; the counts and the most missing node types are in the
 assertion messages."""
@@ -80,6 +80,17 @@ def shrink(api: dict) -> list[str]:
             if name in SMALL and isinstance(value, int) and not isinstance(value, bool) and value > SMALL[name]:
                 sets.append(f"{nid}.{name}={SMALL[name]}")
     return sets
+
+
+def input_images(api: dict, folder: Path) -> None:
+    """A small picture under every image name the template's LoadImage nodes read (templates ship none)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for node in api.values():
+        name = (node.get("inputs") or {}).get("image")
+        if node.get("class_type") in ("LoadImage", "LoadImageMask") and isinstance(name, str) and "/" not in name:
+            Image.new("RGBA", (SMALL["width"], SMALL["height"]), (200, 40, 40, 255)).save(folder / name, "PNG")
 
 
 @dataclass
@@ -201,9 +212,11 @@ def test_runnable_templates_run_headless_on_stand_ins(survey, stand_ins, tmp_pat
     ran, failed = [], {}
     for name in survey.to_run():
         monkeypatch.setenv("GRAPH_RUNTIME_MODELS", str(stand_ins[name]))
-        out = tmp_path / name
-        sets = shrink(load_document(str(survey.paths[name]), registry))
-        args = ["run", str(survey.paths[name]), "--output-dir", str(out), "--quiet"]
+        out, pictures = tmp_path / name, tmp_path / f"{name}-input"
+        api = load_document(str(survey.paths[name]), registry)
+        input_images(api, pictures)
+        sets = shrink(api)
+        args = ["run", str(survey.paths[name]), "--output-dir", str(out), "--input-dir", str(pictures), "--quiet"]
         err = io.StringIO()
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), single_thread():
             code = main(args + [a for s in sets for a in ("--set", s)])
