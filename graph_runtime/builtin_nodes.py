@@ -22,13 +22,19 @@ from .paths import check_file_name, resolve_inside
 CATEGORY = "utils"
 
 
+# ComfyUI's primitive nodes (comfy_extras/nodes_primitive.py): the same names, bounds and widgets, so a
+# workflow's widget values and links land where ComfyUI puts them.
+PRIMITIVE_LIMIT = 2**63 - 1  # ComfyUI's sys.maxsize bounds on Int and Float
+
+
 class PrimitiveInt(Node):
     """An integer constant."""
 
     CATEGORY = "utils/primitive"
+    DISPLAY_NAME = "Int"
 
     class Inputs(NodeInputs):
-        value: int = Widget(0)
+        value: int = Widget(0, ge=-PRIMITIVE_LIMIT, le=PRIMITIVE_LIMIT, control_after_generate=True)
 
     OUTPUTS = (Output("INT", "INT"),)
 
@@ -40,9 +46,10 @@ class PrimitiveFloat(Node):
     """A floating-point constant."""
 
     CATEGORY = "utils/primitive"
+    DISPLAY_NAME = "Float"
 
     class Inputs(NodeInputs):
-        value: float = Widget(0.0, step=0.01)
+        value: float = Widget(0.0, ge=-PRIMITIVE_LIMIT, le=PRIMITIVE_LIMIT, step=0.1)
 
     OUTPUTS = (Output("FLOAT", "FLOAT"),)
 
@@ -51,9 +58,25 @@ class PrimitiveFloat(Node):
 
 
 class PrimitiveString(Node):
-    """A text constant."""
+    """A one-line text constant."""
 
     CATEGORY = "utils/primitive"
+    DISPLAY_NAME = "String"
+
+    class Inputs(NodeInputs):
+        value: str = Widget("")
+
+    OUTPUTS = (Output("STRING", "STRING"),)
+
+    def execute(self, inputs, ctx):
+        return (inputs.value,)
+
+
+class PrimitiveStringMultiline(Node):
+    """A text constant edited in a text box (prompts)."""
+
+    CATEGORY = "utils/primitive"
+    DISPLAY_NAME = "String (Multiline)"
 
     class Inputs(NodeInputs):
         value: str = Widget("", multiline=True)
@@ -68,6 +91,7 @@ class PrimitiveBoolean(Node):
     """A boolean constant."""
 
     CATEGORY = "utils/primitive"
+    DISPLAY_NAME = "Boolean"
 
     class Inputs(NodeInputs):
         value: bool = Widget(False)
@@ -281,6 +305,6 @@ class SaveText(Node):
 
 def register(registry) -> None:
     registry.register_all([
-        PrimitiveInt, PrimitiveFloat, PrimitiveString, PrimitiveBoolean, RandomInt,
+        PrimitiveInt, PrimitiveFloat, PrimitiveString, PrimitiveStringMultiline, PrimitiveBoolean, RandomInt,
         IntMath, FloatMath, StringFormat, ToString, ShowValue, SaveText,
     ])

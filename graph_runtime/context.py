@@ -97,9 +97,15 @@ class ExecutionContext:
                                      "node": self.node_id})
         self.check_interrupted()
 
-    def preview(self, image: bytes, fmt: str = "JPEG") -> None:
+    def preview(self, image: bytes, fmt: str = "JPEG", *, keep: bool = False) -> None:
+        """An image for the editor (a sampling preview); ``keep`` marks a result that a slow client must still
+        get (SaveImageWebsocket's images), where a plain preview may be skipped."""
         self._emit(events.PREVIEW, {"node": self.node_id, "prompt_id": self.prompt_id, "format": fmt,
-                                    "image": image})
+                                    "image": image, "keep": keep})
+
+    def progress_text(self, text: str) -> None:
+        """A short text the editor shows on the running node (ComfyUI's progress text, e.g. an image's size)."""
+        self._emit(events.PROGRESS_TEXT, {"node": self.node_id, "prompt_id": self.prompt_id, "text": text})
 
     def warn(self, message: str) -> None:
         self._emit(events.LOG, {"node": self.node_id, "prompt_id": self.prompt_id, "level": "warning",

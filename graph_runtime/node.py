@@ -90,6 +90,81 @@ def Widget(
     return Field(default, ge=ge, le=le, description=tooltip, json_schema_extra=extra)
 
 
+def autogrow_fields(group: str, io_type: str, names: Sequence[str] = (), *, min: int = 0, prefix: str | None = None,
+                    max: int = 10, template: str = "value", required: bool = False,
+                    tooltip: str | None = None) -> dict[str, tuple]:
+    """ComfyUI's Autogrow input: a group of links that the editor adds one at a time, sent in a workflow as
+    ``{group}.{name}`` (``values.a``, ``images.image0``, ...). The names are given (``names``) or numbered
+    (``prefix`` + 0 .. max - 1); with ``required`` the first ``min`` slots must be linked. Returns pydantic
+    ``create_model`` fields, each reachable on the inputs object as ``{group}_{name}``; ``/object_info`` shows the
+    group as one ``COMFY_AUTOGROW_V3`` input (its template input named ``template``), validation sees each slot
+    as an input of ``io_type``."""
+    if prefix is not None:
+        names = [f"{prefix}{i}" for i in range(max)]
+    grow = {"group": group, "names": list(names), "min": min, "prefix": prefix, "max": max, "template": template,
+            "required": required, "tooltip": tooltip}
+    fields = {}
+    for i, n in enumerate(names):
+        needed = required and i < min
+        extra = {"io_type": io_type, "optional": not needed, "autogrow": grow}
+        fields[f"{group}_{n}"] = (Any, Field(... if needed else None, alias=f"{group}.{n}", json_schema_extra=extra))
+    return fields
+
+
+def dynamic_combo_fields(name: str, options: dict[str, dict[str, tuple]], *,
+                         tooltip: str | None = None) -> dict[str, tuple]:
+    """ComfyUI's DynamicCombo: a combo whose chosen option brings its own inputs, sent in a workflow as
+    ``{name}`` (the option) and ``{name}.{input}`` (its inputs). ``options`` maps each option to its inputs as
+    ``create_model`` fields (``Widget``/``Link``, with that option's defaults). Returns the fields of the combo and
+    of each option input (declared once, optional, reachable as ``{name}_{input}``); read the chosen option and
+    its inputs with :func:`dynamic_combo_choice`. ``/object_info`` shows one ``COMFY_DYNAMICCOMBO_V3`` input."""
+    from pydantic import create_model
+
+    models = {key: create_model(f"{name}.{key}", __base__=NodeInputs, **fields) for key, fields in options.items()}
+    keys = tuple(options)
+    out: dict[str, tuple] = {name: (Literal[keys], Widget(keys[0], tooltip=tooltip, dynamic_combo=models))}
+    children: dict[str, list[InputSpec]] = {}
+    for model in models.values():
+        for child, spec in _input_specs(model).items():
+            children.setdefault(child, []).append(spec)
+    for child, specs in children.items():
+        first = specs[0]
+        lows, highs = [s.ge for s in specs], [s.le for s in specs]
+        extra = {**first.extra, "optional": True, "dynamic_child": name}
+        annotation = next(models[k] for k in keys if child in models[k].model_fields).model_fields[child].annotation
+        out[f"{name}_{child}"] = (annotation | None, Field(None, alias=f"{name}.{child}", json_schema_extra=extra,
+                                                    ge=None if None in lows else min(lows),
+                                                    le=None if None in highs else max(highs)))
+    return out
+
+
+def dynamic_combo_choice(inputs: Any, name: str) -> tuple[str, dict[str, Any]]:
+    """The option chosen in DynamicCombo ``name`` and its inputs, with the option's defaults for widgets the
+    workflow left out; a missing link raises NodeError naming ``{name}.{input}``."""
+    from .context import NodeError
+
+    key = getattr(inputs, name)
+    model = type(inputs).model_fields[name].json_schema_extra["dynamic_combo"][key]
+    values: dict[str, Any] = {}
+    for child, spec in _input_specs(model).items():
+        value = getattr(inputs, f"{name}_{child}")
+        if value is None and spec.is_widget:
+            value = spec.default
+        if value is None:
+            raise NodeError(f"{name}.{child}: {key!r} needs this input ({spec.io_type})")
+        values[child] = value
+    return key, values
+
+
+def EditorWidget(io_type: str, *, tooltip: str | None = None) -> Any:
+    """An input that is one of the editor's own display widgets (IMAGECOMPARE): listed in ``/object_info`` so
+    the editor draws it, its value (whatever the editor sends) taken and not used; it may be left out."""
+    extra: dict[str, Any] = {"io_type": io_type, "optional": False, "editor_widget": True}
+    if tooltip:
+        extra["tooltip"] = tooltip
+    return Field(None, description=tooltip, json_schema_extra=extra)
+
+
 def Hidden(kind: Literal["PROMPT", "EXTRA_PNGINFO", "UNIQUE_ID", "PROMPT_ID"]) -> Any:
     """An input the executor fills from the run itself (the whole prompt, PNG metadata, the node's id)."""
     return Field(None, json_schema_extra={"hidden": kind})
@@ -199,6 +274,15 @@ class Node:
             if spec.hidden:
                 hidden[spec.name] = spec.hidden
                 continue
+            grow = spec.extra.get("autogrow")
+            if grow:
+                required.setdefault(grow["group"], _describe_autogrow(spec, grow))
+                continue
+            if spec.extra.get("dynamic_child"):
+                continue  # shown inside its DynamicCombo's options
+            if "dynamic_combo" in spec.extra:
+                (optional if spec.optional else required)[spec.name] = _describe_dynamic_combo(spec)
+                continue
             (optional if spec.optional else required)[spec.name] = _describe_input(spec)
         doc = (cls.__doc__ or "").strip()
         name = cls.type_name or cls.__name__
@@ -220,6 +304,39 @@ class Node:
         }
 
 
+def _describe_autogrow(spec: InputSpec, grow: dict) -> list:
+    """One ``COMFY_AUTOGROW_V3`` entry for a group of slots (ComfyUI's shape: a template input, and its names or
+    its prefix and maximum)."""
+    kind = "required" if grow["required"] else "optional"
+    template: dict[str, Any] = {"input": {kind: {grow["template"]: [spec.io_type, {}]}}}
+    if grow["prefix"] is None:
+        template.update(names=grow["names"], min=grow["min"])
+    else:
+        template.update(prefix=grow["prefix"], min=grow["min"], max=grow["max"])
+    opts: dict[str, Any] = {"template": template}
+    if grow.get("tooltip"):
+        opts["tooltip"] = grow["tooltip"]
+    return ["COMFY_AUTOGROW_V3", opts]
+
+
+def _describe_dynamic_combo(spec: InputSpec) -> list:
+    """One ``COMFY_DYNAMICCOMBO_V3`` entry: each option with its own inputs (ComfyUI's shape)."""
+    options = []
+    for key, model in spec.extra["dynamic_combo"].items():
+        required: dict[str, list] = {}
+        optional: dict[str, list] = {}
+        for child in _input_specs(model).values():
+            (optional if child.optional else required)[child.name] = _describe_input(child)
+        inputs: dict[str, Any] = {"required": required}
+        if optional:
+            inputs["optional"] = optional
+        options.append({"key": key, "inputs": inputs})
+    opts: dict[str, Any] = {"options": options}
+    if spec.extra.get("tooltip"):
+        opts["tooltip"] = spec.extra["tooltip"]
+    return ["COMFY_DYNAMICCOMBO_V3", opts]
+
+
 def _describe_input(spec: InputSpec) -> list:
     opts: dict[str, Any] = {}
     if spec.default is not None and spec.default is not ...:
@@ -231,7 +348,7 @@ def _describe_input(spec: InputSpec) -> list:
     if hi is not None:
         opts["max"] = hi
     for k, v in spec.extra.items():
-        if k not in ("io_type", "optional", "choices", "accept", "hidden"):
+        if k not in ("io_type", "optional", "choices", "accept", "hidden", "editor_widget"):
             opts[k] = v
     if spec.io_type == "COMBO":
         return [spec.choice_list(), opts]
@@ -263,7 +380,8 @@ def _widget_type(annotation: Any) -> tuple[str | None, list[str] | None]:
 def _input_specs(model: type[BaseModel]) -> dict[str, InputSpec]:
     specs = {}
     for name, info in model.model_fields.items():
-        specs[name] = _spec_from_field(model, name, info)
+        spec = _spec_from_field(model, name, info)
+        specs[spec.name] = spec  # a workflow names an input by its alias where it has one (values.a)
     return specs
 
 
@@ -291,7 +409,7 @@ def _spec_from_field(model: type[BaseModel], name: str, info: FieldInfo) -> Inpu
         )
     default = None if info.is_required() else info.default
     return InputSpec(
-        name=name,
+        name=info.alias or name,
         io_type=io_type or "",
         required=info.is_required(),
         optional=bool(extra.get("optional")),

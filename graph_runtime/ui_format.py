@@ -391,6 +391,13 @@ class _Converter:
                 break
             out[name] = values[i]
             i += 1
+            if io_type == DYNAMIC_COMBO:  # the chosen option's own widgets follow it
+                for child in _option_widgets(opts, out[name]):
+                    if i >= len(values):
+                        break
+                    out[f"{name}.{child}"] = values[i]
+                    i += 1
+                continue
             has_control = (io_type == "INT" and name in SEED_NAMES) or opts.get("control_after_generate")
             if has_control and i < len(values) and _is_control_value(values[i], items[k + 1:]):
                 i += 1
@@ -423,6 +430,15 @@ def _is_control_value(value: Any, rest: list) -> bool:
 
 
 WIDGET_IO = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # a combo whose chosen option adds its own inputs (name.input)
+
+
+def _option_widgets(opts: dict, key: Any) -> list[str]:
+    """The widget inputs of DynamicCombo option ``key``, in the editor's order."""
+    for option in opts.get("options") or []:
+        if isinstance(option, dict) and option.get("key") == key:
+            return list(_widget_names({"input": option.get("inputs") or {}}))
+    return []
 
 
 def _widget_names(info: dict) -> dict[str, tuple[str, dict]]:
@@ -438,7 +454,7 @@ def _widget_names(info: dict) -> dict[str, tuple[str, dict]]:
                 continue
             io_type = "COMBO" if isinstance(spec[0], list | tuple) else str(spec[0])
             opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-            if io_type in WIDGET_IO:
+            if io_type in WIDGET_IO or io_type == DYNAMIC_COMBO:
                 out[name] = (io_type, opts)
     return out
 

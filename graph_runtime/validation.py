@@ -103,8 +103,10 @@ def types_compatible(output_type: str, input_type: str) -> bool:
 
 @cache
 def _adapter(model: type, name: str) -> TypeAdapter:
-    info = model.model_fields[name]
-    return TypeAdapter(Annotated[info.annotation, info], config=_STRICT)
+    info = model.model_fields.get(name) or next(f for f in model.model_fields.values() if f.alias == name)
+    if not info.metadata:
+        return TypeAdapter(info.annotation, config=_STRICT)
+    return TypeAdapter(Annotated[(info.annotation, *info.metadata)], config=_STRICT)  # bounds and validators
 
 
 # During one validate() call, each input's list of choices (files on disk for LoadImage) is built once, not
@@ -365,6 +367,23 @@ def _visible_specs(cls: type[Node]) -> dict[str, InputSpec]:
     return {name: spec for name, spec in cls.input_specs().items() if not spec.hidden}
 
 
+_LITERAL_TYPES = {"INT", "FLOAT", "BOOLEAN", "STRING"}
+
+
+def _union_literal_error(spec: InputSpec, value: Any) -> dict | None:
+    """None if ``value`` is a literal of one of the types of a union input such as ``FLOAT,INT,BOOLEAN``."""
+    kind = ("BOOLEAN" if isinstance(value, bool) else "INT" if isinstance(value, int)
+            else "FLOAT" if isinstance(value, float) else "STRING" if isinstance(value, str) else None)
+    if kind == "INT" and not -INT_LIMIT <= value < INT_LIMIT:
+        kind = None
+    if kind == "FLOAT" and not math.isfinite(value):
+        kind = None
+    if kind in spec.io_type.split(","):
+        return None
+    return error("invalid_input_type", f"'{spec.name}' expects a {spec.io_type.replace(',', ' or ')} value or a link",
+                 f"got {_short(value)}", input_name=spec.name, received_value=_short(value))
+
+
 def _check_node(nid: str, cls: type[Node], document: dict, classes: dict, out: _Collector) -> PlannedNode | None:
     inputs: dict[str, Any] = document[nid].get("inputs", {})
     visible = _visible_specs(cls)
@@ -380,6 +399,9 @@ def _check_node(nid: str, cls: type[Node], document: dict, classes: dict, out: _
                     "undeclared_input", f"input '{name}' is not an input of {cls.type_name} and is ignored",
                     "declared inputs: " + (", ".join(visible) or "none"), input_name=name))
     for name, spec in visible.items():
+        if spec.extra.get("editor_widget"):
+            literals[name] = None  # the editor's display state: never a value for the node
+            continue
         if name not in inputs:
             if spec.required:
                 ok = False
@@ -422,6 +444,14 @@ def _check_node(nid: str, cls: type[Node], document: dict, classes: dict, out: _
                                    input_name=name, received_type=out_type, linked_node=[src, idx]))
                 continue
             links[name] = (src, idx)
+            continue
+        if "," in spec.io_type and set(spec.io_type.split(",")) <= _LITERAL_TYPES:
+            err = _union_literal_error(spec, value)  # "FLOAT,INT,BOOLEAN": a literal of one of them
+            if err is None:
+                literals[name] = value
+            else:
+                ok = False
+                out.add(nid, err)
             continue
         if not spec.is_widget and spec.io_type != ANY:
             ok = False

@@ -15,18 +15,30 @@ def _node_classes() -> list:
         conditioning_ops,
         controlnet,
         custom_sampling,
+        image_ops,
         inpainting,
+        latent_ops,
         loaders,
         logic,
         lora,
         model_patches,
         sigma_nodes,
         upscale_models,
+        utility,
     )
     from .compare import CompareSchedulers
     from .conditioning import TextEncode
-    from .images import LoadImage, PreviewImage, SaveImage
-    from .latents import EmptyLatent, VAEDecode, VAEEncode
+    from .images import (
+        ImageCompare,
+        LoadImage,
+        MaskPreview,
+        PreviewImage,
+        SaveAnimatedPNG,
+        SaveAnimatedWEBP,
+        SaveImage,
+        SaveImageWebsocket,
+    )
+    from .latents import EmptyLatent, VAEDecode, VAEDecodeTiled, VAEEncode, VAEEncodeTiled
     from .models import LoadModel
     from .sampling import Sampler, Scheduler, SchedulerFromSigmas
 
@@ -50,15 +62,25 @@ def _node_classes() -> list:
         EmptyLatent,
         VAEEncode,
         VAEDecode,
+        VAEEncodeTiled,
+        VAEDecodeTiled,
         # images
         LoadImage,
         SaveImage,
         PreviewImage,
+        ImageCompare,
+        MaskPreview,
+        SaveAnimatedWEBP,
+        SaveAnimatedPNG,
+        SaveImageWebsocket,
         *upscale_models.NODES,
         # ComfyUI core names, for workflows saved from ComfyUI
         *aliases.NODES,
         *custom_sampling.NODES,
         *model_patches.NODES,
+        *utility.NODES,
+        *image_ops.NODES,
+        *latent_ops.NODES,
         # control flow
         *logic.NODES,
     ]

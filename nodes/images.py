@@ -1,4 +1,4 @@
-"""Image nodes: LoadImage, SaveImage, PreviewImage.
+"""Image nodes: LoadImage, SaveImage, PreviewImage, ImageCompare, SaveAnimatedWEBP, SaveImageWebsocket.
 
 IMAGE is float32 ``[B, H, W, C]`` in 0..1 on the CPU and MASK float32 ``[B, H, W]`` (ComfyUI's conventions).
 Every file name from a workflow is confined to its folder with :func:`graph_runtime.resolve_inside`.
@@ -12,7 +12,7 @@ import random
 import re
 import string
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from graph_runtime import (
     Hidden,
@@ -29,6 +29,7 @@ from graph_runtime import (
     resolve_inside,
 )
 from graph_runtime.limits import LIMITS
+from graph_runtime.node import EditorWidget
 
 if TYPE_CHECKING:  # numpy, torch and PIL load when an image is read or written, not when nodes are declared
     import torch
@@ -202,7 +203,8 @@ def _to_pil(image: torch.Tensor) -> Image.Image:
 
 
 def _next_counter(folder: Path, filename: str) -> int:
-    pattern = re.compile(re.escape(filename) + r"_(\d+)_\.png$")
+    """One more than the highest ``{filename}_{NNNNN}_.*`` in ``folder`` (any extension, as ComfyUI counts)."""
+    pattern = re.compile(re.escape(filename) + r"_(\d+)_\.[A-Za-z0-9]+$")
     highest = 0
     if folder.is_dir():
         for p in folder.iterdir():
@@ -211,28 +213,38 @@ def _next_counter(folder: Path, filename: str) -> int:
     return highest + 1
 
 
-def save_images(images: Any, base: Path, prefix: str, *, kind: str, prompt: Any = None,
-                extra_pnginfo: Any = None, compress_level: int = 4) -> list[dict]:
-    """Write a batch as ``{prefix}_{counter:05}_.png`` under ``base`` (prefix may name a sub-folder)."""
+def _check_images(images: Any) -> None:
     import torch
-    from PIL.PngImagePlugin import PngInfo
 
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise NodeError("images: expected an IMAGE tensor [batch, height, width, channels]")
+
+
+def save_target(base: Path, prefix: str) -> tuple[Path, str, str, int]:
+    """Where files with ``prefix`` go under ``base`` (the prefix may name a sub-folder): the folder (made),
+    the file name stem, the sub-folder as the UI names it, and the next free counter."""
     if not prefix or not prefix.strip() or prefix.endswith(("/", "\\")):
         raise NodeError(f"filename_prefix: {prefix!r} is not a usable file name prefix")
     target = _resolve(base, prefix, "filename_prefix")
     folder, filename = target.parent, target.name
     folder.mkdir(parents=True, exist_ok=True)
     subfolder = folder.relative_to(base.resolve()).as_posix()
-    subfolder = "" if subfolder == "." else subfolder
+    return folder, filename, "" if subfolder == "." else subfolder, _next_counter(folder, filename)
+
+
+def save_images(images: Any, base: Path, prefix: str, *, kind: str, prompt: Any = None,
+                extra_pnginfo: Any = None, compress_level: int = 4) -> list[dict]:
+    """Write a batch as ``{prefix}_{counter:05}_.png`` under ``base`` (prefix may name a sub-folder)."""
+    from PIL.PngImagePlugin import PngInfo
+
+    _check_images(images)
+    folder, filename, subfolder, counter = save_target(base, prefix)
     meta = PngInfo()
     if prompt is not None:
         meta.add_text("prompt", json.dumps(prompt))
     if isinstance(extra_pnginfo, dict):
         for key, value in extra_pnginfo.items():
             meta.add_text(str(key), json.dumps(value))
-    counter = _next_counter(folder, filename)
     results = []
     for image in images:
         name = f"{filename}_{counter:05}_.png"
@@ -278,7 +290,172 @@ class PreviewImage(Node):
     OUTPUTS = ()
 
     def execute(self, inputs: Any, ctx: Any) -> NodeResult:
-        suffix = "".join(random.choice(string.ascii_lowercase) for _ in range(5))
-        saved = save_images(inputs.images, ctx.paths.temp, f"graph-runtime_temp_{suffix}", kind="temp",
-                            prompt=inputs.prompt, extra_pnginfo=inputs.extra_pnginfo, compress_level=1)
-        return NodeResult(outputs=(), ui={"images": saved})
+        return NodeResult(outputs=(), ui={"images": preview_images(inputs.images, ctx, inputs.prompt,
+                                                                   inputs.extra_pnginfo)})
+
+
+def preview_images(images: Any, ctx: Any, prompt: Any = None, extra_pnginfo: Any = None,
+                   stem: str = "graph-runtime") -> list[dict]:
+    """PNG files in the temp folder for the editor to show (light compression, a random suffix per run)."""
+    suffix = "".join(random.choice(string.ascii_lowercase) for _ in range(5))
+    return save_images(images, ctx.paths.temp, f"{stem}_temp_{suffix}", kind="temp", prompt=prompt,
+                       extra_pnginfo=extra_pnginfo, compress_level=1)
+
+
+class MaskPreview(Node):
+    """Show a mask as a grey image, without keeping it (temp folder)."""
+
+    CATEGORY = "mask"
+    DISPLAY_NAME = "MaskPreview"
+    OUTPUT_NODE = True
+
+    class Inputs(NodeInputs):
+        mask: Any = Link("MASK")
+        prompt: Any = Hidden("PROMPT")
+        extra_pnginfo: Any = Hidden("EXTRA_PNGINFO")
+
+    OUTPUTS = ()
+
+    def execute(self, inputs: Any, ctx: Any) -> NodeResult:
+        import torch
+
+        m = inputs.mask
+        if not isinstance(m, torch.Tensor) or m.ndim not in (2, 3):
+            raise NodeError("mask: expected a MASK tensor [batch, height, width]")
+        grey = m.reshape(-1, 1, *m.shape[-2:]).movedim(1, -1).expand(-1, -1, -1, 3)
+        return NodeResult(outputs=(), ui={"images": preview_images(grey, ctx, inputs.prompt, inputs.extra_pnginfo)})
+
+
+class ImageCompare(Node):
+    """Compares two images side by side with a slider (in the editor); either may be left out."""
+
+    CATEGORY = "image"
+    DISPLAY_NAME = "Image Compare"
+    OUTPUT_NODE = True
+
+    class Inputs(NodeInputs):
+        image_a: Any = Link("IMAGE", optional=True)
+        image_b: Any = Link("IMAGE", optional=True)
+        compare_view: Any = EditorWidget("IMAGECOMPARE")
+        prompt: Any = Hidden("PROMPT")
+        extra_pnginfo: Any = Hidden("EXTRA_PNGINFO")
+
+    OUTPUTS = ()
+
+    def execute(self, inputs: Any, ctx: Any) -> NodeResult:
+        ui: dict[str, list] = {"a_images": [], "b_images": []}
+        for side, images in (("a", inputs.image_a), ("b", inputs.image_b)):
+            if images is not None and len(images) > 0:
+                ui[f"{side}_images"] = preview_images(images, ctx, inputs.prompt, inputs.extra_pnginfo,
+                                                      stem=f"graph-runtime.compare.{side}")
+        return NodeResult(outputs=(), ui=ui)
+
+
+WEBP_METHODS = {"default": 4, "fastest": 0, "slowest": 6}
+
+
+class SaveAnimatedWEBP(Node):
+    """Save a batch of images as one animated WEBP in the output folder (the workflow in its EXIF, as
+    ComfyUI writes it: ``prompt:{json}`` in ImageDescription, each extra item in the tags below Make)."""
+
+    CATEGORY = "image"
+    DISPLAY_NAME = "Save Animated WEBP"
+    OUTPUT_NODE = True
+
+    class Inputs(NodeInputs):
+        images: Any = Link("IMAGE")
+        filename_prefix: str = Widget("graph-runtime", tooltip="file name prefix; may start with a sub-folder")
+        fps: float = Widget(6.0, ge=0.01, le=1000.0, step=0.01)
+        lossless: bool = Widget(True)
+        quality: int = Widget(80, ge=0, le=100)
+        method: Literal[tuple(WEBP_METHODS)] = Widget("default")  # type: ignore[valid-type]
+        prompt: Any = Hidden("PROMPT")
+        extra_pnginfo: Any = Hidden("EXTRA_PNGINFO")
+
+    OUTPUTS = (Output("IMAGE", "images"),)  # the images pass on (current ComfyUI)
+
+    def execute(self, inputs: Any, ctx: Any) -> NodeResult:
+        _check_images(inputs.images)
+        folder, filename, subfolder, counter = save_target(ctx.paths.output, inputs.filename_prefix)
+        frames = [_to_pil(image) for image in inputs.images]
+        exif = frames[0].getexif()
+        if inputs.prompt is not None:
+            exif[0x0110] = f"prompt:{json.dumps(inputs.prompt)}"
+        if isinstance(inputs.extra_pnginfo, dict):
+            items = list(inputs.extra_pnginfo.items())[:0x010F]
+            for tag, (key, value) in zip(range(0x010F, 0x010F - len(items), -1), items, strict=True):
+                exif[tag] = f"{key}:{json.dumps(value)}"
+        name = f"{filename}_{counter:05}_.webp"
+        frames[0].save(folder / name, save_all=True, append_images=frames[1:], duration=int(1000.0 / inputs.fps),
+                       exif=exif, lossless=inputs.lossless, quality=inputs.quality,
+                       method=WEBP_METHODS[inputs.method])
+        return NodeResult(outputs=(inputs.images,),
+                          ui={"images": [{"filename": name, "subfolder": subfolder, "type": "output"}],
+                              "animated": [True]})
+
+
+class SaveAnimatedPNG(Node):
+    """Save a batch of images as one animated PNG in the output folder (the workflow in "comf" chunks after the
+    image data, as ComfyUI writes it)."""
+
+    CATEGORY = "image"
+    DISPLAY_NAME = "Save Animated PNG"
+    OUTPUT_NODE = True
+
+    class Inputs(NodeInputs):
+        images: Any = Link("IMAGE")
+        filename_prefix: str = Widget("graph-runtime", tooltip="file name prefix; may start with a sub-folder")
+        fps: float = Widget(6.0, ge=0.01, le=1000.0, step=0.01)
+        compress_level: int = Widget(4, ge=0, le=9, advanced=True)
+        prompt: Any = Hidden("PROMPT")
+        extra_pnginfo: Any = Hidden("EXTRA_PNGINFO")
+
+    OUTPUTS = (Output("IMAGE", "images"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> NodeResult:
+        from PIL.PngImagePlugin import PngInfo
+
+        _check_images(inputs.images)
+        folder, filename, subfolder, counter = save_target(ctx.paths.output, inputs.filename_prefix)
+        frames = [_to_pil(image) for image in inputs.images]
+        meta = PngInfo()
+        items = [("prompt", inputs.prompt)] if inputs.prompt is not None else []
+        if isinstance(inputs.extra_pnginfo, dict):
+            items += list(inputs.extra_pnginfo.items())
+        for key, value in items:  # json.dumps writes ASCII, so latin-1 always holds it
+            meta.add(b"comf", str(key).encode("latin-1", "replace") + b"\0" + json.dumps(value).encode("latin-1"),
+                     after_idat=True)
+        name = f"{filename}_{counter:05}_.png"
+        frames[0].save(folder / name, pnginfo=meta, compress_level=inputs.compress_level, save_all=True,
+                       duration=int(1000.0 / inputs.fps), append_images=frames[1:])
+        return NodeResult(outputs=(inputs.images,),
+                          ui={"images": [{"filename": name, "subfolder": subfolder, "type": "output"}],
+                              "animated": [True]})
+
+
+class SaveImageWebsocket(Node):
+    """Send each image as a PNG over the websocket, in the binary frame previews use (nothing is written to
+    disk and no metadata is embedded); unlike a preview, a slow client still gets every one. For API clients
+    that collect images from the socket."""
+
+    CATEGORY = "api/image"
+    DISPLAY_NAME = "SaveImageWebsocket"
+    OUTPUT_NODE = True
+    NOT_CACHED = True  # the images are sent by running, so every run runs it
+
+    class Inputs(NodeInputs):
+        images: Any = Link("IMAGE")
+
+    OUTPUTS = ()
+
+    def execute(self, inputs: Any, ctx: Any) -> NodeResult:
+        import io
+
+        _check_images(inputs.images)
+        total = inputs.images.shape[0]
+        for step, image in enumerate(inputs.images):
+            buf = io.BytesIO()
+            _to_pil(image).save(buf, format="PNG", compress_level=1)
+            ctx.preview(buf.getvalue(), "PNG", keep=True)  # a result: never skipped for a slow client
+            ctx.progress(step + 1, total)
+        return NodeResult(outputs=())

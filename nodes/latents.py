@@ -1,4 +1,4 @@
-"""Latent nodes: EmptyLatent, VAEEncode, VAEDecode.
+"""Latent nodes: EmptyLatent, VAEEncode, VAEDecode and their tiled forms (VAEDecodeTiled, VAEEncodeTiled).
 
 LATENT values are ``{"samples": Tensor[B, C, H/8, W/8]}`` in diffusion space (VAE latents shifted and scaled
 by the VAE's factors, as diffusers' pipelines keep them); see :mod:`nodes.types`.
@@ -95,6 +95,161 @@ class VAEDecode(Node):
         return (decode(inputs.vae, inputs.samples, ctx),)
 
 
+class VAEDecodeTiled(Node):
+    """Decode latents tile by tile (less memory for large images), as ComfyUI does: three tilings of
+    different shapes, each tile feathered into its neighbours over the overlap, averaged. Where one tile holds
+    the whole latent the result is the plain decode's. temporal_size / temporal_overlap matter only for video
+    VAEs (none here) and are accepted for ComfyUI's workflows."""
+
+    CATEGORY = "_for_testing"
+    DISPLAY_NAME = "VAE Decode (Tiled)"
+
+    class Inputs(NodeInputs):
+        samples: Any = Link("LATENT")
+        vae: Any = Link("VAE")
+        tile_size: int = Widget(512, ge=64, le=4096, step=32, advanced=True)
+        overlap: int = Widget(64, ge=0, le=4096, step=32, advanced=True)
+        temporal_size: int = Widget(64, ge=8, le=4096, step=4, advanced=True,
+                                    tooltip="Only used for video VAEs: Amount of frames to decode at a time.")
+        temporal_overlap: int = Widget(8, ge=4, le=4096, step=4, advanced=True,
+                                       tooltip="Only used for video VAEs: Amount of frames to overlap.")
+
+    OUTPUTS = (Output("IMAGE", "IMAGE"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        import torch
+
+        from .interruption import interruptible
+
+        vae = inputs.vae
+        if not isinstance(vae, VAEBundle):
+            raise NodeError(f"vae: expected a VAE, got {type(vae).__name__}")
+        overlap = inputs.overlap if inputs.tile_size >= inputs.overlap * 4 else inputs.tile_size // 4
+        tile, overlap = inputs.tile_size // vae.downscale, overlap // vae.downscale
+        samples = _check_latent(inputs.samples)
+        if samples.shape[1] != vae.vae.config.latent_channels:
+            raise NodeError(f"samples: the VAE expects {vae.vae.config.latent_channels} latent channels, "
+                            f"got {samples.shape[1]}")
+
+        def decode_tile(z: torch.Tensor) -> torch.Tensor:
+            z = z.to(device=vae.device, dtype=vae.dtype)
+            return vae.vae.decode(z / vae.scaling_factor + vae.shift_factor).sample.float().cpu()
+
+        shapes = ((tile * 2, tile // 2), (tile // 2, tile * 2), (tile, tile))  # (h, w) of each tiling
+        with torch.inference_mode(), interruptible(vae.vae, ctx.check_interrupted):
+            x = sum(tiled(samples, decode_tile, shape, overlap, vae.downscale, 3, ctx) for shape in shapes) / 3.0
+        return ((x / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).contiguous(),)
+
+
+class VAEEncodeTiled(Node):
+    """Encode images tile by tile, as ComfyUI does: three tilings of different shapes, feathered over the
+    overlap, averaged (tile_size and overlap in image pixels). Where one tile holds the whole image the result
+    is the plain encode's."""
+
+    CATEGORY = "_for_testing"
+    DISPLAY_NAME = "VAE Encode (Tiled)"
+
+    class Inputs(NodeInputs):
+        pixels: Any = Link("IMAGE")
+        vae: Any = Link("VAE")
+        tile_size: int = Widget(512, ge=64, le=4096, step=64, advanced=True)
+        overlap: int = Widget(64, ge=0, le=4096, step=32, advanced=True)
+        temporal_size: int = Widget(64, ge=8, le=4096, step=4, advanced=True,
+                                    tooltip="Only used for video VAEs: Amount of frames to encode at a time.")
+        temporal_overlap: int = Widget(8, ge=4, le=4096, step=4, advanced=True,
+                                       tooltip="Only used for video VAEs: Amount of frames to overlap.")
+
+    OUTPUTS = (Output("LATENT", "LATENT"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        import torch
+
+        from .interruption import interruptible
+
+        vae, tile, overlap = inputs.vae, inputs.tile_size, inputs.overlap
+        if not isinstance(vae, VAEBundle):
+            raise NodeError(f"vae: expected a VAE, got {type(vae).__name__}")
+        if overlap >= tile // 2:
+            raise NodeError(f"overlap: {overlap} must be less than half the tile_size ({tile}): the narrow tiling "
+                            f"uses tiles {tile // 2} pixels wide")
+        pixels = _crop_to_factor(inputs.pixels, vae.downscale)
+
+        def encode_tile(x: torch.Tensor) -> torch.Tensor:
+            x = x.to(device=vae.device, dtype=vae.dtype) * 2 - 1
+            return vae.vae.encode(x).latent_dist.mode().float().cpu()
+
+        shapes = ((tile, tile), (tile // 2, tile * 2), (tile * 2, tile // 2))
+        x = pixels[..., :3].permute(0, 3, 1, 2)
+        channels = vae.vae.config.latent_channels
+        with torch.inference_mode(), interruptible(vae.vae, ctx.check_interrupted):
+            z = sum(tiled(x, encode_tile, shape, overlap, 1 / vae.downscale, channels, ctx) for shape in shapes) / 3.0
+        return ({"samples": (z - vae.shift_factor) * vae.scaling_factor},)
+
+
+def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    if size <= tile:
+        return [0]
+    return [max(0, min(size - overlap, p)) for p in range(0, size - overlap, tile - overlap)]
+
+
+def _feather(length: int, band: int) -> torch.Tensor:
+    """Weights along one side of a tile: ramps of ``band`` steps (1/band .. 1) at both ends, 1 between."""
+    import torch
+
+    w = torch.ones(length)
+    if band < length:
+        for t in range(band):
+            w[t] *= (t + 1) / band
+            w[length - 1 - t] *= (t + 1) / band
+    return w
+
+
+def tiled(x: torch.Tensor, fn: Any, tile: tuple[int, int], overlap: int, scale: float, out_channels: int,
+          ctx: Any = None) -> torch.Tensor:
+    """``fn`` (which scales space by ``scale``) applied to ``x`` [B, C, H, W] in (h, w) tiles that overlap by
+    ``overlap``, the results blended with feathered weights (ComfyUI's tiled_scale). A batch item that fits in
+    one tile goes through ``fn`` whole."""
+    import itertools
+
+    import torch
+
+    b, _, h, w = x.shape
+    out = torch.empty(b, out_channels, round(h * scale), round(w * scale))
+    band = round(overlap * scale)
+    for i in range(b):
+        item = x[i:i + 1]
+        if h <= tile[0] and w <= tile[1]:
+            out[i:i + 1] = fn(item)
+            continue
+        acc = torch.zeros(1, out_channels, *out.shape[2:])
+        weight = torch.zeros(1, 1, *out.shape[2:])
+        for top, left in itertools.product(_tile_starts(h, tile[0], overlap), _tile_starts(w, tile[1], overlap)):
+            if ctx is not None:
+                ctx.check_interrupted()
+            piece = fn(item[..., top:top + tile[0], left:left + tile[1]])
+            ph, pw = piece.shape[-2:]
+            y0, x0 = round(top * scale), round(left * scale)
+            ph, pw = min(ph, acc.shape[-2] - y0), min(pw, acc.shape[-1] - x0)
+            mask = (_feather(piece.shape[-2], band)[:, None] * _feather(piece.shape[-1], band)[None])[:ph, :pw]
+            acc[..., y0:y0 + ph, x0:x0 + pw] += piece[..., :ph, :pw] * mask
+            weight[..., y0:y0 + ph, x0:x0 + pw] += mask
+        out[i:i + 1] = acc / weight
+    return out
+
+
+def _crop_to_factor(pixels: Any, f: int) -> torch.Tensor:
+    """Centre crop of an IMAGE to a multiple of the VAE's factor (as VAEEncode)."""
+    import torch
+
+    if not isinstance(pixels, torch.Tensor) or pixels.ndim != 4:
+        raise NodeError("pixels: expected an IMAGE tensor [batch, height, width, channels]")
+    h, w = pixels.shape[1] // f * f, pixels.shape[2] // f * f
+    if h == 0 or w == 0:
+        raise NodeError(f"pixels: image of {pixels.shape[2]}x{pixels.shape[1]} is smaller than {f} pixels")
+    y, x = (pixels.shape[1] - h) // 2, (pixels.shape[2] - w) // 2
+    return pixels[:, y:y + h, x:x + w]
+
+
 def _check_latent(latent: Any) -> torch.Tensor:
     import torch
 
@@ -153,15 +308,7 @@ def _encode(vae: VAEBundle, pixels: Any, ctx: Any = None) -> torch.Tensor:
     factor), on the VAE's device in float32."""
     import torch
 
-    if not isinstance(pixels, torch.Tensor) or pixels.ndim != 4:
-        raise NodeError("pixels: expected an IMAGE tensor [batch, height, width, channels]")
-    f = vae.downscale
-    h, w = pixels.shape[1] // f * f, pixels.shape[2] // f * f
-    if h == 0 or w == 0:
-        raise NodeError(f"pixels: image of {pixels.shape[2]}x{pixels.shape[1]} is smaller than {f} pixels")
-    if (h, w) != tuple(pixels.shape[1:3]):  # centre crop to a multiple of the VAE's factor
-        y, x = (pixels.shape[1] - h) // 2, (pixels.shape[2] - w) // 2
-        pixels = pixels[:, y:y + h, x:x + w]
+    pixels = _crop_to_factor(pixels, vae.downscale)
     out = []
     for i in range(0, pixels.shape[0], DECODE_BATCH):
         if ctx is not None:

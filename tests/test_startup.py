@@ -23,7 +23,8 @@ DECLARING = ["nodes/__init__.py", "nodes/device.py", "nodes/preview.py", "nodes/
              "nodes/sigma_nodes.py", "nodes/aliases.py", "nodes/conditioning.py", "nodes/latents.py",
              "nodes/models.py", "nodes/model_store.py", "nodes/part_files.py", "nodes/loaders.py",
              "nodes/model_patches.py", "nodes/sampling.py", "nodes/types.py", "schedulers/__init__.py",
-             "schedulers/registry.py", "schedulers/comfy_names.py", "graph_runtime/builtin_nodes.py"]
+             "schedulers/registry.py", "schedulers/comfy_names.py", "graph_runtime/builtin_nodes.py", "nodes/utility.py",
+             "nodes/image_ops.py", "nodes/latent_ops.py"]
 
 PROBE = f"""
 import json, sys

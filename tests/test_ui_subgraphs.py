@@ -239,7 +239,7 @@ def test_a_template_with_a_subgraph_inside_a_subgraph(comfy_registry):
     assert api["9"]["inputs"]["images"] == ["48:36", 0]
     assert api["48:33"]["inputs"]["negative"] == ["48:35:43", 0]
     assert api["48:35:43"]["inputs"] == {"text": ["48:35:40", 0], "clip": ["48:34", 1]}  # clip enters twice
-    assert api["48:35:40"]["inputs"] == {"string_a": ["48:35:41", 0], "string_b": ["48:35:42", 0]}
+    assert api["48:35:40"]["inputs"] == {"string_a": ["48:35:41", 0], "string_b": ["48:35:42", 0], "delimiter": ""}
 
 
 def _leaf_ids(graph: dict, definitions: dict, prefix: str = "") -> set[str]:

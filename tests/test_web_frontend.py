@@ -374,3 +374,86 @@ def test_uploading_an_image_on_load_image(editor, server, tmp_path):
     assert (server.config.paths.input / "uploaded-in-editor.png").is_file()
     assert editor.missing[missing_before:] == [] and not editor.problems, (editor.missing, editor.problems)
     page.evaluate("() => window.app.graph.remove(window.app.graph.getNodeById(window.__upload_node))")
+
+
+def test_math_expression_autogrow_slots_in_the_editor(editor, server):
+    """ComfyMathExpression's COMFY_AUTOGROW_V3 input: the editor makes its values.a slot, links a float into it,
+    grows a spare slot, and sends what ComfyUI sends; the result shows on PreviewAny."""
+    page = editor.page
+    page.evaluate("""() => {
+        const g = window.app.graph; g.clear();
+        const f = LiteGraph.createNode('PrimitiveFloat'); g.add(f); f.widgets[0].value = 2.5;
+        const m = LiteGraph.createNode('ComfyMathExpression'); g.add(m); m.pos = [300, 0];
+        m.widgets.find((w) => w.name === 'expression').value = 'a * 4';
+        const p = LiteGraph.createNode('PreviewAny'); g.add(p); p.pos = [650, 0];
+        f.connect(0, m, m.inputs.findIndex((i) => i.name === 'values.a'));
+        m.connect(1, p, 0);
+    }""")
+    names = page.evaluate("() => window.app.graph._nodes.find((n) => n.type === 'ComfyMathExpression')"
+                          ".inputs.map((i) => i.name)")
+    assert names[:2] == ["values.a", "values.b"]  # the linked slot and the spare one the editor grew
+    theirs = page.evaluate("async () => (await window.app.graphToPrompt()).output")
+    math_node = next(v for v in theirs.values() if v["class_type"] == "ComfyMathExpression")
+    assert math_node["inputs"]["expression"] == "a * 4" and len(math_node["inputs"]["values.a"]) == 2
+    editor_and_ours_agree(editor, server)
+    _, entry = run_in_editor(editor, server, timeout=30)
+    assert entry["status"]["status_str"] == "success"
+    assert ["10"] in [out.get("text") for out in entry["outputs"].values()]
+    slots = page.evaluate("() => { const n = LiteGraph.createNode('BatchImagesNode'); window.app.graph.add(n);"
+                          " return n.inputs.map((i) => i.name); }")
+    assert slots[0] == "images.image0"  # a numbered Autogrow starts with its minimum
+    assert not editor.problems, editor.problems
+
+
+def test_resize_dynamic_combo_in_the_editor(editor, server):
+    """ResizeImageMaskNode's COMFY_DYNAMICCOMBO_V3: the editor shows the chosen option's widgets, swaps them when
+    the option changes, saves them after the combo, and sends resize_type.* as we convert it."""
+    page = editor.page
+    widgets = page.evaluate("""async () => {
+        const g = window.app.graph; g.clear();
+        const e = LiteGraph.createNode('EmptyImage'); g.add(e);
+        const r = LiteGraph.createNode('ResizeImageMaskNode'); g.add(r); r.pos = [350, 0];
+        const p = LiteGraph.createNode('GetImageSize'); g.add(p); p.pos = [700, 0];
+        const q = LiteGraph.createNode('PreviewAny'); g.add(q); q.pos = [950, 0];
+        e.connect(0, r, 0); r.connect(0, p, 0); p.connect(0, q, 0);
+        const before = r.widgets.map((w) => w.name);
+        const combo = r.widgets.find((w) => w.name === 'resize_type');
+        combo.value = 'scale longer dimension'; combo.callback?.(combo.value);
+        await new Promise((done) => setTimeout(done, 100));
+        r.widgets.find((w) => w.name === 'resize_type.longer_size').value = 128;
+        return [before, r.widgets.map((w) => w.name)];
+    }""")
+    assert widgets[0] == ["resize_type", "resize_type.width", "resize_type.height", "resize_type.crop", "scale_method"]
+    assert widgets[1] == ["resize_type", "resize_type.longer_size", "scale_method"]
+    saved = page.evaluate("() => window.app.graph.serialize()")
+    (node,) = [n for n in saved["nodes"] if n["type"] == "ResizeImageMaskNode"]
+    assert node["widgets_values"] == ["scale longer dimension", 128, "area"]
+    editor_and_ours_agree(editor, server)
+    _, entry = run_in_editor(editor, server, timeout=30)
+    assert entry["status"]["status_str"] == "success"
+    assert ["128"] in [out.get("text") for out in entry["outputs"].values()]  # 512x512 -> longer edge 128
+    assert not editor.problems, editor.problems
+
+
+def test_image_compare_in_the_editor(editor, server):
+    """ImageCompare's IMAGECOMPARE widget: the editor draws it and sends its state, the run shows both sides."""
+    page = editor.page
+    page.evaluate("""() => {
+        const g = window.app.graph; g.clear();
+        const a = LiteGraph.createNode('EmptyImage'); g.add(a); a.widgets.find((w) => w.name === 'color').value = 255;
+        const b = LiteGraph.createNode('EmptyImage'); g.add(b); b.pos = [0, 300];
+        const c = LiteGraph.createNode('ImageCompare'); g.add(c); c.pos = [350, 0];
+        a.connect(0, c, c.inputs.findIndex((i) => i.name === 'image_a'));
+        b.connect(0, c, c.inputs.findIndex((i) => i.name === 'image_b'));
+    }""")
+    assert page.evaluate("() => window.app.graph._nodes.find((n) => n.type === 'ImageCompare')"
+                         ".widgets.map((w) => w.type)") == ["imagecompare"]
+    theirs = page.evaluate("async () => (await window.app.graphToPrompt()).output")
+    ours = ui_to_api(page.evaluate("() => window.app.graph.serialize()"), server.state.registry)
+    strip = lambda p: {k: {n: v for n, v in e["inputs"].items() if n != "compare_view"} for k, e in p.items()}  # noqa: E731
+    assert strip(theirs) == strip(ours)
+    _, entry = run_in_editor(editor, server, timeout=30)
+    assert entry["status"]["status_str"] == "success"
+    (ui,) = [o for o in entry["outputs"].values() if "a_images" in o]
+    assert len(ui["a_images"]) == 1 and len(ui["b_images"]) == 1
+    assert not editor.problems, editor.problems

@@ -25,10 +25,12 @@ from graph_runtime import strict_json
 log = logging.getLogger(__name__)
 
 BINARY_PREVIEW_IMAGE = 1
+BINARY_TEXT = 3  # uint32 length, node id, UTF-8 text: shown on that node (ComfyUI's progress text)
 BINARY_PREVIEW_IMAGE_WITH_METADATA = 4  # uint32 length, JSON {node_id, display_node_id, prompt_id, ...}, image
 IMAGE_TYPES = {"JPEG": 1, "PNG": 2}
 MIME_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 DROPPABLE = ("progress",)
+BINARY_KINDS = ("preview", "image")
 CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455: the server is overloaded
 # Events for a client id that is not connected are held this long, this many, for this many client ids.
 PARKED_SECONDS = 60.0
@@ -41,7 +43,8 @@ class Client:
         self.sid = sid
         self.ws = ws
         self.cap = cap
-        self.outbox: deque[tuple[str, Any]] = deque()  # (kind, payload): kind "json", "progress" or "preview"
+        # (kind, payload): kind "json", "progress", "preview" (binary, may be skipped) or "image" (binary, kept)
+        self.outbox: deque[tuple[str, Any]] = deque()
         self.wakeup = asyncio.Event()
         self.closed = False
         self.dropped = 0
@@ -122,20 +125,31 @@ class Hub:
         text = strict_json.dumps({"type": event, "data": data})
         self._call(self._offer_all, "json", text)
 
-    def send_preview(self, sid: str | None, image: bytes, fmt: str = "JPEG", metadata: dict | None = None) -> None:
+    def send_preview(self, sid: str | None, image: bytes, fmt: str = "JPEG", metadata: dict | None = None,
+                     keep: bool = False) -> None:
         """A preview image to one client: with ``metadata`` (which node, which prompt) as a type-4 frame to a
-        client that announced ``supports_preview_metadata``, else as a plain type-1 frame."""
+        client that announced ``supports_preview_metadata``, else as a plain type-1 frame. A preview may be
+        skipped for a client that cannot keep up; a ``keep`` one (a result sent as an image) is not."""
         if sid is None:
             return
-        self._call(self._offer_preview, sid, bytes(image), fmt.upper(), metadata)
+        self._call(self._offer_preview, sid, bytes(image), fmt.upper(), metadata, keep)
 
-    def _offer_preview(self, sid: str, image: bytes, fmt: str, metadata: dict | None) -> None:
+    def send_progress_text(self, sid: str | None, node_id: str, text: str) -> None:
+        """A line of text for the editor to show on a node, as ComfyUI's binary text frame (may be skipped for a
+        client that cannot keep up, like a preview)."""
+        if sid is None:
+            return
+        nid = str(node_id).encode()
+        frame = struct.pack(">II", BINARY_TEXT, len(nid)) + nid + str(text).encode()
+        self._call(self._offer, sid, "preview", frame)
+
+    def _offer_preview(self, sid: str, image: bytes, fmt: str, metadata: dict | None, keep: bool = False) -> None:
         if metadata is not None and self.client_flags.get(sid, {}).get("supports_preview_metadata") is True:
             meta = strict_json.dumps({**metadata, "image_type": MIME_TYPES.get(fmt, "image/jpeg")}).encode()
             frame = struct.pack(">II", BINARY_PREVIEW_IMAGE_WITH_METADATA, len(meta)) + meta + image
         else:
             frame = struct.pack(">II", BINARY_PREVIEW_IMAGE, IMAGE_TYPES.get(fmt, 1)) + image
-        self._offer(sid, "preview", frame)
+        self._offer(sid, "image" if keep else "preview", frame)
 
     def broadcast_status(self) -> None:
         """Queue status to everyone; a burst of changes becomes one message with the latest count."""
@@ -162,7 +176,7 @@ class Hub:
     def _keep_for_later(self, sid: str, kind: str, payload: Any) -> None:
         """Hold a few recent events of a client that is not connected (yet, or reconnecting): a client that
         submits before its socket is up, or whose socket dropped for a moment, still sees its prompt end."""
-        if kind == "preview":
+        if kind in BINARY_KINDS:  # images are not held for a client that is away
             return
         now = time.monotonic()
         box = self._parked.get(sid)
@@ -265,7 +279,7 @@ class Hub:
                     client.wakeup.clear()
                     await client.wakeup.wait()
                 kind, payload = client.outbox.popleft()
-                if kind == "preview":
+                if kind in BINARY_KINDS:
                     await ws.send_bytes(payload)
                 else:
                     await ws.send_text(payload)

@@ -265,9 +265,13 @@ class PromptQueue:
         progress = ProgressState(item.prompt_id, lambda event, data, droppable: hub.send(sid, event, data, droppable))
 
         def forward(event: str, data: dict) -> None:
+            if event == ev.PROGRESS_TEXT:
+                hub.send_progress_text(sid, str(data.get("node")), str(data.get("text", "")))
+                return
             if event == ev.PREVIEW:
                 hub.send_preview(sid, data.get("image", b""), data.get("format", "JPEG"),
-                                 node_ids(str(data.get("node")), item.prompt_id) if data.get("node") else None)
+                                 node_ids(str(data.get("node")), item.prompt_id) if data.get("node") else None,
+                                 keep=bool(data.get("keep")))
                 return
             progress(event, data)
             if event == ev.LOG:  # a node's warning, as a line of the editor's Logs panel (a terminal)
