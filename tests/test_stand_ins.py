@@ -467,3 +467,26 @@ def test_official_templates_placeable_today():
         if result.placements and not result.refusals:
             placeable.add(path.stem)
     assert placeable >= PLACEABLE, sorted(placeable)
+
+
+def test_an_sd3_controlnet_loads_as_sd3_configured_from_its_hidden_folder(tmp_path, monkeypatch, capsys):
+    """A ControlNet stand-in for the SD3 family: the loader configures the file from the hidden config folder
+    beside it (not listed as a ControlNet itself) and reads it as an SD3 ControlNet of the stand-in's widths."""
+    import torch
+
+    from nodes.controlnet import load_controlnet
+    from nodes.part_files import list_parts
+
+    name = "sd3.5_large_controlnet_canny.safetensors"
+    doc = {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": "sd3.5_large.safetensors",
+                                                        "weight_dtype": "default"}},
+           "2": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": name}}}
+    (tmp_path / "w.json").write_text(json.dumps(doc))
+    models = tmp_path / "m"
+    with single_thread():
+        assert main(["stand-ins", str(tmp_path / "w.json"), "--models-dir", str(models)]) == 0
+    assert f"{models / 'controlnet' / name}: Stable Diffusion 3.x ControlNet (for " in capsys.readouterr().out
+    monkeypatch.setenv("GRAPH_RUNTIME_MODELS", str(models))
+    assert list_parts("controlnet") == [name]
+    net = load_controlnet(models / "controlnet" / name, torch.device("cpu"), torch.float32, name)
+    assert net.family.name == "sd3" and type(net.network).__name__ == "SD3ControlNetModel"

@@ -6,6 +6,7 @@ so their files get a message saying so.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ class FamilyStandIns:
     roles_by_position: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
     #: why a kind of file has no writer (shown instead of a generic "not read yet")
     notes: Mapping[str, str] = field(default_factory=dict)
+    #: part kind -> its config (a built pipeline -> config.json), written beside the file in a hidden
+    #: ``.stand-in-<family>`` folder for loaders configuring single files from folders next to them (ControlNet)
+    configs: Mapping[str, Callable[[Any], dict]] = field(default_factory=dict)
     #: text-encoder roles whose stand-in is another family's (role -> that family): files such as
     #: ``clip_l.safetensors`` and ``t5xxl_fp16.safetensors`` serve several families, so one stand-in does too
     #: (the borrowing family's tiny network then takes that family's encoder widths)
@@ -51,6 +55,17 @@ def _vae(pipe) -> dict:
 
 def _encoder(attr: str) -> Writer:
     return lambda pipe: layouts.text_encoder_state(getattr(pipe, attr))
+
+
+def _sd3_controlnet(pipe):
+    """An SD3 ControlNet (one block) from the stand-in transformer, built once per pipeline."""
+    net = getattr(pipe, "_stand_in_controlnet", None)
+    if net is None:
+        from diffusers import SD3ControlNetModel
+
+        net = SD3ControlNetModel.from_transformer(pipe.transformer, num_layers=1, num_extra_conditioning_channels=0)
+        pipe._stand_in_controlnet = net
+    return net
 
 
 FAMILIES: dict[str, FamilyStandIns] = {f.name: f for f in (
@@ -74,7 +89,8 @@ FAMILIES: dict[str, FamilyStandIns] = {f.name: f for f in (
         "sd3", "Stable Diffusion 3.x", tiny.build_sd3_single_file,
         parts={"checkpoint": layouts.sd3_checkpoint, "vae": _vae,
                "diffusion_model": lambda pipe: layouts.sd3_original(pipe.transformer),
-               "lora": lora_files.transformer_lora},
+               "lora": lora_files.transformer_lora, "controlnet": lambda pipe: _sd3_controlnet(pipe).state_dict()},
+        configs={"controlnet": lambda pipe: json.loads(_sd3_controlnet(pipe).to_json_string())},
         text_encoders={"clip_l": _encoder("text_encoder"), "clip_g": _encoder("text_encoder_2"),
                        "t5": _encoder("text_encoder_3")},
         roles_by_position={1: ("t5",), 2: ("clip_l", "clip_g"), 3: ("clip_l", "clip_g", "t5")}),

@@ -8,6 +8,7 @@ A file already there is replaced only when it is a stand-in itself (its metadata
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -79,5 +80,11 @@ def write(plan: Plan, models_dir: Path) -> list[tuple[Placement, Path]]:
                 else:
                     tensors = fam.parts[kind](pipe, p.role) if p.role else fam.parts[kind](pipe)
                 save(tensors, target, metadata={METADATA_KEY: f"{p.family} {kind} {p.role or ''}".strip()})
+                if kind in fam.configs:
+                    config = target.parent / f".stand-in-{p.family}"
+                    config.mkdir(parents=True, exist_ok=True)
+                    (config / "config.json").write_text(json.dumps(fam.configs[kind](pipe), default=list),
+                                                        encoding="utf-8")
+                    (config / FOLDER_MARKER).write_text(f"{p.describe()} config\n", encoding="utf-8")
             written.append((p, target))
     return written
