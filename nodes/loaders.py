@@ -3,8 +3,8 @@
 They read the ComfyUI folders of every models folder (``diffusion_models/``, ``text_encoders/``, ``vae/``; see
 :mod:`nodes.part_files`) and give the same MODEL, CLIP and VAE values as LoadModel, so the rest of a graph
 does not care how a model was kept. A CLIP made of separate files gets its family from the loader's ``type``
-(ComfyUI's names) and its slots from the files: T5 files fill ``t5``, CLIP files ``clip_l`` then ``clip_g``
-(the narrower first, as CLIP-L is narrower than CLIP-G).
+(ComfyUI's names) and its slots from the files: a T5 or Qwen3 file fills the slot of its kind (``t5``,
+``qwen3``), CLIP files ``clip_l`` then ``clip_g`` (the narrower first, as CLIP-L is narrower than CLIP-G).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from graph_runtime import Node, NodeError, NodeInputs, Output, Widget
 
 from .device import resolve_device, resolve_dtype
 from .model_store import ModelStore, file_identity
-from .part_files import config_folders, find_part, list_parts
+from .part_files import config_folders, find_part, list_parts, text_encoder_kind
 from .types import TextEncoderBundle
 
 CLIP_TYPES = ("stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv", "pixart", "cosmos",
@@ -25,7 +25,11 @@ CLIP_TYPES = ("stable_diffusion", "stable_cascade", "sd3", "stable_audio", "moch
 DUAL_CLIP_TYPES = ("sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image", "hunyuan_video_15",
                    "kandinsky5", "kandinsky5_image", "ltxv", "newbie", "ace")
 #: ComfyUI CLIP type -> the family it makes here
-CLIP_FAMILIES = {"stable_diffusion": "sd1", "sd3": "sd3", "sdxl": "sdxl", "flux": "flux"}
+CLIP_FAMILIES = {"stable_diffusion": "sd1", "sd3": "sd3", "sdxl": "sdxl", "flux": "flux", "lumina2": "z_image",
+                 "qwen_image": "qwen_image"}
+#: transformers model types of the text encoders that are no CLIP -> the slot each fills
+NAMED_SLOTS = {"t5": "t5", "qwen3": "qwen3", "qwen2_5_vl": "qwen25vl"}
+SLOT_LABELS = {"t5": "T5", "qwen3": "Qwen3", "qwen25vl": "Qwen2.5-VL"}
 
 
 def _extra(ctx: Any) -> list:
@@ -101,19 +105,27 @@ def make_clip(ctx: Any, clip_type: str, names: list[tuple[str, str]], device: st
     if family_name is None:
         raise NodeError(f"type: {clip_type} text encoders are not supported here yet; supported: "
                         f"{', '.join(CLIP_FAMILIES)}")
+    family = families.by_name(family_name)
+    slots = [s for s, _, _ in family.encoder_slots]
+    for what, name in names:  # before any weights are read: a file of a kind the family has no slot for
+        kind = text_encoder_kind(find_part("text_encoder", name, what, _extra(ctx)))
+        if kind in SLOT_LABELS and kind not in slots:
+            raise NodeError(f"{what}: {name} is a {SLOT_LABELS[kind]} text encoder; a {clip_type} CLIP "
+                            f"({family.label}) takes {', '.join(slots)}")
     loaded = [(what, _load(ctx, "text_encoder", name, what, "cpu" if device == "cpu" else "auto"))
               for what, name in names]
-    t5 = [(w, x) for w, x in loaded if x.encoder.model.config.model_type == "t5"]
-    clips = sorted(((w, x) for w, x in loaded if x.encoder.model.config.model_type != "t5"),
+    named = [(NAMED_SLOTS[x.encoder.model.config.model_type], w, x) for w, x in loaded
+             if x.encoder.model.config.model_type in NAMED_SLOTS]
+    clips = sorted(((w, x) for w, x in loaded if x.encoder.model.config.model_type not in NAMED_SLOTS),
                    key=lambda wx: wx[1].encoder.model.config.hidden_size)  # stable: equal widths keep their order
-    slots = [s for s, _, _ in families.by_name(family_name).encoder_slots]
     clip_slots = [s for s in slots if s.startswith("clip")]
-    if len(clips) > len(clip_slots) or len(t5) > ("t5" in slots):
-        raise NodeError(f"{names[0][0]}: a {clip_type} CLIP takes {', '.join(slots)}; got "
-                        f"{len(clips)} CLIP and {len(t5)} T5 files")
+    kinds = [slot for slot, _, _ in named]
+    if len(clips) > len(clip_slots) or any(k not in slots or kinds.count(k) > 1 for k in kinds):
+        got = [f"{len(clips)} CLIP file{'s' * (len(clips) > 1)}"] if clips else []
+        got += [f"{w} a {SLOT_LABELS[slot]} text encoder" for slot, w, _ in named]
+        raise NodeError(f"{names[0][0]}: a {clip_type} CLIP takes {', '.join(slots)}; got {', '.join(got)}")
     encoders = {slot: x.encoder for slot, (_, x) in zip(clip_slots, clips, strict=False)}
-    if t5:
-        encoders["t5"] = t5[0][1].encoder
+    encoders |= {slot: x.encoder for slot, _, x in named}
     if family_name == "sd1" and clips and clips[0][1].encoder.model.config.hidden_size == 1024:
         family_name = "sd2"  # OpenCLIP-H: SD2.x
     family = families.by_name(family_name)

@@ -1,6 +1,7 @@
 """Nodes that change how a loaded model or text encoder is used, without reloading it (ComfyUI's names):
-CLIPSetLastLayer, ModelSamplingDiscrete, ModelSamplingSD3, ModelSamplingFlux. Each returns a new MODEL / CLIP
-value that shares the network with its input, so the input stays as it was for the rest of the graph."""
+CLIPSetLastLayer, ModelSamplingDiscrete, ModelSamplingSD3, ModelSamplingAuraFlow, ModelSamplingFlux. Each
+returns a new MODEL / CLIP value that shares the network with its input, so the input stays as it was for the
+rest of the graph."""
 
 from __future__ import annotations
 
@@ -89,6 +90,42 @@ class ModelSamplingSD3(Node):
         return (model.with_config(shift=float(inputs.shift)),)
 
 
+class ModelSamplingAuraFlow(Node):
+    """Set the timestep shift of a flow-matching model whose network takes the noise level itself as its
+    timestep (ComfyUI's multiplier 1: Z-Image, Qwen-Image, Lumina 2, AuraFlow); ModelSamplingSD3 is the same
+    for networks that take it times 1000. A resolution-dependent shift gives way to this fixed one."""
+
+    CATEGORY = "advanced/model"
+    DISPLAY_NAME = "ModelSamplingAuraFlow"
+
+    class Inputs(NodeInputs):
+        model: Any = Link("MODEL")
+        shift: float = Widget(1.73, ge=0.0, le=100.0, step=0.01)
+
+    OUTPUTS = (Output("MODEL", "MODEL"),)
+
+    def execute(self, inputs: Any, ctx: Any) -> tuple:
+        from schedulers.model_sampling import is_flow_config
+
+        model = _check_model(inputs.model)
+        if not is_flow_config(model.scheduler_config):
+            raise NodeError(f"model: {model.name} ({model.family.label}) is not a flow-matching model; "
+                            "ModelSamplingAuraFlow sets the shift of flow models")
+        if model.family.comfy_multiplier != 1.0:
+            raise NodeError(f"model: {model.name} is a {model.family.label} model, whose network takes the "
+                            "noise level times 1000 as its timestep; ModelSamplingAuraFlow (multiplier 1) is "
+                            "for networks that take it as it is: use ModelSamplingSD3")
+        if inputs.shift <= 0:
+            raise NodeError("shift: must be above 0")
+        # a fixed shift in place of the model's own sampling (ComfyUI's node swaps it whole): no resolution-
+        # dependent shift, no stretch to a terminal sigma
+        config = model.scheduler_config
+        changes = {"use_dynamic_shifting": False} if config.get("use_dynamic_shifting") else {}
+        if config.get("shift_terminal"):
+            changes["shift_terminal"] = None
+        return (model.with_config(shift=float(inputs.shift), **changes),)
+
+
 class ModelSamplingFlux(Node):
     """Fix a flow model's resolution-dependent shift for an image size (Flux): ``mu`` on the line from
     base_shift at 256 image tokens to max_shift at 4096 (a 1024x1024 image), at width x height / 256 tokens;
@@ -121,4 +158,4 @@ class ModelSamplingFlux(Node):
         return (model.with_config(**line, mu=mu, sigma_table_size=10000),)
 
 
-NODES = [CLIPSetLastLayer, ModelSamplingDiscrete, ModelSamplingSD3, ModelSamplingFlux]
+NODES = [CLIPSetLastLayer, ModelSamplingDiscrete, ModelSamplingSD3, ModelSamplingAuraFlow, ModelSamplingFlux]

@@ -9,8 +9,9 @@ it) or one ``.safetensors`` file in the layout users download:
 * diffusion model -- the original layout of its family (SD3's MMDiT ``joint_blocks``), loaded with diffusers'
   ``from_single_file`` and the configuration of the first config folder whose shapes fit;
 * text encoder -- transformers' own key names (``clip_l.safetensors``, ``clip_g.safetensors``,
-  ``t5xxl_*.safetensors``): CLIP (with or without its projection) or T5, built from the first fitting
-  configuration; tokenizers come from that folder, T5's from the vocabulary the project ships;
+  ``t5xxl_*.safetensors``; ``qwen_3_4b.safetensors`` as Qwen3ForCausalLM names it, ``model.`` prefix and
+  tied head optional): CLIP (with or without its projection), T5 or Qwen3, built from the first fitting
+  configuration; tokenizers come from that folder, T5's and Qwen3's from the vocabularies the project ships;
 * VAE -- the original (LDM) layout, or diffusers' names.
 
 Config folders are the diffusers model folders in the models folders (so a model's own folder configures its
@@ -19,6 +20,7 @@ parts) and those shipped in ``models/configs``.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -44,6 +46,11 @@ log = logging.getLogger(__name__)
 FOLDERS = {"network": ("diffusion_models", "unet"), "text_encoder": ("text_encoders", "clip"), "vae": ("vae",),
            "lora": ("loras",), "upscale_model": ("upscale_models",), "controlnet": ("controlnet",)}
 T5_TOKENIZER = Path(__file__).resolve().parent.parent / "models" / "tokenizers" / "t5"
+QWEN3_TOKENIZER = T5_TOKENIZER.parent / "qwen3"
+#: a text encoder kind -> the vocabulary the project ships for its files (they hold weights only)
+SHIPPED_TOKENIZERS = {"t5": T5_TOKENIZER, "qwen3": QWEN3_TOKENIZER, "qwen25vl": QWEN3_TOKENIZER}
+#: transformers model types of component folders -> the kinds single files are told apart by
+MODEL_TYPE_KINDS = {"clip_text_model": "clip", "t5": "t5", "qwen3": "qwen3", "qwen2_5_vl": "qwen25vl"}
 
 
 # ---- finding ------------------------------------------------------------------------------------------------
@@ -158,7 +165,6 @@ def _shapes(path: Path | InMemoryPart) -> dict[str, tuple[int, ...]]:
 
     if isinstance(path, InMemoryPart):
         return {k: tuple(v.shape) for k, v in path.tensors.items()}
-
     try:
         return checkpoint_shapes(path)
     except Exception as exc:  # safetensors raises its own error types for damaged headers
@@ -254,12 +260,44 @@ def _load_network(path: Path, dtype: torch.dtype, candidates: list[Path]):
                     + (f" (tried {', '.join(tried)})" if tried else ""))
 
 
+def text_encoder_kind(path: Path) -> str | None:
+    """What a text encoder part is, from its tensor names alone: "clip", "clip_projection", "t5", "qwen3",
+    or None (not a text encoder file this runtime reads; a component folder is read by its config)."""
+    if path.is_dir():
+        model_type = read_json(path / "config.json").get("model_type", "") if (path / "config.json").is_file() else ""
+        return MODEL_TYPE_KINDS.get(model_type, model_type or None)
+    return _text_encoder_kind(_shapes(path))
+
+
 def _text_encoder_kind(shapes: dict[str, tuple[int, ...]]) -> str | None:
     if any(k.startswith("text_model.encoder.layers.") for k in shapes):
         return "clip_projection" if "text_projection.weight" in shapes else "clip"
     if "shared.weight" in shapes and any(k.startswith("encoder.block.") for k in shapes):
         return "t5"
+    if any(".merger." in k and "visual." in k for k in shapes) and _vl_text_names(shapes):
+        return "qwen25vl"  # Qwen2.5-VL: a vision tower beside the language model (Qwen-Image's encoder)
+    inner = _decoder_names(shapes)
+    if "embed_tokens.weight" in inner and "layers.0.self_attn.q_norm.weight" in inner:
+        return "qwen3"  # Qwen3 normalises queries and keys per head; Qwen2.x and Llama do not
     return None
+
+
+def _vl_text_names(shapes: dict) -> dict:
+    """The language model's tensors of a Qwen2.5-VL file, under Qwen2 names (``model.layers...`` as the
+    original checkpoint keeps them, or ``model.language_model.layers...`` as transformers 5 saves them)."""
+    out = {}
+    for k, v in shapes.items():
+        for prefix in ("model.language_model.", "model."):
+            if k.startswith(prefix) and not k.startswith("model.visual."):
+                out[k[len(prefix):]] = v
+                break
+    return out if "embed_tokens.weight" in out else {}
+
+
+def _decoder_names(shapes: dict) -> dict:
+    """A decoder-only language model's tensors under Qwen3Model's names: Qwen3ForCausalLM's ``model.``
+    prefix dropped, its output head (tied to the embeddings, unused for text states) left out."""
+    return {k.removeprefix("model."): v for k, v in shapes.items() if k != "lm_head.weight"}
 
 
 def _encoder_configs(folder: Path) -> list[tuple[Path, dict]]:
@@ -284,6 +322,27 @@ def _config_fits(kind: str, shapes: dict, cfg: dict) -> bool:
                 and cfg.get("vocab_size") == vocab and cfg.get("num_hidden_layers") == len(layers)
                 and (has_proj == (proj is not None) or not has_proj)  # a plain CLIP ignores a projection
                 and (proj is None or cfg.get("projection_dim") == proj[0]))
+    if kind == "qwen25vl":
+        inner, text = _vl_text_names(shapes), cfg.get("text_config") or cfg
+        vocab, hidden = inner["embed_tokens.weight"]
+        layers = {int(k.split(".")[1]) for k in inner if k.startswith("layers.")}
+        heads = text.get("num_attention_heads", 1)
+        return (cfg.get("model_type") == "qwen2_5_vl" and text.get("hidden_size") == hidden
+                and text.get("vocab_size", cfg.get("vocab_size")) == vocab
+                and text.get("num_hidden_layers") == len(layers)
+                and text.get("num_key_value_heads", 0) * (hidden // heads)
+                == inner["layers.0.self_attn.k_proj.weight"][0])
+    if kind == "qwen3":
+        inner = _decoder_names(shapes)
+        vocab, hidden = inner["embed_tokens.weight"]
+        head = inner["layers.0.self_attn.q_norm.weight"][0]
+        layers = {int(k.split(".")[1]) for k in inner if k.startswith("layers.")}
+        return (cfg.get("model_type") == "qwen3" and cfg.get("hidden_size") == hidden
+                and cfg.get("vocab_size") == vocab and cfg.get("num_hidden_layers") == len(layers)
+                and cfg.get("head_dim", hidden // cfg.get("num_attention_heads", 1)) == head
+                and cfg.get("num_attention_heads", 0) * head == inner["layers.0.self_attn.q_proj.weight"][0]
+                and cfg.get("num_key_value_heads", 0) * head == inner["layers.0.self_attn.k_proj.weight"][0]
+                and cfg.get("intermediate_size") == inner["layers.0.mlp.gate_proj.weight"][0])
     layers = {int(k.split(".")[2]) for k in shapes if k.startswith("encoder.block.")}
     vocab, d_model = shapes["shared.weight"]
     return (cfg.get("model_type") == "t5" and cfg.get("d_model") == d_model and cfg.get("vocab_size") == vocab
@@ -305,8 +364,8 @@ def _load_text_encoder(path: Path, dtype: torch.dtype, candidates: list[Path]) -
     if kind is None:
         from .families.recognise import describe
 
-        raise NodeError(f"{path.name}: {describe(shapes)}, not a text encoder (CLIP or T5 with transformers' "
-                        "key names)")
+        raise NodeError(f"{path.name}: {describe(shapes)}, not a text encoder (CLIP, T5, Qwen3 or Qwen2.5-VL "
+                        "with transformers' key names)")
     fitting = [(folder, sub, cfg) for folder in candidates for sub, cfg in _encoder_configs(folder)
                if _config_fits(kind, shapes, cfg)]
     # a config of the file's own kind first (a CLIP with its projection), then a plain CLIP that ignores it
@@ -315,14 +374,22 @@ def _load_text_encoder(path: Path, dtype: torch.dtype, candidates: list[Path]) -
         raise NodeError(f"{path.name}: a {kind.replace('_', ' with ')} text encoder ({len(shapes)} tensors) that no "
                         "configuration fits; put its model's diffusers folder (or config) in a models folder")
     folder, sub, cfg = fitting[0]
+    if kind == "qwen25vl":  # transformers' own loading: legacy key names, rotary buffers, tied head
+        cls = transformers.Qwen2_5_VLForConditionalGeneration
+        model = cls.from_pretrained(None, config=cls.config_class.from_pretrained(str(sub)),
+                                    state_dict=_state(path, dtype), torch_dtype=dtype)
+        return TextEncoder(_tokenizer_for(folder, sub.name, cfg, kind), model.eval())
     arch = (cfg.get("architectures") or [None])[0]
     cls = getattr(transformers, str(arch), None) or {
         "clip": transformers.CLIPTextModel, "clip_projection": transformers.CLIPTextModelWithProjection,
-        "t5": transformers.T5EncoderModel}[kind]
+        "t5": transformers.T5EncoderModel, "qwen3": transformers.Qwen3Model}[kind]
+    if kind == "qwen3" and "CausalLM" in cls.__name__:
+        cls = transformers.Qwen3Model  # the text states are the base model's; the head is not read
     config = cls.config_class.from_pretrained(str(sub))
     with torch.device("meta"):
         model = cls(config)
-    state = _own_names(_state(path, dtype), model)
+    state = _state(path, dtype)
+    state = _decoder_names(state) if kind == "qwen3" else _own_names(state, model)
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     missing = [k for k in missing if not k.endswith("position_ids") and k != "encoder.embed_tokens.weight"]
     if missing or unexpected:
@@ -353,7 +420,11 @@ def _materialise(model: torch.nn.Module, dtype: torch.dtype) -> None:
         if buf.is_meta:
             owner = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
             leaf = name.rpartition(".")[2]
-            if leaf == "position_ids":
+            if leaf in ("inv_freq", "original_inv_freq") and hasattr(owner, "config"):
+                with torch.device("cpu"):  # rotary frequencies: computed from the config, as the model does
+                    fresh = type(owner)(owner.config)
+                owner.register_buffer(leaf, getattr(fresh, leaf), persistent=False)
+            elif leaf == "position_ids":
                 owner.register_buffer(leaf, torch.arange(buf.shape[-1]).expand(buf.shape), persistent=False)
             else:
                 owner.register_buffer(leaf, torch.zeros(buf.shape, dtype=buf.dtype), persistent=False)
@@ -361,26 +432,44 @@ def _materialise(model: torch.nn.Module, dtype: torch.dtype) -> None:
 
 def _tokenizer_for(folder: Path, encoder_sub: str, cfg: dict, kind: str | None = None):
     """The tokenizer that goes with text encoder ``encoder_sub`` of ``folder`` (text_encoder_2 ->
-    tokenizer_2); T5's shipped vocabulary when the folder has none."""
+    tokenizer_2); the vocabulary the project ships for T5 or Qwen3 when the folder has none."""
     import transformers
 
     suffix = encoder_sub[len("text_encoder"):] if encoder_sub.startswith("text_encoder") else ""
     tok_dir = folder / f"tokenizer{suffix}"
-    is_t5 = kind == "t5" or cfg.get("model_type") == "t5"
     if tok_dir.is_dir():
         return transformers.AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
-    if is_t5:
-        return transformers.T5TokenizerFast.from_pretrained(str(T5_TOKENIZER))
+    shipped = SHIPPED_TOKENIZERS.get(kind or cfg.get("model_type", ""))
+    if shipped is not None:
+        return _shipped_tokenizer(shipped)
     raise NodeError(f"{folder.name}: no tokenizer{suffix}/ folder for its {encoder_sub}")
+
+
+@functools.cache
+def _shipped_tokenizer(folder: Path):
+    """A shipped vocabulary, read once per process (building Qwen3's fast tokenizer takes seconds); the
+    tokenizers are only called, never changed."""
+    import transformers
+
+    return transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
 def _load_vae(path: Path, dtype: torch.dtype, candidates: list[Path]):
     from diffusers import AutoencoderKL
 
     if path.is_dir():
+        if read_json(path / "config.json").get("_class_name") == "AutoencoderKLQwenImage":
+            from diffusers import AutoencoderKLQwenImage
+
+            from .families.qwen_image import FrameVAE
+
+            return FrameVAE(AutoencoderKLQwenImage.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True,
+                                                                   low_cpu_mem_usage=False))
         return AutoencoderKL.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True,
                                              low_cpu_mem_usage=False)
     shapes = _shapes(path)
+    if len(shapes.get("decoder.conv1.weight", shapes.get("decoder.conv_in.weight", ()))) == 5:
+        return _load_frame_vae(path, shapes, dtype, candidates)
     conv = shapes.get("decoder.conv_in.weight")
     if conv is None:
         from .families.recognise import describe
@@ -408,3 +497,34 @@ def _load_vae(path: Path, dtype: torch.dtype, candidates: list[Path]):
             log.info("%s does not fit %s: %s", path.name, folder.name, exc)
     raise NodeError(f"{path.name}: a VAE with {latent} latent channels that no configuration fits")
 
+
+
+def _load_frame_vae(path: Path, shapes: dict, dtype: torch.dtype, candidates: list[Path]):
+    """A causal 3-D VAE file (Qwen-Image's, Wan 2.1's layout: ``encoder.conv1``, ``decoder.upsamples``; or
+    diffusers' names), as :class:`nodes.families.qwen_image.FrameVAE`, from the first config whose base width
+    and latent channels fit."""
+    from diffusers import AutoencoderKLQwenImage
+    from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+    from .families.qwen_image import FrameVAE
+
+    original = "decoder.conv1.weight" in shapes
+    base = shapes["encoder.conv1.weight" if original else "encoder.conv_in.weight"][0]
+    z_dim = shapes["conv2.weight" if original else "post_quant_conv.weight"][0]
+    for folder in candidates:
+        cfg_path = folder / "vae" / "config.json"
+        if not cfg_path.is_file():
+            continue
+        cfg = read_json(cfg_path)
+        if cfg.get("_class_name") != "AutoencoderKLQwenImage" or (cfg.get("base_dim"), cfg.get("z_dim")) != (base, z_dim):
+            continue
+        state = _state(path, dtype)
+        vae = AutoencoderKLQwenImage.from_config(cfg)
+        try:
+            vae.load_state_dict(convert_wan_vae_to_diffusers(state) if original else state)
+        except RuntimeError as exc:
+            log.info("%s does not fit %s: %s", path.name, folder.name, exc)
+            continue
+        return FrameVAE(vae.to(dtype))
+    raise NodeError(f"{path.name}: a 3-D (Qwen-Image / Wan) VAE of base width {base} and {z_dim} latent channels "
+                    "that no configuration fits")

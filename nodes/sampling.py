@@ -104,7 +104,8 @@ def make_schedule(model: ModelBundle, scheduler: str, steps: int, denoise: float
         return build_schedule(
             scheduler, config, steps, denoise=denoise, sigma_spacing=sigma_spacing,
             timestep_spacing=None if timestep_spacing == "default" else timestep_spacing,
-            overrides=overrides, eta=eta, device=model.device, pipeline_sigmas=model.family.pipeline_sigmas(steps))
+            overrides=overrides, eta=eta, device=model.device, pipeline_sigmas=model.family.pipeline_sigmas(steps),
+            sigmas_for_flow_solvers=model.family.sigmas_for_flow_solvers)
     except (ValueError, TypeError, NotImplementedError) as exc:
         where = "denoise" if "denoise" in str(exc) else "config_overrides" if overrides else "scheduler"
         raise NodeError(f"{where}: {scheduler} with these settings fails: {exc}") from None
@@ -160,8 +161,9 @@ def guidance_inputs(model: ModelBundle, positive: Any, negative: Any, shape: tup
     neg = None
     if do_cfg:
         neg = check_conditioning(negative, "negative")
-        a, b = match_lengths(pos.embeds, neg.embeds)
-        pos, neg = replace(pos, embeds=a), replace(neg, embeds=b)
+        if family.matched_lengths:
+            a, b = match_lengths(pos.embeds, neg.embeds)
+            pos, neg = replace(pos, embeds=a), replace(neg, embeds=b)
         neg = _to(family.network_inputs(model, neg, shape, "negative"), model.device, model.dtype)
     return _to(family.network_inputs(model, pos, shape, "positive"), model.device, model.dtype), neg
 
@@ -272,7 +274,8 @@ def run_sampler(ctx: Any, model: ModelBundle, positive: Any, negative: Any, late
 
                 def empty(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
                     return ms.zero_estimate(x, ms.sigma(t))
-        denoiser = CFGDenoiser(model.family.network(model), pos, neg, cfg, empty=empty)
+        denoiser = CFGDenoiser(model.family.network(model), pos, neg, cfg, empty=empty,
+                               combine=model.family.guide)
 
     x = samples.to(device=device, dtype=dtype)
     if not add_noise:

@@ -137,14 +137,19 @@ class CFGDenoiser:
     With entries, ``empty(x, t)`` is the prediction of a latent pixel no entry of a side covers (ComfyUI's: the
     output whose denoised estimate is 0); without it such pixels predict 0.
 
+    ``combine(uncond, cond, cfg)`` replaces that formula where a family's pipeline orders the arithmetic
+    differently (the same value, other last bits).
+
     ``calls`` counts network evaluations (one per ``__call__``, whatever the CFG batching).
     """
 
     def __init__(self, network: Callable[..., Any], positive: Inputs | Sequence[CondEntry],
                  negative: Inputs | Sequence[CondEntry] | None = None, cfg: float = 7.5,
-                 empty: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
+                 empty: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 combine: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None):
         self.network = network
         self.cfg = float(cfg)
+        self.combine = combine
         self.calls = 0
         self.empty = empty
         self._entries: list[tuple[int, CondEntry]] | None = None
@@ -191,6 +196,8 @@ class CFGDenoiser:
             out = out[0]
         if self.do_cfg:
             uncond, cond = out.chunk(2)
+            if self.combine is not None:
+                return self.combine(uncond, cond, self.cfg)
             out = uncond + self.cfg * (cond - uncond)
         return out
 
@@ -248,6 +255,8 @@ class CFGDenoiser:
         if not self.do_cfg:
             return cond
         uncond = out[0]
+        if self.combine is not None:
+            return self.combine(uncond, cond, self.cfg)
         return uncond + self.cfg * (cond - uncond)
 
     def _holes(self, active: tuple, weight: dict) -> dict[int, torch.Tensor | None]:

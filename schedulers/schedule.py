@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from . import kdiffusion, registry
@@ -96,12 +97,14 @@ def build_schedule(
     eta: float | None = None,
     device: torch.device | str | None = "cpu",
     pipeline_sigmas: Sequence[float] | None = None,
+    sigmas_for_flow_solvers: bool = False,
 ) -> Schedule:
     """Schedule for registered scheduler ``name`` on a model whose scheduler config is ``scheduler_config``.
 
     ``pipeline_sigmas`` are the family pipeline's own sigmas (Flux's ``linspace(1, 1/steps, steps)``), given to
     a class whose ``set_timesteps`` takes sigmas unless its config uses its own flow sigmas, as the pipeline's
-    ``retrieve_timesteps`` does. A dynamic-shifting config passes its ``mu`` (:func:`dynamic_mu`) to classes
+    ``retrieve_timesteps`` does; with ``sigmas_for_flow_solvers`` (ZImagePipeline, QwenImagePipeline) those
+    get them too, as a float64 array (UniPC's flow path does arithmetic on them; a list fails there). A dynamic-shifting config passes its ``mu`` (:func:`dynamic_mu`) to classes
     that take it; the others get the equal fixed shift.
 
     ``sigma_spacing`` other than 'default' sets the class's own ``use_<spacing>_sigmas`` flag (diffusers'
@@ -137,10 +140,12 @@ def build_schedule(
     ov.update(overrides or {})
     set_kwargs: dict[str, Any] = {"num_inference_steps": steps}
     takes = inspect.signature(entry.cls.set_timesteps).parameters
-    if pipeline_sigmas is not None and "sigmas" in takes and not {**scheduler_config, **ov}.get("use_flow_sigmas"):
+    flow_solver = bool({**scheduler_config, **ov}.get("use_flow_sigmas"))
+    if pipeline_sigmas is not None and "sigmas" in takes and (sigmas_for_flow_solvers or not flow_solver):
         if len(pipeline_sigmas) != steps:
             raise ValueError(f"pipeline_sigmas: {len(pipeline_sigmas)} sigmas for {steps} steps")
-        set_kwargs = {"sigmas": [float(s) for s in pipeline_sigmas]}
+        values = [float(s) for s in pipeline_sigmas]
+        set_kwargs = {"sigmas": np.asarray(values, dtype=np.float64) if flow_solver else values}
     mu = dynamic_mu(scheduler_config)
     if mu is not None:
         if "mu" in takes:

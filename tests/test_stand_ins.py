@@ -321,7 +321,7 @@ def test_a_family_without_stand_ins_is_named_with_node_input_and_file(tmp_path, 
     })
     w = tmp_path / "w0.json"
     assert f"{w}: node 1 (UNETLoader) input unet_name: 'hidream_i1_dev_bf16.safetensors': family hidream (from its " \
-           "file name) has no stand-ins yet (families with stand-ins: sd1, sd2, sdxl, sd3, flux)" in err
+           "file name) has no stand-ins yet (families with stand-ins: sd1, sd2, sdxl, sd3, flux, z_image, qwen_image)" in err
     assert f"{w}: node 2 (CLIPLoader) input clip_name: 'umt5_xxl_fp8.safetensors': family wan (from its loader " \
            "type wan)" in err
     assert "node 3 (VAELoader) input vae_name: 'wan_2.1_vae.safetensors': family wan" in err

@@ -11,15 +11,17 @@ from graph_runtime import NodeError
 
 from .base import Family, LatentFormat, Parts, TextEncoder, read_json
 from .flux import Flux
+from .qwen_image import QwenImage
 from .sd1 import StableDiffusion1
 from .sd2 import StableDiffusion2
 from .sd3 import StableDiffusion3
 from .sdxl import StableDiffusionXL
+from .zimage import ZImage
 
 __all__ = ["FAMILIES", "Family", "LatentFormat", "Parts", "TextEncoder", "by_name", "for_file", "for_folder"]
 
 FAMILIES: tuple[Family, ...] = (StableDiffusion1(), StableDiffusion2(), StableDiffusionXL(), StableDiffusion3(),
-                                Flux())
+                                Flux(), ZImage(), QwenImage())
 
 
 def by_name(name: str) -> Family:

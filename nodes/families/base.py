@@ -9,6 +9,8 @@ latent nodes and the previews know only this interface:
 * text conditioning -- :meth:`Family.encode` (which encoders, which hidden layer, pooled outputs);
 * denoiser inputs -- :meth:`Family.network_inputs` (the family's extra inputs besides the text states) and
   :meth:`Family.network` (the call convention of its network);
+* guidance -- :meth:`Family.guide` (how the conditional and unconditional predictions combine) and
+  :attr:`Family.matched_lengths` (whether positive and negative text states are evened out to one length);
 * model sampling -- read from the model's own scheduler config (:mod:`schedulers.model_sampling`); a family
   whose pipeline passes its own sigmas says so in :meth:`Family.pipeline_sigmas`.
 """
@@ -136,6 +138,15 @@ class Family:
     latent: ClassVar[LatentFormat] = LatentFormat(4)
     #: the scheduler config of the family's reference model, for a network loaded without one
     default_scheduler: ClassVar[dict] = {}
+    #: positive and negative text states are evened out to one length before guidance batches them
+    #: (:func:`nodes.types.match_lengths`); a family whose network takes each prompt's own tokens says False
+    matched_lengths: ClassVar[bool] = True
+    #: ComfyUI's timestep multiplier for the family's flow network (the network sees sigma x this there):
+    #: 1000 for SD3-style models, 1 for those taking the noise level itself (what ModelSamplingAuraFlow sets)
+    comfy_multiplier: ClassVar[float] = 1000.0
+    #: the pipeline gives its own sigmas to the flow-sigma solvers too (UniPC, DPM++ on flow models), where
+    #: FluxPipeline leaves those to the solver
+    sigmas_for_flow_solvers: ClassVar[bool] = False
 
     # ---- recognise ----------------------------------------------------------------------------------
     def matches_folder(self, folder: Path, index: Mapping[str, Any]) -> bool:
@@ -216,4 +227,9 @@ class Family:
     def network(self, model: Any) -> Callable[..., Any]:
         """The network as ``f(x, t, **inputs) -> output`` (a UNet's call convention by default)."""
         return model.network
+
+    def guide(self, uncond: torch.Tensor, cond: torch.Tensor, cfg: float) -> torch.Tensor:
+        """Classifier-free guidance as the family's pipeline computes it (the same value in every family;
+        the order of operations decides the last bits)."""
+        return uncond + cfg * (cond - uncond)
 

@@ -53,6 +53,7 @@ class Flux(Family):
     network_part = "transformer"
     encoder_slots = (("clip_l", "tokenizer", "text_encoder"), ("t5", "tokenizer_2", "text_encoder_2"))
     latent = LatentFormat(16, 8, GREY, None, packing=2)
+    comfy_multiplier = 1.0
     default_scheduler = DEV_SCHEDULER
 
     def matches_network_config(self, config: Any) -> bool:

@@ -17,6 +17,10 @@ def describe(shapes: dict[str, tuple[int, ...]]) -> str:
     inner = [strip(k) for k in keys]
     if any(k.startswith("joint_blocks.") for k in inner):
         return "an SD3 MMDiT diffusion model (original layout; load it with UNETLoader)"
+    if "cap_embedder.1.weight" in inner and any(".attention.qkv." in k for k in inner):
+        return "a Z-Image S3-DiT diffusion model (original layout; load it with UNETLoader)"
+    if "txt_norm.weight" in inner and "img_in.weight" in inner:
+        return "a Qwen-Image MMDiT diffusion model (load it with UNETLoader)"
     if any(k.startswith("double_blocks.") for k in inner):
         return "a Flux diffusion model (original layout; load it with UNETLoader)"
     if has("model.diffusion_model.input_blocks.") and has("first_stage_model."):
@@ -32,6 +36,10 @@ def describe(shapes: dict[str, tuple[int, ...]]) -> str:
         return "a CLIP text encoder (CLIPLoader)"
     if has("encoder.block.") and "shared.weight" in shapes:
         return "a T5 text encoder (CLIPLoader)"
+    if any(".merger." in k and "visual." in k for k in keys):
+        return "a Qwen2.5-VL text encoder (CLIPLoader, type qwen_image)"
+    if any(k.removeprefix("model.").startswith("layers.0.self_attn.q_norm.") for k in keys):
+        return "a Qwen3 text encoder (CLIPLoader, type lumina2 for Z-Image)"
     if has("decoder.conv_in.") or has("decoder.up."):
         return "a VAE (VAELoader)"
     if has("single_transformer_blocks.") and has("x_embedder."):

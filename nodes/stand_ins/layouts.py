@@ -7,8 +7,10 @@ conversions our loaders (and diffusers' ``from_single_file``) read.
   under ``model.diffusion_model.``, the text encoders under ``text_encoders.{clip_l,clip_g,t5xxl}.transformer.``);
 * :func:`sd3_original` -- an SD3Transformer2DModel as the original MMDiT checkpoint names it
   (``joint_blocks.N.x_block.attn.qkv``, ``final_layer``, ...), what ``diffusion_models/sd3*.safetensors`` holds;
-* text encoders as transformers names them (``clip_l.safetensors``, ``t5xxl_fp16.safetensors``);
-* a VAE in the original (LDM) layout.
+* :func:`z_image_original` -- a ZImageTransformer2DModel as ComfyUI's ``z_image_turbo_bf16.safetensors`` names it;
+* text encoders as transformers names them (``clip_l.safetensors``, ``t5xxl_fp16.safetensors``; Qwen3 as
+  Qwen3ForCausalLM names it, :func:`qwen3_causal_lm`);
+* a VAE in the original (LDM) layout; Qwen-Image's 3-D VAE in Wan 2.1's (:func:`wan_vae_layout`).
 """
 
 from __future__ import annotations
@@ -194,3 +196,83 @@ def sd3_checkpoint(pipe) -> State:
         state.update({SD3_TEXT_PREFIXES[slot] + (_clip_key(k) if slot != "t5" else k): v.clone()
                       for k, v in model.state_dict().items() if not k.endswith("position_ids")})
     return state
+
+
+def z_image_original(transformer) -> State:
+    """A ZImageTransformer2DModel as the original checkpoint (ComfyUI's diffusion_models file) names it: fused
+    ``attention.qkv``, ``attention.out``, ``q_norm`` / ``k_norm``, ``x_embedder`` and ``final_layer`` without
+    the patch-size key -- the inverse of diffusers' single-file conversion."""
+    import torch
+
+    out = {}
+    sd = {k: v.detach().clone() for k, v in transformer.state_dict().items()}
+    for key in list(sd):
+        if ".attention.to_q." in key:
+            base = key.split(".attention.")[0]
+            out[f"{base}.attention.qkv.weight"] = torch.cat(
+                [sd.pop(f"{base}.attention.to_{x}.weight") for x in "qkv"])
+    for key, value in sd.items():
+        new = (key.replace("all_final_layer.2-1.", "final_layer.").replace("all_x_embedder.2-1.", "x_embedder.")
+               .replace(".attention.to_out.0.", ".attention.out.").replace(".attention.norm_q.", ".attention.q_norm.")
+               .replace(".attention.norm_k.", ".attention.k_norm."))
+        out[new] = value
+    return out
+
+
+def qwen3_causal_lm(text_encoder) -> State:
+    """A transformers Qwen3Model as Qwen3ForCausalLM names it (tied head left out), as ``qwen_3_4b`` holds it."""
+    return {f"model.{k}": v for k, v in text_encoder.state_dict().items()}
+
+
+def qwen25_vl_original(state: State) -> State:
+    """A transformers-5 Qwen2.5-VL state dict under the names the original checkpoint (and ComfyUI's
+    text_encoders/ file) keeps: ``model.layers...``, ``visual...``, ``lm_head``."""
+    out = {}
+    for k, v in state.items():
+        if k.startswith("model.language_model."):
+            k = "model." + k[len("model.language_model."):]
+        elif k.startswith("model.visual."):
+            k = k[len("model."):]
+        out[k] = v.detach().clone()
+    return out
+
+
+_RESNET = (("norm1.gamma", "residual.0.gamma"), ("conv1.", "residual.2."), ("norm2.gamma", "residual.3.gamma"),
+           ("conv2.", "residual.6."), ("conv_shortcut.", "shortcut."))
+
+
+def _wan_resnet(leaf: str) -> str:
+    for new, old in _RESNET:
+        if leaf.startswith(new):
+            return old + leaf[len(new):]
+    return leaf
+
+
+def wan_vae_layout(state: State) -> State:
+    """An AutoencoderKLQwenImage state dict under Wan 2.1's original names (ComfyUI's
+    ``qwen_image_vae.safetensors``): the inverse of diffusers' Wan VAE conversion."""
+    out = {}
+    for key, value in state.items():
+        part, _, rest = key.partition(".")
+        new = key
+        if part in ("quant_conv", "post_quant_conv"):
+            new = ("conv1." if part == "quant_conv" else "conv2.") + rest
+        elif rest.startswith("conv_in."):
+            new = f"{part}.conv1.{rest[len('conv_in.'):]}"
+        elif rest.startswith("norm_out."):
+            new = f"{part}.head.0.{rest[len('norm_out.'):]}"
+        elif rest.startswith("conv_out."):
+            new = f"{part}.head.2.{rest[len('conv_out.'):]}"
+        elif rest.startswith("mid_block."):
+            kind, idx, leaf = rest[len("mid_block."):].split(".", 2)
+            new = (f"{part}.middle.1.{leaf}" if kind == "attentions"
+                   else f"{part}.middle.{2 * int(idx)}.{_wan_resnet(leaf)}")
+        elif rest.startswith("down_blocks."):
+            idx, leaf = rest[len("down_blocks."):].split(".", 1)
+            new = f"{part}.downsamples.{idx}.{_wan_resnet(leaf)}"
+        elif rest.startswith("up_blocks."):
+            block, kind, idx, leaf = rest[len("up_blocks."):].split(".", 3)
+            number = 4 * int(block) + (3 if kind == "upsamplers" else int(idx))
+            new = f"{part}.upsamples.{number}.{_wan_resnet(leaf) if kind == 'resnets' else leaf}"
+        out[new] = value.detach().clone()
+    return out

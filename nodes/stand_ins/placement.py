@@ -250,6 +250,8 @@ def _family(ref: Reference, primary: str | None) -> str | None:
     if ref.part == "text_encoder":
         candidates = _type_families(ref)
         return primary if primary in candidates else (candidates[0] if candidates else primary)
+    if primary in registry.SHARED_NAMES.get(str(ref.name).lower().rsplit("/", 1)[-1], ()):
+        return primary
     return _own_family(ref) or primary
 
 

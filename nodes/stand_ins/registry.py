@@ -102,6 +102,20 @@ FAMILIES: dict[str, FamilyStandIns] = {f.name: f for f in (
         roles_by_position={1: ("t5",), 2: ("clip_l", "t5")},
         notes={"lora": "LoRAs are not applied to Flux.1 models here yet"}),
     FamilyStandIns(
+        "z_image", "Z-Image", partial(tiny.build_z_image, vae_attention=False,
+                                      vae_channels=tiny.STAND_IN_SIZES["vae_channels"]),
+        parts={"vae": _vae, "diffusion_model": lambda pipe: layouts.z_image_original(pipe.transformer)},
+        text_encoders={"qwen": lambda pipe: layouts.qwen3_causal_lm(pipe.text_encoder)},
+        roles_by_position={1: ("qwen",)},
+        notes={"checkpoint": "Z-Image all-in-one checkpoints are not read here yet (the split files are)"}),
+    FamilyStandIns(
+        "qwen_image", "Qwen-Image", tiny.build_qwen_image,
+        parts={"vae": lambda pipe: layouts.wan_vae_layout(pipe.vae.state_dict()),
+               "diffusion_model": lambda pipe: dict(pipe.transformer.state_dict())},
+        text_encoders={"qwen": lambda pipe: layouts.qwen25_vl_original(pipe.text_encoder.state_dict())},
+        roles_by_position={1: ("qwen",)},
+        notes={"checkpoint": "Qwen-Image all-in-one checkpoints are not read here yet (the split files are)"}),
+    FamilyStandIns(
         "esrgan", "ESRGAN", lambda workdir: None,
         parts={"upscale_model": lambda _pipe, role: upscale_files.rrdb_state(int(role.rstrip("x")))}),
 )}
@@ -146,6 +160,10 @@ NAME_HINTS: tuple[tuple[re.Pattern, str], ...] = tuple((re.compile(p), f) for p,
     (r"v2[-_.]1|v2[-_]0|sd[-_]?2|768[-_]v|512[-_]base|stable[-_]diffusion[-_]2", "sd2"),
     (r"v1[-_.][45]|sd[-_]?1|sd15|stable[-_]diffusion[-_]v?1|vae-ft-(mse|ema)", "sd1"),
 ))
+
+#: file names that several families' downloads share -> those families: the workflow's family picks (Z-Image
+#: ships the Flux VAE as ``ae.safetensors``)
+SHARED_NAMES: dict[str, tuple[str, ...]] = {"ae.safetensors": ("flux", "z_image")}
 
 #: a CLIP loader's ``type`` -> the families it can make (the first unless the workflow's models say another)
 CLIP_TYPE_FAMILIES: dict[str, tuple[str, ...]] = {

@@ -1,5 +1,5 @@
 """Tiny random-weight pipelines of each family, built from small configs (as diffusers' own pipeline tests
-build theirs): SD1.x, SD2.x 768-v (v-prediction), SDXL and SD3.
+build theirs): SD1.x, SD2.x 768-v (v-prediction), SDXL, SD3, Z-Image and Qwen-Image.
 
 Each is a real pipeline of its family (StableDiffusionPipeline, StableDiffusionXLPipeline,
 StableDiffusion3Pipeline) at toy sizes: 64x64 images, 8x8 latents (a factor-8 VAE, as the families' latent
@@ -15,6 +15,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 T5_TOKENIZER = ROOT / "models" / "tokenizers" / "t5"
+QWEN3_TOKENIZER = ROOT / "models" / "tokenizers" / "qwen3"
+#: Z-Image's scheduler config (the released models')
+Z_IMAGE_SCHEDULER = {"num_train_timesteps": 1000, "use_dynamic_shifting": False, "shift": 3.0}
 IMAGE_SIZE = 64
 CLIP_DIM = 32
 #: SDXL's CLIP-G is wider than its CLIP-L (1280 and 768), which is how single-file loaders tell them apart
@@ -216,3 +219,72 @@ def build_sd3_single_file(workdir: Path, seed: int = 0):
     with torch.no_grad():
         pipe.text_encoder.text_projection.weight.copy_(torch.eye(CLIP_DIM))
     return pipe
+
+
+def build_z_image(workdir: Path, seed: int = 0, vae_attention: bool = True,
+                  vae_channels: tuple[int, ...] = (8, 8, 16, 16)):
+    """Z-Image at toy size: a 2-layer S3-DiT (dim 32, two heads of 16 = rope axes 8 + 4 + 4, the real rope
+    table lengths) over 16-channel latents, a 3-layer Qwen3 (width 32, one key/value head) with the real Qwen3
+    vocabulary the project ships, the Flux VAE's factors. The pad tokens are random (they start as zeros),
+    so padding shows if it is handled differently."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3Model
+
+    torch.manual_seed(seed)
+    transformer = ZImageTransformer2DModel(
+        all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32, n_layers=2, n_refiner_layers=1,
+        n_heads=2, n_kv_heads=2, norm_eps=1e-5, qk_norm=True, cap_feat_dim=32, rope_theta=256.0, t_scale=1000.0,
+        axes_dims=[8, 4, 4], axes_lens=[1024, 512, 512],
+    )
+    with torch.no_grad():
+        transformer.x_pad_token.normal_()
+        transformer.cap_pad_token.normal_()
+    torch.manual_seed(seed + 1)
+    vae = tiny_vae(16, vae_attention, vae_channels, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
+                   use_post_quant_conv=False)
+    torch.manual_seed(seed + 2)
+    text_encoder = Qwen3Model(Qwen3Config(
+        vocab_size=151936, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, max_position_embeddings=1024, rms_norm_eps=1e-6,
+        tie_word_embeddings=True))
+    tokenizer = AutoTokenizer.from_pretrained(str(QWEN3_TOKENIZER))
+    return ZImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(**Z_IMAGE_SCHEDULER), vae=vae,
+                          text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer)
+
+
+def build_qwen_image(workdir: Path, seed: int = 0):
+    """Qwen-Image at toy size: a 2-layer MMDiT over 16-channel latents in 2x2 patches (in_channels 64), a
+    2-layer Qwen2.5-VL (width 32, a 2-block vision tower the text path does not use) with the Qwen vocabulary
+    the project ships, and a 4-level causal 3-D VAE (factor 8; two residual blocks per level, as the real one,
+    whose file layout depends on it) with per-channel latent mean and std."""
+    import torch
+    from diffusers import (
+        AutoencoderKLQwenImage,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImagePipeline,
+        QwenImageTransformer2DModel,
+    )
+    from transformers import AutoTokenizer, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2, in_channels=64, out_channels=16, num_layers=2, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=32, guidance_embeds=False, axes_dims_rope=(8, 4, 4))
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKLQwenImage(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                                 temperal_downsample=[False, True, True],
+                                 latents_mean=torch.linspace(-0.5, 0.5, 16).tolist(),
+                                 latents_std=torch.linspace(1.0, 2.5, 16).tolist())
+    torch.manual_seed(seed + 2)
+    text_encoder = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(
+        text_config={"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 2,
+                     "num_key_value_heads": 1, "rope_scaling": {"mrope_section": [2, 2, 4], "rope_type": "default",
+                                                                "type": "default"},
+                     "rope_theta": 1000000.0, "vocab_size": 152064},
+        vision_config={"depth": 2, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": 32},
+        hidden_size=32, vocab_size=152064, vision_end_token_id=151653, vision_start_token_id=151652,
+        vision_token_id=151654)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(QWEN3_TOKENIZER))
+    return QwenImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae, text_encoder=text_encoder,
+                             tokenizer=tokenizer, transformer=transformer)
