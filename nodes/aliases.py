@@ -19,7 +19,7 @@ from schedulers import comfy_names
 from .conditioning import check_clip, encode
 from .custom_sampling import uncond_guide
 from .latents import MAX_SIZE, empty_latent
-from .models import EMBEDDED_NAME, list_checkpoints, load_model, model_fingerprint
+from .models import EMBEDDED_NAME, is_listed_model, list_checkpoints, load_model, model_fingerprint
 from .sampling import SEED_MAX, _check_model, run_sampler
 from .types import Conditioning, map_entries
 
@@ -34,7 +34,7 @@ class CheckpointLoaderSimple(Node):
     DISPLAY_NAME = "Load Checkpoint"
 
     class Inputs(NodeInputs):
-        ckpt_name: str = Widget(EMBEDDED_NAME, choices=list_checkpoints)
+        ckpt_name: str = Widget(EMBEDDED_NAME, choices=list_checkpoints, accept=is_listed_model)
 
     OUTPUTS = (Output("MODEL", "MODEL"), Output("CLIP", "CLIP"), Output("VAE", "VAE"))
 

@@ -106,6 +106,12 @@ def list_checkpoints(extra: Iterable[Path] = ()) -> list[str]:
     return names
 
 
+def is_listed_model(name: str) -> bool:
+    """Whether ``name`` is a model under its path in a models folder (``checkpoints/x.safetensors``, as
+    LoadModel lists it), which CheckpointLoaderSimple takes too."""
+    return name in list_models()
+
+
 def find_model(name: str, extra: Iterable[Path] = ()) -> Path:
     """The path of model ``name`` (confined to the models folders): ``DIR/name``, else ``DIR/checkpoints/name``
     (ComfyUI's checkpoint names are relative to that folder)."""

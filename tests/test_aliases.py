@@ -223,3 +223,5 @@ def test_checkpoint_names_are_relative_to_the_checkpoints_folder(tmp_path):
     doc["4"]["inputs"]["ckpt_name"] = "my-model"
     res = run(executor, doc)
     assert res.status == "success", res.error
+    doc["4"]["inputs"]["ckpt_name"] = "checkpoints/my-model"  # LoadModel's name for it
+    assert executor.validate(doc).ok
