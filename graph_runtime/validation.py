@@ -247,7 +247,8 @@ def _validate(document: Any, registry: NodeRegistry, targets: Iterable[str] | No
     graph = nx.DiGraph()
     graph.add_nodes_from(document)
     edges = []
-    for nid in classes:
+    unknown = [nid for nid, e in unusable.items() if e["type"] == "missing_node_type"]
+    for nid in [*classes, *unknown]:  # an unknown node's links too: what feeds it is part of the graph
         for value in document[nid].get("inputs", {}).values():
             if isinstance(value, list):
                 parts = link_parts(value)
@@ -273,7 +274,10 @@ def _validate(document: Any, registry: NodeRegistry, targets: Iterable[str] | No
         else:
             top_error = error("prompt_no_outputs", "Prompt has no outputs",
                               "add an output node (for example one that saves or shows a result)")
-    needed = _ancestors_and_self(graph, targets)
+    # An unknown node wired into the graph that nothing consumes may be the graph's output (a SaveVideo): what
+    # it needs is checked too, so one run names every node type the workflow lacks, not one layer at a time.
+    maybe_outputs = [] if partial else [n for n in unknown if graph.in_degree(n) and not graph.out_degree(n)]
+    needed = _ancestors_and_self(graph, [*targets, *maybe_outputs])
     # Only what the outputs need is checked and run (ComfyUI's rule): a spare node on the canvas, or a
     # half-built branch that feeds no output, does not block the run.
     checked = needed

@@ -209,3 +209,23 @@ def test_wildcard_and_union_types():
     assert types_compatible("INT", "*") and types_compatible("*", "MODEL")
     assert types_compatible("INT", "INT,FLOAT") and not types_compatible("STRING", "INT,FLOAT")
     assert types_compatible("STRING", "COMBO") and not types_compatible("INT", "COMBO")
+
+
+def test_every_unknown_node_type_a_workflow_wires_is_named_at_once():
+    """Unknown nodes behind unknown nodes, and an unknown node nothing consumes (it may be the graph's output,
+    a SaveVideo), are all named in one validation; a stray unknown node wired to nothing still is not."""
+    doc = {"1": {"class_type": "PrimitiveInt", "inputs": {"value": 1}},
+           "2": {"class_type": "UnknownScale", "inputs": {"x": ["1", 0]}},
+           "3": {"class_type": "UnknownFilter", "inputs": {"x": ["2", 0]}},
+           "4": show(["3", 0]),
+           "5": {"class_type": "UnknownSaveVideo", "inputs": {"frames": ["6", 0]}},
+           "6": {"class_type": "UnknownMakeVideo", "inputs": {"fps": ["7", 0]}},
+           "7": {"class_type": "IntMath", "inputs": {"a": 1, "b": 2, "op": "nope"}},
+           "8": {"class_type": "UnknownStray", "inputs": {}}}
+    errs, result = errors_of(doc)
+    assert errs == {"2": [("missing_node_type", None)], "3": [("missing_node_type", None)],
+                    "5": [("missing_node_type", None)], "6": [("missing_node_type", None)],
+                    "7": [("value_not_in_list", "op")]}
+    text = "\n".join(result.messages())
+    assert all(f"Node type '{t}' is not known" in text
+               for t in ("UnknownScale", "UnknownFilter", "UnknownSaveVideo", "UnknownMakeVideo"))

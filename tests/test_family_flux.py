@@ -318,7 +318,7 @@ def test_all_in_one_checkpoint_equals_its_folder(executor, flux):
     doc = graph("tiny-flux-dev", "flow_euler", 4)
     ref = run(executor, doc)
     doc["1"] = {"class_type": "CheckpointLoaderSimple",
-                "inputs": {"ckpt_name": "checkpoints/tiny-flux-dev-aio.safetensors"}}
+                "inputs": {"ckpt_name": "tiny-flux-dev-aio.safetensors"}}
     ours = run(executor, doc)
     assert ref.std() > 0.005
     assert (ours - ref).abs().max().item() == 0.0

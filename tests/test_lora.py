@@ -18,6 +18,16 @@ from sampling_support import PROMPT, txt2img
 from tiny_sd import single_thread
 
 from nodes.checkpoint import unet_key_to_ldm
+from nodes.stand_ins.lora_files import (
+    ALPHA,
+    RANK,
+    TE_LAYERS,
+    kohya,
+    linears,
+    low_rank,
+    peft_layout,
+    sgm_names,
+)
 from schedulers import registry
 
 pytestmark = pytest.mark.filterwarnings(
@@ -25,35 +35,7 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:Already found a `peft_config` attribute:UserWarning",  # the reference pipeline with two adapters
 )
 
-SEED, STEPS, CFG, RANK, ALPHA = 5, 3, 6.0, 4, 2.0
-TE_LAYERS = re.compile(r"encoder\.layers\.\d+\.(self_attn\.(q|k|v|out)_proj|mlp\.fc[12])$")
-
-
-def linears(module, keep) -> dict:
-    return {n: m for n, m in module.named_modules() if isinstance(m, torch.nn.Linear) and keep(n)}
-
-
-def low_rank(layers: dict, seed: int) -> dict:
-    """name -> (down [r, in], up [out, r]): small random LoRA weights for each layer."""
-    g = torch.Generator().manual_seed(seed)
-    return {n: (torch.randn(RANK, m.in_features, generator=g) / m.in_features ** 0.5,
-                torch.randn(m.out_features, RANK, generator=g) * 0.3) for n, m in layers.items()}
-
-
-def kohya(parts: dict) -> dict:
-    """kohya's layout: ``<prefix><module with _>.lora_down / lora_up / alpha``; parts: prefix -> weights."""
-    out = {}
-    for prefix, weights in parts.items():
-        for name, (down, up) in weights.items():
-            k = prefix + name.replace(".", "_")
-            out |= {f"{k}.lora_down.weight": down, f"{k}.lora_up.weight": up, f"{k}.alpha": torch.tensor(ALPHA)}
-    return out
-
-
-def peft_layout(parts: dict) -> dict:
-    """diffusers' / peft's layout: ``<component>.<module>.lora_A / lora_B`` (no alpha: scale 1)."""
-    return {f"{comp}.{name}.lora_{ab}.weight": w for comp, weights in parts.items()
-            for name, (down, up) in weights.items() for ab, w in (("A", down), ("B", up))}
+SEED, STEPS, CFG = 5, 3, 6.0
 
 
 def comfy_layout(unet_weights: dict, te_weights: dict, unet, ldm_kohya: bool = False) -> dict:
@@ -323,12 +305,7 @@ def sdxl(tmp_path_factory, services):
     from tiny_families import executor_over, shared_family
 
     fam = shared_family("sdxl", tmp_path_factory)
-    unet = fam.pipe.unet
-    keys = list(unet.state_dict())
-    with_attn = {int(m[1]) for k in keys if (m := re.match(r"up_blocks\.(\d+)\.attentions\.", k))}
-    unet_w = low_rank(linears(unet, lambda n: ".attentions." in n), 3)
-    sgm = {unet_key_to_ldm(n + ".weight", unet.config.layers_per_block, with_attn)[: -len(".weight")]: w
-           for n, w in unet_w.items()}
+    sgm = sgm_names(fam.pipe.unet, low_rank(linears(fam.pipe.unet, lambda n: ".attentions." in n), 3))
     te1 = low_rank(linears(fam.pipe.text_encoder, lambda n: bool(TE_LAYERS.search(n))), 4)
     te2 = low_rank(linears(fam.pipe.text_encoder_2, lambda n: bool(TE_LAYERS.search(n))), 5)
     loras = tmp_path_factory.mktemp("sdxl_loras")

@@ -67,9 +67,27 @@ GRAPHS = {
     # LoadModel's names without a suffix are diffusers folders
     "folder.json": txt2img({"10": {"class_type": "LoadModel", "inputs": {"model_name": "my-sdxl-finetune"}}},
                            ["10", 0], ["10", 1], ["10", 2]),
+    # an SD1.5 checkpoint through a LoRA (model and CLIP), its image through a 2x upscale model
+    "sd1_lora_upscale.json": txt2img({"10": {"class_type": "CheckpointLoaderSimple",
+                                             "inputs": {"ckpt_name": "v1-5-pruned-emaonly.safetensors"}},
+                                      "12": {"class_type": "LoraLoader", "inputs": {
+                                          "model": ["10", 0], "clip": ["10", 1], "lora_name": "sd15/detail.safetensors",
+                                          "strength_model": 0.8, "strength_clip": 0.5}},
+                                      "13": {"class_type": "UpscaleModelLoader",
+                                             "inputs": {"model_name": "RealESRGAN_x2plus.safetensors"}},
+                                      "14": {"class_type": "ImageUpscaleWithModel",
+                                             "inputs": {"upscale_model": ["13", 0], "image": ["6", 0]}}},
+                                     ["12", 0], ["12", 1], ["10", 2]),
+    # an SDXL checkpoint through a model-only LoRA
+    "sdxl_lora.json": txt2img({"10": {"class_type": "CheckpointLoaderSimple",
+                                      "inputs": {"ckpt_name": "juggernautXL_v9.safetensors"}},
+                               "12": {"class_type": "LoraLoaderModelOnly", "inputs": {
+                                   "model": ["10", 0], "lora_name": "xl_style.safetensors", "strength_model": 1.0}}},
+                              ["12", 0], ["10", 1], ["10", 2]),
     "sd2_folder.json": txt2img({"10": {"class_type": "LoadModel", "inputs": {"model_name": "stable-diffusion-2-1"}}},
                                ["10", 0], ["10", 1], ["10", 2]),
 }
+GRAPHS["sd1_lora_upscale.json"]["7"]["inputs"]["images"] = ["14", 0]
 #: ComfyUI's official templates (editor format), shrunk to 64x64 and 2 steps by ``--set`` (node ids theirs)
 TEMPLATES = {"image_sdxl_simple": ["13.width=64", "13.height=64", "12.steps=2"],
              "sd3.5_simple_example": ["53.width=64", "53.height=64", "3.steps=2"]}
@@ -108,20 +126,23 @@ def test_the_command_names_each_file_it_writes(written):
     code, out, err, models, _ = written
     assert code == 0, err
     expected = {
-        "v1-5-pruned-emaonly.safetensors": "Stable Diffusion 1.x all-in-one checkpoint",
+        "checkpoints/v1-5-pruned-emaonly.safetensors": "Stable Diffusion 1.x all-in-one checkpoint",
         "vae/vae-ft-mse-840000-ema-pruned.safetensors": "Stable Diffusion 1.x VAE",
         "diffusion_models/sd3.5_medium.safetensors": "Stable Diffusion 3.x diffusion model",
         "text_encoders/clip_l.safetensors": "Stable Diffusion 3.x text encoder (clip_l)",
         "text_encoders/clip_g.safetensors": "Stable Diffusion 3.x text encoder (clip_g)",
         "text_encoders/t5xxl_fp16.safetensors": "Stable Diffusion 3.x text encoder (t5)",
         "vae/sd3_vae.safetensors": "Stable Diffusion 3.x VAE",
-        "juggernautXL_v9.safetensors": "Stable Diffusion XL all-in-one checkpoint",
+        "checkpoints/juggernautXL_v9.safetensors": "Stable Diffusion XL all-in-one checkpoint",
         "text_encoders/clip_l_sdxl.safetensors": "Stable Diffusion XL text encoder (clip_l)",
         "text_encoders/clip_g_sdxl.safetensors": "Stable Diffusion XL text encoder (clip_g)",
         "my-sdxl-finetune": "Stable Diffusion XL model",
         "stable-diffusion-2-1": "Stable Diffusion 2.x model",
-        "sd_xl_base_1.0.safetensors": "Stable Diffusion XL all-in-one checkpoint",
-        "sd3.5_large_fp8_scaled.safetensors": "Stable Diffusion 3.x all-in-one checkpoint",
+        "checkpoints/sd_xl_base_1.0.safetensors": "Stable Diffusion XL all-in-one checkpoint",
+        "checkpoints/sd3.5_large_fp8_scaled.safetensors": "Stable Diffusion 3.x all-in-one checkpoint",
+        "loras/sd15/detail.safetensors": "Stable Diffusion 1.x LoRA",
+        "loras/xl_style.safetensors": "Stable Diffusion XL LoRA",
+        "upscale_models/RealESRGAN_x2plus.safetensors": "ESRGAN upscale model (2x)",
     }
     for name, what in expected.items():
         assert (models / name).exists(), name
@@ -140,6 +161,34 @@ def test_each_graph_runs_on_its_stand_ins(written, name, tmp_path, monkeypatch):
     assert code == 0, err
     assert run_with(models, str(work / name), tmp_path, monkeypatch) == 0
     assert [p.suffix for p in tmp_path.iterdir()] == [".png"]
+    if name == "sd1_lora_upscale.json":  # the 64x64 image through the 2x stand-in upscaler
+        from PIL import Image
+
+        with Image.open(next(tmp_path.iterdir())) as im:
+            assert im.size == (128, 128)
+
+
+def test_stand_in_loras_and_upscalers_fit_their_loaders(written):
+    """Each LoRA names layers of its family's stand-in network (and text encoders); each upscale model has the
+    scale its name says."""
+    from safetensors import safe_open
+
+    from nodes.stand_ins.upscale_files import scale_of_name
+    from nodes.upscale_models import UpscaleModelStore
+
+    _, _, _, models, _ = written
+    with safe_open(str(models / "loras/sd15/detail.safetensors"), framework="pt") as f:
+        keys = list(f.keys())
+    assert any(k.startswith("lora_unet_down_blocks_") for k in keys) and any(k.startswith("lora_te_") for k in keys)
+    with safe_open(str(models / "loras/xl_style.safetensors"), framework="pt") as f:
+        keys = list(f.keys())
+    assert any(k.startswith("lora_unet_input_blocks_") for k in keys), keys[:3]
+    assert {k.split("_")[1] for k in keys if k.startswith("lora_te")} == {"te1", "te2"}
+    model = UpscaleModelStore().load(models / "upscale_models/RealESRGAN_x2plus.safetensors", "x2", "cpu")
+    assert model.scale == 2
+    assert [scale_of_name(n) for n in ("4x-UltraSharp.pth", "RealESRGAN_x2plus.safetensors", "2xLexica.pth",
+                                       "8x_NMKD-Superscale.pt", "BSRGAN.pth", "realesr-general-x4v3.pth")] == \
+        [4, 2, 2, 8, 4, 4]
 
 
 @pytest.mark.parametrize("name", list(TEMPLATES))
@@ -161,9 +210,9 @@ def test_files_are_recognised_as_their_family(written):
     *_, models, _ = written
     store, cpu = ModelStore(), torch.device("cpu")
     folders = config_folders([models])
-    for name, family, encoders in (("v1-5-pruned-emaonly.safetensors", "sd1", {"clip_l"}),
-                                   ("juggernautXL_v9.safetensors", "sdxl", {"clip_l", "clip_g"}),
-                                   ("sd3.5_large_fp8_scaled.safetensors", "sd3", {"clip_l", "clip_g", "t5"}),
+    for name, family, encoders in (("checkpoints/v1-5-pruned-emaonly.safetensors", "sd1", {"clip_l"}),
+                                   ("checkpoints/juggernautXL_v9.safetensors", "sdxl", {"clip_l", "clip_g"}),
+                                   ("checkpoints/sd3.5_large_fp8_scaled.safetensors", "sd3", {"clip_l", "clip_g", "t5"}),
                                    ("my-sdxl-finetune", "sdxl", {"clip_l", "clip_g"}),
                                    ("stable-diffusion-2-1", "sd2", {"clip_l"})):
         loaded = store.load(models / name, device=cpu, dtype=torch.float32, config_folders=folders)
@@ -191,6 +240,8 @@ def test_every_file_loads_through_its_loader_as_its_family_and_part(written):
     store, cpu, folders = ModelStore(), torch.device("cpu"), config_folders([models])
     widths = {}
     for p in result.placements.values():
+        if p.part in ("lora", "upscale_model"):  # no models: test_stand_in_loras_and_upscalers_fit_their_loaders
+            continue
         kind = {"diffusion_model": "network", "text_encoder": "text_encoder", "vae": "vae"}.get(p.part, "model")
         loaded = store.load(models / p.path, device=cpu, dtype=torch.float32, kind=kind, config_folders=folders)
         if kind in ("model", "network"):
@@ -217,7 +268,7 @@ def test_an_sd3_checkpoint_loads_back_to_the_tensors_it_was_written_from(written
 
     *_, models, _ = written
     pipe = FAMILIES["sd3"].build(tmp_path)
-    loaded = ModelStore().load(models / "sd3.5_large_fp8_scaled.safetensors", device=torch.device("cpu"),
+    loaded = ModelStore().load(models / "checkpoints" / "sd3.5_large_fp8_scaled.safetensors", device=torch.device("cpu"),
                                dtype=torch.float32, config_folders=config_folders([models]))
     pairs = [(loaded.model.network, pipe.transformer), (loaded.vae.vae, pipe.vae),
              (loaded.clip.encoders["clip_l"].model, pipe.text_encoder),
@@ -263,16 +314,17 @@ def refused(tmp_path, capsys, *docs: dict) -> str:
 
 def test_a_family_without_stand_ins_is_named_with_node_input_and_file(tmp_path, capsys):
     err = refused(tmp_path, capsys, {
-        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev.safetensors", "weight_dtype": "default"}},
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "hidream_i1_dev_bf16.safetensors",
+                                                     "weight_dtype": "default"}},
         "2": {"class_type": "CLIPLoader", "inputs": {"clip_name": "umt5_xxl_fp8.safetensors", "type": "wan"}},
-        "3": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}},
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": "wan_2.1_vae.safetensors"}},
     })
     w = tmp_path / "w0.json"
-    assert f"{w}: node 1 (UNETLoader) input unet_name: 'flux1-dev.safetensors': family flux (from its file name) " \
-           "has no stand-ins yet (families with stand-ins: sd1, sd2, sdxl, sd3, z_image, qwen_image)" in err
+    assert f"{w}: node 1 (UNETLoader) input unet_name: 'hidream_i1_dev_bf16.safetensors': family hidream (from its " \
+           "file name) has no stand-ins yet (families with stand-ins: sd1, sd2, sdxl, sd3, flux, z_image, qwen_image)" in err
     assert f"{w}: node 2 (CLIPLoader) input clip_name: 'umt5_xxl_fp8.safetensors': family wan (from its loader " \
            "type wan)" in err
-    assert "node 3 (VAELoader) input vae_name: 'ae.safetensors': family flux" in err
+    assert "node 3 (VAELoader) input vae_name: 'wan_2.1_vae.safetensors': family wan" in err
     assert err.startswith("error: 3 model name(s) cannot be given stand-ins; nothing written:")
 
 
@@ -284,7 +336,7 @@ def test_names_that_cannot_be_placed_say_why(tmp_path, capsys):
         "3": {"class_type": ckpt, "inputs": {"ckpt_name": ["9", 0]}},
         "4": {"class_type": "CLIPLoader", "inputs": {"clip_name": "qwen_2.5_vl_7b.safetensors",
                                                      "type": "stable_diffusion"}},
-        "5": {"class_type": "LoraLoaderModelOnly", "inputs": {"lora_name": "style.safetensors", "strength_model": 1}},
+        "5": {"class_type": "LoraLoaderModelOnly", "inputs": {"lora_name": "style.ckpt", "strength_model": 1}},
         "6": {"class_type": "TripleCLIPLoader", "inputs": {"clip_name1": "clip_l.safetensors",
                                                            "clip_name2": "clip_g.safetensors",
                                                            "clip_name3": "t5xxl.safetensors"}},
@@ -301,8 +353,7 @@ def test_names_that_cannot_be_placed_say_why(tmp_path, capsys):
     assert "node 3 (CheckpointLoaderSimple) input ckpt_name: ['9', 0]: the file name comes from a link" in err
     assert "node 4 (CLIPLoader) input clip_name: 'qwen_2.5_vl_7b.safetensors': a Stable Diffusion 1.x text " \
            "encoder, but the name says qwen (its text encoders: clip_l)" in err
-    assert "node 5 (LoraLoaderModelOnly) input lora_name: 'style.safetensors': Stable Diffusion 1.x LoRA files have no "\
-           "stand-ins yet" in err
+    assert "node 5 (LoraLoaderModelOnly) input lora_name: 'style.ckpt': only .safetensors files" in err
     assert "node 7 (UNETLoader) input unet_name: 'sdxl_unet.safetensors': SDXL UNets are not read from single " \
            "files here yet" in err
     w0 = tmp_path / "w0.json"
@@ -348,20 +399,20 @@ def test_an_unsupported_template_fails_with_its_node(tmp_path, capsys):
 
 def test_real_files_are_never_overwritten(tmp_path, capsys):
     models = tmp_path / "m"
-    models.mkdir()
-    (models / "sd_xl_base_1.0.safetensors").write_bytes(b"my real model")
+    (models / "checkpoints").mkdir(parents=True)
+    (models / "checkpoints" / "sd_xl_base_1.0.safetensors").write_bytes(b"my real model")
     assert main(["stand-ins", str(template("image_sdxl_simple")), "--models-dir", str(models)]) == 2
     assert "sd_xl_base_1.0.safetensors exists and is no stand-in; it is left as it is" in capsys.readouterr().err
-    assert (models / "sd_xl_base_1.0.safetensors").read_bytes() == b"my real model"
+    assert (models / "checkpoints" / "sd_xl_base_1.0.safetensors").read_bytes() == b"my real model"
 
 
 def test_stand_ins_are_rewritten_in_place(written, capsys):
     """A second run over the same folder replaces its own stand-ins (their metadata says what they are)."""
     *_, models, work = written
-    before = (models / "v1-5-pruned-emaonly.safetensors").stat().st_mtime_ns
+    before = (models / "checkpoints" / "v1-5-pruned-emaonly.safetensors").stat().st_mtime_ns
     with single_thread():
         assert main(["stand-ins", str(work / "sd1.json"), "--models-dir", str(models)]) == 0, capsys.readouterr().err
-    assert (models / "v1-5-pruned-emaonly.safetensors").stat().st_mtime_ns > before
+    assert (models / "checkpoints" / "v1-5-pruned-emaonly.safetensors").stat().st_mtime_ns > before
 
 
 def test_unreadable_workflows_are_named(tmp_path, capsys):
@@ -376,7 +427,7 @@ def test_dry_run_says_what_it_would_write(tmp_path, capsys):
     assert main(["stand-ins", str(template("sd3.5_simple_example")), "--models-dir", str(tmp_path / "m"),
                  "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert f"would write {tmp_path / 'm' / 'sd3.5_large_fp8_scaled.safetensors'}: Stable Diffusion 3.x " \
+    assert f"would write {tmp_path / 'm' / 'checkpoints' / 'sd3.5_large_fp8_scaled.safetensors'}: Stable Diffusion 3.x " \
            "all-in-one checkpoint" in out
     assert not (tmp_path / "m").exists()
 
@@ -416,3 +467,26 @@ def test_official_templates_placeable_today():
         if result.placements and not result.refusals:
             placeable.add(path.stem)
     assert placeable >= PLACEABLE, sorted(placeable)
+
+
+def test_an_sd3_controlnet_loads_as_sd3_configured_from_its_hidden_folder(tmp_path, monkeypatch, capsys):
+    """A ControlNet stand-in for the SD3 family: the loader configures the file from the hidden config folder
+    beside it (not listed as a ControlNet itself) and reads it as an SD3 ControlNet of the stand-in's widths."""
+    import torch
+
+    from nodes.controlnet import load_controlnet
+    from nodes.part_files import list_parts
+
+    name = "sd3.5_large_controlnet_canny.safetensors"
+    doc = {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": "sd3.5_large.safetensors",
+                                                        "weight_dtype": "default"}},
+           "2": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": name}}}
+    (tmp_path / "w.json").write_text(json.dumps(doc))
+    models = tmp_path / "m"
+    with single_thread():
+        assert main(["stand-ins", str(tmp_path / "w.json"), "--models-dir", str(models)]) == 0
+    assert f"{models / 'controlnet' / name}: Stable Diffusion 3.x ControlNet (for " in capsys.readouterr().out
+    monkeypatch.setenv("GRAPH_RUNTIME_MODELS", str(models))
+    assert list_parts("controlnet") == [name]
+    net = load_controlnet(models / "controlnet" / name, torch.device("cpu"), torch.float32, name)
+    assert net.family.name == "sd3" and type(net.network).__name__ == "SD3ControlNetModel"

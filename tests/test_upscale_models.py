@@ -5,7 +5,6 @@ close with many tiles), and pickle files, other networks and oversized outputs a
 
 from __future__ import annotations
 
-import re
 import shutil
 
 import pytest
@@ -16,47 +15,11 @@ from safetensors.torch import save_file
 from sampling_support import ROOT
 
 from nodes import images
-from nodes.upscale_models import _compact_class, _rrdb_classes, upscale_image, upscale_tiled
-
-FEAT, BLOCKS, GROW = 8, 2, 4
-
-
-def rrdb(upsamples: int = 2, unshuffle: int = 1, seed: int = 0):
-    torch.manual_seed(seed)
-    net = _rrdb_classes()(3, 3, FEAT, BLOCKS, GROW, upsamples, unshuffle).eval()
-    with torch.no_grad():  # small weights keep a random network's output in a visible range
-        for p in net.parameters():
-            p.mul_(0.5)
-    return net
-
-
-def compact(seed: int = 2):
-    torch.manual_seed(seed)
-    net = _compact_class()(3, FEAT, 2, 4).eval()
-    with torch.no_grad():
-        for p in net.parameters():
-            p.mul_(0.5)
-    return net
-
+from nodes.stand_ins.upscale_files import compact, original_layout, rrdb
+from nodes.upscale_models import upscale_image, upscale_tiled
 
 NETWORKS = {"RealESRGAN_tiny_x4.safetensors": (rrdb, 4), "RealESRGAN_tiny_x2.safetensors": (
     lambda: rrdb(upsamples=2, unshuffle=2, seed=1), 2), "realesr_compact_x4.safetensors": (compact, 4)}
-
-
-def original_layout(state: dict, blocks: int = BLOCKS) -> dict:
-    """BasicSR's names -> the original ESRGAN names (model.0, model.1.sub.N.RDBk.convj.0, model.3, ...)."""
-    ups = sorted({int(m[1]) for k in state if (m := re.match(r"conv_up(\d+)\.", k))})
-    n = len(ups)
-    names = {"conv_first": "model.0", "conv_body": f"model.1.sub.{blocks}", "conv_hr": f"model.{3 * n + 2}",
-             "conv_last": f"model.{3 * n + 4}"} | {f"conv_up{u}": f"model.{3 * u}" for u in ups}
-    out = {}
-    for k, v in state.items():
-        if m := re.fullmatch(r"body\.(\d+)\.rdb(\d)\.conv(\d)\.(weight|bias)", k):
-            out[f"model.1.sub.{m[1]}.RDB{m[2]}.conv{m[3]}.0.{m[4]}"] = v
-        else:
-            head, _, leaf = k.rpartition(".")
-            out[f"{names[head]}.{leaf}"] = v
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -59,11 +59,12 @@ LOADERS: dict[str, Loader] = {
     "CLIPVisionLoader": _loader("clip_vision", "clip_name"),
     "StyleModelLoader": _loader("style_model", "style_model_name"),
 }
-#: where each part is looked for under a models folder ("" = the models folder itself, as LoadModel and
-#: CheckpointLoaderSimple resolve names): where stand-ins are written. A family gives a part stand-ins with a
-#: writer in its registry entry.
-PART_FOLDERS = {"checkpoint": "", "model": "", "diffusion_model": "diffusion_models", "text_encoder": "text_encoders",
-                "vae": "vae", "lora": "loras", "controlnet": "controlnet"}
+#: where each part is looked for under a models folder ("" = the models folder itself, where LoadModel resolves
+#: names; CheckpointLoaderSimple's names are inside checkpoints/, as ComfyUI's): where stand-ins are written. A
+#: family gives a part stand-ins with a writer in its registry entry.
+PART_FOLDERS = {"checkpoint": "checkpoints", "model": "", "diffusion_model": "diffusion_models", "text_encoder": "text_encoders",
+                "vae": "vae", "lora": "loras", "controlnet": "controlnet",
+                "upscale_model": "upscale_models"}
 PART_LABELS = {"checkpoint": "all-in-one checkpoint", "model": "model", "diffusion_model": "diffusion model",
                "text_encoder": "text encoder", "vae": "VAE", "lora": "LoRA", "controlnet": "ControlNet",
                "upscale_model": "upscale model", "clip_vision": "CLIP vision model", "style_model": "style model"}
@@ -314,6 +315,9 @@ def _place(ref: Reference, primary: str | None, plan: Plan) -> None:
     if _shipped(ref):
         plan.shipped.append(ref)
         return
+    if ref.part in registry.FREE_PARTS:
+        _place_free(ref, plan)
+        return
     family = _family(ref, primary)
     if family is None:
         plan.refusals.append(Refusal(ref, "no family is told by the file name, the loader's type or the "
@@ -322,7 +326,7 @@ def _place(ref: Reference, primary: str | None, plan: Plan) -> None:
     fam = registry.FAMILIES.get(family)
     if fam is None:
         plan.refusals.append(Refusal(ref, f"family {family} (from its {_evidence(ref, family)}) has no stand-ins "
-                                          f"yet (families with stand-ins: {', '.join(registry.FAMILIES)})"))
+                                          f"yet (families with stand-ins: {', '.join(registry.model_families())})"))
         return
     kind = writer_kind(ref.part, ref.name)
     writable = bool(fam.encoder_roles) if kind == "text_encoder" else (kind == "folder" or kind in fam.parts)
@@ -342,6 +346,21 @@ def _place(ref: Reference, primary: str | None, plan: Plan) -> None:
         plan.refusals.append(Refusal(ref, why))
         return
     part = "checkpoint" if kind == "checkpoint" else ref.part  # LoadModel's files are checkpoints too
+    _add(plan, ref, path, family, part, role)
+
+
+def _place_free(ref: Reference, plan: Plan) -> None:
+    """A part that fits any workflow (an upscale model): its role (scale) from the file name."""
+    family, role_of = registry.FREE_PARTS[ref.part]
+    path, why = _target(ref, ref.part)
+    if path is None:
+        plan.refusals.append(Refusal(ref, why))
+        return
+    _add(plan, ref, path, family, ref.part, role_of(ref.name))
+
+
+def _add(plan: Plan, ref: Reference, path: str, family: str, part: str, role: str | None) -> None:
+    """Place ``ref`` at ``path``, or refuse it when another reference wants that file as something else."""
     have = plan.placements.get(path)
     if have is None:
         plan.placements[path] = Placement(path, family, part, role, [ref])

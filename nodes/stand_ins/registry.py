@@ -6,15 +6,18 @@ so their files get a message saying so.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from . import layouts, tiny
+from . import flux, layouts, lora_files, tiny, upscale_files
 
-Writer = Callable[[Any], dict]  # a built pipeline -> the tensors of one file
+#: a built pipeline -> the tensors of one file; a part placed with a role (an upscale model's scale) is
+#: written by ``writer(pipeline, role)``
+Writer = Callable[..., dict]
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,7 @@ class FamilyStandIns:
     name: str
     label: str
     build: Callable[..., Any]
-    #: part kind (checkpoint, diffusion_model, vae; lora, controlnet as their loaders land) -> writer
+    #: part kind (checkpoint, diffusion_model, vae, lora; controlnet as its loader lands) -> writer
     parts: Mapping[str, Writer] = field(default_factory=dict)
     #: text-encoder role (clip_l, clip_g, t5, ...) -> writer
     text_encoders: Mapping[str, Writer] = field(default_factory=dict)
@@ -33,6 +36,9 @@ class FamilyStandIns:
     roles_by_position: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
     #: why a kind of file has no writer (shown instead of a generic "not read yet")
     notes: Mapping[str, str] = field(default_factory=dict)
+    #: part kind -> its config (a built pipeline -> config.json), written beside the file in a hidden
+    #: ``.stand-in-<family>`` folder for loaders configuring single files from folders next to them (ControlNet)
+    configs: Mapping[str, Callable[[Any], dict]] = field(default_factory=dict)
     #: text-encoder roles whose stand-in is another family's (role -> that family): files such as
     #: ``clip_l.safetensors`` and ``t5xxl_fp16.safetensors`` serve several families, so one stand-in does too
     #: (the borrowing family's tiny network then takes that family's encoder widths)
@@ -51,10 +57,21 @@ def _encoder(attr: str) -> Writer:
     return lambda pipe: layouts.text_encoder_state(getattr(pipe, attr))
 
 
+def _sd3_controlnet(pipe):
+    """An SD3 ControlNet (one block) from the stand-in transformer, built once per pipeline."""
+    net = getattr(pipe, "_stand_in_controlnet", None)
+    if net is None:
+        from diffusers import SD3ControlNetModel
+
+        net = SD3ControlNetModel.from_transformer(pipe.transformer, num_layers=1, num_extra_conditioning_channels=0)
+        pipe._stand_in_controlnet = net
+    return net
+
+
 FAMILIES: dict[str, FamilyStandIns] = {f.name: f for f in (
     FamilyStandIns(
         "sd1", "Stable Diffusion 1.x", partial(tiny.build_sd1, **tiny.STAND_IN_SIZES),
-        parts={"checkpoint": layouts.sd1_checkpoint, "vae": _vae},
+        parts={"checkpoint": layouts.sd1_checkpoint, "vae": _vae, "lora": lora_files.sd1_lora},
         text_encoders={"clip_l": _encoder("text_encoder")}, roles_by_position={1: ("clip_l",)},
         notes={"diffusion_model": "SD1.x UNets are not read from single files here yet (use the checkpoint)"}),
     FamilyStandIns(
@@ -64,17 +81,26 @@ FAMILIES: dict[str, FamilyStandIns] = {f.name: f for f in (
                "text_encoder": "SD2.x text encoders are not read from single files here yet"}),
     FamilyStandIns(
         "sdxl", "Stable Diffusion XL", partial(tiny.build_sdxl, **tiny.STAND_IN_SIZES),
-        parts={"checkpoint": layouts.sdxl_checkpoint, "vae": _vae},
+        parts={"checkpoint": layouts.sdxl_checkpoint, "vae": _vae, "lora": lora_files.sdxl_lora},
         text_encoders={"clip_l": _encoder("text_encoder"), "clip_g": _encoder("text_encoder_2")},
         roles_by_position={1: ("clip_l",), 2: ("clip_l", "clip_g")},
         notes={"diffusion_model": "SDXL UNets are not read from single files here yet (use the checkpoint)"}),
     FamilyStandIns(
         "sd3", "Stable Diffusion 3.x", tiny.build_sd3_single_file,
         parts={"checkpoint": layouts.sd3_checkpoint, "vae": _vae,
-               "diffusion_model": lambda pipe: layouts.sd3_original(pipe.transformer)},
+               "diffusion_model": lambda pipe: layouts.sd3_original(pipe.transformer),
+               "lora": lora_files.transformer_lora, "controlnet": lambda pipe: _sd3_controlnet(pipe).state_dict()},
+        configs={"controlnet": lambda pipe: json.loads(_sd3_controlnet(pipe).to_json_string())},
         text_encoders={"clip_l": _encoder("text_encoder"), "clip_g": _encoder("text_encoder_2"),
                        "t5": _encoder("text_encoder_3")},
         roles_by_position={1: ("t5",), 2: ("clip_l", "clip_g"), 3: ("clip_l", "clip_g", "t5")}),
+    FamilyStandIns(
+        "flux", "Flux.1", flux.build_flux,
+        parts={"checkpoint": flux.flux_checkpoint, "diffusion_model": flux.flux_transformer_file,
+               "vae": flux.flux_vae},
+        text_encoders={"clip_l": flux.flux_clip_l, "t5": lambda pipe: layouts.text_encoder_state(pipe.text_encoder_2)},
+        roles_by_position={1: ("t5",), 2: ("clip_l", "t5")},
+        notes={"lora": "LoRAs are not applied to Flux.1 models here yet"}),
     FamilyStandIns(
         "z_image", "Z-Image", partial(tiny.build_z_image, vae_attention=False,
                                       vae_channels=tiny.STAND_IN_SIZES["vae_channels"]),
@@ -89,7 +115,23 @@ FAMILIES: dict[str, FamilyStandIns] = {f.name: f for f in (
         text_encoders={"qwen": lambda pipe: layouts.qwen25_vl_original(pipe.text_encoder.state_dict())},
         roles_by_position={1: ("qwen",)},
         notes={"checkpoint": "Qwen-Image all-in-one checkpoints are not read here yet (the split files are)"}),
+    FamilyStandIns(
+        "esrgan", "ESRGAN", lambda workdir: None,
+        parts={"upscale_model": lambda _pipe, role: upscale_files.rrdb_state(int(role.rstrip("x")))}),
 )}
+
+#: parts whose stand-in fits any workflow (no family's pipeline): part -> (its family entry, the role the file
+#: name gives it)
+FREE_PARTS: dict[str, tuple[str, Callable[[str], str]]] = {
+    "upscale_model": ("esrgan", lambda name: f"{upscale_files.scale_of_name(name)}x"),
+}
+
+
+def model_families() -> list[str]:
+    """The model families with stand-ins (not the entries of free-standing parts)."""
+    free = {family for family, _ in FREE_PARTS.values()}
+    return [f for f in FAMILIES if f not in free]
+
 
 #: file-name patterns -> the family they name, first match wins (matched against the lower-cased name).
 #: Families without stand-ins are named too, so their files get a clear refusal.

@@ -8,6 +8,7 @@ A file already there is replaced only when it is a stand-in itself (its metadata
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -61,6 +62,8 @@ def write(plan: Plan, models_dir: Path) -> list[tuple[Placement, Path]]:
         pipes = {}
         for family in plan.families:
             pipes[family] = FAMILIES[family].build(Path(work) / family)
+            if pipes[family] is None:  # a family of free-standing files (upscale models): no pipeline
+                continue
             config = models_dir / CONFIG_FOLDER / f"tiny-{family}"
             shutil.rmtree(config, ignore_errors=True)
             pipes[family].save_pretrained(config)
@@ -72,7 +75,16 @@ def write(plan: Plan, models_dir: Path) -> list[tuple[Placement, Path]]:
                 pipe.save_pretrained(target)
                 (target / FOLDER_MARKER).write_text(f"{p.describe()}\n", encoding="utf-8")
             else:
-                writer = fam.text_encoders[p.role] if kind == "text_encoder" else fam.parts[kind]
-                save(writer(pipe), target, metadata={METADATA_KEY: f"{p.family} {kind} {p.role or ''}".strip()})
+                if kind == "text_encoder":
+                    tensors = fam.text_encoders[p.role](pipe)
+                else:
+                    tensors = fam.parts[kind](pipe, p.role) if p.role else fam.parts[kind](pipe)
+                save(tensors, target, metadata={METADATA_KEY: f"{p.family} {kind} {p.role or ''}".strip()})
+                if kind in fam.configs:
+                    config = target.parent / f".stand-in-{p.family}"
+                    config.mkdir(parents=True, exist_ok=True)
+                    (config / "config.json").write_text(json.dumps(fam.configs[kind](pipe), default=list),
+                                                        encoding="utf-8")
+                    (config / FOLDER_MARKER).write_text(f"{p.describe()} config\n", encoding="utf-8")
             written.append((p, target))
     return written
