@@ -4,6 +4,7 @@ vs diffusers' StableDiffusionPipeline, same scheduler / seed / steps: time ratio
     python bench/gpu_check.py                       # needs CUDA; exits 0 with a message without it
     python bench/gpu_check.py --dry-run             # a tiny model on the CPU, to check the script itself
     python bench/gpu_check.py --family flux         # Flux.1-dev at full size, bf16, 1024x1024
+    python bench/gpu_check.py --family z_image      # Z-Image Turbo at full size, bf16, 1024x1024
 
 The model is built from the shipped configs (models/configs/stable-diffusion-v1-5: UNet, VAE, text encoder,
 tokenizer, scheduler) with seeded random weights (small normal init, so fp16 activations stay finite), saved as
@@ -14,6 +15,10 @@ under 5 minutes on an H100, model set-up included.
 CLIP-L from the SD1.5 text encoder config, 16-channel VAE), random bf16 weights built on the GPU (about 34 GB,
 no files written), FluxPipeline vs the family's encode + the Sampler's run_sampler + VAE decode over the same
 modules, at 1024x1024 (guidance 3.5, cfg 1, the resolution-dependent shift).
+
+``--family z_image``: Z-Image Turbo's full architecture from models/configs/z-image-turbo (6B S3-DiT, Qwen3-4B,
+the Flux VAE), random bf16 weights on the GPU, ZImagePipeline (guidance_scale 0, its own sigmas) vs the same
+family path at cfg 1.
 """
 
 from __future__ import annotations
@@ -122,7 +127,57 @@ def build_flux(device: str, dtype: torch.dtype, *, tiny: bool, workdir: Path):
                         transformer=transformer.to(dtype))
 
 
-def flux_check(*, dry_run: bool, steps: int, repeats: int, schedulers: list[str]) -> int:
+def build_z_image(device: str, dtype: torch.dtype, *, tiny: bool, workdir: Path):
+    """A ZImagePipeline with seeded random weights: Z-Image Turbo's architecture, or the stand-ins' tiny one."""
+    from nodes.stand_ins.tiny import build_z_image as tiny_z_image
+
+    if tiny:
+        return tiny_z_image(workdir)
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        ZImagePipeline,
+        ZImageTransformer2DModel,
+    )
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3Model
+
+    folder = REPO / "models" / "configs" / "z-image-turbo"
+    torch.manual_seed(0)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            transformer = ZImageTransformer2DModel.from_config(
+                json.loads((folder / "transformer" / "config.json").read_text()))
+            vae = AutoencoderKL.from_config(json.loads((folder / "vae" / "config.json").read_text()))
+            text_encoder = Qwen3Model(Qwen3Config.from_pretrained(str(folder / "text_encoder"), local_files_only=True))
+    finally:
+        torch.set_default_dtype(default)
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(
+        json.loads((folder / "scheduler" / "scheduler_config.json").read_text()))
+    tokenizer = AutoTokenizer.from_pretrained(str(REPO / "models" / "tokenizers" / "qwen3"))
+    return ZImagePipeline(scheduler=scheduler, vae=vae.to(dtype), text_encoder=text_encoder.to(dtype),
+                          tokenizer=tokenizer, transformer=transformer.to(dtype))
+
+
+#: per flow family: builder, text-encoder slots (slot -> pipeline tokenizer / encoder attributes), the
+#: pipeline's arguments for our cfg-1 run, the model's label
+FLOW_FAMILIES = {
+    "flux": (build_flux, {"clip_l": ("tokenizer", "text_encoder"), "t5": ("tokenizer_2", "text_encoder_2")},
+             lambda steps: {"guidance_scale": 3.5}, "Flux.1-dev"),
+    "z_image": (build_z_image, {"qwen3": ("tokenizer", "text_encoder")},
+                lambda steps: {"guidance_scale": 0.0, "sigmas": _z_image_sigmas(steps)}, "Z-Image Turbo"),
+}
+
+
+def _z_image_sigmas(steps: int):
+    import numpy as np
+    from diffusers.pipelines.z_image.pipeline_z_image import get_default_z_image_sigmas
+
+    return np.asarray(get_default_z_image_sigmas(steps))
+
+
+def flow_check(family_name: str, *, dry_run: bool, steps: int, repeats: int, schedulers: list[str]) -> int:
     from graph_runtime.context import ExecutionContext
     from nodes import families
     from nodes.families.base import TextEncoder
@@ -135,19 +190,20 @@ def flux_check(*, dry_run: bool, steps: int, repeats: int, schedulers: list[str]
     prompt, seed = "a photo of a red circle", 1
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        pipe = build_flux(device, dtype, tiny=dry_run, workdir=Path(tmp))
+        build, slots, pipeline_kwargs, model_label = FLOW_FAMILIES[family_name]
+        pipe = build(device, dtype, tiny=dry_run, workdir=Path(tmp))
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     for module in pipe.components.values():  # built, not loaded: still in training mode (T5's dropout)
         if isinstance(module, torch.nn.Module):
             module.eval()
-    print(f"Flux model built in {time.perf_counter() - t0:.1f} s")
-    family = families.by_name("flux")
-    base = dict(pipe.scheduler.config)
+    print(f"{model_label} model built in {time.perf_counter() - t0:.1f} s")
+    family = families.by_name(family_name)
+    base = {"_class_name": type(pipe.scheduler).__name__, **pipe.scheduler.config}  # built, never saved
     dev = torch.device(device)
-    model = ModelBundle(pipe.transformer, family, base, dev, dtype, "flux1-dev-random", "memory")
-    clip = TextEncoderBundle(family, {"clip_l": TextEncoder(pipe.tokenizer, pipe.text_encoder),
-                                      "t5": TextEncoder(pipe.tokenizer_2, pipe.text_encoder_2)}, dev, dtype, "clip")
+    model = ModelBundle(pipe.transformer, family, base, dev, dtype, f"{family_name}-random", "memory")
+    clip = TextEncoderBundle(family, {slot: TextEncoder(getattr(pipe, tok), getattr(pipe, enc))
+                                      for slot, (tok, enc) in slots.items()}, dev, dtype, "clip")
     vae = VAEBundle(vae=pipe.vae, scaling_factor=float(pipe.vae.config.scaling_factor), device=dev, dtype=dtype,
                     name="ae", shift_factor=float(pipe.vae.config.shift_factor))
     ctx = ExecutionContext.standalone()
@@ -166,7 +222,7 @@ def flux_check(*, dry_run: bool, steps: int, repeats: int, schedulers: list[str]
 
         def theirs():
             with torch.inference_mode():
-                out = pipe(prompt, num_inference_steps=steps, guidance_scale=3.5, height=size, width=size,
+                out = pipe(prompt, num_inference_steps=steps, height=size, width=size, **pipeline_kwargs(steps),
                            generator=torch.Generator("cpu").manual_seed(seed), output_type="pt").images
             return out.permute(0, 2, 3, 1).float().cpu()
 
@@ -181,12 +237,14 @@ def flux_check(*, dry_run: bool, steps: int, repeats: int, schedulers: list[str]
                 best[label] = min(best[label], time.perf_counter() - t1)
         rows.append((name, best["ours"], best["diffusers"], (a - b).abs().max().item(), bool(torch.isfinite(a).all())))
     where = torch.cuda.get_device_name() if device == "cuda" else "CPU (dry run)"
-    print(f"## gpu_check: Flux.1-dev random {size}x{size} {str(dtype).removeprefix('torch.')} on {where}, "
+    print(f"## gpu_check: {model_label} random {size}x{size} {str(dtype).removeprefix('torch.')} on {where}, "
           f"{steps} steps, best of {repeats}; total {time.perf_counter() - t0:.0f} s")
     print("| scheduler | steps | ours s | diffusers s | ratio | max diff | finite |")
     print("|---|---|---|---|---|---|---|")
     for name, o, d, diff, finite in rows:
         print(f"| {name} | {steps} | {o:.3f} | {d:.3f} | {o / d:.3f} | {diff:.3g} | {finite} |")
+    if device == "cuda":
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB (model, both sides' runs)")
     return 0
 
 
@@ -203,16 +261,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--schedulers", default="euler,dpmpp_2m,unipc")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--family", choices=("sd15", "flux"), default="sd15")
+    ap.add_argument("--family", choices=("sd15", *FLOW_FAMILIES), default="sd15")
     args = ap.parse_args(argv)
-    if args.family == "flux":
+    if args.family in FLOW_FAMILIES:
         if not args.dry_run and not torch.cuda.is_available():
             print("gpu_check: no CUDA device here; nothing to check (use --dry-run to test the script on the CPU)")
             return 0
         if args.dry_run:
             torch.set_num_threads(1)
         names = [s.strip() for s in args.schedulers.split(",") if s.strip()]
-        return flux_check(dry_run=args.dry_run, steps=args.steps, repeats=args.repeats,
+        return flow_check(args.family, dry_run=args.dry_run, steps=args.steps, repeats=args.repeats,
                           schedulers=[n if n.startswith("flow_") else f"flow_{n}" for n in names])
     if args.dry_run:
         device, dtype_name, size = "cpu", "fp32", 64
