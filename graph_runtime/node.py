@@ -32,7 +32,8 @@ class NodeInputs(BaseModel):
     """Base of every node's input model: strict types, no NaN/Inf, runtime objects allowed for links."""
 
     model_config = ConfigDict(
-        strict=True, allow_inf_nan=False, arbitrary_types_allowed=True, extra="forbid", frozen=True
+        strict=True, allow_inf_nan=False, arbitrary_types_allowed=True, extra="forbid", frozen=True,
+        defer_build=True,
     )
 
 
