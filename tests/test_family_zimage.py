@@ -388,3 +388,19 @@ def test_the_default_graph_gets_stand_ins_and_runs_on_them(tmp_path, services, c
     assert res.status == "success", res.error
     image = res.values["65"][0]
     assert image.shape == (1, 1024, 1024, 3) and torch.isfinite(image).all() and image.std() > 0.005
+
+
+def test_gpu_check_z_image_dry_run(capsys):
+    """bench/gpu_check.py --family z_image end to end on the tiny model on the CPU (the GPU run is the same code
+    at Z-Image Turbo's full size): the family's encode + run_sampler + decode equal ZImagePipeline at cfg 1."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import gpu_check
+
+    with single_thread():
+        assert gpu_check.main(["--family", "z_image", "--dry-run", "--steps", "2", "--repeats", "1",
+                               "--schedulers", "euler,unipc"]) == 0
+    out = capsys.readouterr().out
+    assert "Z-Image Turbo" in out
+    assert "| flow_euler | 2 |" in out and "| flow_unipc | 2 |" in out and out.count("| 0 | True |") == 2
