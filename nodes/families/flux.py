@@ -193,15 +193,19 @@ class Flux(Family):
 
     def network(self, model: Any):
         transformer = model.network
+        position_ids: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # one pair per latent size, not per step
 
         def call(x: torch.Tensor, t: torch.Tensor, **inputs: Any) -> torch.Tensor:
             inputs.pop("return_dict", None)
             b, c, h, w = x.shape
             tokens = inputs["encoder_hidden_states"].shape[1]
-            out = transformer(hidden_states=pack(x), timestep=t.expand(b).to(x.dtype) / 1000,
-                              img_ids=image_ids(h // 2, w // 2, x.device, x.dtype),
-                              txt_ids=torch.zeros(tokens, 3, device=x.device, dtype=x.dtype), return_dict=False,
-                              **inputs)[0]
+            key = (h, w, tokens, x.device, x.dtype)
+            if key not in position_ids:
+                position_ids[key] = (image_ids(h // 2, w // 2, x.device, x.dtype),
+                                     torch.zeros(tokens, 3, device=x.device, dtype=x.dtype))
+            img_ids, txt_ids = position_ids[key]
+            out = transformer(hidden_states=pack(x), timestep=t.expand(b).to(x.dtype) / 1000, img_ids=img_ids,
+                              txt_ids=txt_ids, return_dict=False, **inputs)[0]
             return unpack(out, h, w)
 
         return call
