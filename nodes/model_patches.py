@@ -67,6 +67,16 @@ class ModelSamplingDiscrete(Node):
         return (model.with_config(prediction_type=kinds[inputs.sampling], rescale_betas_zero_snr=inputs.zsnr),)
 
 
+def _flow_model(value: Any, purpose: str) -> Any:
+    """The MODEL input of a flow-shift node; NodeError naming it when the model is no flow-matching one."""
+    from schedulers.model_sampling import is_flow_config
+
+    model = _check_model(value)
+    if not is_flow_config(model.scheduler_config):
+        raise NodeError(f"model: {model.name} ({model.family.label}) is not a flow-matching model; {purpose}")
+    return model
+
+
 class ModelSamplingSD3(Node):
     """Set a flow-matching model's timestep shift (SD3's ``shift``: higher spends more steps at high noise)."""
 
@@ -80,12 +90,7 @@ class ModelSamplingSD3(Node):
     OUTPUTS = (Output("MODEL", "MODEL"),)
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
-        from schedulers.model_sampling import is_flow_config
-
-        model = _check_model(inputs.model)
-        if not is_flow_config(model.scheduler_config):
-            raise NodeError(f"model: {model.name} ({model.family.label}) is not a flow-matching model; "
-                            "ModelSamplingSD3 sets the shift of SD3-style models")
+        model = _flow_model(inputs.model, "ModelSamplingSD3 sets the shift of SD3-style models")
         if inputs.shift <= 0:
             raise NodeError("shift: must be above 0")
         return (model.with_config(shift=float(inputs.shift)),)
@@ -106,12 +111,7 @@ class ModelSamplingAuraFlow(Node):
     OUTPUTS = (Output("MODEL", "MODEL"),)
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
-        from schedulers.model_sampling import is_flow_config
-
-        model = _check_model(inputs.model)
-        if not is_flow_config(model.scheduler_config):
-            raise NodeError(f"model: {model.name} ({model.family.label}) is not a flow-matching model; "
-                            "ModelSamplingAuraFlow sets the shift of flow models")
+        model = _flow_model(inputs.model, "ModelSamplingAuraFlow sets the shift of flow models")
         if model.family.comfy_multiplier != 1.0:
             raise NodeError(f"model: {model.name} is a {model.family.label} model, whose network takes the "
                             "noise level times 1000 as its timestep; ModelSamplingAuraFlow (multiplier 1) is "
@@ -146,12 +146,9 @@ class ModelSamplingFlux(Node):
     OUTPUTS = (Output("MODEL", "MODEL"),)
 
     def execute(self, inputs: Any, ctx: Any) -> tuple:
-        from schedulers.model_sampling import dynamic_mu, is_flow_config
+        from schedulers.model_sampling import dynamic_mu
 
-        model = _check_model(inputs.model)
-        if not is_flow_config(model.scheduler_config):
-            raise NodeError(f"model: {model.name} ({model.family.label}) is not a flow-matching model; "
-                            "ModelSamplingFlux sets the shift of Flux-style models")
+        model = _flow_model(inputs.model, "ModelSamplingFlux sets the shift of Flux-style models")
         line = {"use_dynamic_shifting": True, "time_shift_type": "exponential", "base_shift": inputs.base_shift,
                 "max_shift": inputs.max_shift, "base_image_seq_len": 256, "max_image_seq_len": 4096}
         mu = dynamic_mu(line, inputs.width * inputs.height / 256)  # 8x8 pixels a latent, 2x2 latents a token
